@@ -1,0 +1,42 @@
+"""The FastAPI application: REST under /api/v1 and the web results view."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from api import errors
+from api.routes import health, studies, trials, web, workers
+from api.web_assets import STATIC_DIR
+from hpsearch.settings import Settings
+from hpsearch.store import Database, Store, check_schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url, echo=settings.echo_sql)
+        # Refuse to serve a schema that is behind: `hpsearch db upgrade` fixes it.
+        check_schema(db)
+        app.state.store = Store(db, lease_seconds=settings.lease_seconds)
+        app.state.settings = settings
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="hpsearch",
+        version="0.1.0",
+        summary="Hyperparameter search for PyTorch: studies, trials, workers.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for module in (health, studies, trials, workers):
+        app.include_router(module.router, prefix="/api/v1")
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

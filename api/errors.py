@@ -1,0 +1,49 @@
+"""Core errors mapped to HTTP, once. Every error body is ``{code, message, errors[]}``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.schemas import ErrorBody, FieldProblem
+from hpsearch.errors import HpsearchError, InvalidInput, InvalidState, LeaseLost, NotFound
+from hpsearch.spec import SpecError, field_path
+
+_STATUS: dict[type[HpsearchError], int] = {
+    NotFound: 404,
+    InvalidState: 409,
+    LeaseLost: 409,
+    InvalidInput: 422,
+}
+
+
+def _json(status: int, body: ErrorBody) -> JSONResponse:
+    return JSONResponse(status_code=status, content=body.model_dump())
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(SpecError)
+    async def _spec(_: Request, exc: SpecError) -> JSONResponse:
+        problems = [FieldProblem(field=e.field, message=e.message, line=e.line) for e in exc.errors]
+        return _json(422, ErrorBody(code="invalid_spec", message=str(exc), errors=problems))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err.get("loc", ()))
+            if loc and loc[0] in ("body", "query", "path", "header"):
+                loc = loc[1:]
+            message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            problems.append(FieldProblem(field=field_path(loc), message=message))
+        text = "; ".join(f"{p.field}: {p.message}" for p in problems)
+        return _json(422, ErrorBody(code="validation_error", message=text, errors=problems))
+
+    @app.exception_handler(HpsearchError)
+    async def _core(_: Request, exc: HpsearchError) -> JSONResponse:
+        status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 400)
+        problems = []
+        if isinstance(exc, InvalidInput):
+            problems = [FieldProblem(field=exc.field, message=exc.message)]
+        return _json(status, ErrorBody(code=exc.code, message=str(exc), errors=problems))

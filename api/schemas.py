@@ -1,0 +1,235 @@
+"""Request and response bodies: pydantic models, separate from the ORM models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hpsearch.spec import parse_spec
+from hpsearch.store.models import Study, Trial, TrialEvent, TrialIntermediate, Worker
+from hpsearch.store.repository import StudyView, TrialView
+
+Metrics = dict[str, float | None]
+ParamValues = dict[str, bool | int | float | str]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+    line: int | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    errors: list[FieldProblem] = Field(default_factory=list)
+
+
+class Created(BaseModel):
+    id: int
+    url: str
+
+
+class TrialOut(BaseModel):
+    id: int
+    study_id: int
+    number: int
+    state: str
+    source: str
+    params: dict[str, Any]
+    metrics: Metrics
+    value: float | None
+    feasible: bool | None
+    attempt: int
+    worker_id: str | None
+    last_step: int | None
+    error: str | None
+    stop_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, t: Trial) -> TrialOut:
+        return cls(
+            id=t.id,
+            study_id=t.study_id,
+            number=t.number,
+            state=t.state,
+            source=t.source,
+            params=t.params,
+            metrics=t.metrics,
+            value=t.value,
+            feasible=t.feasible,
+            attempt=t.attempt,
+            worker_id=t.worker_id,
+            last_step=t.last_step,
+            error=t.error,
+            stop_requested=t.stop_requested,
+            created_at=t.created_at,
+            started_at=t.started_at,
+            finished_at=t.finished_at,
+        )
+
+
+class CountsOut(BaseModel):
+    queued: int
+    running: int
+    completed: int
+    pruned: int
+    failed: int
+    max_trials: int
+
+
+class StudyOut(BaseModel):
+    id: int
+    name: str
+    state: str
+    reason: str | None
+    objective: str
+    counts: CountsOut
+    best: TrialOut | None
+    spec: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, v: StudyView) -> StudyOut:
+        s: Study = v.study
+        return cls(
+            id=s.id,
+            name=s.name,
+            state=s.state,
+            reason=s.reason,
+            objective=parse_spec(s.spec).build_objective().describe(),
+            counts=CountsOut(
+                queued=v.counts.queued,
+                running=v.counts.running,
+                completed=v.counts.completed,
+                pruned=v.counts.pruned,
+                failed=v.counts.failed,
+                max_trials=s.spec["budget"]["max_trials"],
+            ),
+            best=TrialOut.of(v.best) if v.best else None,
+            spec=s.spec,
+            created_at=s.created_at,
+            updated_at=s.updated_at,
+            finished_at=s.finished_at,
+        )
+
+
+class IntermediateOut(BaseModel):
+    step: int
+    attempt: int
+    metrics: Metrics
+
+    @classmethod
+    def of(cls, p: TrialIntermediate) -> IntermediateOut:
+        return cls(step=p.step, attempt=p.attempt, metrics=p.metrics)
+
+
+class EventOut(BaseModel):
+    kind: str
+    attempt: int
+    worker_id: str | None
+    detail: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, e: TrialEvent) -> EventOut:
+        return cls(
+            kind=e.kind,
+            attempt=e.attempt,
+            worker_id=e.worker_id,
+            detail=e.detail,
+            created_at=e.created_at,
+        )
+
+
+class TrialDetailOut(TrialOut):
+    intermediates: list[IntermediateOut]
+    events: list[EventOut]
+
+    @classmethod
+    def of_view(cls, v: TrialView) -> TrialDetailOut:
+        base = TrialOut.of(v.trial).model_dump()
+        return cls(
+            **base,
+            intermediates=[IntermediateOut.of(p) for p in v.intermediates],
+            events=[EventOut.of(e) for e in v.events],
+        )
+
+
+class WorkerOut(BaseModel):
+    id: str
+    host: str
+    devices: list[Any]
+    last_seen_at: datetime
+
+    @classmethod
+    def of(cls, w: Worker) -> WorkerOut:
+        return cls(id=w.id, host=w.host, devices=w.devices, last_seen_at=w.last_seen_at)
+
+
+class EnqueueIn(_Body):
+    params: ParamValues
+
+
+class ClaimIn(_Body):
+    worker_id: str = Field(min_length=1, max_length=200)
+    host: str = Field(default="", max_length=255)
+    devices: list[str] = Field(default_factory=list, max_length=64)
+    study_id: int | None = None
+
+
+class ClaimedTrial(BaseModel):
+    trial_id: int
+    study_id: int
+    number: int
+    attempt: int
+    params: dict[str, Any]
+    task: dict[str, Any]
+    lease_expires_at: datetime
+    resume_step: int | None
+
+
+class ClaimOut(BaseModel):
+    trial: ClaimedTrial | None
+    # False once no study this worker serves can produce another trial: time to exit.
+    open_studies: bool
+
+
+class LeaseIn(_Body):
+    worker_id: str = Field(min_length=1, max_length=200)
+    attempt: int = Field(ge=1)
+
+
+class ReportIn(LeaseIn):
+    step: int = Field(ge=0, le=10_000_000)
+    metrics: dict[str, float | None] = Field(max_length=1000)
+
+
+class CompleteIn(LeaseIn):
+    metrics: dict[str, float | None] = Field(max_length=1000)
+    pruned: bool = False
+
+
+class FailIn(LeaseIn):
+    error: str = Field(max_length=200_000)
+
+
+class ReleaseIn(LeaseIn):
+    reason: str = Field(default="worker shutting down", max_length=1000)
+
+
+class AckOut(BaseModel):
+    should_stop: bool
+    reason: str | None
+    lease_expires_at: datetime

@@ -1,0 +1,196 @@
+"""A small HTTP client for the REST API, for scripts, notebooks, the CLI and workers.
+
+Connection failures are retried with exponential backoff (a server restart must not kill a
+worker); HTTP errors are not retried, they are raised as :class:`ApiError` with the server's
+``code`` and message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import httpx
+
+DEFAULT_SERVER = "http://127.0.0.1:8765"
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body = body
+
+
+class ServerUnreachable(RuntimeError):
+    pass
+
+
+class Client:
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retry_for: float = 120.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.server = server.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.server + "/api/v1", headers=headers, timeout=timeout
+        )
+        self.retry_for = retry_for
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def health(self) -> dict[str, Any]:
+        return self._obj("GET", "/health")
+
+    # -- studies ---------------------------------------------------------------------------
+
+    def create_study(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        return self._obj("POST", "/studies", json=dict(spec))
+
+    def studies(self, state: str | None = None) -> list[dict[str, Any]]:
+        return self._list("GET", "/studies", params={"state": state} if state else None)
+
+    def study(self, study_id: int) -> dict[str, Any]:
+        return self._obj("GET", f"/studies/{study_id}")
+
+    def trials(
+        self, study_id: int, order: str = "number", limit: int = 1000, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        return self._list(
+            "GET",
+            f"/studies/{study_id}/trials",
+            params={"order": order, "limit": limit, "offset": offset},
+        )
+
+    def best(self, study_id: int) -> dict[str, Any] | None:
+        best: dict[str, Any] | None = self._call("GET", f"/studies/{study_id}/best")
+        return best
+
+    def control(self, study_id: int, action: str) -> dict[str, Any]:
+        return self._obj("POST", f"/studies/{study_id}/{action}")
+
+    def enqueue(self, study_id: int, params: Mapping[str, Any]) -> dict[str, Any]:
+        return self._obj("POST", f"/studies/{study_id}/trials", json={"params": dict(params)})
+
+    def trial(self, trial_id: int) -> dict[str, Any]:
+        return self._obj("GET", f"/trials/{trial_id}")
+
+    # -- the worker's side -----------------------------------------------------------------
+
+    def claim(
+        self, worker_id: str, host: str, devices: list[str], study_id: int | None = None
+    ) -> dict[str, Any]:
+        return self._obj(
+            "POST",
+            "/claims",
+            json={"worker_id": worker_id, "host": host, "devices": devices, "study_id": study_id},
+        )
+
+    def heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> dict[str, Any]:
+        return self._obj(
+            "POST",
+            f"/trials/{trial_id}/heartbeat",
+            json={"worker_id": worker_id, "attempt": attempt},
+        )
+
+    def report(
+        self, trial_id: int, worker_id: str, attempt: int, step: int, metrics: Mapping[str, float]
+    ) -> dict[str, Any]:
+        return self._obj(
+            "POST",
+            f"/trials/{trial_id}/intermediate",
+            json={
+                "worker_id": worker_id,
+                "attempt": attempt,
+                "step": step,
+                "metrics": dict(metrics),
+            },
+        )
+
+    def complete(
+        self,
+        trial_id: int,
+        worker_id: str,
+        attempt: int,
+        metrics: Mapping[str, float],
+        pruned: bool = False,
+    ) -> dict[str, Any]:
+        return self._obj(
+            "POST",
+            f"/trials/{trial_id}/complete",
+            json={
+                "worker_id": worker_id,
+                "attempt": attempt,
+                "metrics": dict(metrics),
+                "pruned": pruned,
+            },
+        )
+
+    def fail(self, trial_id: int, worker_id: str, attempt: int, error: str) -> dict[str, Any]:
+        return self._obj(
+            "POST",
+            f"/trials/{trial_id}/fail",
+            json={"worker_id": worker_id, "attempt": attempt, "error": error},
+        )
+
+    def release(self, trial_id: int, worker_id: str, attempt: int, reason: str) -> dict[str, Any]:
+        return self._obj(
+            "POST",
+            f"/trials/{trial_id}/release",
+            json={"worker_id": worker_id, "attempt": attempt, "reason": reason},
+        )
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _obj(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return cast(dict[str, Any], self._call(method, path, **kwargs))
+
+    def _list(self, method: str, path: str, **kwargs: Any) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self._call(method, path, **kwargs))
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.2
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+                break
+            except (
+                httpx.ConnectError,
+                httpx.ReadError,
+                httpx.RemoteProtocolError,
+                httpx.ConnectTimeout,
+                httpx.ReadTimeout,
+            ) as e:
+                if time.monotonic() + delay > deadline:
+                    raise ServerUnreachable(f"{self.server} unreachable: {e}") from e
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"code": "http_error", "message": response.text}
+            raise ApiError(
+                response.status_code,
+                body.get("code", "http_error"),
+                body.get("message", response.text),
+                body,
+            )
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()

@@ -1,0 +1,142 @@
+"""One SQLAlchemy model per table; constraints and indexes declared next to the columns.
+
+Times are naive UTC (``DateTime()`` without zone) so SQLite and PostgreSQL compare them alike.
+The schema itself is created only by the Alembic migrations in ``migrations/``; these models
+must match them (a test compares the two).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+STUDY_STATES = ("running", "paused", "stopped", "completed")
+TRIAL_STATES = ("queued", "running", "completed", "pruned", "failed")
+ENDED_STATES = ("completed", "pruned", "failed")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    # Trial numbers are handed out from here inside the claim transaction, which also
+    # serializes sampling per study (the row is locked by the update).
+    next_number: Mapped[int] = mapped_column(Integer, default=0)
+    n_completed: Mapped[int] = mapped_column(Integer, default=0)
+    n_pruned: Mapped[int] = mapped_column(Integer, default=0)
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    best_trial_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sampler_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    updated_at: Mapped[datetime] = mapped_column(DateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+
+    trials: Mapped[list[Trial]] = relationship(back_populates="study", cascade="all, delete")
+
+    __table_args__ = (Index("ix_studies_state", "state"),)
+
+
+class Trial(Base):
+    __tablename__ = "trials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    source: Mapped[str] = mapped_column(String(16), default="sampler")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    feasible: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    violation: Mapped[float | None] = mapped_column(Float, nullable=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+
+    study: Mapped[Study] = relationship(back_populates="trials")
+    intermediates: Mapped[list[TrialIntermediate]] = relationship(
+        back_populates="trial", cascade="all, delete", order_by="TrialIntermediate.step"
+    )
+    events: Mapped[list[TrialEvent]] = relationship(
+        back_populates="trial", cascade="all, delete", order_by="TrialEvent.id"
+    )
+
+    __table_args__ = (
+        UniqueConstraint("study_id", "number", name="uq_trials_study_number"),
+        # The claim path: queued trials of a study, oldest first; expired leases.
+        Index("ix_trials_study_state_number", "study_id", "state", "number"),
+        Index("ix_trials_state_lease", "state", "lease_expires_at"),
+    )
+
+
+class TrialIntermediate(Base):
+    """One reported step (epoch) of a trial: every metric the worker sent for it."""
+
+    __tablename__ = "trial_intermediates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+
+    trial: Mapped[Trial] = relationship(back_populates="intermediates")
+
+    __table_args__ = (UniqueConstraint("trial_id", "step", name="uq_intermediates_trial_step"),)
+
+
+class TrialEvent(Base):
+    """The state history of a trial: claims, lease losses, retries, failures."""
+
+    __tablename__ = "trial_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+
+    trial: Mapped[Trial] = relationship(back_populates="events")
+
+    __table_args__ = (Index("ix_trial_events_trial", "trial_id"),)
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    devices: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime())

@@ -1,0 +1,224 @@
+"""Study-level queries and rules that run inside a caller's transaction.
+
+Counts and the best trial are kept on the study row, updated when a trial ends, so that reading
+a study never scans its trials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, case, func, select, update
+from sqlalchemy.orm import Session
+
+from hpsearch.errors import NotFound
+from hpsearch.objective import rank_key
+from hpsearch.spec import StudySpec, parse_spec
+from hpsearch.store.clock import utcnow
+from hpsearch.store.models import Study, Trial
+
+
+@dataclass(frozen=True)
+class StudyCounts:
+    queued: int
+    running: int
+    completed: int
+    pruned: int
+    failed: int
+
+    @property
+    def ended(self) -> int:
+        return self.completed + self.pruned + self.failed
+
+
+def get_study(session: Session, study_id: int, *, lock: bool = False) -> Study:
+    query = select(Study).where(Study.id == study_id)
+    if lock:
+        query = query.with_for_update()
+    study = session.scalars(query).one_or_none()
+    if study is None:
+        raise NotFound(f"study {study_id} does not exist")
+    return study
+
+
+def get_trial(session: Session, trial_id: int, *, lock: bool = False) -> Trial:
+    query = select(Trial).where(Trial.id == trial_id)
+    if lock:
+        query = query.with_for_update()
+    trial = session.scalars(query).one_or_none()
+    if trial is None:
+        raise NotFound(f"trial {trial_id} does not exist")
+    return trial
+
+
+def spec_of(study: Study) -> StudySpec:
+    return parse_spec(study.spec)
+
+
+def live_counts(session: Session, study_id: int) -> tuple[int, int]:
+    """(queued, running) trials of a study: the two counts that change without ending."""
+    rows = session.execute(
+        select(Trial.state, func.count())
+        .where(Trial.study_id == study_id, Trial.state.in_(("queued", "running")))
+        .group_by(Trial.state)
+    ).all()
+    by_state: dict[str, int] = {state: n for state, n in rows}
+    return by_state.get("queued", 0), by_state.get("running", 0)
+
+
+def counts(session: Session, study: Study) -> StudyCounts:
+    queued, running = live_counts(session, study.id)
+    return StudyCounts(queued, running, study.n_completed, study.n_pruned, study.n_failed)
+
+
+def record_ended(session: Session, study: Study, trial: Trial) -> None:
+    """Updates the study's counters and best trial after ``trial`` ended."""
+    if trial.state == "completed":
+        study.n_completed += 1
+        if trial.feasible and trial.value is not None:
+            _maybe_new_best(session, study, trial)
+    elif trial.state == "pruned":
+        study.n_pruned += 1
+    elif trial.state == "failed":
+        study.n_failed += 1
+    study.updated_at = utcnow()
+
+
+def _maybe_new_best(session: Session, study: Study, trial: Trial) -> None:
+    direction = study.spec["objective"]["direction"]
+    if study.best_trial_id is None:
+        study.best_trial_id = trial.id
+        return
+    current = session.get(Trial, study.best_trial_id)
+    if current is None or rank_key(_Ranked.of(trial), direction) < rank_key(
+        _Ranked.of(current), direction
+    ):
+        study.best_trial_id = trial.id
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    number: int
+    value: float | None
+    feasible: bool
+    violation: float
+
+    @classmethod
+    def of(cls, t: Trial) -> _Ranked:
+        return cls(t.number, t.value, bool(t.feasible), t.violation or 0.0)
+
+
+def finish_if_done(session: Session, study: Study, *, exhausted: bool = False) -> bool:
+    """Marks a running or paused study completed (or stopped) when its budget says so.
+
+    ``exhausted`` is set by the claim path when the sampler has nothing left to propose.
+    """
+    if study.state not in ("running", "paused"):
+        return False
+    spec = study.spec
+    budget = spec.get("budget", {})
+    queued, running = live_counts(session, study.id)
+    ended = study.n_completed + study.n_pruned + study.n_failed
+    reason: str | None = None
+    if ended >= budget.get("max_trials", 0) and not (queued or running):
+        reason = f"max_trials ({budget['max_trials']}) reached"
+    elif exhausted and not (queued or running):
+        reason = "the sampler has proposed every configuration"
+    elif budget.get("max_failures") and study.n_failed >= budget["max_failures"]:
+        study.state, study.reason = "stopped", f"max_failures ({budget['max_failures']}) reached"
+        study.finished_at = utcnow()
+        _request_stop_running(session, study.id)
+        return True
+    elif _target_reached(session, study):
+        reason = f"target value {budget['target_value']} reached"
+    elif _time_is_up(study):
+        reason = f"time limit ({budget['time_limit_s']} s) reached"
+    if reason is None:
+        return False
+    if queued or running:
+        # Budgets by time or target end the study now; running trials are told to stop.
+        _request_stop_running(session, study.id)
+        session.execute(
+            update(Trial)
+            .where(Trial.study_id == study.id, Trial.state == "queued")
+            .values(state="failed", error=f"study ended: {reason}", finished_at=utcnow())
+        )
+        study.n_failed += queued
+    study.state, study.reason, study.finished_at = "completed", reason, utcnow()
+    return True
+
+
+def _target_reached(session: Session, study: Study) -> bool:
+    target = study.spec.get("budget", {}).get("target_value")
+    if target is None or study.best_trial_id is None:
+        return False
+    best = session.get(Trial, study.best_trial_id)
+    if best is None or best.value is None:
+        return False
+    maximize = study.spec["objective"]["direction"] == "maximize"
+    return bool(best.value >= target if maximize else best.value <= target)
+
+
+def _time_is_up(study: Study) -> bool:
+    limit = study.spec.get("budget", {}).get("time_limit_s")
+    return limit is not None and (utcnow() - study.created_at).total_seconds() >= limit
+
+
+def _request_stop_running(session: Session, study_id: int) -> None:
+    session.execute(
+        update(Trial)
+        .where(Trial.study_id == study_id, Trial.state == "running")
+        .values(stop_requested=True)
+    )
+
+
+def study_row(spec: StudySpec, spec_json: dict[str, Any]) -> Study:
+    now = utcnow()
+    return Study(
+        name=spec.name,
+        spec=spec_json,
+        state="running",
+        next_number=0,
+        n_completed=0,
+        n_pruned=0,
+        n_failed=0,
+        sampler_state={},
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def trials_page(
+    session: Session,
+    study_id: int,
+    *,
+    order: str,
+    offset: int,
+    limit: int,
+    states: Sequence[str] = (),
+) -> list[Trial]:
+    """A page of a study's trials, by ``number`` or by rank (best first)."""
+    query = select(Trial).where(Trial.study_id == study_id)
+    if states:
+        query = query.where(Trial.state.in_(states))
+    if order == "rank":
+        study = get_study(session, study_id)
+        maximize = study.spec["objective"]["direction"] == "maximize"
+        # The SQL form of objective.rank_key (a test holds the two equal): completed feasible
+        # trials by value, then completed infeasible ones by violation, then the rest.
+        scored = and_(Trial.state == "completed", Trial.value.is_not(None))
+        group = case(
+            (and_(scored, Trial.feasible.is_(True)), 0), (Trial.state == "completed", 1), else_=2
+        )
+        query = query.order_by(
+            group,
+            case((group == 1, Trial.violation), else_=0.0),
+            Trial.value.is_(None),
+            Trial.value.desc() if maximize else Trial.value.asc(),
+            Trial.number.asc(),
+        )
+    else:
+        query = query.order_by(Trial.number.asc())
+    return list(session.scalars(query.offset(offset).limit(limit)))

@@ -1,0 +1,190 @@
+"""The store on a real SQLite database: claims, leases, ranking in SQL, study controls."""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import update
+
+from hpsearch.errors import InvalidInput, InvalidState, LeaseLost
+from hpsearch.objective import rank
+from hpsearch.store import Database, SchemaOutOfDate, Store, check_schema, upgrade
+from hpsearch.store.clock import utcnow
+from hpsearch.store.db import initialize_if_empty
+from hpsearch.store.models import Base, Trial
+from tests.conftest import digits_spec
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    return Store(Database(url), lease_seconds=60)
+
+
+def test_migrations_match_the_models(store: Store) -> None:
+    with store.db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_empty_database_is_refused_until_upgraded(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(SchemaOutOfDate, match="hpsearch db upgrade"):
+        check_schema(db)
+    assert initialize_if_empty(db)
+    check_schema(db)
+    assert not initialize_if_empty(db)
+
+
+def test_parallel_claimers_never_share_a_trial(store: Store) -> None:
+    study = store.create_study(digits_spec(budget={"max_trials": 60, "parallelism": 60}))
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claimer(i: int) -> None:
+        while (c := store.claim(f"w{i}")) is not None:
+            with lock:
+                claimed.append(c.trial_id)
+            store.complete(c.trial_id, f"w{i}", c.attempt, {"dev_accuracy": 0.5, "latency_ms": 1})
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == len(set(claimed)) == 60
+    view = store.get_study(study.id)
+    assert view.study.state == "completed" and view.counts.completed == 60
+
+
+def test_parallelism_limits_running_trials(store: Store) -> None:
+    store.create_study(digits_spec(budget={"max_trials": 10, "parallelism": 2}))
+    assert store.claim("a") and store.claim("b")
+    assert store.claim("c") is None
+
+
+def _expire(store: Store, trial_id: int) -> None:
+    with store.db.write() as s:
+        s.execute(
+            update(Trial)
+            .where(Trial.id == trial_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+def test_expired_lease_requeues_and_late_report_is_refused(store: Store) -> None:
+    store.create_study(digits_spec(budget={"max_trials": 1, "parallelism": 1}))
+    first = store.claim("dies")
+    assert first is not None
+    store.report(first.trial_id, "dies", first.attempt, 1, {"dev_accuracy": 0.3})
+    _expire(store, first.trial_id)
+    second = store.claim("survives")
+    assert second is not None
+    assert (second.trial_id, second.attempt) == (first.trial_id, 2)
+    assert second.resume_step == 1
+    with pytest.raises(LeaseLost):
+        store.report(first.trial_id, "dies", first.attempt, 2, {"dev_accuracy": 0.4})
+    with pytest.raises(LeaseLost):
+        store.complete(first.trial_id, "dies", first.attempt, {"dev_accuracy": 0.9})
+    done = store.complete(second.trial_id, "survives", 2, {"dev_accuracy": 0.8, "latency_ms": 1})
+    assert done.state == "completed" and done.value == 0.8
+    # A resend of the same completion (its reply was lost) gets the same answer.
+    again = store.complete(second.trial_id, "survives", 2, {"dev_accuracy": 0.1})
+    assert again.value == 0.8
+    events = [e.kind for e in store.trial(first.trial_id).events]
+    assert events == ["claimed", "lease_expired", "claimed", "completed"]
+
+
+def test_trial_fails_after_max_attempts(store: Store) -> None:
+    spec = digits_spec(budget={"max_trials": 1, "parallelism": 1, "max_attempts": 2})
+    study = store.create_study(spec)
+    for attempt in (1, 2):
+        c = store.claim(f"w{attempt}")
+        assert c is not None and c.attempt == attempt
+        _expire(store, c.trial_id)
+    assert store.claim("w3") is None
+    view = store.get_study(study.id)
+    assert view.counts.failed == 1 and view.study.state == "completed"
+    (trial,) = store.trials(study.id)
+    assert trial.error is not None and "2 attempts" in trial.error
+
+
+def test_best_and_sql_rank_follow_the_ranking_rule(store: Store) -> None:
+    rng = random.Random(3)
+    study = store.create_study(digits_spec(budget={"max_trials": 40, "parallelism": 40}))
+    for i in range(40):
+        c = store.claim(f"w{i}")
+        assert c is not None
+        if i % 7 == 3:
+            store.fail(c.trial_id, f"w{i}", 1, "Traceback...\nRuntimeError: boom")
+            continue
+        # Coarse values make ties, which must go to the earlier trial.
+        metrics = {
+            "dev_accuracy": rng.choice([0.5, 0.7, 0.9]),
+            "latency_ms": rng.choice([50.0, 150.0, 400.0]),
+        }
+        store.complete(c.trial_id, f"w{i}", 1, metrics)
+    completed = store.trials(study.id, states=["completed"], limit=1000)
+    python_order = [t.number for t in rank([_Rankable(t) for t in completed], "maximize")]
+    sql_order = [t.number for t in store.trials(study.id, order="rank", limit=1000)]
+    assert sql_order[: len(python_order)] == python_order
+    best = store.get_study(study.id).best
+    assert best is not None and best.feasible and best.number == python_order[0]
+    assert all(not t.feasible for t in completed if t.value is not None and t.value > best.value)
+
+
+class _Rankable:
+    def __init__(self, t: Trial) -> None:
+        self.number, self.value = t.number, t.value
+        self.feasible, self.violation = bool(t.feasible), t.violation or 0.0
+
+
+def test_pause_resume_stop(store: Store) -> None:
+    study = store.create_study(digits_spec(budget={"max_trials": 5, "parallelism": 5}))
+    running = store.claim("w")
+    assert running is not None
+    store.set_study_state(study.id, "pause")
+    assert store.claim("w2") is None
+    store.set_study_state(study.id, "resume")
+    assert store.claim("w2") is not None
+    store.set_study_state(study.id, "stop")
+    ack = store.report(running.trial_id, "w", 1, 1, {"dev_accuracy": 0.5})
+    assert ack.should_stop and ack.reason == "study stopped"
+    with pytest.raises(InvalidState):
+        store.set_study_state(study.id, "resume")
+
+
+def test_enqueued_configuration_runs_first_and_is_validated(store: Store) -> None:
+    study = store.create_study(digits_spec(budget={"max_trials": 3, "parallelism": 1}))
+    guess = {"lr": 0.01, "beta": 0.99, "hidden_units": 64, "layers": 2, "batch_size": 64}
+    store.enqueue(study.id, guess)
+    c = store.claim("w")
+    assert c is not None and c.params == guess
+    with pytest.raises(InvalidInput, match="lr"):
+        store.enqueue(study.id, {**guess, "lr": 5.0})
+
+
+def test_max_failures_stops_the_study(store: Store) -> None:
+    spec = digits_spec(budget={"max_trials": 10, "parallelism": 1, "max_failures": 2})
+    study = store.create_study(spec)
+    for i in range(2):
+        c = store.claim("w")
+        assert c is not None
+        store.fail(c.trial_id, "w", 1, f"crash {i}")
+    view = store.get_study(study.id)
+    assert view.study.state == "stopped" and "max_failures" in (view.study.reason or "")
+    assert store.claim("w") is None
+
+
+def test_nan_metrics_are_stored_as_missing(store: Store) -> None:
+    store.create_study(digits_spec(budget={"max_trials": 1}))
+    c = store.claim("w")
+    assert c is not None
+    t = store.complete(c.trial_id, "w", 1, {"dev_accuracy": float("nan"), "latency_ms": 1})
+    assert t.metrics["dev_accuracy"] is None and t.value is None

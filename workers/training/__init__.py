@@ -1,0 +1,22 @@
+"""The PyTorch side of a worker: built-in trainers that train a real model on real data and
+return its metrics. The claim loop needs only :func:`train_trial`."""
+
+from workers.training.hyperparameters import HyperparameterError
+from workers.training.run import (
+    TrainingDiverged,
+    TrainingResult,
+    TrainingStopped,
+    evaluate_test,
+    train_and_evaluate_test,
+    train_trial,
+)
+
+__all__ = [
+    "HyperparameterError",
+    "TrainingDiverged",
+    "TrainingResult",
+    "TrainingStopped",
+    "evaluate_test",
+    "train_and_evaluate_test",
+    "train_trial",
+]
