@@ -5,12 +5,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.base import RequestResponseEndpoint
 
 from api import errors
-from api.routes import health, studies, trials, web, workers
+from api.auth import authorize
+from api.routes import (
+    artifacts,
+    evaluations,
+    export,
+    health,
+    login,
+    regions,
+    studies,
+    trials,
+    web,
+    workers,
+)
 from api.web_assets import STATIC_DIR
+from hpsearch.auth import Authenticator
 from hpsearch.settings import Settings
 from hpsearch.store import Database, Store, check_schema
 
@@ -24,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Refuse to serve a schema that is behind: `hpsearch db upgrade` fixes it.
         check_schema(db)
         app.state.store = Store(db, lease_seconds=settings.lease_seconds)
+        app.state.auth = Authenticator(db, ttl=settings.auth_cache_seconds)
         app.state.settings = settings
         yield
         db.dispose()
@@ -33,10 +49,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Hyperparameter search for PyTorch: studies, trials, workers.",
         lifespan=lifespan,
+        # One policy for every route (api/auth.py): which role may call it.
+        dependencies=[Depends(authorize)],
     )
     errors.install(app)
-    for module in (health, studies, trials, workers):
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        # Checkpoint uploads have their own, larger limit, enforced while streaming.
+        length = request.headers.get("content-length")
+        is_upload = request.method == "PUT" and request.url.path.endswith("/checkpoint")
+        if (
+            length
+            and length.isdigit()
+            and not is_upload
+            and int(length) > (settings.max_request_bytes)
+        ):
+            return JSONResponse(
+                status_code=413,
+                content={
+                    "code": "request_too_large",
+                    "errors": [],
+                    "message": f"request body over {settings.max_request_bytes} bytes",
+                },
+            )
+        return await call_next(request)
+
+    for module in (health, studies, regions, export, trials, artifacts, evaluations, workers):
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(login.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from hpsearch.artifacts import ArtifactStore
 from hpsearch.settings import Settings
 from hpsearch.store import Store
 
@@ -20,5 +21,11 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_artifacts(request: Request) -> ArtifactStore:
+    settings = get_settings(request)
+    return ArtifactStore(settings.artifact_dir, settings.max_artifact_bytes)
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
+ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

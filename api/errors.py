@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorBody, FieldProblem
+from hpsearch.artifacts import ArtifactTooLarge
 from hpsearch.errors import HpsearchError, InvalidInput, InvalidState, LeaseLost, NotFound
 from hpsearch.spec import SpecError, field_path
 
@@ -15,6 +17,17 @@ _STATUS: dict[type[HpsearchError], int] = {
     InvalidState: 409,
     LeaseLost: 409,
     InvalidInput: 422,
+    ArtifactTooLarge: 413,
+}
+
+
+# Stable codes for the errors the HTTP layer itself raises (auth, routing, size).
+_HTTP_CODES = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
 }
 
 
@@ -39,6 +52,14 @@ def install(app: FastAPI) -> None:
             problems.append(FieldProblem(field=field_path(loc), message=message))
         text = "; ".join(f"{p.field}: {p.message}" for p in problems)
         return _json(422, ErrorBody(code="validation_error", message=text, errors=problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        response = _json(exc.status_code, ErrorBody(code=code, message=str(exc.detail)))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(HpsearchError)
     async def _core(_: Request, exc: HpsearchError) -> JSONResponse:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hpsearch.spec import parse_spec
-from hpsearch.store.models import Study, Trial, TrialEvent, TrialIntermediate, Worker
+from hpsearch.store.models import (
+    FinalEvaluation,
+    Study,
+    Trial,
+    TrialEvent,
+    TrialIntermediate,
+    Worker,
+)
 from hpsearch.store.repository import StudyView, TrialView
 
 Metrics = dict[str, float | None]
@@ -54,6 +61,12 @@ class TrialOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    parent_trial_id: int | None = None
+    """The trial this one was forked from (it started from that trial's checkpoint)."""
+    checkpoint_step: int | None = None
+    """The epoch its latest checkpoint ends (GET /trials/{id}/checkpoint); None: none yet."""
+    test_metrics: Metrics | None = None
+    """Set only on the study's final trial, by the test evaluation; never used to select."""
 
     @classmethod
     def of(cls, t: Trial) -> TrialOut:
@@ -75,6 +88,35 @@ class TrialOut(BaseModel):
             created_at=t.created_at,
             started_at=t.started_at,
             finished_at=t.finished_at,
+            parent_trial_id=t.parent_trial_id,
+            checkpoint_step=t.checkpoint_step,
+            test_metrics=t.test_metrics,
+        )
+
+
+class FinalEvaluationOut(BaseModel):
+    """The study's final test evaluation: which trial, and where the job stands."""
+
+    trial_id: int
+    state: str
+    source: str
+    attempt: int
+    worker_id: str | None
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, e: FinalEvaluation) -> FinalEvaluationOut:
+        return cls(
+            trial_id=e.trial_id,
+            state=e.state,
+            source=e.source,
+            attempt=e.attempt,
+            worker_id=e.worker_id,
+            error=e.error,
+            created_at=e.created_at,
+            finished_at=e.finished_at,
         )
 
 
@@ -95,6 +137,7 @@ class StudyOut(BaseModel):
     objective: str
     counts: CountsOut
     best: TrialOut | None
+    final_evaluation: FinalEvaluationOut | None = None
     spec: dict[str, Any]
     created_at: datetime
     updated_at: datetime
@@ -118,6 +161,9 @@ class StudyOut(BaseModel):
                 max_trials=s.spec["budget"]["max_trials"],
             ),
             best=TrialOut.of(v.best) if v.best else None,
+            final_evaluation=(
+                FinalEvaluationOut.of(v.final_evaluation) if v.final_evaluation else None
+            ),
             spec=s.spec,
             created_at=s.created_at,
             updated_at=s.updated_at,
@@ -198,6 +244,9 @@ class ClaimedTrial(BaseModel):
     task: dict[str, Any]
     lease_expires_at: datetime
     resume_step: int | None
+    # "evaluate_test": evaluate this (completed) trial's final model on the test set and
+    # send the test_* metrics to /trials/{id}/test-evaluation/complete.
+    kind: Literal["train", "evaluate_test"] = "train"
 
 
 class ClaimOut(BaseModel):
@@ -227,6 +276,28 @@ class FailIn(LeaseIn):
 
 class ReleaseIn(LeaseIn):
     reason: str = Field(default="worker shutting down", max_length=1000)
+
+
+class ForkIn(_Body):
+    params: ParamValues = Field(
+        description="hyperparameters to change; the others are the parent's", max_length=200
+    )
+
+
+class EvaluateTestIn(_Body):
+    trial_id: int | None = Field(default=None, description="default: the best feasible trial")
+
+
+class FinalMetricsIn(LeaseIn):
+    metrics: dict[str, float | None] = Field(max_length=1000)
+
+
+class CheckpointOut(BaseModel):
+    trial_id: int
+    step: int
+    attempt: int
+    bytes: int
+    saved_at: datetime
 
 
 class AckOut(BaseModel):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hpsearch.client import DEFAULT_SERVER, ApiError, Client, ServerUnreachable
+from hpsearch.errors import HpsearchError
 from hpsearch.settings import Settings
 from hpsearch.spec import SpecError, load_spec_file
 
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in (e.body or {}).get("errors", []):
             print(f"  {problem['field']}: {problem['message']}", file=sys.stderr)
         return 1
-    except ServerUnreachable as e:
+    except (ServerUnreachable, HpsearchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return code
@@ -50,7 +51,33 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="port (default 8765)")
     s.add_argument("--database-url", default=None, help="SQLAlchemy URL (default SQLite file)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (the API is stateless; default 1)",
+    )
+    s.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow binding a non-loopback address with no token configured",
+    )
     s.set_defaults(run=_server)
+
+    tk = sub.add_parser("token", help="API tokens (run on the server's database)")
+    tsub = tk.add_subparsers(title="token commands")
+    tc = tsub.add_parser("create", help="create a token; it is printed once")
+    tc.add_argument("--name", required=True)
+    tc.add_argument("--role", required=True, choices=["admin", "user", "worker", "viewer"])
+    tc.add_argument("--database-url", default=None)
+    tc.set_defaults(run=_token_create)
+    tl = tsub.add_parser("list", help="list tokens (never their values)")
+    tl.add_argument("--database-url", default=None)
+    tl.set_defaults(run=_token_list)
+    tr = tsub.add_parser("revoke", help="revoke a token by id")
+    tr.add_argument("id", type=int)
+    tr.add_argument("--database-url", default=None)
+    tr.set_defaults(run=_token_revoke)
 
     d = sub.add_parser("db", help="database schema")
     dsub = d.add_subparsers(title="db commands")
@@ -61,7 +88,28 @@ def _parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="claim and train trials from a server")
     w.add_argument("--server", default=server_url)
     w.add_argument("--study", type=int, default=None, help="only this study; exit when done")
-    w.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    w.add_argument("--device", default=None, help="cpu (default) | cuda | cuda:N")
+    w.add_argument("--gpus", default=None, help="one trial per GPU: indexes such as 0,1, or all")
+    w.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="trials run at once on each device (default 1)",
+    )
+    w.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="custom training code this worker may run (repeatable); studies name it as "
+        "task.entry_point with trainer: custom",
+    )
+    w.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per trial (default: OMP_NUM_THREADS, else 1)",
+    )
     w.add_argument("--worker-id", default=None)
     w.add_argument(
         "--keep-alive",
@@ -88,6 +136,13 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--top", type=int, default=5)
     st.add_argument("--json", action="store_true")
     st.set_defaults(run=_status)
+
+    ex = sub.add_parser("export-optuna", help="copy a study into an Optuna storage")
+    ex.add_argument("study", type=int)
+    ex.add_argument("--storage", required=True, help="Optuna storage URL, e.g. sqlite:///o.db")
+    ex.add_argument("--name", default=None, help="Optuna study name")
+    ex.add_argument("--server", default=server_url)
+    ex.set_defaults(run=_export_optuna)
 
     dm = sub.add_parser("demo", help="server + worker + an example study, on SQLite")
     dm.add_argument("--port", type=int, default=8765)
@@ -117,15 +172,119 @@ def _server(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
-    from hpsearch.store.db import Database, initialize_if_empty
+    from hpsearch.store.db import Database, SchemaOutOfDate, check_schema, initialize_if_empty
 
     settings = _settings(args)
     db = Database(settings.database_url)
-    if initialize_if_empty(db):
-        print(f"created a new database schema at {settings.database_url}", flush=True)
-    db.dispose()
+    try:
+        if initialize_if_empty(db):
+            print(f"created a new database schema at {settings.database_url}", flush=True)
+        check_schema(db)  # the app checks again at startup; this says it without a traceback
+        refusal = _bind_refusal(db, settings.host, args.insecure_no_auth)
+    except SchemaOutOfDate as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        _serve_processes(settings, args.workers)
+        return 0
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
     return 0
+
+
+def _bind_refusal(db: Any, host: str, insecure: bool) -> str | None:
+    """Why the server must not start on ``host`` (no auth beyond loopback), or ``None``."""
+    import ipaddress
+
+    from hpsearch.auth import any_tokens
+
+    with db.read() as session:
+        has_tokens = any_tokens(session)
+    if has_tokens:
+        return None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        print(f"authentication is off (no token configured): serving on {host} only; "
+              "`hpsearch token create` turns it on", flush=True)
+        return None
+    if insecure:
+        print(f"WARNING: serving {host} with authentication off (--insecure-no-auth)",
+              file=sys.stderr, flush=True)
+        return None
+    return (f"error: refusing to serve {host} with no API token configured: anyone who can "
+            "reach it could submit work and read results. Create a token first "
+            "(hpsearch token create --name admin --role admin), or bind 127.0.0.1, or pass "
+            "--insecure-no-auth knowingly.")
+
+
+def _token_db(args: argparse.Namespace) -> Any:
+    from hpsearch.store.db import Database, check_schema, initialize_if_empty
+
+    db = Database(_settings(args).database_url)
+    initialize_if_empty(db)
+    check_schema(db)
+    return db
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from hpsearch.auth import create_token
+
+    db = _token_db(args)
+    with db.write() as session:
+        row, token = create_token(session, args.name, args.role)
+        print(f"token {row.id} ({args.role}) for {args.name}; shown once, keep it secret:")
+    print(token)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    from hpsearch.auth import list_tokens
+
+    with _token_db(args).read() as session:
+        for row in list_tokens(session):
+            state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+            print(f"{row.id:>4}  {row.role:<7} {row.name:<30} {state}")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from hpsearch.auth import revoke
+
+    with _token_db(args).write() as session:
+        revoke(session, args.id)
+    print(f"token {args.id} revoked (servers notice within a few seconds)")
+    return 0
+
+
+def _serve_processes(settings: Settings, processes: int) -> None:
+    """Several uvicorn processes on one port; each builds its app from the environment."""
+    import socket
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    for key in ("host", "port", "database_url"):
+        os.environ[f"HPSEARCH_{key.upper()}"] = str(getattr(settings, key))
+    config = uvicorn.Config(
+        "api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=processes,
+        log_level="warning",
+    )
+    bound = config.bind_socket()
+    # uvicorn binds this listener with proto 0, so asyncio skips TCP_NODELAY on accepted
+    # connections and each keep-alive request waits ~40 ms for a delayed ACK (uvicorn#3149).
+    listener = socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, bound.detach())
+    Multiprocess(config, sockets=[listener]).run()
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
@@ -145,6 +304,10 @@ def _worker(args: argparse.Namespace) -> int:
         server=args.server,
         study_id=args.study,
         device=args.device,
+        gpus=args.gpus,
+        concurrency=args.concurrency,
+        allow=tuple(args.allow),
+        threads=args.threads,
         keep_alive=args.keep_alive,
         max_trials=args.max_trials,
         heartbeat_seconds=args.heartbeat,
@@ -211,6 +374,16 @@ def _params(params: dict[str, Any]) -> str:
     return ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
     )
+
+
+def _export_optuna(args: argparse.Namespace) -> int:
+    from hpsearch.optuna_interop import export_study
+
+    with Client(args.server, token=os.environ.get("HPSEARCH_TOKEN"), retry_for=5) as client:
+        name = export_study(client, args.study, args.storage, args.name)
+    print(f"exported study {args.study} to {args.storage} as '{name}' "
+          f"(optuna-dashboard {args.storage})")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

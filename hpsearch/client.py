@@ -89,6 +89,17 @@ class Client:
     def trial(self, trial_id: int) -> dict[str, Any]:
         return self._obj("GET", f"/trials/{trial_id}")
 
+    def stop_trial(self, trial_id: int) -> dict[str, Any]:
+        return self._obj("POST", f"/trials/{trial_id}/stop")
+
+    def fork(self, trial_id: int, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A new trial continuing ``trial_id`` from its checkpoint with ``params`` changed."""
+        return self._obj("POST", f"/trials/{trial_id}/fork", json={"params": dict(params)})
+
+    def evaluate_test(self, study_id: int, trial_id: int | None = None) -> dict[str, Any]:
+        """Queues the study's one test-set evaluation (default: its best feasible trial)."""
+        return self._obj("POST", f"/studies/{study_id}/evaluate-test", json={"trial_id": trial_id})
+
     # -- the worker's side -----------------------------------------------------------------
 
     def claim(
@@ -108,7 +119,12 @@ class Client:
         )
 
     def report(
-        self, trial_id: int, worker_id: str, attempt: int, step: int, metrics: Mapping[str, float]
+        self,
+        trial_id: int,
+        worker_id: str,
+        attempt: int,
+        step: int,
+        metrics: Mapping[str, float | None],
     ) -> dict[str, Any]:
         return self._obj(
             "POST",
@@ -126,7 +142,7 @@ class Client:
         trial_id: int,
         worker_id: str,
         attempt: int,
-        metrics: Mapping[str, float],
+        metrics: Mapping[str, float | None],
         pruned: bool = False,
     ) -> dict[str, Any]:
         return self._obj(
@@ -154,6 +170,53 @@ class Client:
             json={"worker_id": worker_id, "attempt": attempt, "reason": reason},
         )
 
+    def upload_checkpoint(
+        self, trial_id: int, worker_id: str, attempt: int, step: int, data: bytes
+    ) -> dict[str, Any]:
+        return self._obj(
+            "PUT",
+            f"/trials/{trial_id}/checkpoint",
+            params={"worker_id": worker_id, "attempt": attempt, "step": step},
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    def download_checkpoint(self, trial_id: int) -> bytes | None:
+        """The trial's latest checkpoint, or None when it has none."""
+        try:
+            return self._response("GET", f"/trials/{trial_id}/checkpoint").content
+        except ApiError as e:
+            if e.status == 404 and e.code == "not_found":
+                return None
+            raise
+
+    def test_evaluation_heartbeat(
+        self, trial_id: int, worker_id: str, attempt: int
+    ) -> dict[str, Any]:
+        return self._obj(
+            "POST",
+            f"/trials/{trial_id}/test-evaluation/heartbeat",
+            json={"worker_id": worker_id, "attempt": attempt},
+        )
+
+    def complete_test_evaluation(
+        self, trial_id: int, worker_id: str, attempt: int, metrics: Mapping[str, float]
+    ) -> dict[str, Any]:
+        return self._obj(
+            "POST",
+            f"/trials/{trial_id}/test-evaluation/complete",
+            json={"worker_id": worker_id, "attempt": attempt, "metrics": dict(metrics)},
+        )
+
+    def fail_test_evaluation(
+        self, trial_id: int, worker_id: str, attempt: int, error: str
+    ) -> dict[str, Any]:
+        return self._obj(
+            "POST",
+            f"/trials/{trial_id}/test-evaluation/fail",
+            json={"worker_id": worker_id, "attempt": attempt, "error": error},
+        )
+
     # -- transport -------------------------------------------------------------------------
 
     def _obj(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -163,6 +226,12 @@ class Client:
         return cast(list[dict[str, Any]], self._call(method, path, **kwargs))
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._response(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def _response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         deadline = time.monotonic() + self.retry_for
         delay = 0.2
         while True:
@@ -191,6 +260,4 @@ class Client:
                 body.get("message", response.text),
                 body,
             )
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+        return response

@@ -16,5 +16,13 @@ class Settings(BaseSettings):
     # How long a claimed trial stays a worker's without a heartbeat or report.
     lease_seconds: float = 60.0
     artifact_dir: Path = Path("hpsearch-artifacts")
+    # The largest checkpoint a worker may upload (bytes); a larger one is refused with 413.
+    max_artifact_bytes: int = 4 * 1024**3
+    # The largest request body other than a checkpoint upload (bytes); larger gets 413.
+    max_request_bytes: int = 1024**2
+    # How long a token check is cached: a revoked token works for up to this long.
+    auth_cache_seconds: float = 5.0
+    # Marks the session cookie Secure; set when the server is reached over HTTPS.
+    secure_cookies: bool = False
     # SQL echo, for debugging the claim path.
     echo_sql: bool = False

@@ -30,6 +30,8 @@ from hpsearch.space import (
 )
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$")
+ENTRY_POINT = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+"""``package.module:function``: how a study names custom training code (and a worker allows it)."""
 
 
 class SpecError(ValueError):
@@ -127,7 +129,72 @@ class GridSamplerSpec(_Strict):
     seed: int | None = None
 
 
-SamplerSpec = Annotated[RandomSamplerSpec | GridSamplerSpec, Field(discriminator="kind")]
+class CoarseToFineSamplerSpec(_Strict):
+    """Random rounds that zoom in: see :mod:`hpsearch.samplers.coarse_to_fine` for the keys."""
+
+    kind: Literal["coarse_to_fine"]
+    rounds: int = Field(default=3, ge=1, le=1000)
+    trials_per_round: int = Field(default=20, ge=1, le=1_000_000)
+    top_k: int = Field(default=5, ge=1, le=1_000_000)
+    margin: float = Field(default=0.1, ge=0, le=10)
+    seed: int | None = None
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k_fits_a_round(cls, v: int, info: Any) -> int:
+        per_round = info.data.get("trials_per_round")
+        if per_round is not None and v > per_round:
+            raise ValueError(f"must be <= trials_per_round ({per_round}), got {v}")
+        return v
+
+
+class TpeSamplerSpec(_Strict):
+    """Optuna's TPE; running trials count as bad (constant liar) so workers get distinct ones."""
+
+    kind: Literal["tpe"]
+    n_startup_trials: int = Field(default=10, ge=0, le=1_000_000)
+    multivariate: bool = True
+    seed: int | None = None
+
+
+class QmcSamplerSpec(_Strict):
+    """A scrambled Sobol or Halton sequence over the unit cube, trial ``n`` taking point ``n``."""
+
+    kind: Literal["qmc"]
+    qmc_type: Literal["sobol", "halton"] = "sobol"
+    scramble: bool = True
+    seed: int | None = None
+
+
+class CmaesSamplerSpec(_Strict):
+    """Optuna's CMA-ES (categoricals are sampled at random; it has no notion of constraints)."""
+
+    kind: Literal["cmaes"]
+    n_startup_trials: int = Field(default=1, ge=0, le=1_000_000)
+    sigma0: float | None = Field(default=None, gt=0, le=1)
+    popsize: int | None = Field(default=None, ge=2, le=100_000)
+    seed: int | None = None
+
+
+class GpSamplerSpec(_Strict):
+    """Optuna's Gaussian-process sampler (needs torch and scipy on the server)."""
+
+    kind: Literal["gp"]
+    n_startup_trials: int = Field(default=10, ge=0, le=1_000_000)
+    deterministic_objective: bool = False
+    seed: int | None = None
+
+
+SamplerSpec = Annotated[
+    RandomSamplerSpec
+    | GridSamplerSpec
+    | CoarseToFineSamplerSpec
+    | TpeSamplerSpec
+    | QmcSamplerSpec
+    | CmaesSamplerSpec
+    | GpSamplerSpec,
+    Field(discriminator="kind"),
+]
 
 
 class BudgetSpec(_Strict):
@@ -162,21 +229,39 @@ class TaskSpec(_Strict):
 
     ``data_path`` is read on the worker (for ``dataset: file``, an .npz/.csv/.pt file; for
     mnist/fashion_mnist/cifar10, the folder holding the original files).
+
+    ``trainer: custom`` runs the user's function ``entry_point`` (``module:function``) instead;
+    only workers started with ``--allow module:function`` run it, and its hyperparameter names
+    are the user's own.
     """
 
     trainer: str
+    entry_point: str | None = Field(default=None, max_length=300)
     dataset: str = "digits"
     data_path: str | None = Field(default=None, max_length=4096)
     split: SplitSpec = Field(default_factory=SplitSpec)
     normalize: bool = True
     epochs: int = Field(default=10, ge=1, le=100_000)
     fixed: dict[str, bool | int | float | str] = Field(default_factory=dict)
+    # Save a checkpoint (to the server) every this many epochs, and after the last or a stop;
+    # a re-queued trial resumes from it. 0: never (a lost trial restarts from scratch).
+    checkpoint_every: int = Field(default=1, ge=0, le=100_000)
 
     @field_validator("trainer")
     @classmethod
     def _known_trainer(cls, v: str) -> str:
-        if v not in tasks.TRAINERS:
-            raise ValueError(f"unknown trainer {v!r}; built-in trainers: {sorted(tasks.TRAINERS)}")
+        if v not in tasks.TRAINERS and v != tasks.CUSTOM:
+            raise ValueError(
+                f"unknown trainer {v!r}; built-in trainers: {sorted(tasks.TRAINERS)}, "
+                f"or {tasks.CUSTOM!r} with an entry_point"
+            )
+        return v
+
+    @field_validator("entry_point")
+    @classmethod
+    def _entry_point_form(cls, v: str | None) -> str | None:
+        if v is not None and not ENTRY_POINT.match(v):
+            raise ValueError(f"{v!r} is not 'module:function' (e.g. mypkg.train:train)")
         return v
 
     @field_validator("dataset")
@@ -187,6 +272,45 @@ class TaskSpec(_Strict):
         return v
 
 
+class NoPrunerSpec(_Strict):
+    """Every trial runs all its epochs."""
+
+    kind: Literal["none"]
+
+
+class MedianPrunerSpec(_Strict):
+    """Stops a trial whose best value so far is worse than the median of the completed trials'
+    values at the same step. Steps up to ``n_warmup_steps`` are never judged, nor any step
+    before ``n_startup_trials`` trials have completed; then every ``interval``-th step is.
+    ``metric``/``direction`` default to the objective's."""
+
+    kind: Literal["median"]
+    n_startup_trials: int = Field(default=5, ge=0, le=1_000_000)
+    n_warmup_steps: int = Field(default=0, ge=0, le=1_000_000)
+    interval: int = Field(default=1, ge=1, le=1_000_000)
+    metric: str | None = Field(default=None, pattern=_NAME.pattern)
+    direction: Direction | None = None
+
+
+class AshaPrunerSpec(_Strict):
+    """Asynchronous successive halving: rungs at steps ``min_resource * reduction_factor **
+    (min_early_stopping_rate + r)``; a trial reaching a rung goes on only if its value is in
+    the top ``1/reduction_factor`` of all trials that reached that rung so far.
+    ``metric``/``direction`` default to the objective's."""
+
+    kind: Literal["asha"]
+    min_resource: int = Field(default=1, ge=1, le=1_000_000)
+    reduction_factor: int = Field(default=3, ge=2, le=1000)
+    min_early_stopping_rate: int = Field(default=0, ge=0, le=100)
+    metric: str | None = Field(default=None, pattern=_NAME.pattern)
+    direction: Direction | None = None
+
+
+PrunerSpec = Annotated[
+    NoPrunerSpec | MedianPrunerSpec | AshaPrunerSpec, Field(discriminator="kind")
+]
+
+
 class StudySpec(_Strict):
     name: str = Field(pattern=_NAME.pattern)
     objective: ObjectiveSpec
@@ -194,9 +318,13 @@ class StudySpec(_Strict):
     space: dict[str, ParamSpec] = Field(min_length=1, max_length=200)
     sampler: SamplerSpec = Field(default_factory=lambda: RandomSamplerSpec(kind="random"))
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    pruner: PrunerSpec = Field(default_factory=lambda: NoPrunerSpec(kind="none"))
     task: TaskSpec
     reference_error: float | None = Field(default=None, ge=0, le=1)
     description: str = Field(default="", max_length=10_000)
+    # Evaluate the best feasible trial on the test set once the study completes (otherwise
+    # only on request: POST /studies/{id}/evaluate-test).
+    evaluate_test: bool = False
 
     @field_validator("space")
     @classmethod
@@ -240,18 +368,9 @@ def _cross_field_errors(spec: StudySpec) -> list[FieldError]:
             p.build(name)
         except SpaceError as e:
             errors.append(FieldError(("space", name), str(e).removeprefix(f"{name}: ")))
-    known = tasks.known_hyperparameters(spec.task.trainer)
-    named = [(("space", n), n) for n in spec.space] + [
-        (("task", "fixed", n), n) for n in spec.task.fixed
-    ]
-    for loc, name in named:
-        if name not in known:
-            errors.append(
-                FieldError(
-                    loc,
-                    f"trainer {spec.task.trainer} has no hyperparameter {name!r}; known: {known}",
-                )
-            )
+    errors.extend(_trainer_errors(spec))
+    errors.extend(_test_set_errors(spec))
+    errors.extend(_pruner_errors(spec))
     overlap = sorted(set(spec.space) & set(spec.task.fixed))
     for name in overlap:
         errors.append(FieldError(("task", "fixed", name), "is also searched in space"))
@@ -260,6 +379,55 @@ def _cross_field_errors(spec: StudySpec) -> list[FieldError]:
             if name not in spec.space:
                 errors.append(FieldError(("sampler", "values", name), "not in the space"))
     return errors
+
+
+def _trainer_errors(spec: StudySpec) -> list[FieldError]:
+    """A built-in trainer knows its hyperparameters; a custom one needs its entry point."""
+    task = spec.task
+    if task.trainer == tasks.CUSTOM:
+        if task.entry_point is None:
+            return [FieldError(("task", "entry_point"), "trainer custom needs 'module:function'")]
+        return []  # the names are the user's own
+    if task.entry_point is not None:
+        return [FieldError(("task", "entry_point"), "only trainer custom runs an entry_point")]
+    known = tasks.known_hyperparameters(task.trainer)
+    named = [(("space", n), n) for n in spec.space] + [
+        (("task", "fixed", n), n) for n in task.fixed
+    ]
+    return [
+        FieldError(loc, f"trainer {task.trainer} has no hyperparameter {name!r}; known: {known}")
+        for loc, name in named
+        if name not in known
+    ]
+
+
+def _test_set_errors(spec: StudySpec) -> list[FieldError]:
+    """Selection runs on dev: a test_* metric may be reported, never optimized or constrained
+    (the test set is touched once, for the chosen trial, so its figure stays unbiased)."""
+    named = [(("objective", "metric"), spec.objective.metric)] + [
+        (("constraints", i, "metric"), c.metric) for i, c in enumerate(spec.constraints)
+    ]
+    if not isinstance(spec.pruner, NoPrunerSpec) and spec.pruner.metric is not None:
+        named.append((("pruner", "metric"), spec.pruner.metric))
+    return [
+        FieldError(loc, f"{metric!r} is a test-set metric; select on dev metrics (dev_*)")
+        for loc, metric in named
+        if metric.startswith("test_")
+    ]
+
+
+def _pruner_errors(spec: StudySpec) -> list[FieldError]:
+    pruner = spec.pruner
+    if isinstance(pruner, NoPrunerSpec) or pruner.metric in (None, spec.objective.metric):
+        return []
+    if pruner.direction is None:
+        return [
+            FieldError(
+                ("pruner", "direction"),
+                f"required when the pruner's metric ({pruner.metric}) is not the objective's",
+            )
+        ]
+    return []
 
 
 def load_spec_text(text: str, source: str = "<spec>") -> StudySpec:
@@ -304,10 +472,14 @@ def field_path(loc: Sequence[str | int]) -> str:
     return ".".join(str(p) for p in loc if not _is_union_tag(p)) or "(spec)"
 
 
+_PARAM_TAGS = ("float", "int", "categorical")
+_SAMPLER_TAGS = ("random", "grid", "coarse_to_fine", "tpe", "qmc", "cmaes", "gp")
+
+
 def _is_union_tag(p: str | int) -> bool:
     # Pydantic puts the discriminator's value in the location of a tagged union member
     # (space.lr.float.low); the user wrote space.lr.low.
-    return p in ("float", "int", "categorical", "random", "grid") or (
+    return p in (*_PARAM_TAGS, *_SAMPLER_TAGS, "none", "median", "asha") or (
         isinstance(p, str) and p.startswith("function-")
     )
 

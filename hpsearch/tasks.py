@@ -101,6 +101,14 @@ TRAINERS: dict[str, tuple[Hyperparameter, ...]] = {
     "cnn_classifier": _OPTIMIZATION + _CNN,
 }
 
+CUSTOM = "custom"
+"""The trainer that runs a user's ``task.entry_point`` (see ``workers/custom.py``); it has no
+catalogue: its hyperparameter names are the user's own."""
+
+MODEL_SHAPE: frozenset[str] = frozenset({"layers", "hidden_units", "channels", "batch_norm"})
+"""Hyperparameters that change the network's tensors: a fork, which continues its parent's
+weights, may not change them."""
+
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "file")
 
 

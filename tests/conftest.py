@@ -16,6 +16,12 @@ from typing import Any
 import pytest
 
 from hpsearch.client import Client, ServerUnreachable
+from tests.pg import (  # noqa: F401  (fixtures, registered by import)
+    _migrated_template,
+    make_postgres_database,
+    postgres_cluster,
+    postgres_url,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,6 +125,8 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
             "HPSEARCH_DATABASE_URL": url,
             "HPSEARCH_PORT": str(port),
             "HPSEARCH_HOST": "127.0.0.1",
+            # Checkpoints that workers upload stay in the test's directory.
+            "HPSEARCH_ARTIFACT_DIR": str(tmp_path / f"artifacts-{port}"),
             "OMP_NUM_THREADS": "1",
             "PYTHONUNBUFFERED": "1",
             **env,

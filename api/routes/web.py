@@ -1,61 +1,331 @@
-"""The web results view: server-rendered pages over the same store the REST API reads."""
+"""The web results view: server-rendered pages, and the JSON they poll and plot, over the same
+store the REST API reads. Shaping lives in ``api.views``; these handlers load and render."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+import json
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Annotated, Any, Literal
 
-from api.deps import StoreDep
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+
+from api.deps import SettingsDep, StoreDep
+from api.views import bias_variance
+from api.views.curves import CurveTrial, curves_figure, default_family, families
+from api.views.pages import (
+    PER_PAGE,
+    age,
+    enqueue_fields,
+    last_contact,
+    metric_columns,
+    paginate,
+    worker_alive,
+)
+from api.views.point_cache import PointCache
+from api.views.study import CONTEXT_CURVES, curve_ids, study_plots
 from api.web_assets import templates
-from hpsearch.spec import parse_spec
+from hpsearch.spec import StudySpec, parse_spec
+from hpsearch.store import Store
+from hpsearch.store.clock import utcnow
+from hpsearch.store.repository import StudyView
 
 router = APIRouter(include_in_schema=False)
+
+# Plotly's bundle ships inside the installed `plotly` package: the page works offline.
+PLOTLY_JS = str(files("plotly") / "package_data" / "plotly.min.js")
+_REGIONS = re.compile(r"^/api/v1/studies/\{[^}]+\}/regions$")
+_FORK = re.compile(r"^/api/v1/trials/\{[^}]+\}/fork$")
+TrialOrder = Literal["rank", "number"]
+TrialState = Literal["", "queued", "running", "completed", "pruned", "failed"]
+MAX_SELECTED = 8
+
+
+@router.get("/static/plotly.min.js")
+def plotly_js() -> FileResponse:
+    return FileResponse(
+        PLOTLY_JS,
+        media_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
+# -- studies ---------------------------------------------------------------------------------
 
 
 @router.get("/", response_class=HTMLResponse)
 def studies_page(request: Request, store: StoreDep, state: str | None = None) -> HTMLResponse:
+    return templates.TemplateResponse(request, "studies.html", _studies_context(store, state))
+
+
+@router.get("/studies.live")
+def studies_live(store: StoreDep, state: str | None = None) -> JSONResponse:
+    context = _studies_context(store, state)
+    html = templates.get_template("_studies_rows.html").render(context)
+    active = any(v.study.state in ("running", "paused") for v in context["views"])
+    return JSONResponse({"html": html, "active": active})
+
+
+def _studies_context(store: Store, state: str | None) -> dict[str, Any]:
     views = store.list_studies(state or None)
-    return templates.TemplateResponse(
-        request, "studies.html", {"views": views, "state": state or ""}
-    )
+    objectives = {v.study.id: parse_spec(v.study.spec).build_objective().describe() for v in views}
+    return {
+        "views": views,
+        "objectives": objectives,
+        "state": state or "",
+        "now": utcnow(),
+        "age": age,
+    }
+
+
+# -- one study -------------------------------------------------------------------------------
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
-def study_page(request: Request, study_id: int, store: StoreDep) -> HTMLResponse:
+def study_page(
+    request: Request,
+    study_id: int,
+    store: StoreDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    per: Annotated[int, Query(ge=1, le=500)] = PER_PAGE,
+    order: TrialOrder = "rank",
+    state: TrialState = "",
+) -> HTMLResponse:
     view = store.get_study(study_id)
+    context = _study_context(store, view, page, per, order, state)
+    context["regions_url"] = (
+        f"/api/v1/studies/{study_id}/regions" if _has_route(request.app, _REGIONS) else None
+    )
+    return templates.TemplateResponse(request, "study.html", context)
+
+
+@router.get("/studies/{study_id}/live")
+def study_live(
+    study_id: int,
+    store: StoreDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    per: Annotated[int, Query(ge=1, le=500)] = PER_PAGE,
+    order: TrialOrder = "rank",
+    state: TrialState = "",
+) -> JSONResponse:
+    """The parts of the study page that change while trials run, rendered again."""
+    view = store.get_study(study_id)
+    context = _study_context(store, view, page, per, order, state)
+    parts = {
+        name: templates.get_template(f"_study_{name}.html").render(context)
+        for name in ("progress", "best", "diagnosis", "trials")
+    }
+    c = view.counts
+    return JSONResponse(
+        {
+            "state": view.study.state,
+            "reason": view.study.reason,
+            "ended": c.ended,
+            "running": c.running,
+            "queued": c.queued,
+            "best_id": view.best.id if view.best else None,
+            "html": parts,
+        }
+    )
+
+
+def _study_context(
+    store: Store, view: StudyView, page: int, per: int, order: str, state: str
+) -> dict[str, Any]:
     spec = parse_spec(view.study.spec)
     objective = spec.build_objective()
-    ranked = store.trials(study_id, order="rank", limit=500)
-    broken = {t.id: objective.evaluate(t.metrics).broken for t in ranked if t.feasible is False}
-    return templates.TemplateResponse(
-        request,
-        "study.html",
-        {
-            "view": view,
-            "spec": spec,
-            "objective": objective,
-            "trials": ranked,
-            "broken": broken,
-            "param_names": list(spec.space),
-            "metric_names": _metric_columns(objective.metric, [t.metrics for t in ranked]),
-        },
+    c = view.counts
+    by_state = {
+        "queued": c.queued,
+        "running": c.running,
+        "completed": c.completed,
+        "pruned": c.pruned,
+        "failed": c.failed,
+    }
+    pages = paginate(page, per, by_state[state] if state else sum(by_state.values()))
+    trials = store.trials(
+        view.study.id,
+        order=order,
+        offset=pages.offset,
+        limit=pages.per_page,
+        states=(state,) if state else (),
     )
+    broken = {t.id: objective.evaluate(t.metrics).broken for t in trials if t.feasible is False}
+    best_metrics = view.best.metrics if view.best else {}
+    return {
+        "view": view,
+        "spec": spec,
+        "objective": objective,
+        "trials": trials,
+        "broken": broken,
+        "pages": pages,
+        "order": order,
+        "trial_state": state,
+        "param_names": list(spec.space),
+        "metric_names": metric_columns(objective, [t.metrics for t in trials]),
+        "best_metric_names": sorted(best_metrics),
+        "diagnosis": bias_variance.panel(best_metrics, spec.reference_error) if view.best else None,
+        "fields": enqueue_fields(spec.build_space(), view.best.params if view.best else None),
+        "now": utcnow(),
+        "age": age,
+    }
+
+
+def _has_route(app: FastAPI, path: re.Pattern[str]) -> bool:
+    """Whether this server has an endpoint the page can use (coarse-to-fine regions, forks):
+    where it is missing, the page neither shows the feature nor asks for it."""
+    # The OpenAPI document lists every REST path however routers are nested (and is cached).
+    return any(path.match(p) for p in app.openapi().get("paths", {}))
+
+
+@router.get("/studies/{study_id}/plots.json")
+def study_plots_json(request: Request, study_id: int, store: StoreDep) -> Response:
+    view = store.get_study(study_id)
+    spec = parse_spec(view.study.spec)
+    # Plots depend only on ended trials; the study row changes whenever one ends.
+    key = (id(store), study_id, view.study.updated_at, view.counts.ended)
+    caches = _caches(request.app)
+    body = caches.figures.get(key)
+    if body is None:
+        # Points carry only the satisficing metrics: the objective is the trial's value.
+        metrics = tuple(dict.fromkeys(c.metric for c in spec.constraints))
+        points = caches.points.points(
+            study_id,
+            view.counts.ended,
+            (str(id(store)), *metrics),
+            lambda since: store.trial_points(study_id, metrics, since),
+        )
+        payload = study_plots(spec, points, view.study.best_trial_id)
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        caches.figures[key] = body
+        while len(caches.figures) > 16:
+            caches.figures.popitem(last=False)
+    return Response(body, media_type="application/json")
+
+
+@dataclass
+class _Caches:
+    points: PointCache = field(default_factory=PointCache)
+    figures: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
+
+
+def _caches(app: FastAPI) -> _Caches:
+    if not hasattr(app.state, "web_caches"):
+        app.state.web_caches = _Caches()
+    caches: _Caches = app.state.web_caches
+    return caches
+
+
+@router.get("/studies/{study_id}/curves.json")
+def study_curves_json(
+    study_id: int,
+    store: StoreDep,
+    selected: str = "",
+    family: str = "",
+) -> JSONResponse:
+    """Learning curves of the best trial, the selected ones (``selected=3,17``) and context."""
+    view = store.get_study(study_id)
+    spec = parse_spec(view.study.spec)
+    picked = [int(s) for s in selected.split(",") if s.strip().isdigit()][:MAX_SELECTED]
+    half = CONTEXT_CURVES // 2
+    top = store.trials(study_id, order="rank", limit=CONTEXT_CURVES, states=("completed",))
+    n_stopped = view.counts.pruned + view.counts.failed
+    stopped = store.trials(
+        study_id, offset=max(0, n_stopped - half), limit=half, states=("pruned", "failed")
+    )
+    ids = curve_ids(
+        view.best.id if view.best else None,
+        picked,
+        [t.id for t in top],
+        [t.id for t in reversed(stopped)],
+    )
+    return JSONResponse(_curves_payload(store, spec, study_id, ids, family))
+
+
+def _curves_payload(
+    store: Store, spec: StudySpec, study_id: int, ids: list[tuple[int, str]], family: str
+) -> dict[str, Any]:
+    labels = dict(ids)
+    found = [c for c in store.curves([i for i, _ in ids]) if c.study_id == study_id]
+    chosen = [CurveTrial(c.id, c.number, c.state, labels[c.id]) for c in found]
+    curves = {c.id: c.points for c in found}
+    available = families(curves.values())
+    use = family if family in available else default_family(spec.objective.metric, available)
+    return {
+        "families": available,
+        "family": use,
+        "figure": curves_figure(chosen, curves, use),
+        "trials": [t.__dict__ for t in chosen if t.label],
+    }
+
+
+# -- one trial -------------------------------------------------------------------------------
 
 
 @router.get("/trials/{trial_id}", response_class=HTMLResponse)
 def trial_page(request: Request, trial_id: int, store: StoreDep) -> HTMLResponse:
     view = store.trial(trial_id)
-    return templates.TemplateResponse(request, "trial.html", {"view": view})
+    study = store.get_study(view.trial.study_id)
+    spec = parse_spec(study.study.spec)
+    objective = spec.build_objective()
+    t = view.trial
+    evaluation = objective.evaluate(t.metrics) if t.state in ("completed", "pruned") else None
+    fork_url = f"/api/v1/trials/{t.id}/fork" if _has_route(request.app, _FORK) else None
+    return templates.TemplateResponse(
+        request,
+        "trial.html",
+        {
+            "view": view,
+            "study": study,
+            "objective": objective,
+            "evaluation": evaluation,
+            "is_best": study.best is not None and study.best.id == t.id,
+            "diagnosis": bias_variance.panel(t.metrics, spec.reference_error),
+            "metric_keys": _intermediate_keys(view.intermediates),
+            "fork_url": fork_url,
+            "checkpoint_step": store.checkpoint_step(t.id) if fork_url else None,
+            "fork_fields": enqueue_fields(spec.build_space(), t.params),
+        },
+    )
 
 
-def _metric_columns(objective_metric: str, metrics: list[dict[str, float | None]]) -> list[str]:
-    preferred = [
-        objective_metric,
-        "train_accuracy",
-        "dev_error",
-        "train_error",
-        "latency_ms",
-        "n_params",
-    ]
-    seen = {name for m in metrics for name in m}
-    return [m for m in dict.fromkeys(preferred) if m in seen]
+def _intermediate_keys(points: list[Any]) -> list[str]:
+    return list(dict.fromkeys(k for p in points for k in p.metrics))
+
+
+@router.get("/trials/{trial_id}/curves.json")
+def trial_curves_json(trial_id: int, store: StoreDep, family: str = "") -> JSONResponse:
+    view = store.trial(trial_id)
+    t = view.trial
+    spec = store.spec(t.study_id)
+    payload = _curves_payload(store, spec, t.study_id, [(t.id, "this trial")], family)
+    payload.update(state=t.state, last_step=t.last_step, stop_requested=t.stop_requested)
+    return JSONResponse(payload)
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+
+@router.get("/workers", response_class=HTMLResponse)
+def workers_page(request: Request, store: StoreDep, settings: SettingsDep) -> HTMLResponse:
+    now = utcnow()
+    rows = []
+    for w in store.worker_activity():
+        contact = last_contact(
+            w.last_seen_at, [t.lease_expires_at for t in w.running], settings.lease_seconds
+        )
+        rows.append(
+            {
+                "worker": w,
+                "contact": contact,
+                "alive": worker_alive(contact, now, settings.lease_seconds),
+            }
+        )
+    return templates.TemplateResponse(
+        request,
+        "workers.html",
+        {"rows": rows, "now": now, "age": age, "lease_seconds": settings.lease_seconds},
+    )

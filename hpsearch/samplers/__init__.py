@@ -1,16 +1,48 @@
-"""Samplers propose trials; :func:`make_sampler` builds the one a spec names."""
+"""Samplers propose trials; :func:`make_sampler` builds the one a spec names.
+
+The Optuna-backed samplers (``tpe``, ``cmaes``, ``gp``) and :class:`CoarseToFineSampler` (the
+coarse-to-fine algorithm as an ``optuna.samplers.BaseSampler``) import Optuna, a server extra;
+they load on first use so the core imports without it.
+"""
 
 from __future__ import annotations
 
-from hpsearch.samplers.base import FinishedTrial, Sampler
-from hpsearch.samplers.grid import GridSampler
-from hpsearch.samplers.random import RandomSampler
-from hpsearch.spec import GridSamplerSpec, RandomSamplerSpec, StudySpec, grid_values
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FinishedTrial", "GridSampler", "RandomSampler", "Sampler", "make_sampler"]
+from hpsearch.errors import InvalidInput
+from hpsearch.samplers.base import FinishedTrial, Sampler
+from hpsearch.samplers.coarse_to_fine import CoarseToFine, Rounds
+from hpsearch.samplers.grid import GridSampler
+from hpsearch.samplers.qmc import QmcSampler
+from hpsearch.samplers.random import RandomSampler
+from hpsearch.spec import (
+    CoarseToFineSamplerSpec,
+    GridSamplerSpec,
+    QmcSamplerSpec,
+    RandomSamplerSpec,
+    StudySpec,
+    grid_values,
+)
+
+if TYPE_CHECKING:
+    from hpsearch.samplers.optuna_coarse_to_fine import CoarseToFineSampler
+
+__all__ = [
+    "CoarseToFine",
+    "CoarseToFineSampler",
+    "FinishedTrial",
+    "GridSampler",
+    "QmcSampler",
+    "RandomSampler",
+    "Sampler",
+    "make_sampler",
+]
 
 
 def make_sampler(spec: StudySpec) -> Sampler:
+    """The study's sampler; raises :class:`hpsearch.errors.InvalidInput` naming
+    ``sampler.kind`` when a package it needs is not installed."""
     space = spec.build_space()
     objective = spec.build_objective()
     cfg = spec.sampler
@@ -18,4 +50,35 @@ def make_sampler(spec: StudySpec) -> Sampler:
         return RandomSampler(space, objective, seed=cfg.seed)
     if isinstance(cfg, GridSamplerSpec):
         return GridSampler(space, objective, grid_values(cfg, space), cfg.shuffle, cfg.seed)
-    raise AssertionError(f"unhandled sampler {cfg!r}")
+    if isinstance(cfg, CoarseToFineSamplerSpec):
+        rounds = Rounds(cfg.rounds, cfg.trials_per_round, cfg.top_k, cfg.margin)
+        return CoarseToFine(space, objective, rounds, seed=cfg.seed)
+    if isinstance(cfg, QmcSamplerSpec):
+        _require(cfg.kind, "scipy")
+        return QmcSampler(space, objective, cfg.qmc_type, cfg.scramble, cfg.seed)
+    _require(cfg.kind, *_NEEDS[cfg.kind])
+    from hpsearch.samplers.optuna_adapter import optuna_sampler
+
+    return optuna_sampler(space, objective, cfg)
+
+
+_NEEDS = {"tpe": ("optuna",), "cmaes": ("optuna", "cmaes"), "gp": ("optuna", "scipy", "torch")}
+
+
+def _require(kind: str, *modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InvalidInput(
+            "sampler.kind",
+            f"sampler {kind} needs {', '.join(missing)} installed on the server "
+            "(pip install 'hpsearch[server]'; gp also needs torch)",
+        )
+
+
+def __getattr__(name: str) -> Any:
+    # CoarseToFineSampler subclasses optuna's BaseSampler: import optuna only when asked.
+    if name == "CoarseToFineSampler":
+        from hpsearch.samplers.optuna_coarse_to_fine import CoarseToFineSampler
+
+        return CoarseToFineSampler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,8 +8,9 @@ On PostgreSQL, row locks (``FOR UPDATE SKIP LOCKED``) do that job in the claim i
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,13 @@ class Database:
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._writes = sessionmaker(writer, expire_on_commit=False)
+        # SQLite has one writer at a time. Threads of this process queue here and are woken
+        # as soon as the writer commits; left to SQLite's busy handler they would sleep and
+        # retry (1, 2, 5 … 100 ms), which collapses throughput under many concurrent claims.
+        # Other processes on the same file still meet at ``busy_timeout``.
+        self._write_lock: AbstractContextManager[object] = (
+            threading.Lock() if self.engine.dialect.name == "sqlite" else nullcontext()
+        )
 
     @property
     def is_postgres(self) -> bool:
@@ -78,7 +86,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that will write: committed on success, rolled back on error."""
-        with self._writes() as session, session.begin():
+        with self._write_lock, self._writes() as session, session.begin():
             yield session
 
     def dispose(self) -> None:

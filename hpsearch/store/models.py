@@ -77,6 +77,12 @@ class Trial(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # A fork ("Panda" mode) starts from this trial's checkpoint, with some params changed.
+    parent_trial_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The epoch the trial's checkpoint (in the artifact store) ends; None: it has none.
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Set once, by the study's final test evaluation; never read by ranking or sampling.
+    test_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
@@ -132,6 +138,30 @@ class TrialEvent(Base):
     __table_args__ = (Index("ix_trial_events_trial", "trial_id"),)
 
 
+class FinalEvaluation(Base):
+    """The one trial of a study whose model is evaluated on the test set, as a job a worker
+    leases like a trial (see ``store/evaluations.py``)."""
+
+    __tablename__ = "final_evaluations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    source: Mapped[str] = mapped_column(String(16), default="user")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("study_id", name="uq_final_evaluations_study"),
+        Index("ix_final_evaluations_state_lease", "state", "lease_expires_at"),
+    )
+
+
 class Worker(Base):
     __tablename__ = "workers"
 
@@ -140,3 +170,16 @@ class Worker(Base):
     devices: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime())
     last_seen_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class ApiToken(Base):
+    """An API token: only its SHA-256 digest is stored (see hpsearch.auth)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)

@@ -16,19 +16,28 @@ Rules (data, not code scattered through the worker):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hpsearch.errors import InvalidState, LeaseLost
+from hpsearch.errors import InvalidState, LeaseLost, NotFound
+from hpsearch.objective import Objective
 from hpsearch.samplers import FinishedTrial, Sampler
+from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
-from hpsearch.store.models import ENDED_STATES, Study, Trial, TrialEvent, TrialIntermediate, Worker
-from hpsearch.store.studies import finish_if_done, get_study, get_trial, record_ended, spec_of
+from hpsearch.store.models import ENDED_STATES, Study, Trial, TrialEvent
+from hpsearch.store.studies import (
+    finish_if_done,
+    get_study,
+    get_trial,
+    live_counts,
+    record_ended,
+    spec_of,
+)
 
 # Violations can be infinite (an unmeasured satisficing metric); SQL floats and JSON cannot
 # all hold that, so it is stored as the largest finite double.
@@ -55,39 +64,53 @@ class ReportAck:
 
 
 def touch_worker(session: Session, worker_id: str, host: str, devices: list[str]) -> None:
-    now = utcnow()
-    worker = session.get(Worker, worker_id)
-    if worker is None:
-        session.add(
-            Worker(id=worker_id, host=host, devices=devices, created_at=now, last_seen_at=now)
-        )
-    else:
-        worker.host, worker.devices, worker.last_seen_at = host, devices, now
+    connection = session.connection()
+    connection.execute(
+        sql.upsert_worker(connection.dialect.name),
+        {"b_id": worker_id, "b_host": host, "b_devices": devices, "b_now": utcnow()},
+    )
 
 
-def requeue_expired(session: Session, now: datetime) -> int:
-    """Returns expired leases to the queue, or fails trials that used every attempt."""
+def _expired(session: Session, now: datetime) -> dict[int, list[int]]:
+    """Trials whose lease ran out, by study: one indexed probe, empty almost always."""
+    by_study: dict[int, list[int]] = {}
+    for study_id, trial_id in session.connection().execute(sql.EXPIRED, {"b_now": now}):
+        by_study.setdefault(study_id, []).append(trial_id)
+    return by_study
+
+
+def requeue_expired(session: Session, study: Study, trial_ids: list[int], now: datetime) -> int:
+    """Returns expired leases of ``study`` (locked by the caller) to the queue.
+
+    A trial that used every attempt fails with the reason kept; so does one whose study no
+    longer runs, since nothing would claim it again.
+    """
     expired = session.scalars(
         select(Trial)
-        .where(Trial.state == "running", Trial.lease_expires_at < now)
+        .where(Trial.id.in_(trial_ids), Trial.state == "running", Trial.lease_expires_at < now)
         .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
     ).all()
+    max_attempts = study.spec.get("budget", {}).get("max_attempts", 3)
     for trial in expired:
-        study = get_study(session, trial.study_id)
-        max_attempts = study.spec.get("budget", {}).get("max_attempts", 3)
         _event(session, trial, "lease_expired", f"worker {trial.worker_id} stopped answering")
-        if trial.attempt >= max_attempts:
+        if trial.attempt >= max_attempts or study.state not in ("running", "paused"):
             trial.state = "failed"
             trial.error = (
                 f"lease expired on each of {trial.attempt} attempts "
                 f"(last worker: {trial.worker_id})"
+                if trial.attempt >= max_attempts
+                else f"lease expired (worker {trial.worker_id}) after the study was {study.state}"
             )
             trial.finished_at = now
+            trial.lease_expires_at = None
             record_ended(session, study, trial)
-            finish_if_done(session, study)
         else:
             trial.state = "queued"
             trial.lease_expires_at = None
+    if expired:
+        finish_if_done(session, study)
+        session.flush()  # the claim that follows reads the queue with plain SQL
     return len(expired)
 
 
@@ -98,87 +121,106 @@ def claim(
     sampler_for: Any,
     study_id: int | None = None,
 ) -> Claim | None:
-    """Leases one trial to ``worker_id``, sampling a new one when a study needs it."""
+    """Leases one trial to ``worker_id``, sampling a new one when a study needs it.
+
+    Lock order, the same in every transaction of the store: a study row before any of its
+    trial rows, and study rows in ascending id. Claimers take queued trials with ``SKIP
+    LOCKED`` (never waiting on each other) and wait only on study rows, in that order, so no
+    two transactions can wait on each other in a cycle.
+    """
     now = utcnow()
-    requeue_expired(session, now)
-    studies = select(Study.id).where(Study.state == "running").order_by(Study.id)
-    if study_id is not None:
-        studies = studies.where(Study.id == study_id)
-    for sid in session.scalars(studies).all():
-        trial = _next_queued(session, sid) or _sample_new(session, sid, sampler_for, now)
-        if trial is None:
+    expires = now + lease
+    connection = session.connection()
+    expired = _expired(session, now)
+    running = set(connection.scalars(sql.RUNNING_STUDIES, {"b_study_id": study_id}))
+    for sid in sorted(running | expired.keys()):
+        if sid in expired:
+            requeue_expired(session, get_study(session, sid, lock=True), expired[sid], now)
+        if sid not in running:
             continue
-        trial.state = "running"
-        trial.attempt += 1
-        trial.worker_id = worker_id
-        trial.lease_expires_at = now + lease
-        trial.started_at = trial.started_at or now
-        trial.stop_requested = False
-        _event(session, trial, "claimed", None)
-        study = get_study(session, sid)
-        return Claim(
-            trial_id=trial.id,
-            study_id=sid,
-            number=trial.number,
-            attempt=trial.attempt,
-            params=dict(trial.params),
-            task=dict(study.spec["task"]),
-            lease_expires_at=trial.lease_expires_at,
-            resume_step=trial.last_step,
+        claimed = _claim_queued(session, sid, worker_id, now, expires) or _sample_new(
+            session, sid, sampler_for, worker_id, now, expires
         )
+        if claimed is not None:
+            connection.execute(
+                sql.INSERT_EVENT,
+                {
+                    "b_trial_id": claimed.trial_id,
+                    "b_kind": "claimed",
+                    "b_attempt": claimed.attempt,
+                    "b_worker_id": worker_id,
+                    "b_detail": None,
+                    "b_created_at": now,
+                },
+            )
+            return claimed
     return None
 
 
-def _next_queued(session: Session, study_id: int) -> Trial | None:
-    return session.scalars(
-        select(Trial)
-        .where(Trial.study_id == study_id, Trial.state == "queued")
-        .order_by(Trial.number)
-        .limit(1)
-        .with_for_update(skip_locked=True)
+def _claim_queued(
+    session: Session, study_id: int, worker_id: str, now: datetime, expires: datetime
+) -> Claim | None:
+    """The oldest queued trial of the study (enqueued, re-queued or released), leased."""
+    connection = session.connection()
+    row = connection.execute(
+        sql.CLAIM_QUEUED,
+        {"b_study_id": study_id, "b_worker_id": worker_id, "b_now": now, "b_expires": expires},
     ).first()
+    if row is None:
+        return None
+    trial_id, number, attempt, params, last_step = row
+    task = connection.scalar(sql.STUDY_TASK, {"b_study_id": study_id})
+    return Claim(
+        trial_id, study_id, number, attempt, dict(params), dict(task or {}), expires, last_step
+    )
 
 
-def _sample_new(session: Session, study_id: int, sampler_for: Any, now: datetime) -> Trial | None:
-    # Locking the study row serializes sampling per study; other studies are not held up.
+def _sample_new(
+    session: Session,
+    study_id: int,
+    sampler_for: Any,
+    worker_id: str,
+    now: datetime,
+    expires: datetime,
+) -> Claim | None:
+    """A new trial from the sampler, already leased to ``worker_id``, or None.
+
+    Locking the study row serializes sampling per study (parallel claimers never get the
+    same suggestion); other studies are not held up.
+    """
     study = get_study(session, study_id, lock=True)
     if study.state != "running":
         return None
     budget = study.spec.get("budget", {})
     if study.next_number >= budget.get("max_trials", 0):
         return None
-    running = (
-        session.scalar(
-            select(func.count()).where(Trial.study_id == study_id, Trial.state == "running")
-        )
-        or 0
-    )
-    if running >= budget.get("parallelism", 1):
+    live = live_counts(session, study_id)
+    if live[1] >= budget.get("parallelism", 1):
         return None
-    if finish_if_done(session, study):
+    if finish_if_done(session, study, live=live):
         return None
     sampler: Sampler = sampler_for(study)
     history = _history(session, study_id) if sampler.needs_history else []
     running_params = _running_params(session, study_id) if sampler.needs_history else []
-    params = sampler.propose(study.next_number, history, running_params)
+    number = study.next_number
+    params = sampler.propose(number, history, running_params)
     if params is None:
-        finish_if_done(session, study, exhausted=True)
+        finish_if_done(session, study, exhausted=True, live=live)
         return None
-    trial = Trial(
-        study_id=study_id,
-        number=study.next_number,
-        params=params,
-        state="queued",
-        source="sampler",
-        attempt=0,
-        stop_requested=False,
-        metrics={},
-        created_at=now,
+    trial_id = session.connection().scalar(
+        sql.INSERT_LEASED_TRIAL,
+        {
+            "b_study_id": study_id,
+            "b_number": number,
+            "b_params": params,
+            "b_worker_id": worker_id,
+            "b_now": now,
+            "b_expires": expires,
+        },
     )
-    study.next_number += 1
-    session.add(trial)
-    session.flush()
-    return trial
+    study.next_number = number + 1
+    task = dict(study.spec["task"])
+    return Claim(trial_id, study_id, number, 1, dict(params), task, expires, None)
 
 
 def _history(session: Session, study_id: int) -> list[FinishedTrial]:
@@ -212,7 +254,11 @@ def _running_params(session: Session, study_id: int) -> list[dict[str, Any]]:
 
 def _held(session: Session, trial_id: int, worker_id: str, attempt: int) -> Trial:
     """The trial, if ``worker_id`` still holds its lease for ``attempt``; else LeaseLost."""
-    trial = get_trial(session, trial_id, lock=True)
+    return _check_held(get_trial(session, trial_id, lock=True), worker_id, attempt)
+
+
+def _check_held(trial: Trial, worker_id: str, attempt: int) -> Trial:
+    trial_id = trial.id
     if trial.worker_id != worker_id or trial.attempt != attempt:
         raise LeaseLost(
             f"trial {trial_id} attempt {attempt} is no longer leased to "
@@ -225,22 +271,56 @@ def _held(session: Session, trial_id: int, worker_id: str, attempt: int) -> Tria
     return trial
 
 
-def _stop_reason(session: Session, trial: Trial) -> str | None:
-    study = get_study(session, trial.study_id)
-    if study.state in ("stopped", "completed"):
-        return f"study {study.state}"
-    if trial.stop_requested:
-        return "stop requested"
-    return None
+def _extend_lease(
+    session: Session,
+    trial_id: int,
+    worker_id: str,
+    attempt: int,
+    lease: timedelta,
+    step: int | None = None,
+) -> tuple[int, bool, datetime]:
+    """Extends the lease of a trial ``worker_id`` still holds, in one statement.
+
+    The hot path of every report and heartbeat: one ``UPDATE … RETURNING`` that checks the
+    holder, the attempt, the state and the lease in its ``WHERE`` (and locks the row). Only
+    when it matches nothing does :func:`_held` read the trial to say why (LeaseLost, NotFound).
+    Returns (study id, stop requested, new lease expiry).
+    """
+    now = utcnow()
+    expires = now + lease
+    params = {
+        "b_trial_id": trial_id,
+        "b_worker_id": worker_id,
+        "b_attempt": attempt,
+        "b_now": now,
+        "b_expires": expires,
+    }
+    if step is None:
+        statement = sql.EXTEND_LEASE
+    else:
+        statement, params["b_step"] = sql.EXTEND_LEASE_TO_STEP, step
+    row = session.connection().execute(statement, params).first()
+    if row is None:
+        _held(session, trial_id, worker_id, attempt)  # raises, saying why
+        raise LeaseLost(f"trial {trial_id} is no longer leased to {worker_id}")
+    return row[0], bool(row[1]), expires
+
+
+def _stop_reason(state: str, stop_requested: bool) -> str | None:
+    if state in ("stopped", "completed"):
+        return f"study {state}"
+    return "stop requested" if stop_requested else None
 
 
 def heartbeat(
     session: Session, trial_id: int, worker_id: str, attempt: int, lease: timedelta
 ) -> ReportAck:
-    trial = _held(session, trial_id, worker_id, attempt)
-    trial.lease_expires_at = utcnow() + lease
-    reason = _stop_reason(session, trial)
-    return ReportAck(reason is not None, reason, trial.lease_expires_at)
+    study_id, stop_requested, expires = _extend_lease(session, trial_id, worker_id, attempt, lease)
+    state, _ = (
+        session.connection().execute(sql.STUDY_STATE_AND_PRUNER, {"b_study_id": study_id}).one()
+    )
+    reason = _stop_reason(state, stop_requested)
+    return ReportAck(reason is not None, reason, expires)
 
 
 def report(
@@ -253,29 +333,39 @@ def report(
     lease: timedelta,
     prune: Any = None,
 ) -> ReportAck:
-    """Stores one step's metrics (idempotent per step) and says whether to stop."""
-    trial = _held(session, trial_id, worker_id, attempt)
-    now = utcnow()
+    """Stores one step's metrics (idempotent per step) and says whether to stop.
+
+    ``prune(session, trial, step, metrics)`` is asked only when the study declares a pruner.
+    """
+    study_id, stop_requested, expires = _extend_lease(
+        session, trial_id, worker_id, attempt, lease, step
+    )
     clean = finite_metrics(metrics)
-    existing = session.scalars(
-        select(TrialIntermediate).where(
-            TrialIntermediate.trial_id == trial_id, TrialIntermediate.step == step
-        )
-    ).first()
-    if existing is None:
-        session.add(
-            TrialIntermediate(
-                trial_id=trial_id, step=step, attempt=attempt, metrics=clean, created_at=now
-            )
-        )
-    else:
-        existing.metrics, existing.attempt = clean, attempt
-    trial.last_step = max(trial.last_step or 0, step)
-    trial.lease_expires_at = now + lease
-    reason = _stop_reason(session, trial)
-    if reason is None and prune is not None:
-        reason = prune(session, trial, step, clean)
-    return ReportAck(reason is not None, reason, trial.lease_expires_at)
+    connection = session.connection()
+    connection.execute(
+        sql.upsert_intermediate(connection.dialect.name),
+        {
+            "b_trial_id": trial_id,
+            "b_step": step,
+            "b_attempt": attempt,
+            "b_metrics": clean,
+            "b_created_at": utcnow(),
+        },
+    )
+    state, pruner = connection.execute(sql.STUDY_STATE_AND_PRUNER, {"b_study_id": study_id}).one()
+    reason = _stop_reason(state, stop_requested)
+    if reason is None and prune is not None and pruner and pruner.get("kind") != "none":
+        reason = prune(session, get_trial(session, trial_id), step, clean)
+    return ReportAck(reason is not None, reason, expires)
+
+
+def _lock_study_then_trial(session: Session, trial_id: int) -> tuple[Study, Trial]:
+    """Locks in the store's one order (study, then trial); ``study_id`` never changes."""
+    study_id = session.scalar(select(Trial.study_id).where(Trial.id == trial_id))
+    if study_id is None:
+        raise NotFound(f"trial {trial_id} does not exist")
+    study = get_study(session, study_id, lock=True)
+    return study, get_trial(session, trial_id, lock=True)
 
 
 def complete(
@@ -285,13 +375,14 @@ def complete(
     attempt: int,
     metrics: Mapping[str, float | None],
     pruned: bool = False,
+    objective_for: Callable[[Study], Objective] | None = None,
 ) -> Trial:
-    trial = get_trial(session, trial_id, lock=True)
+    """Ends a trial with its final metrics; ``objective_for`` may cache the parsed spec."""
+    study, trial = _lock_study_then_trial(session, trial_id)
     if trial.state in ENDED_STATES and trial.worker_id == worker_id and trial.attempt == attempt:
         return trial  # a resend of a completion this worker already made
-    trial = _held(session, trial_id, worker_id, attempt)
-    study = get_study(session, trial.study_id, lock=True)
-    objective = spec_of(study).build_objective()
+    _check_held(trial, worker_id, attempt)
+    objective = objective_for(study) if objective_for else spec_of(study).build_objective()
     clean = finite_metrics(metrics)
     evaluation = objective.evaluate(clean)
     trial.metrics = clean
@@ -310,11 +401,10 @@ def complete(
 
 
 def fail(session: Session, trial_id: int, worker_id: str, attempt: int, error: str) -> Trial:
-    trial = get_trial(session, trial_id, lock=True)
+    study, trial = _lock_study_then_trial(session, trial_id)
     if trial.state == "failed" and trial.worker_id == worker_id and trial.attempt == attempt:
         return trial
-    trial = _held(session, trial_id, worker_id, attempt)
-    study = get_study(session, trial.study_id, lock=True)
+    _check_held(trial, worker_id, attempt)
     trial.state = "failed"
     trial.error = error
     trial.finished_at = utcnow()
@@ -335,9 +425,8 @@ def release(session: Session, trial_id: int, worker_id: str, attempt: int, why: 
 
 
 def request_stop(session: Session, trial_id: int) -> Trial:
-    trial = get_trial(session, trial_id, lock=True)
+    study, trial = _lock_study_then_trial(session, trial_id)
     if trial.state == "queued":
-        study = get_study(session, trial.study_id, lock=True)
         trial.state, trial.error, trial.finished_at = "failed", "stopped by user", utcnow()
         record_ended(session, study, trial)
         finish_if_done(session, study)

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import InvalidInput, InvalidState
-from hpsearch.samplers import Sampler, make_sampler
+from hpsearch.objective import Objective
+from hpsearch.samplers import FinishedTrial, Sampler, make_sampler
 from hpsearch.space import SpaceError
 from hpsearch.spec import StudySpec, parse_spec, spec_to_json
-from hpsearch.store import queue
+from hpsearch.store import checkpoints, evaluations, forks, queue, results
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import Database
-from hpsearch.store.models import Study, Trial, TrialEvent, TrialIntermediate, Worker
+from hpsearch.store.models import (
+    FinalEvaluation,
+    Study,
+    Trial,
+    TrialEvent,
+    TrialIntermediate,
+    Worker,
+)
+from hpsearch.store.pruning import prune_decision
 from hpsearch.store.studies import (
     StudyCounts,
     counts,
@@ -42,6 +51,8 @@ class StudyView:
     study: Study
     counts: StudyCounts
     best: Trial | None
+    final_evaluation: FinalEvaluation | None = None
+    """Read by ``get_study`` only (a study page), not for each study of a list."""
 
 
 @dataclass(frozen=True)
@@ -57,12 +68,14 @@ class Store:
         self.lease = timedelta(seconds=lease_seconds)
         # Samplers are rebuilt from the (immutable) spec; caching them per study saves the
         # parse on every claim. Safe across server processes: nothing here is authoritative.
-        self._samplers: OrderedDict[int, Sampler] = OrderedDict()
+        self._samplers: OrderedDict[tuple[int, datetime], Sampler] = OrderedDict()
+        self._objectives: OrderedDict[tuple[int, datetime], Objective] = OrderedDict()
 
     # -- studies -------------------------------------------------------------------------
 
     def create_study(self, data: Mapping[str, Any]) -> Study:
         spec = parse_spec(data)
+        make_sampler(spec)  # refuses, naming sampler.kind, a sampler this server cannot run
         with self.db.write() as s:
             study = study_row(spec, spec_to_json(spec))
             s.add(study)
@@ -78,7 +91,8 @@ class Store:
 
     def get_study(self, study_id: int) -> StudyView:
         with self.db.read() as s:
-            return self._view(s, get_study(s, study_id))
+            view = self._view(s, get_study(s, study_id))
+            return replace(view, final_evaluation=evaluations.of_study(s, study_id))
 
     def spec(self, study_id: int) -> StudySpec:
         with self.db.read() as s:
@@ -150,6 +164,12 @@ class Store:
             get_study(s, study_id)
             return trials_page(s, study_id, order=order, offset=offset, limit=limit, states=states)
 
+    def history(self, study_id: int) -> list[FinishedTrial]:
+        """The study's ended trials as its sampler sees them (e.g. for coarse-to-fine regions)."""
+        with self.db.read() as s:
+            get_study(s, study_id)
+            return queue._history(s, study_id)
+
     def trial(self, trial_id: int) -> TrialView:
         with self.db.read() as s:
             trial = get_trial(s, trial_id)
@@ -171,6 +191,31 @@ class Store:
     def workers(self) -> list[Worker]:
         with self.db.read() as s:
             return list(s.scalars(select(Worker).order_by(Worker.last_seen_at.desc())))
+
+    # -- the results view (light rows; see store/results.py) -------------------------------
+
+    def trial_points(
+        self,
+        study_id: int,
+        metrics: Sequence[str] | None = None,
+        since: datetime | None = None,
+    ) -> list[results.TrialPoint]:
+        with self.db.read() as s:
+            get_study(s, study_id)
+            return results.trial_points(s, study_id, metrics, since)
+
+    def trial_records(self, study_id: int) -> list[results.TrialRecord]:
+        with self.db.read() as s:
+            get_study(s, study_id)
+            return results.trial_records(s, study_id)
+
+    def curves(self, trial_ids: Sequence[int]) -> list[results.TrialCurve]:
+        with self.db.read() as s:
+            return results.curves(s, trial_ids)
+
+    def worker_activity(self) -> list[results.WorkerActivity]:
+        with self.db.read() as s:
+            return results.worker_activity(s)
 
     # -- the queue -----------------------------------------------------------------------
 
@@ -206,7 +251,9 @@ class Store:
         metrics: Mapping[str, float | None],
     ) -> queue.ReportAck:
         with self.db.write() as s:
-            return queue.report(s, trial_id, worker_id, attempt, step, metrics, self.lease)
+            return queue.report(
+                s, trial_id, worker_id, attempt, step, metrics, self.lease, prune=prune_decision
+            )
 
     def complete(
         self,
@@ -217,7 +264,9 @@ class Store:
         pruned: bool = False,
     ) -> Trial:
         with self.db.write() as s:
-            return queue.complete(s, trial_id, worker_id, attempt, metrics, pruned)
+            return queue.complete(
+                s, trial_id, worker_id, attempt, metrics, pruned, self._objective_for
+            )
 
     def fail(self, trial_id: int, worker_id: str, attempt: int, error: str) -> Trial:
         with self.db.write() as s:
@@ -231,6 +280,72 @@ class Store:
         with self.db.write() as s:
             return queue.request_stop(s, trial_id)
 
+    # -- checkpoints, forks, the final test evaluation (store/checkpoints.py, forks.py,
+    # -- evaluations.py) ---------------------------------------------------------------
+
+    def record_checkpoint(
+        self,
+        trial_id: int,
+        worker_id: str,
+        attempt: int,
+        step: int,
+        publish: Callable[[bool], object],
+    ) -> None:
+        with self.db.write() as s:
+            checkpoints.record(s, trial_id, worker_id, attempt, step, self.lease, publish)
+
+    def checkpoint_step(self, trial_id: int) -> int | None:
+        with self.db.read() as s:
+            return checkpoints.step_of(s, trial_id)
+
+    def fork_trial(
+        self,
+        trial_id: int,
+        changes: Mapping[str, Any],
+        checkpoint_step: int,
+        copy_checkpoint: Callable[[Trial], object],
+    ) -> Trial:
+        with self.db.write() as s:
+            return forks.fork(s, trial_id, changes, checkpoint_step, copy_checkpoint)
+
+    def request_final_evaluation(self, study_id: int, trial_id: int | None) -> FinalEvaluation:
+        with self.db.write() as s:
+            return evaluations.request(s, study_id, trial_id)
+
+    def final_evaluation(self, study_id: int) -> FinalEvaluation | None:
+        with self.db.read() as s:
+            get_study(s, study_id)
+            return evaluations.of_study(s, study_id)
+
+    def claim_final_evaluation(
+        self, worker_id: str, study_id: int | None = None
+    ) -> evaluations.EvaluationClaim | None:
+        with self.db.read() as s:  # the common case, nothing to do, takes no write lock
+            if not evaluations.claimable(s, study_id, utcnow()):
+                return None
+        with self.db.write() as s:
+            return evaluations.claim(s, worker_id, self.lease, study_id)
+
+    def has_pending_final_evaluation(self, study_id: int | None = None) -> bool:
+        with self.db.read() as s:
+            return evaluations.pending(s, study_id)
+
+    def final_evaluation_heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> datetime:
+        with self.db.write() as s:
+            return evaluations.heartbeat(s, trial_id, worker_id, attempt, self.lease)
+
+    def complete_final_evaluation(
+        self, trial_id: int, worker_id: str, attempt: int, metrics: Mapping[str, float | None]
+    ) -> FinalEvaluation:
+        with self.db.write() as s:
+            return evaluations.complete(s, trial_id, worker_id, attempt, metrics)
+
+    def fail_final_evaluation(
+        self, trial_id: int, worker_id: str, attempt: int, error: str
+    ) -> FinalEvaluation:
+        with self.db.write() as s:
+            return evaluations.fail(s, trial_id, worker_id, attempt, error)
+
     # -- internals -----------------------------------------------------------------------
 
     def _view(self, s: Session, study: Study) -> StudyView:
@@ -238,10 +353,22 @@ class Store:
         return StudyView(study, counts(s, study), best)
 
     def _sampler_for(self, study: Study) -> Sampler:
-        sampler = self._samplers.get(study.id)
+        # Keyed by creation time too: SQLite may give a deleted study's id to a new one.
+        key = (study.id, study.created_at)
+        sampler = self._samplers.get(key)
         if sampler is None:
             sampler = make_sampler(spec_of(study))
-            self._samplers[study.id] = sampler
+            self._samplers[key] = sampler
             if len(self._samplers) > 256:
                 self._samplers.popitem(last=False)
         return sampler
+
+    def _objective_for(self, study: Study) -> Objective:
+        key = (study.id, study.created_at)
+        objective = self._objectives.get(key)
+        if objective is None:
+            objective = spec_of(study).build_objective()
+            self._objectives[key] = objective
+            if len(self._objectives) > 256:
+                self._objectives.popitem(last=False)
+        return objective

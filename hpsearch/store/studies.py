@@ -17,6 +17,7 @@ from hpsearch.errors import NotFound
 from hpsearch.objective import rank_key
 from hpsearch.spec import StudySpec, parse_spec
 from hpsearch.store.clock import utcnow
+from hpsearch.store.evaluations import request_automatic
 from hpsearch.store.models import Study, Trial
 
 
@@ -36,7 +37,9 @@ class StudyCounts:
 def get_study(session: Session, study_id: int, *, lock: bool = False) -> Study:
     query = select(Study).where(Study.id == study_id)
     if lock:
-        query = query.with_for_update()
+        # A locked read must see the committed row, not a copy the session loaded earlier
+        # in this transaction (a stale counter written back would lose an update).
+        query = query.with_for_update().execution_options(populate_existing=True)
     study = session.scalars(query).one_or_none()
     if study is None:
         raise NotFound(f"study {study_id} does not exist")
@@ -46,7 +49,9 @@ def get_study(session: Session, study_id: int, *, lock: bool = False) -> Study:
 def get_trial(session: Session, trial_id: int, *, lock: bool = False) -> Trial:
     query = select(Trial).where(Trial.id == trial_id)
     if lock:
-        query = query.with_for_update()
+        # A locked read must see the committed row, not a copy the session loaded earlier
+        # in this transaction (a stale counter written back would lose an update).
+        query = query.with_for_update().execution_options(populate_existing=True)
     trial = session.scalars(query).one_or_none()
     if trial is None:
         raise NotFound(f"trial {trial_id} does not exist")
@@ -91,9 +96,15 @@ def _maybe_new_best(session: Session, study: Study, trial: Trial) -> None:
     if study.best_trial_id is None:
         study.best_trial_id = trial.id
         return
-    current = session.get(Trial, study.best_trial_id)
+    # Only the ranking columns, and no autoflush: this runs once per completed trial.
+    current = session.execute(
+        select(Trial.number, Trial.value, Trial.feasible, Trial.violation).where(
+            Trial.id == study.best_trial_id
+        ),
+        execution_options={"autoflush": False},
+    ).first()
     if current is None or rank_key(_Ranked.of(trial), direction) < rank_key(
-        _Ranked.of(current), direction
+        _Ranked(current[0], current[1], bool(current[2]), current[3] or 0.0), direction
     ):
         study.best_trial_id = trial.id
 
@@ -110,16 +121,23 @@ class _Ranked:
         return cls(t.number, t.value, bool(t.feasible), t.violation or 0.0)
 
 
-def finish_if_done(session: Session, study: Study, *, exhausted: bool = False) -> bool:
+def finish_if_done(
+    session: Session,
+    study: Study,
+    *,
+    exhausted: bool = False,
+    live: tuple[int, int] | None = None,
+) -> bool:
     """Marks a running or paused study completed (or stopped) when its budget says so.
 
-    ``exhausted`` is set by the claim path when the sampler has nothing left to propose.
+    ``exhausted`` is set by the claim path when the sampler has nothing left to propose;
+    ``live`` is (queued, running) when the caller has just counted them.
     """
     if study.state not in ("running", "paused"):
         return False
     spec = study.spec
     budget = spec.get("budget", {})
-    queued, running = live_counts(session, study.id)
+    queued, running = live if live is not None else live_counts(session, study.id)
     ended = study.n_completed + study.n_pruned + study.n_failed
     reason: str | None = None
     if ended >= budget.get("max_trials", 0) and not (queued or running):
@@ -147,6 +165,7 @@ def finish_if_done(session: Session, study: Study, *, exhausted: bool = False) -
         )
         study.n_failed += queued
     study.state, study.reason, study.finished_at = "completed", reason, utcnow()
+    request_automatic(session, study)  # the test evaluation, if the spec asks for it
     return True
 
 

@@ -1,9 +1,10 @@
-"""The store on a real SQLite database: claims, leases, ranking in SQL, study controls."""
+"""The store on real SQLite and PostgreSQL databases: claims, leases, ranking, controls."""
 
 from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,11 +22,22 @@ from hpsearch.store.models import Base, Trial
 from tests.conftest import digits_spec
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database: a SQLite file, or a fresh database in the test PostgreSQL."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     url = f"sqlite:///{tmp_path / 'store.db'}"
     upgrade(url)
-    return Store(Database(url), lease_seconds=60)
+    return url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    store = Store(Database(database_url), lease_seconds=60)
+    yield store
+    store.db.dispose()
 
 
 def test_migrations_match_the_models(store: Store) -> None:
@@ -33,8 +45,15 @@ def test_migrations_match_the_models(store: Store) -> None:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
-def test_empty_database_is_refused_until_upgraded(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'empty.db'}")
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_empty_database_is_refused_until_upgraded(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "postgres":
+        url = request.getfixturevalue("make_postgres_database")(migrated=False)
+    else:
+        url = f"sqlite:///{tmp_path / 'empty.db'}"
+    db = Database(url)
     with pytest.raises(SchemaOutOfDate, match="hpsearch db upgrade"):
         check_schema(db)
     assert initialize_if_empty(db)

@@ -60,7 +60,7 @@ def _cached(name: str, path: str | None, mtime_ns: int) -> Dataset:
     if name == "cifar10":
         return _cifar10(Path(path))
     if name == "file":
-        return _from_parts(read_user_file(Path(path)))
+        return _from_parts(read_user_file(Path(path)), path)
     raise ValueError(f"unknown dataset {name!r}")
 
 
@@ -121,15 +121,15 @@ def _cifar10(path: Path) -> Dataset:
     return _frozen(Dataset(images, labels, 10, 1 / 255))
 
 
-def _from_parts(parts: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Dataset:
+def _from_parts(parts: Mapping[str, tuple[np.ndarray, np.ndarray]], source: str) -> Dataset:
     """Joins a user file's parts into one array, remembering which indices each part holds."""
-    xs = [model_input(x, part) for part, (x, _) in parts.items()]
+    xs = [model_input(x, f"{source} ({part})") for part, (x, _) in parts.items()]
     for part, (x, y) in parts.items():
         if len(x) != len(y):
-            raise DataFormatError(f"{part}: {len(x)} examples but {len(y)} labels")
+            raise DataFormatError(f"{source} ({part}): {len(x)} examples but {len(y)} labels")
     shapes = {x.shape[1:] for x in xs}
     if len(shapes) > 1:
-        raise DataFormatError(f"parts have different example shapes: {sorted(shapes)}")
+        raise DataFormatError(f"{source}: parts have different example shapes: {sorted(shapes)}")
     y, n_classes = class_indices(np.concatenate([y for _, y in parts.values()]))
     x = np.concatenate(xs)
     scale = 1 / 255 if x.dtype == np.uint8 else 1.0

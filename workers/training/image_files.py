@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/): the third byte of the magic number.
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),

@@ -1,8 +1,11 @@
 """One trial of a built-in trainer, start to finish: data, model, epochs, metrics.
 
 The worker's claim loop calls :func:`train_trial` and nothing else of this package; the final
-test evaluation of a study's chosen trial calls :func:`evaluate_test` (or
-:func:`train_and_evaluate_test`) and is the only code that reads the test set.
+test evaluation of a study's chosen trial calls :func:`evaluate_checkpoint` (its final model),
+:func:`evaluate_test` or :func:`train_and_evaluate_test`, the only code that reads the test set.
+
+With ``checkpoints``, :func:`train_trial` saves a checkpoint every ``task.checkpoint_every``
+epochs and resumes from the latest one it finds (see ``checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ from torch.nn import functional
 
 from hpsearch.space import ParamValue
 from hpsearch.spec import TaskSpec
+from workers.training.checkpoint import (
+    CheckpointError,
+    Checkpoints,
+    CheckpointWriter,
+    Resume,
+    load_model,
+    restore,
+    unpack,
+)
 from workers.training.datasets import load_dataset
 from workers.training.hyperparameters import Hyperparameters, resolve
 from workers.training.metrics import Evaluation, evaluate, latency_ms, macro_scores, model_size
@@ -51,6 +63,8 @@ class TrainingResult:
     """The torch seed used (drawn at random when none was given), to reproduce the trial."""
     model: nn.Module | None = field(default=None, repr=False, compare=False)
     """The trained network, for :func:`evaluate_test` or a checkpoint."""
+    resumed_from: int | None = None
+    """The epoch of the checkpoint training continued from; None for a fresh start."""
 
 
 def train_trial(
@@ -59,12 +73,18 @@ def train_trial(
     report: Report,
     device: str = "cpu",
     seed: int | None = None,
+    *,
+    checkpoints: Checkpoints | None = None,
 ) -> TrainingResult:
     """Trains ``task.trainer`` with ``params`` over ``task.fixed`` over the catalogue defaults.
 
-    Never evaluates the test set. Raises ValueError (HyperparameterError, SplitError, ...) for
-    a task or parameter it cannot run, naming the culprit; FileNotFoundError for missing data;
-    TrainingDiverged when the loss stops being finite.
+    With ``checkpoints``, continues from the latest checkpoint there (reporting from the
+    epoch after it) and saves one every ``task.checkpoint_every`` epochs and after the last.
+
+    Never evaluates the test set. Raises ValueError (HyperparameterError, SplitError,
+    CheckpointError, ...) for a task, parameter or checkpoint it cannot run, naming the
+    culprit; FileNotFoundError for missing data; TrainingDiverged when the loss stops being
+    finite.
     """
     spec = TaskSpec.model_validate(dict(task))
     hp = resolve(spec.trainer, spec.fixed, params)
@@ -77,13 +97,31 @@ def train_trial(
         torch.manual_seed(seed)
         model = build_model(spec.trainer, hp, splits.input_shape, splits.n_classes).to(target)
         optimizer = build_optimizer(model, hp)
-        progress = fit(model, optimizer, hp, splits, spec.epochs, report, seed)
+        resume, writer = None, None
+        if checkpoints is not None:
+            data = checkpoints.load()
+            if data is not None:
+                resume = restore(unpack(data), model, optimizer, hp.choice("optimizer"), target)
+            writer = CheckpointWriter(
+                checkpoints,
+                spec.checkpoint_every,
+                trainer=spec.trainer,
+                params=params,
+                model=model,
+                optimizer=optimizer,
+                optimizer_name=hp.choice("optimizer"),
+                device=target,
+            )
+        progress = fit(
+            model, optimizer, hp, splits, spec.epochs, report, seed, resume=resume, saver=writer
+        )
     return TrainingResult(
         metrics=_final_metrics(model, splits, progress),
         stopped_early=progress.stopped_early,
         epochs_run=progress.epochs_run,
         seed=seed,
         model=model,
+        resumed_from=resume.epoch if resume is not None else None,
     )
 
 
@@ -93,9 +131,37 @@ def evaluate_test(
     """test_loss, test_accuracy, test_error and macro test_precision/recall/f1 of a model
     trained by :func:`train_trial` on the same task (same split and normalization)."""
     spec = TaskSpec.model_validate(dict(task))
+    return _test_metrics(model, _splits(spec, with_test=True), torch.device(device))
+
+
+def evaluate_checkpoint(
+    params: Mapping[str, ParamValue],
+    task: Mapping[str, Any],
+    data: bytes,
+    device: str = "cpu",
+    *,
+    epoch: int | None = None,
+) -> dict[str, float]:
+    """:func:`evaluate_test` of the model saved in checkpoint ``data`` (a trial's final model,
+    as :func:`train_trial` saved it with ``checkpoints``), without training anything.
+
+    ``epoch``: the trial's last epoch; a checkpoint of another epoch is not its final model
+    (CheckpointError)."""
+    spec = TaskSpec.model_validate(dict(task))
+    hp = resolve(spec.trainer, spec.fixed, params)
+    state = unpack(data)
+    if epoch is not None and state["epoch"] != epoch:
+        raise CheckpointError(
+            f"the checkpoint is of epoch {state['epoch']}, the trial ended at epoch {epoch}"
+        )
     splits = _splits(spec, with_test=True)
+    model = build_model(spec.trainer, hp, splits.input_shape, splits.n_classes)
+    load_model(state, model)
+    return _test_metrics(model, splits, torch.device(device))
+
+
+def _test_metrics(model: nn.Module, splits: Splits, target: torch.device) -> dict[str, float]:
     assert splits.test is not None
-    target = torch.device(device)
     model = model.to(target)
     test = splits.test.to(target)
     result = evaluate(model, test)
@@ -158,12 +224,24 @@ def fit(
     epochs: int,
     report: Report,
     seed: int,
+    *,
+    resume: Resume | None = None,
+    saver: Callable[[int, float, torch.Generator, bool], None] | None = None,
 ) -> Progress:
     """Runs up to ``epochs`` epochs of mini-batch training, evaluating and reporting after
-    each; stops when ``report`` returns True or raises TrainingStopped."""
+    each; stops when ``report`` returns True or raises TrainingStopped.
+
+    ``resume`` continues after its epoch; ``saver(epoch, seconds, data_order, last)`` is called
+    after each epoch's report (``last``: training ends there), to save a checkpoint.
+    """
     generator = torch.Generator().manual_seed(seed)  # data order: reproducible per trial seed
-    seconds = 0.0
-    for epoch in range(1, epochs + 1):
+    seconds, first = 0.0, 1
+    if resume is not None:
+        generator.set_state(resume.data_order)
+        seconds, first = resume.seconds, resume.epoch + 1
+        if first > epochs:  # the checkpoint is of the last epoch: nothing left to train
+            return _progress_as_is(model, splits, resume.epoch, seconds)
+    for epoch in range(first, epochs + 1):
         started = time.perf_counter()
         lr = learning_rate(hp, epoch)
         set_learning_rate(optimizer, lr)
@@ -177,9 +255,17 @@ def fit(
             stop = report(epoch, metrics)
         except TrainingStopped:
             stop = True
+        if saver is not None:
+            saver(epoch, seconds, generator, stop or epoch == epochs)
         if stop or epoch == epochs:
             return Progress(epoch, stop and epoch < epochs, seconds, train, dev, train_dev)
     raise AssertionError("unreachable: epochs >= 1")
+
+
+def _progress_as_is(model: nn.Module, splits: Splits, epoch: int, seconds: float) -> Progress:
+    train, dev = evaluate(model, splits.train), evaluate(model, splits.dev)
+    train_dev = evaluate(model, splits.train_dev) if splits.train_dev is not None else None
+    return Progress(epoch, False, seconds, train, dev, train_dev)
 
 
 def _train_epoch(
@@ -198,7 +284,7 @@ def _train_epoch(
             continue  # batch norm cannot normalize one example; reshuffled next epoch
         loss = functional.cross_entropy(model(train.x[batch]), train.y[batch])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.autograd.backward(loss)
         optimizer.step()
 
 

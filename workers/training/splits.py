@@ -119,7 +119,8 @@ def split_indices(dataset: Dataset, spec: SplitSpec) -> dict[str, np.ndarray]:
 
 
 def _take(dataset: Dataset, indices: np.ndarray) -> np.ndarray:
-    return dataset.x[indices].astype(np.float32) * np.float32(dataset.scale)
+    x: np.ndarray = dataset.x[indices].astype(np.float32) * np.float32(dataset.scale)
+    return x
 
 
 def _statistics(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
+import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from hpsearch.spec import SplitSpec
+from workers.training import train_trial
 from workers.training.datasets import Dataset, load_dataset
 from workers.training.image_files import DataFormatError
 from workers.training.splits import SplitError, make_splits, split_indices
@@ -79,13 +83,15 @@ def test_fashion_mnist_is_found_in_torchvisions_raw_folder(tmp_path: Path) -> No
 def test_missing_idx_file_is_named(tmp_path: Path) -> None:
     write_mnist(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
-    with pytest.raises(FileNotFoundError, match=str(tmp_path / "t10k-labels-idx1-ubyte")):
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(str(tmp_path / "t10k-labels-idx1-ubyte"))
+    ):
         load_dataset("mnist", str(tmp_path))
 
 
 def test_missing_data_path_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.npz"
-    with pytest.raises(FileNotFoundError, match=str(missing)):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
         load_dataset("file", str(missing))
 
 
@@ -115,7 +121,8 @@ def test_cifar10_names_a_missing_batch(tmp_path: Path) -> None:
 @pytest.mark.parametrize("keys", [("X", "y"), ("x", "y")])
 def test_npz_with_x_and_y(tmp_path: Path, make_blobs: Blobs, keys: tuple[str, str]) -> None:
     x, y = make_blobs(30)
-    np.savez(tmp_path / "d.npz", **{keys[0]: x, keys[1]: y})
+    arrays: dict[str, Any] = {keys[0]: x, keys[1]: y}
+    np.savez(tmp_path / "d.npz", **arrays)
     d = load_dataset("file", str(tmp_path / "d.npz"))
     assert d.x.shape == (30, 1, 8, 8) and np.array_equal(d.y, y) and d.given is None
 
@@ -222,3 +229,55 @@ def test_images_are_normalized_per_channel() -> None:
 def test_an_empty_dev_set_is_an_error() -> None:
     with pytest.raises(SplitError, match="dev"):
         split_indices(_dataset(3), SplitSpec(train=0.9, dev=0.1, test=0.0))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "write", "shape"),
+    [
+        (
+            "fashion_mnist",
+            lambda p: write_mnist(p, n_train=40, n_test=20, suffix=".gz"),
+            (1, 28, 28),
+        ),
+        ("cifar10", lambda p: write_cifar(p / "cifar-10-batches-py", per_batch=8), (3, 32, 32)),
+    ],
+)
+def test_cnn_trains_on_each_image_format(
+    tmp_path: Path, dataset: str, write: Callable[[Path], None], shape: tuple[int, ...]
+) -> None:
+    write(tmp_path)
+    task = {
+        "trainer": "cnn_classifier",
+        "dataset": dataset,
+        "data_path": str(tmp_path),
+        "epochs": 1,
+        "fixed": {"channels": 2, "hidden_units": 8},
+    }
+    result = train_trial({}, task, lambda e, m: False, seed=0)
+    assert result.epochs_run == 1 and math.isfinite(result.metrics["dev_loss"])
+    assert result.metrics["n_params"] == (
+        shape[0] * 2 * 9
+        + 2
+        + 2 * 4 * 9
+        + 4
+        + 4 * (shape[1] // 4) * (shape[2] // 4) * 8
+        + 8
+        + 8 * 10
+        + 10
+    )
+
+
+def test_mlp_trains_on_a_csv_file(tmp_path: Path, make_blobs: Blobs) -> None:
+    x, y = make_blobs(120)
+    names = np.array(["low", "mid", "high"])[y]
+    lines = ["f" + ",f".join(map(str, range(64))) + ",label"]
+    lines += [
+        ",".join(f"{v:.4f}" for v in row) + f",{n}"
+        for row, n in zip(x.reshape(120, -1), names, strict=True)
+    ]
+    (tmp_path / "d.csv").write_text("\n".join(lines))
+    task = {"trainer": "mlp_classifier", "dataset": "file", "data_path": str(tmp_path / "d.csv")}
+    result = train_trial(
+        {"optimizer": "adam", "lr": 0.01}, {**task, "epochs": 3}, lambda e, m: False, seed=0
+    )
+    assert result.metrics["train_accuracy"] > 0.5

@@ -33,7 +33,7 @@ def test_unknown_choice_names_the_parameter_and_the_allowed_values() -> None:
 
 
 def test_unknown_name_is_rejected_with_the_known_ones() -> None:
-    with pytest.raises(HyperparameterError, match="'layers'.*known: .*'lr'"):
+    with pytest.raises(HyperparameterError, match=r"'layers'.*known: .*'lr'"):
         resolve("softmax_regression", {}, {"layers": 2})
 
 

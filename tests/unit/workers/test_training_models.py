@@ -103,9 +103,9 @@ def _one_step(params: dict[str, float | str], grads: list[float]) -> float:
     optimizer = build_optimizer(model, resolve("softmax_regression", {}, params))
     for g in grads:
         optimizer.zero_grad()
-        (w.sum() * g).backward()
+        torch.autograd.backward(w.sum() * g)
         optimizer.step()
-    return float(w)
+    return float(w.detach())
 
 
 def test_momentum_is_an_average_of_gradients() -> None:
@@ -117,7 +117,7 @@ def test_momentum_is_an_average_of_gradients() -> None:
 
 def test_rmsprop_decays_with_beta_unless_beta2_is_set() -> None:
     # s = (1 - decay)·g²; step = lr·g/(sqrt(s) + eps) = lr/sqrt(1 - decay) for g = 1
-    base = {"optimizer": "rmsprop", "lr": 0.01, "beta": 0.75}
+    base: dict[str, float | str] = {"optimizer": "rmsprop", "lr": 0.01, "beta": 0.75}
     assert _one_step(base, [1.0]) == pytest.approx(-0.01 / math.sqrt(0.25))
     assert _one_step({**base, "beta2": 0.99}, [1.0]) == pytest.approx(-0.01 / math.sqrt(0.01))
 
@@ -128,6 +128,6 @@ def test_weight_decay_shrinks_weights_not_biases() -> None:
     nn.init.ones_(layer.weight)
     nn.init.ones_(layer.bias)
     optimizer = build_optimizer(layer, hp)
-    (layer.weight.sum() * 0 + layer.bias.sum() * 0).backward()
+    torch.autograd.backward(layer.weight.sum() * 0 + layer.bias.sum() * 0)
     optimizer.step()
-    assert float(layer.weight) == pytest.approx(0.5) and float(layer.bias) == 1.0
+    assert layer.weight.item() == pytest.approx(0.5) and layer.bias.item() == 1.0

@@ -1,0 +1,134 @@
+"""Checkpoints of trials in the artifact store, and forks that start from them ("Panda").
+
+A worker uploads its trial's checkpoint with ``PUT`` (only the holder of the lease may); a
+worker that resumes the trial, or runs a fork of it, downloads it with ``GET``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ArtifactsDep, StoreDep
+from api.schemas import CheckpointOut, ErrorBody, ForkIn, TrialOut
+from hpsearch.artifacts import ArtifactStore, CheckpointInfo
+from hpsearch.errors import InvalidState, NotFound
+from hpsearch.store import Store
+
+router = APIRouter(prefix="/trials", tags=["trials"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorBody},
+    409: {"model": ErrorBody},
+    413: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+}
+_BYTES = {
+    200: {"content": {"application/octet-stream": {}}, "description": "the checkpoint's bytes"}
+}
+
+
+@router.put(
+    "/{trial_id}/checkpoint",
+    responses=_ERRORS,
+    tags=["workers"],
+    openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}, "required": True}},
+)
+async def upload_checkpoint(
+    trial_id: int,
+    request: Request,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    worker_id: Annotated[str, Query(min_length=1, max_length=200)],
+    attempt: Annotated[int, Query(ge=1)],
+    step: Annotated[int, Query(ge=1, le=10_000_000, description="the last epoch trained")],
+) -> CheckpointOut:
+    """The body is the checkpoint's bytes (at most the server's HPSEARCH_MAX_ARTIFACT_BYTES).
+    409 when the worker does not hold the trial's lease; it replaces the previous checkpoint."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit():
+        artifacts.check_size(int(declared))
+    # A worker that lost its lease is refused before its bytes are read...
+    await run_in_threadpool(store.heartbeat, trial_id, worker_id, attempt)
+    with artifacts.upload(trial_id) as upload:
+        async for chunk in request.stream():
+            upload.write(chunk)
+        published: list[CheckpointInfo] = []
+
+        def publish(fresh: bool) -> None:
+            published.append(upload.commit(step, attempt, fresh=fresh))
+
+        # ...and checked again, in the transaction that publishes the file: the lease may
+        # have expired while the bytes were arriving.
+        record = store.record_checkpoint
+        await run_in_threadpool(record, trial_id, worker_id, attempt, step, publish)
+    return _out(published[0])
+
+
+@router.get(
+    "/{trial_id}/checkpoint",
+    responses={**_ERRORS, **_BYTES},
+    response_class=FileResponse,
+    tags=["workers"],
+)
+def download_checkpoint(trial_id: int, store: StoreDep, artifacts: ArtifactsDep) -> Response:
+    """The trial's latest checkpoint; headers X-Checkpoint-Step and -Attempt describe it."""
+    info = _latest(trial_id, store, artifacts)
+    return FileResponse(
+        info.path,
+        media_type="application/octet-stream",
+        filename=f"trial-{trial_id}-step-{info.step}.ckpt",
+        headers={"X-Checkpoint-Step": str(info.step), "X-Checkpoint-Attempt": str(info.attempt)},
+    )
+
+
+@router.get("/{trial_id}/checkpoint/info", responses=_ERRORS)
+def checkpoint_info(trial_id: int, store: StoreDep, artifacts: ArtifactsDep) -> CheckpointOut:
+    return _out(_latest(trial_id, store, artifacts))
+
+
+@router.post("/{trial_id}/fork", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
+def fork_trial(
+    trial_id: int, body: ForkIn, store: StoreDep, artifacts: ArtifactsDep, response: Response
+) -> TrialOut:
+    """Queues a new trial of the same study that continues this trial's training from its
+    latest checkpoint, with ``params`` changed (e.g. a lower lr); the other hyperparameters
+    are the parent's. Stop the trial first (POST /trials/{id}/stop) to fork it where it is."""
+    source = _checkpoint(trial_id, store, artifacts)  # 404 for an unknown trial
+    if source is None:
+        raise InvalidState(
+            f"trial {trial_id} has no checkpoint to fork from yet (one is saved every "
+            "task.checkpoint_every epochs, and when a trial stops)"
+        )
+    trial = store.fork_trial(
+        trial_id, body.params, source.step, lambda fork: artifacts.copy(source, fork.id)
+    )
+    response.headers["Location"] = f"/api/v1/trials/{trial.id}"
+    return TrialOut.of(trial)
+
+
+def _latest(trial_id: int, store: Store, artifacts: ArtifactStore) -> CheckpointInfo:
+    info = _checkpoint(trial_id, store, artifacts)
+    if info is None:
+        raise NotFound(f"trial {trial_id} has no checkpoint")
+    return info
+
+
+def _checkpoint(trial_id: int, store: Store, artifacts: ArtifactStore) -> CheckpointInfo | None:
+    # The database says whether the trial has one; files under a reused id are not its own.
+    if store.checkpoint_step(trial_id) is None:
+        return None
+    return artifacts.latest(trial_id)
+
+
+def _out(info: CheckpointInfo) -> CheckpointOut:
+    return CheckpointOut(
+        trial_id=info.trial_id,
+        step=info.step,
+        attempt=info.attempt,
+        bytes=info.size,
+        saved_at=info.saved_at,
+    )

@@ -1,0 +1,75 @@
+"""The final test evaluation: the user picks the study's final trial, a worker evaluates its
+model on the test set, and the test_* metrics land on that trial (and nowhere in selection).
+
+Workers receive the job from ``POST /claims`` as a claim of ``kind: evaluate_test`` and
+answer on the ``/trials/{id}/test-evaluation/...`` endpoints with that claim's attempt.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from api.deps import StoreDep
+from api.schemas import (
+    AckOut,
+    ErrorBody,
+    EvaluateTestIn,
+    FailIn,
+    FinalEvaluationOut,
+    FinalMetricsIn,
+    LeaseIn,
+)
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorBody},
+    409: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+}
+
+
+@router.post(
+    "/studies/{study_id}/evaluate-test",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_ERRORS,
+    tags=["studies"],
+)
+def evaluate_test(
+    study_id: int, store: StoreDep, response: Response, body: EvaluateTestIn | None = None
+) -> FinalEvaluationOut:
+    """Queues the test-set evaluation of the study's final trial: ``trial_id``, by default the
+    best feasible trial. Once per study: asking again for the same trial returns the same
+    evaluation (retrying it if it failed); asking for another trial is refused (409)."""
+    trial_id = body.trial_id if body is not None else None
+    evaluation = store.request_final_evaluation(study_id, trial_id)
+    response.headers["Location"] = f"/api/v1/studies/{study_id}/evaluate-test"
+    return FinalEvaluationOut.of(evaluation)
+
+
+@router.get("/studies/{study_id}/evaluate-test", responses=_ERRORS, tags=["studies"])
+def get_final_evaluation(study_id: int, store: StoreDep) -> FinalEvaluationOut | None:
+    """The study's final test evaluation; ``null`` when none was requested."""
+    evaluation = store.final_evaluation(study_id)
+    return FinalEvaluationOut.of(evaluation) if evaluation else None
+
+
+@router.post("/trials/{trial_id}/test-evaluation/heartbeat", responses=_ERRORS, tags=["workers"])
+def heartbeat(trial_id: int, body: LeaseIn, store: StoreDep) -> AckOut:
+    expires = store.final_evaluation_heartbeat(trial_id, body.worker_id, body.attempt)
+    return AckOut(should_stop=False, reason=None, lease_expires_at=expires)
+
+
+@router.post("/trials/{trial_id}/test-evaluation/complete", responses=_ERRORS, tags=["workers"])
+def complete(trial_id: int, body: FinalMetricsIn, store: StoreDep) -> FinalEvaluationOut:
+    """The test_* metrics of the trial's model; 409 when the worker lost the job's lease."""
+    return FinalEvaluationOut.of(
+        store.complete_final_evaluation(trial_id, body.worker_id, body.attempt, body.metrics)
+    )
+
+
+@router.post("/trials/{trial_id}/test-evaluation/fail", responses=_ERRORS, tags=["workers"])
+def fail(trial_id: int, body: FailIn, store: StoreDep) -> FinalEvaluationOut:
+    return FinalEvaluationOut.of(
+        store.fail_final_evaluation(trial_id, body.worker_id, body.attempt, body.error)
+    )

@@ -1,0 +1,298 @@
+/* Study page: plots (figures come shaped from the server), learning-curve selection,
+   coarse-to-fine regions, controls, the enqueue form, and live updates while trials run. */
+"use strict";
+(() => {
+  const cfg = hp.config();
+  const sid = cfg.study_id;
+  const $ = (id) => document.getElementById(id);
+  const selected = new Set();
+  let state = cfg.state;
+  let bestId = cfg.best_id;
+  let lastEnded = null;
+  let family = "";
+  let regions = null;
+  let paramFigures = [];
+
+  // -- plots --------------------------------------------------------------------------------
+
+  let plotsAt = 0;
+  let plotsCost = 0;
+  let plotsPending = null;
+
+  async function loadPlots() {
+    const started = performance.now();
+    const result = await hp.get(`/studies/${sid}/plots.json`);
+    plotsCost = performance.now() - started;
+    plotsAt = Date.now();
+    if (!result.ok) return;
+    const d = result.data;
+    const failed = d.failed ? ` · ${hp.count(d.failed)} failed (no value)` : "";
+    $("history-note").textContent = d.shown < d.valued
+      ? `showing ${hp.count(d.shown)} of ${hp.count(d.valued)} trials (the best, and a spread of the rest); the best-so-far line uses all${failed}`
+      : `${hp.count(d.valued)} trials with a value${failed}`;
+    if (d.valued) await hp.plot($("plot-history"), d.history);
+    else hp.emptyPlot($("plot-history"), "No trial has a value yet.");
+    paramFigures = d.params;
+    await drawParams();
+    const lines = d.parallel ? d.parallel.layout.meta.lines : 0;
+    $("parallel-note").textContent = lines < d.completed
+      ? `${hp.count(lines)} of ${hp.count(d.completed)} completed trials (the best, and a spread of the rest)`
+      : `${hp.count(lines)} completed trials`;
+    if (d.parallel) await hp.plot($("plot-parallel"), d.parallel);
+    else hp.emptyPlot($("plot-parallel"), "Shown once two trials have completed.");
+    $("importance-note").textContent = d.importance_note;
+    if (d.importance) await hp.plot($("plot-importance"), d.importance);
+    else hp.emptyPlot($("plot-importance"), `Importance ${d.importance_note}.`);
+    bindClicks($("plot-history"));
+  }
+
+  /** Refreshes plots when trials end, but never busier than 5× what a refresh costs. */
+  function refreshPlotsSoon() {
+    if (plotsPending) return;
+    const wait = Math.max(0, plotsAt + Math.max(2000, 5 * plotsCost) - Date.now());
+    plotsPending = setTimeout(async () => {
+      await loadPlots();
+      plotsPending = null;
+    }, wait);
+  }
+
+  async function drawParams() {
+    const grid = $("param-plots");
+    for (const figure of paramFigures) {
+      const name = figure.layout.meta.param;
+      let el = grid.querySelector(`[data-param="${CSS.escape(name)}"]`);
+      if (!el) {
+        el = document.createElement("div");
+        el.className = "plot small";
+        el.dataset.param = name;
+        grid.appendChild(el);
+      }
+      figure.layout.shapes = regionShapes(figure.layout.meta);
+      await hp.plot(el, figure);
+      bindClicks(el);
+    }
+  }
+
+  function bindClicks(el) {
+    if (!el || el.dataset.bound || !el.on) return;
+    el.dataset.bound = "1";
+    el.on("plotly_click", (event) => {
+      const point = event.points && event.points[0];
+      if (point && point.customdata != null) toggle(Number(point.customdata));
+    });
+  }
+
+  // -- coarse-to-fine regions ---------------------------------------------------------------
+
+  async function loadRegions() {
+    if (!cfg.regions_url) return;
+    const result = await hp.get(cfg.regions_url);
+    if (!result.ok) return;
+    regions = normalizeRegions(result.data);
+    $("regions-key").hidden = !regions.length;
+    if (regions.length) await drawParams();
+  }
+
+  /** Accepts [{round, params: {name: {low, high} | [low, high] | {choices}}}] or {rounds: …}. */
+  function normalizeRegions(body) {
+    const rounds = Array.isArray(body) ? body : (body && (body.rounds || body.regions)) || [];
+    return rounds.map((r, i) => ({
+      round: r.round ?? r.index ?? i + 1,
+      first: r.first_trial,
+      last: r.last_trial,
+      params: r.params || r.region || r.bounds || r.space || {},
+    }));
+  }
+
+  function extent(entry) {
+    if (entry == null) return null;
+    if (Array.isArray(entry)) return { low: entry[0], high: entry[1] };
+    if (Array.isArray(entry.choices)) return { choices: entry.choices };
+    if (Array.isArray(entry.values)) return { low: entry.values[0], high: entry.values[1] };
+    const low = entry.low ?? entry.lo ?? entry.min;
+    const high = entry.high ?? entry.hi ?? entry.max;
+    return low != null && high != null ? { low, high } : null;
+  }
+
+  function regionShapes(meta) {
+    if (!regions || !meta) return [];
+    const shapes = [];
+    const n = regions.length;
+    regions.forEach((r, i) => {
+      const e = extent(r.params[meta.param]);
+      if (!e) return;
+      const style = {
+        type: "rect", xref: "x", yref: "paper", y0: 0, y1: 1, layer: "below",
+        fillcolor: `rgba(204,121,167,${(0.06 + 0.1 * (i + 1) / n).toFixed(3)})`,
+        line: { color: "#CC79A7", width: 1, dash: "dot" },
+      };
+      if (e.choices) {
+        // Choice k sits at x = k; shade the kept ones.
+        for (const c of e.choices) {
+          const k = (meta.choices || []).map(String).indexOf(String(c));
+          if (k >= 0) shapes.push({ ...style, x0: k - 0.45, x1: k + 0.45 });
+        }
+        return;
+      }
+      const levels = meta.choices || [];
+      if (levels.length) {
+        // An int drawn as levels: its k-th value sits at x = k.
+        const at = (v) => levels.findIndex((l) => Number(l) >= Number(v) - 1e-9);
+        const [i, j] = [at(e.low), at(e.high)];
+        if (i >= 0 && j >= 0) shapes.push({ ...style, x0: i - 0.45, x1: j + 0.45 });
+        return;
+      }
+      let [a, b] = [Number(e.low), Number(e.high)];
+      // Shapes take data values on log axes too (unlike annotations); the reverse-log
+      // axis plots 1 - value.
+      if (meta.scale === "reverse_log") [a, b] = [1 - b, 1 - a];
+      const shape = { ...style, x0: a, x1: b };
+      // Only the latest round is labelled: nested regions would print on top of each other.
+      if (i === n - 1) {
+        shape.label = { text: `round ${r.round}`, textposition: "top left",
+          font: { size: 10, color: "#8b3a6b" } };
+      }
+      shapes.push(shape);
+    });
+    return shapes;
+  }
+
+  // -- learning curves ----------------------------------------------------------------------
+
+  async function loadCurves() {
+    const query = new URLSearchParams({ selected: [...selected].join(","), family });
+    const result = await hp.get(`/studies/${sid}/curves.json?${query}`);
+    if (!result.ok) return;
+    const d = result.data;
+    const select = $("curve-family");
+    const options = d.families.join(",");
+    if (select.dataset.options !== options) {
+      select.innerHTML = "";
+      for (const name of d.families) select.add(new Option(name.replace(/_/g, " "), name));
+      select.dataset.options = options;
+    }
+    if (d.family) select.value = d.family;
+    if (d.figure.data.length) {
+      await hp.plot($("plot-curves"), d.figure);
+      bindClicks($("plot-curves"));
+    } else {
+      hp.emptyPlot($("plot-curves"), "No trial has reported a step yet.");
+    }
+  }
+
+  function toggle(id) {
+    if (selected.has(id)) selected.delete(id);
+    else selected.add(id);
+    syncChecks();
+    loadCurves();
+  }
+
+  function syncChecks() {
+    for (const box of document.querySelectorAll("input.pick")) {
+      box.checked = selected.has(Number(box.dataset.id));
+    }
+  }
+
+  document.addEventListener("change", (event) => {
+    if (event.target.matches("input.pick")) toggle(Number(event.target.dataset.id));
+  });
+  $("curve-family").addEventListener("change", (event) => {
+    family = event.target.value;
+    loadCurves();
+  });
+
+  // -- live updates -------------------------------------------------------------------------
+
+  const parts = { progress: "progress", best: "best", diagnosis: "diagnosis", trials: "trials-table" };
+
+  function applyState(next, reason) {
+    state = next;
+    $("study-state").innerHTML = `<span class="state ${next}">${next}</span>`;
+    const controls = $("controls");
+    controls.dataset.state = next;
+    for (const button of controls.querySelectorAll("button[data-when]")) {
+      button.hidden = !button.dataset.when.split(" ").includes(next);
+      button.disabled = false;
+    }
+    // A stopped or completed study takes no new trials.
+    $("enqueue-card").hidden = !["running", "paused"].includes(next);
+    const why = $("study-reason");
+    why.textContent = reason || "";
+    why.hidden = !reason;
+  }
+
+  async function updateLive() {
+    const result = await hp.get(`/studies/${sid}/live${cfg.live ? "?" + cfg.live : ""}`);
+    if (!result.ok) return true;
+    const d = result.data;
+    for (const [name, id] of Object.entries(parts)) {
+      const el = $(id);
+      if (el.dataset.html !== d.html[name]) {
+        el.innerHTML = d.html[name];
+        el.dataset.html = d.html[name];
+      }
+    }
+    syncChecks();
+    if (d.state !== state) applyState(d.state, d.reason);
+    if (d.ended !== lastEnded || d.best_id !== bestId) {
+      if (lastEnded !== null) refreshPlotsSoon();
+      lastEnded = d.ended;
+      bestId = d.best_id;
+      loadCurves();
+    } else if (d.running) {
+      loadCurves(); // curves of running trials grow between endings
+    }
+    return d.state === "running" || d.running > 0 || d.queued > 0 && d.state !== "paused";
+  }
+
+  const live = hp.poller(updateLive, 2000);
+  document.addEventListener("hp:changed", () => live.now());
+
+  // -- controls -----------------------------------------------------------------------------
+
+  $("controls").addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-action]");
+    if (!button) return;
+    const action = button.dataset.action;
+    if (action === "stop" && !window.confirm("Stop this study? Running trials are told to stop; it cannot be resumed.")) return;
+    button.disabled = true;
+    const result = await hp.post(`/api/v1/studies/${sid}/${action}`);
+    if (result.ok) {
+      applyState(result.data.state, result.data.reason);
+      hp.toast(`Study ${result.data.state}.`);
+      live.now();
+    } else {
+      button.disabled = false;
+      hp.toast(hp.errorText(result), "error");
+    }
+  });
+  applyState(state, $("study-reason").textContent);
+
+  $("trial-filter").addEventListener("change", (event) => event.currentTarget.submit());
+
+  // -- enqueue ------------------------------------------------------------------------------
+
+  $("enqueue").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const params = hp.formParams(form);
+    const out = $("enqueue-result");
+    const result = await hp.post(form.dataset.url, { params });
+    if (result.ok) {
+      out.className = "small ok";
+      out.innerHTML = `Queued <a href="/trials/${result.data.id}">trial ${result.data.number}</a>.`;
+      live.now();
+    } else {
+      out.className = "small error";
+      out.textContent = hp.errorText(result);
+    }
+  });
+
+  // -- start --------------------------------------------------------------------------------
+
+  function start() {
+    loadPlots().then(loadRegions);
+    loadCurves();
+  }
+  hp.ready(start);
+})();

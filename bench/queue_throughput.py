@@ -1,0 +1,554 @@
+"""Trial-queue throughput: hpsearch's claim path over HTTP vs Optuna's RDBStorage ask+tell.
+
+Simulated workers are HTTP clients that claim a trial, report 10 epochs and complete it at once,
+against a real ``hpsearch server`` (uvicorn) process, on SQLite and on PostgreSQL 15, with 1, 8
+and 32 concurrent workers, in studies that already hold 0, 10 000 and 100 000 finished trials
+(seeded by bulk SQL inserts). Printed: completed trials per second, p50/p99 claim latency, and
+the claim cost at N finished trials relative to 0. In the same run, Optuna's ``RDBStorage``
+ask+tell (one process, the way an Optuna worker uses it) on the same engines at the same trial
+counts, with ``RandomSampler`` and ``TPESampler``, is the baseline ratio.
+
+The simulated workers run as coroutines in this process over keep-alive connections with a
+minimal HTTP/1.1 client: the load generator must steal as little as possible of the CPU the
+server and the database share. PostgreSQL is a throwaway cluster started here (Debian's
+``postgresql-15``), with its default durability unless ``--pg-fast``.
+
+    .venv/bin/python bench/queue_throughput.py                   # the whole matrix
+    .venv/bin/python bench/queue_throughput.py --engines postgres --workers 32 --finished 0
+    .venv/bin/python bench/queue_throughput.py --duration 3 --optuna-samplers random
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sqlalchemy import create_engine, insert, select, update  # noqa: E402
+
+from hpsearch.store.clock import utcnow  # noqa: E402
+from hpsearch.store.db import upgrade  # noqa: E402
+from hpsearch.store.models import Study, Trial  # noqa: E402
+from tests.pg import PostgresCluster  # noqa: E402
+
+EPOCHS = 10
+SPACE = {
+    "lr": {"type": "float", "low": 0.0001, "high": 1.0, "scale": "log"},
+    "beta": {"type": "float", "low": 0.9, "high": 0.999, "scale": "reverse_log"},
+    "hidden_units": {"type": "int", "low": 16, "high": 256, "scale": "log"},
+    "layers": {"type": "int", "low": 1, "high": 3},
+    "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+}
+
+
+def study_spec(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "objective": {"metric": "dev_accuracy", "direction": "maximize"},
+        "constraints": [{"metric": "latency_ms", "op": "<=", "threshold": 100}],
+        "space": SPACE,
+        "sampler": {"kind": "random", "seed": 0},
+        "budget": {"max_trials": 10_000_000, "parallelism": 10_000},
+        "task": {"trainer": "mlp_classifier", "dataset": "digits", "epochs": EPOCHS},
+    }
+
+
+def random_params(rng: random.Random) -> dict[str, Any]:
+    return {
+        "lr": 10 ** rng.uniform(-4, 0),
+        "beta": 1 - 10 ** rng.uniform(-3, -1),
+        "hidden_units": round(2 ** rng.uniform(4, 8)),
+        "layers": rng.randint(1, 3),
+        "batch_size": rng.choice([32, 64, 128]),
+    }
+
+
+# -- databases ----------------------------------------------------------------------------
+
+
+class Engines:
+    """Fresh databases by name: SQLite files in a temp dir, or databases in a PG cluster."""
+
+    def __init__(self, pg_fast: bool) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="hpsearch-bench-"))
+        self.pg_fast = pg_fast
+        self._cluster: PostgresCluster | None = None
+
+    def fresh(self, engine: str, name: str) -> str:
+        if engine == "sqlite":
+            return f"sqlite:///{self.dir / name}.db"
+        if self._cluster is None:
+            self._cluster = PostgresCluster(durable=not self.pg_fast).start()
+        return self._cluster.create_database(name)
+
+    def close(self) -> None:
+        if self._cluster is not None:
+            self._cluster.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def seed_hpsearch(url: str, study_id: int, n: int) -> None:
+    """``n`` completed trials in ``study_id``, inserted in bulk, counters to match."""
+    if n == 0:
+        return
+    engine = create_engine(url)
+    rng = random.Random(study_id)
+    now = utcnow() - timedelta(hours=1)
+    with engine.begin() as conn:
+        for start in range(0, n, 10_000):
+            rows = []
+            for number in range(start, min(n, start + 10_000)):
+                value = rng.random()
+                rows.append(
+                    {
+                        "study_id": study_id,
+                        "number": number,
+                        "params": random_params(rng),
+                        "state": "completed",
+                        "source": "sampler",
+                        "attempt": 1,
+                        "worker_id": "seed",
+                        "stop_requested": False,
+                        "value": value,
+                        "feasible": True,
+                        "violation": 0.0,
+                        "metrics": {"dev_accuracy": value, "latency_ms": 1.0},
+                        "last_step": EPOCHS,
+                        "created_at": now,
+                        "started_at": now,
+                        "finished_at": now,
+                    }
+                )
+            conn.execute(insert(Trial), rows)
+        best = conn.scalar(
+            select(Trial.id)
+            .where(Trial.study_id == study_id)
+            .order_by(Trial.value.desc())
+            .limit(1)
+        )
+        conn.execute(
+            update(Study)
+            .where(Study.id == study_id)
+            .values(next_number=n, n_completed=n, best_trial_id=best)
+        )
+    engine.dispose()
+
+
+# -- the hpsearch server and its simulated workers -----------------------------------------
+
+
+class Http:
+    """A minimal keep-alive HTTP/1.1 JSON client: just what the simulated workers send."""
+
+    def __init__(self, host: str, port: int, token: str | None) -> None:
+        self.host, self.port = host, port
+        self.auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        data = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"{self.auth}Content-Length: {len(data)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + data)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), json.loads(payload) if payload else None
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+@dataclass
+class Tally:
+    started: float = 0.0
+    stopped: float = 0.0
+    measuring: bool = False
+    completed: int = 0
+    claim_seconds: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def simulated_worker(
+    http: Http, worker_id: str, study_id: int, tally: Tally, stop: asyncio.Event
+) -> None:
+    metrics = {"dev_accuracy": 0.5, "train_accuracy": 0.6, "latency_ms": 1.0}
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        status, reply = await http.post(
+            "/api/v1/claims", {"worker_id": worker_id, "host": "bench", "study_id": study_id}
+        )
+        took = time.perf_counter() - t0
+        if status != 200 or reply["trial"] is None:
+            tally.errors.append(f"claim: {status} {reply}")
+            return
+        if tally.measuring:
+            tally.claim_seconds.append(took)
+        trial = reply["trial"]
+        lease = {"worker_id": worker_id, "attempt": trial["attempt"]}
+        tid = trial["trial_id"]
+        for step in range(1, EPOCHS + 1):
+            m = {"dev_accuracy": step / EPOCHS, "train_accuracy": step / EPOCHS}
+            status, reply = await http.post(
+                f"/api/v1/trials/{tid}/intermediate", {**lease, "step": step, "metrics": m}
+            )
+            if status != 200:
+                tally.errors.append(f"report: {status} {reply}")
+                return
+        status, reply = await http.post(
+            f"/api/v1/trials/{tid}/complete", {**lease, "metrics": metrics}
+        )
+        if status != 200:
+            tally.errors.append(f"complete: {status} {reply}")
+            return
+        if tally.measuring:
+            tally.completed += 1
+
+
+async def drive(
+    port: int, study_id: int, workers: int, warmup: float, duration: float, token: str | None
+) -> Tally:
+    tally = Tally()
+    stop = asyncio.Event()
+    clients = [Http("127.0.0.1", port, token) for _ in range(workers)]
+    tasks = [
+        asyncio.create_task(simulated_worker(c, f"bench-{study_id}-{i}", study_id, tally, stop))
+        for i, c in enumerate(clients)
+    ]
+    await asyncio.sleep(warmup)
+    tally.measuring, tally.started = True, time.perf_counter()
+    await asyncio.sleep(duration)
+    tally.measuring, tally.stopped = False, time.perf_counter()
+    stop.set()
+    await asyncio.gather(*tasks)
+    for c in clients:
+        await c.close()
+    return tally
+
+
+@contextmanager
+def hpsearch_server(url: str, processes: int, log: Path) -> Iterator[int]:
+    import httpx
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "HPSEARCH_DATABASE_URL": url, "HPSEARCH_PORT": str(port)}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hpsearch.cli", "server", "--workers", str(processes)],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()}")
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    engine: str
+    finished: int
+    workers: int
+    trials_per_s: float
+    claim_p50_ms: float
+    claim_p99_ms: float
+    claims: int
+
+
+def run_hpsearch(
+    engine: str, url: str, finished: int, workers: int, args: argparse.Namespace, port: int
+) -> QueueResult:
+    import httpx
+
+    token = os.environ.get("HPSEARCH_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    api = f"http://127.0.0.1:{port}/api/v1"
+    created = httpx.post(
+        f"{api}/studies", json=study_spec(f"bench-{finished}-{workers}"), headers=headers
+    )
+    created.raise_for_status()
+    study_id = created.json()["id"]
+    seed_hpsearch(url, study_id, finished)
+    tally = asyncio.run(drive(port, study_id, workers, args.warmup, args.duration, token))
+    httpx.post(f"{api}/studies/{study_id}/stop", headers=headers).raise_for_status()
+    if tally.errors:
+        raise RuntimeError(f"simulated workers failed: {tally.errors[:3]}")
+    claims = sorted(tally.claim_seconds)
+    return QueueResult(
+        engine,
+        finished,
+        workers,
+        tally.completed / (tally.stopped - tally.started),
+        1000 * statistics.median(claims),
+        1000 * claims[min(len(claims) - 1, int(0.99 * len(claims)))],
+        len(claims),
+    )
+
+
+# -- the baseline: Optuna's RDBStorage ask+tell ----------------------------------------------
+
+
+def optuna_distributions() -> dict[str, Any]:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    return {
+        "lr": FloatDistribution(1e-4, 1.0, log=True),
+        # Optuna has no reverse-log scale; a uniform float is the nearest it offers.
+        "beta": FloatDistribution(0.9, 0.999),
+        "hidden_units": IntDistribution(16, 256, log=True),
+        "layers": IntDistribution(1, 3),
+        "batch_size": CategoricalDistribution([32, 64, 128]),
+    }
+
+
+def seed_optuna(storage: Any, study_id: int, n: int) -> None:
+    """``n`` COMPLETE trials with params and values, in bulk, in Optuna's own tables."""
+    from optuna.distributions import distribution_to_json
+    from optuna.storages._rdb import models as om
+    from optuna.trial import TrialState
+
+    if n == 0:
+        return
+    dists = optuna_distributions()
+    dist_json = {name: distribution_to_json(d) for name, d in dists.items()}
+    rng = random.Random(study_id)
+    now = utcnow() - timedelta(hours=1)
+    with storage.engine.begin() as conn:
+        for start in range(0, n, 10_000):
+            numbers = range(start, min(n, start + 10_000))
+            conn.execute(
+                insert(om.TrialModel.__table__),
+                [
+                    {
+                        "number": i,
+                        "study_id": study_id,
+                        "state": TrialState.COMPLETE,
+                        "datetime_start": now,
+                        "datetime_complete": now,
+                    }
+                    for i in numbers
+                ],
+            )
+        ids = conn.execute(
+            select(om.TrialModel.trial_id).where(om.TrialModel.study_id == study_id)
+        ).scalars()
+        params, values = [], []
+        for trial_id in ids:
+            p = random_params(rng)
+            for name, dist in dists.items():
+                params.append(
+                    {
+                        "trial_id": trial_id,
+                        "param_name": name,
+                        "param_value": dist.to_internal_repr(p[name]),
+                        "distribution_json": dist_json[name],
+                    }
+                )
+            values.append(
+                {
+                    "trial_id": trial_id,
+                    "objective": 0,
+                    "value": rng.random(),
+                    "value_type": om.TrialValueModel.TrialValueType.FINITE,
+                }
+            )
+        for start in range(0, len(params), 50_000):
+            conn.execute(insert(om.TrialParamModel.__table__), params[start : start + 50_000])
+        for start in range(0, len(values), 50_000):
+            conn.execute(insert(om.TrialValueModel.__table__), values[start : start + 50_000])
+
+
+@dataclass(frozen=True)
+class OptunaResult:
+    engine: str
+    finished: int
+    sampler: str
+    trials_per_s: float
+    trials: int
+
+
+def run_optuna(
+    engine: str, url: str, finished: int, sampler_name: str, args: argparse.Namespace
+) -> OptunaResult:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = (
+        optuna.samplers.TPESampler(seed=0)
+        if sampler_name == "tpe"
+        else optuna.samplers.RandomSampler(seed=0)
+    )
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(
+        storage=storage, sampler=sampler, study_name="bench", direction="maximize"
+    )
+    seed_optuna(storage, study._study_id, finished)
+    dists = optuna_distributions()
+    rng = random.Random(0)
+
+    def ask_tell() -> None:
+        trial = study.ask(dists)
+        study.tell(trial, rng.random())
+
+    # The first ask reads the seeded trials into Optuna's cache; a long-lived worker pays that
+    # once, so it is not timed.
+    ask_tell()
+    done, t0 = 0, time.perf_counter()
+    while done < args.optuna_max_trials and time.perf_counter() - t0 < args.duration:
+        ask_tell()
+        done += 1
+    rate = done / (time.perf_counter() - t0)
+    storage.engine.dispose()
+    return OptunaResult(engine, finished, sampler_name, rate, done)
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def print_report(queue: list[QueueResult], baseline: list[OptunaResult]) -> None:
+    print("\nhpsearch queue over HTTP (claim + 10 reports + complete per trial)")
+    print(
+        f"{'engine':<9}{'finished':>9}{'workers':>8}{'trials/s':>10}{'claim p50':>11}"
+        f"{'claim p99':>11}{'p50 vs 0':>10}{'claims':>8}"
+    )
+    zero = {(r.engine, r.workers): r for r in queue if r.finished == 0}
+    for r in queue:
+        ref = zero.get((r.engine, r.workers))
+        flat = f"{r.claim_p50_ms / ref.claim_p50_ms:.2f}x" if ref else "-"
+        print(
+            f"{r.engine:<9}{r.finished:>9}{r.workers:>8}{r.trials_per_s:>10.1f}"
+            f"{r.claim_p50_ms:>9.2f}ms{r.claim_p99_ms:>9.2f}ms{flat:>10}{r.claims:>8}"
+        )
+    if not baseline:
+        return
+    print("\nOptuna RDBStorage ask+tell, one process (the baseline)")
+    print(f"{'engine':<9}{'finished':>9}{'sampler':>8}{'trials/s':>10}{'trials':>8}")
+    for b in baseline:
+        print(f"{b.engine:<9}{b.finished:>9}{b.sampler:>8}{b.trials_per_s:>10.1f}{b.trials:>8}")
+    print("\nratio: hpsearch trials/s over Optuna ask+tell trials/s (same engine, same finished)")
+    print(f"{'engine':<9}{'finished':>9}{'workers':>8}{'vs random':>11}{'vs tpe':>10}")
+    for r in queue:
+        ratios = []
+        for name in ("random", "tpe"):
+            b = next(
+                (
+                    b
+                    for b in baseline
+                    if (b.engine, b.finished, b.sampler) == (r.engine, r.finished, name)
+                ),
+                None,
+            )
+            ratios.append(f"{r.trials_per_s / b.trials_per_s:.1f}x" if b else "-")
+        print(f"{r.engine:<9}{r.finished:>9}{r.workers:>8}{ratios[0]:>11}{ratios[1]:>10}")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def _names(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--engines", type=_names, default=["sqlite", "postgres"])
+    p.add_argument("--workers", type=_ints, default=[1, 8, 32], help="simulated workers")
+    p.add_argument("--finished", type=_ints, default=[0, 10_000, 100_000])
+    p.add_argument("--duration", type=float, default=5.0, help="seconds measured per cell")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
+    p.add_argument("--server-workers", type=int, default=1, help="uvicorn processes")
+    p.add_argument("--optuna-samplers", type=_names, default=["random", "tpe"])
+    p.add_argument("--optuna-max-trials", type=int, default=2000)
+    p.add_argument("--pg-fast", action="store_true", help="fsync and synchronous_commit off")
+    args = p.parse_args(argv)
+
+    engines = Engines(args.pg_fast)
+    queue: list[QueueResult] = []
+    baseline: list[OptunaResult] = []
+    try:
+        for engine in args.engines:
+            url = engines.fresh(engine, "hpsearch_bench")
+            upgrade(url)
+            log = engines.dir / f"server-{engine}.log"
+            with hpsearch_server(url, args.server_workers, log) as port:
+                for finished in args.finished:
+                    for workers in args.workers:
+                        r = run_hpsearch(engine, url, finished, workers, args, port)
+                        print(
+                            f"hpsearch {engine} finished={finished} workers={workers}: "
+                            f"{r.trials_per_s:.1f} trials/s, claim p50 {r.claim_p50_ms:.2f} ms "
+                            f"p99 {r.claim_p99_ms:.2f} ms",
+                            flush=True,
+                        )
+                        queue.append(r)
+            for finished in args.finished:
+                for name in args.optuna_samplers:
+                    o_url = engines.fresh(engine, f"optuna_{name}_{finished}")
+                    b = run_optuna(engine, o_url, finished, name, args)
+                    print(
+                        f"optuna {engine} finished={finished} {name}: "
+                        f"{b.trials_per_s:.1f} trials/s ({b.trials} trials)",
+                        flush=True,
+                    )
+                    baseline.append(b)
+    finally:
+        engines.close()
+    print_report(queue, baseline)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

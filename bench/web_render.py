@@ -1,0 +1,371 @@
+"""Web view render time with 100 000 trials, against a 1 000-trial study and the JSON API.
+
+Two studies are seeded by bulk SQL inserts into one SQLite file (1 000 and 100 000 finished
+trials: completed feasible and infeasible, pruned, failed; ten per-epoch points for every 50th
+trial), and a real ``hpsearch server`` (uvicorn) process serves them. Printed, per study, the
+median over ``--repeat`` requests of each thing the study page asks for: the HTML page itself,
+its plot data (cold: first request after a change; warm: cached), learning curves, the live
+fragment it polls every 2 s, and a CSV export; with the REST API's first page of ranked trials
+(``GET /api/v1/studies/{id}/trials?order=rank&limit=50``) as the named baseline. With Debian's
+chromium present, the time until every plot of the page is drawn in a headless browser too.
+
+    .venv/bin/python bench/web_render.py
+    .venv/bin/python bench/web_render.py --trials 1000 100000 --repeat 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+from sqlalchemy import create_engine, insert, update  # noqa: E402
+
+from hpsearch.spec import parse_spec, spec_to_json  # noqa: E402
+from hpsearch.store.clock import utcnow  # noqa: E402
+from hpsearch.store.db import upgrade  # noqa: E402
+from hpsearch.store.models import Study, Trial, TrialIntermediate  # noqa: E402
+
+SPEC: dict[str, Any] = {
+    "name": "bench-web",
+    "objective": {"metric": "dev_accuracy", "direction": "maximize"},
+    "constraints": [{"metric": "latency_ms", "op": "<=", "threshold": 100}],
+    "space": {
+        "lr": {"type": "float", "low": 0.0001, "high": 1.0, "scale": "log"},
+        "beta": {"type": "float", "low": 0.9, "high": 0.999, "scale": "reverse_log"},
+        "hidden_units": {"type": "int", "low": 16, "high": 256, "scale": "log"},
+        "layers": {"type": "int", "low": 1, "high": 3},
+        "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+    },
+    "sampler": {"kind": "random", "seed": 0},
+    "budget": {"max_trials": 10_000_000, "parallelism": 4},
+    "task": {"trainer": "mlp_classifier", "dataset": "digits", "epochs": 10},
+    "reference_error": 0.01,
+}
+CHROMIUM = "/usr/bin/chromium"
+
+
+def seed_study(url: str, n: int, seed: int) -> int:
+    """Inserts a study with ``n`` ended trials; returns its id."""
+    spec = parse_spec(SPEC)
+    space, objective = spec.build_space(), spec.build_objective()
+    rng = random.Random(seed)
+    engine = create_engine(url)
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    counts = {"completed": 0, "pruned": 0, "failed": 0}
+    best: tuple[float, int] | None = None
+    for number in range(n):
+        params = space.from_unit({name: rng.random() for name in space})
+        u_lr = space["lr"].to_unit(params["lr"])
+        state = rng.choices(["completed", "pruned", "failed"], [0.85, 0.1, 0.05])[0]
+        counts[state] += 1
+        dev = 0.97 - 0.6 * (u_lr - 0.55) ** 2 - rng.random() * 0.05
+        metrics: dict[str, float | None] = {}
+        if state != "failed":
+            train = min(0.999, dev + 0.02 + rng.random() * 0.02)
+            metrics = {
+                "dev_accuracy": dev,
+                "train_accuracy": train,
+                "dev_error": 1 - dev,
+                "train_error": 1 - train,
+                "latency_ms": 20 + float(params["hidden_units"]) * float(params["layers"]) / 4,
+                "n_params": 1000.0 * float(params["hidden_units"]),
+            }
+        e = objective.evaluate(metrics)
+        value = e.value if state != "failed" else None
+        feasible = state == "completed" and e.feasible and value is not None
+        if feasible and (best is None or value > best[0]):
+            best = (value, number)
+        rows.append(
+            {
+                "number": number,
+                "params": params,
+                "state": state,
+                "source": "sampler",
+                "attempt": 1,
+                "worker_id": "bench",
+                "stop_requested": False,
+                "value": value,
+                "feasible": e.feasible if state != "failed" else None,
+                "violation": min(e.violation, 1.7976931348623157e308),
+                "metrics": metrics,
+                "last_step": 10 if state == "completed" else 3,
+                "error": "RuntimeError: diverged" if state == "failed" else None,
+                "created_at": now,
+                "started_at": now,
+                "finished_at": now,
+            }
+        )
+    with engine.begin() as conn:
+        study_id = conn.execute(
+            insert(Study).values(
+                name=f"bench-{n}",
+                spec=spec_to_json(spec),
+                state="completed",
+                next_number=n,
+                n_completed=counts["completed"],
+                n_pruned=counts["pruned"],
+                n_failed=counts["failed"],
+                sampler_state={},
+                created_at=now,
+                updated_at=now,
+            )
+        ).inserted_primary_key[0]
+        for start in range(0, n, 5000):
+            batch = [{**r, "study_id": study_id} for r in rows[start : start + 5000]]
+            conn.execute(insert(Trial), batch)
+        ids = dict(
+            conn.execute(
+                Trial.__table__.select()
+                .with_only_columns(Trial.number, Trial.id)
+                .where(Trial.study_id == study_id)
+            ).all()
+        )
+        if best is not None:
+            conn.execute(
+                update(Study).where(Study.id == study_id).values(best_trial_id=ids[best[1]])
+            )
+        curved = {k for k in range(0, n, 50)} | ({best[1]} if best else set())
+        points = [
+            {
+                "trial_id": ids[k],
+                "step": step,
+                "attempt": 1,
+                "metrics": {
+                    "dev_accuracy": rows[k]["metrics"].get("dev_accuracy", 0.1)
+                    * (1 - math.exp(-0.5 * step)),
+                    "train_accuracy": rows[k]["metrics"].get("train_accuracy", 0.1)
+                    * (1 - math.exp(-0.6 * step)),
+                },
+                "created_at": now,
+            }
+            for k in sorted(curved)
+            for step in range(1, (rows[k]["last_step"] or 1) + 1)
+        ]
+        for start in range(0, len(points), 5000):
+            conn.execute(insert(TrialIntermediate), points[start : start + 5000])
+    engine.dispose()
+    return int(study_id)
+
+
+@contextmanager
+def server(url: str, workdir: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "HPSEARCH_DATABASE_URL": url,
+        "HPSEARCH_PORT": str(port),
+        "HPSEARCH_HOST": "127.0.0.1",
+    }
+    log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch.cli", "server"], env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/api/v1/health", timeout=2).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit((workdir / "server.log").read_text()) from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> float:
+    """Median seconds of ``repeat`` calls."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def get(client: httpx.Client, path: str) -> Callable[[], None]:
+    def call() -> None:
+        r = client.get(path)
+        r.raise_for_status()
+        _ = r.content
+
+    return call
+
+
+def end_one_more(url: str, study_id: int) -> None:
+    """One more completed trial, written the way the store records an ended trial."""
+    engine = create_engine(url)
+    now = utcnow()
+    with engine.begin() as conn:
+        study = conn.execute(Study.__table__.select().where(Study.id == study_id)).one()
+        conn.execute(
+            insert(Trial).values(
+                study_id=study_id,
+                number=study.next_number,
+                params={
+                    "lr": 0.01,
+                    "beta": 0.99,
+                    "hidden_units": 64,
+                    "layers": 2,
+                    "batch_size": 64,
+                },
+                state="completed",
+                source="sampler",
+                attempt=1,
+                stop_requested=False,
+                value=0.5,
+                feasible=True,
+                violation=0.0,
+                metrics={"dev_accuracy": 0.5, "latency_ms": 50.0},
+                created_at=now,
+                started_at=now,
+                finished_at=now,
+            )
+        )
+        conn.execute(
+            update(Study)
+            .where(Study.id == study_id)
+            .values(
+                next_number=study.next_number + 1,
+                n_completed=study.n_completed + 1,
+                updated_at=now,
+            )
+        )
+    engine.dispose()
+
+
+def measure_http(url: str, base: str, study_id: int, repeat: int) -> dict[str, float]:
+    with httpx.Client(base_url=base, timeout=300) as c:
+        # Cold: the first plot request on a study this server process has not read yet.
+        cold = timed(get(c, f"/studies/{study_id}/plots.json"), 1)
+        cached = timed(get(c, f"/studies/{study_id}/plots.json"), repeat)
+        # What a live page asks for after a trial ended: only the new trial is read.
+        samples = []
+        for _ in range(repeat):
+            end_one_more(url, study_id)
+            samples.append(timed(get(c, f"/studies/{study_id}/plots.json"), 1))
+        return {
+            "REST: ranked trials, first 50 (baseline)": timed(
+                get(c, f"/api/v1/studies/{study_id}/trials?order=rank&limit=50"), repeat
+            ),
+            "study page HTML": timed(get(c, f"/studies/{study_id}"), repeat),
+            "plot data, cold (first read)": cold,
+            "plot data, after one more trial ended": statistics.median(samples),
+            "plot data, unchanged (cached)": cached,
+            "learning curves": timed(get(c, f"/studies/{study_id}/curves.json"), repeat),
+            "live fragment (polled)": timed(get(c, f"/studies/{study_id}/live"), repeat),
+            "trials page 200 of the table": timed(
+                get(c, f"/studies/{study_id}?page=200&order=number"), repeat
+            ),
+            "CSV export (all trials)": timed(
+                get(c, f"/api/v1/studies/{study_id}/export?format=csv"), 1
+            ),
+        }
+
+
+def measure_browser(base: str, study_id: int, repeat: int) -> float | None:
+    """Seconds from navigation until every plot of the study page is drawn."""
+    if not Path(CHROMIUM).exists():
+        return None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(f"{base}/workers")  # warms the browser's cache with nothing study-specific
+
+        def load() -> None:
+            page.goto(f"{base}/studies/{study_id}")
+            page.wait_for_function(
+                "document.querySelectorAll('#param-plots .main-svg').length >= 5"
+                " && document.querySelector('#plot-parallel .main-svg')"
+                " && document.querySelector('#plot-curves .main-svg')"
+                " && document.querySelector('#plot-importance .main-svg')",
+                timeout=300_000,
+            )
+
+        seconds = timed(load, repeat)
+        browser.close()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, nargs="+", default=[1000, 100_000])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--no-browser", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        upgrade(url)
+        studies = {}
+        for n in args.trials:
+            start = time.perf_counter()
+            studies[n] = seed_study(url, n, seed=n)
+            print(f"seeded {n:,} trials in {time.perf_counter() - start:.1f} s", flush=True)
+        results: dict[int, dict[str, float]] = {}
+        with server(url, Path(tmp)) as base:
+            for n, study_id in studies.items():
+                results[n] = measure_http(url, base, study_id, args.repeat)
+                if not args.no_browser:
+                    seconds = measure_browser(base, study_id, max(1, args.repeat // 2))
+                    if seconds is not None:
+                        results[n]["browser: navigation to all plots drawn"] = seconds
+    _print(results)
+
+
+def _print(results: dict[int, dict[str, float]]) -> None:
+    sizes = sorted(results)
+    small, large = sizes[0], sizes[-1]
+    baseline = "REST: ranked trials, first 50 (baseline)"
+    width = max(len(k) for k in results[small])
+    head = "".join(f"{f'{n:,} trials':>16}" for n in sizes)
+    print(f"\n{'median time':<{width}}{head}{f'{large:,} vs {small:,}':>16}{'vs baseline':>14}")
+    for key in results[small]:
+        cells = "".join(f"{results[n][key] * 1000:>13.0f} ms" for n in sizes)
+        growth = results[large][key] / results[small][key]
+        versus = results[large][key] / results[large][baseline]
+        print(f"{key:<{width}}{cells}{growth:>15.1f}×{versus:>13.1f}×")
+    print(
+        f"\n'{large:,} vs {small:,}': the same request on the large study over the small one."
+        f"\n'vs baseline': the request over the REST API's first page of ranked trials, both on"
+        f" the {large:,}-trial study."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""API tokens and what each role may do.
+
+Tokens are random (256 bits), shown once at creation and stored only as a SHA-256 digest: a
+slow password hash buys nothing for a secret that cannot be guessed, and every request checks
+one. Roles, from least to most:
+
+- ``viewer``: read studies, trials and workers.
+- ``worker``: claim trials and report on the ones it holds, nothing else.
+- ``user``: read, submit studies, control them (pause, stop, enqueue, fork, evaluate test).
+- ``admin``: everything, including tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hpsearch.errors import InvalidInput, NotFound
+from hpsearch.store.clock import utcnow
+from hpsearch.store.db import Database
+from hpsearch.store.models import ApiToken
+
+Role = Literal["admin", "user", "worker", "viewer"]
+Permission = Literal["read", "work", "submit", "admin"]
+ROLES: tuple[Role, ...] = ("admin", "user", "worker", "viewer")
+
+GRANTS: dict[Role, frozenset[Permission]] = {
+    "viewer": frozenset({"read"}),
+    "worker": frozenset({"work"}),
+    "user": frozenset({"read", "submit"}),
+    "admin": frozenset({"read", "work", "submit", "admin"}),
+}
+
+_PREFIX = "hps_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: int
+    name: str
+    role: Role
+
+    def may(self, permission: Permission) -> bool:
+        return permission in GRANTS[self.role]
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(session: Session, name: str, role: str) -> tuple[ApiToken, str]:
+    """Stores a new token's digest; returns the row and the token, which is never stored."""
+    if role not in ROLES:
+        raise InvalidInput("role", f"must be one of {list(ROLES)}, got {role!r}")
+    if not name or len(name) > 100:
+        raise InvalidInput("name", "must be 1 to 100 characters")
+    token = _PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(name=name, role=role, token_hash=digest(token), created_at=utcnow())
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def authenticate(session: Session, token: str) -> Principal | None:
+    """The principal a presented token stands for, or ``None`` (unknown or revoked)."""
+    if not token.startswith(_PREFIX):
+        return None
+    wanted = digest(token)
+    row = session.scalars(select(ApiToken).where(ApiToken.token_hash == wanted)).first()
+    # The lookup is by digest; compare again in constant time so a near-miss is not faster.
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, wanted):
+        return None
+    return Principal(row.id, row.name, row.role)  # type: ignore[arg-type]
+
+
+def any_tokens(session: Session) -> bool:
+    return (
+        session.scalars(select(ApiToken.id).where(ApiToken.revoked_at.is_(None))).first()
+        is not None
+    )
+
+
+def revoke(session: Session, token_id: int) -> None:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"token {token_id} does not exist")
+    row.revoked_at = utcnow()
+
+
+def list_tokens(session: Session) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.id)))
+
+
+class Authenticator:
+    """Checks presented tokens against the database, with a short cache.
+
+    Every API request checks a token; caching the answer for ``ttl`` seconds keeps that off
+    the database's back. The price: a revoked token keeps working for up to ``ttl`` seconds,
+    and the first token created turns authentication on within ``ttl`` seconds.
+    """
+
+    def __init__(self, db: Database, ttl: float = 5.0) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._enabled: tuple[float, bool] | None = None
+        self._principals: dict[str, tuple[float, Principal | None]] = {}
+
+    def enabled(self) -> bool:
+        now = time.monotonic()
+        if self._enabled is None or self._enabled[0] < now:
+            with self.db.read() as s:
+                self._enabled = (now + self.ttl, any_tokens(s))
+        return self._enabled[1]
+
+    def authenticate(self, token: str) -> Principal | None:
+        now = time.monotonic()
+        key = digest(token)
+        cached = self._principals.get(key)
+        if cached is None or cached[0] < now:
+            with self.db.read() as s:
+                cached = (now + self.ttl, authenticate(s, token))
+            if len(self._principals) > 10_000:
+                self._principals.clear()
+            self._principals[key] = cached
+        return cached[1]

@@ -1,0 +1,143 @@
+"""Optuna interop: export a study to an Optuna storage, and read an Optuna study's trials.
+
+Export goes through the REST API (any running server), so `optuna-dashboard` and
+`optuna.visualization` work on an hpsearch study. Satisficing constraints become Optuna
+constraint values (``<= 0`` is feasible), which the dashboard and Optuna's samplers understand.
+Optuna has no reverse-log scale: such a parameter is exported as a linear float, with its scale
+kept in the study's user attributes.
+
+Optuna is imported only here, and only when used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from hpsearch.client import Client
+from hpsearch.objective import Constraint
+from hpsearch.spec import StudySpec, parse_spec
+
+_STATES = {"completed": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL"}
+
+
+def distributions(spec: StudySpec) -> dict[str, Any]:
+    """Each parameter as the nearest Optuna distribution."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    out: dict[str, Any] = {}
+    for name, p in spec.space.items():
+        if p.type == "categorical":
+            out[name] = CategoricalDistribution(p.choices)
+        elif p.type == "int":
+            log = p.scale == "log"
+            out[name] = IntDistribution(p.low, p.high, log=log, step=1 if log else p.step)
+        else:
+            log = p.scale == "log"
+            out[name] = FloatDistribution(p.low, p.high, log=log, step=None if log else p.step)
+    return out
+
+
+def constraint_values(
+    constraints: list[Constraint], metrics: Mapping[str, Any]
+) -> dict[str, float]:
+    """Optuna's convention: one named value per constraint, feasible when ``<= 0``."""
+    values: dict[str, float] = {}
+    for c in constraints:
+        v = metrics.get(c.metric)
+        if v is None or not math.isfinite(v):
+            value = math.inf
+        elif c.op in ("<=", "<"):
+            value = v - c.threshold
+        elif c.op in (">=", ">"):
+            value = c.threshold - v
+        else:
+            value = abs(v - c.threshold)
+        values[c.describe()] = value
+    return values
+
+
+def export_study(client: Client, study_id: int, storage: str, study_name: str | None = None) -> str:
+    """Copies study ``study_id`` (with its ended trials) into an Optuna storage URL."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    study = client.study(study_id)
+    spec = parse_spec(study["spec"])
+    objective = spec.build_objective()
+    name = study_name or f"hpsearch-{study_id}-{spec.name}"
+    target = optuna.create_study(
+        storage=storage, study_name=name, direction=objective.direction, load_if_exists=False
+    )
+    target.set_user_attr("hpsearch_objective", objective.describe())
+    target.set_user_attr("hpsearch_scales", {n: p.scale for n, p in spec.build_space().items()})
+    dists = distributions(spec)
+    trials: list[Any] = []
+    offset = 0
+    while page := client.trials(study_id, limit=1000, offset=offset):
+        offset += len(page)
+        for t in page:
+            state = _STATES.get(t["state"])
+            if state is None:
+                continue
+            detail = client.trial(t["id"])
+            intermediate = {
+                p["step"]: p["metrics"][objective.metric]
+                for p in detail["intermediates"]
+                if p["metrics"].get(objective.metric) is not None
+            }
+            value = t["value"] if state == "COMPLETE" else None
+            if state == "COMPLETE" and value is None:
+                state = "FAIL"
+            trials.append(
+                create_trial(
+                    state=TrialState[state],
+                    value=value,
+                    params=t["params"],
+                    distributions=dists,
+                    user_attrs={"hpsearch_trial": t["number"], **_finite(t["metrics"])},
+                    intermediate_values=intermediate,
+                    constraints=constraint_values(list(objective.constraints), t["metrics"])
+                    if objective.constraints
+                    else None,
+                )
+            )
+    target.add_trials(trials)
+    return name
+
+
+def read_optuna_trials(storage: str, study_name: str) -> list[dict[str, Any]]:
+    """An Optuna study's finished trials as ``{params, metrics, state}`` records."""
+    import optuna
+    from optuna.trial import TrialState
+
+    source = optuna.load_study(study_name=study_name, storage=storage)
+    metric = "value"
+    out: list[dict[str, Any]] = []
+    for t in source.get_trials(deepcopy=False):
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+            continue
+        metrics = {k: v for k, v in t.user_attrs.items() if isinstance(v, int | float)}
+        if t.value is not None:
+            metrics.setdefault(metric, t.value)
+        out.append(
+            {
+                "params": dict(t.params),
+                "metrics": metrics,
+                "state": {
+                    TrialState.COMPLETE: "completed",
+                    TrialState.PRUNED: "pruned",
+                    TrialState.FAIL: "failed",
+                }[t.state],
+            }
+        )
+    return out
+
+
+def _finite(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}

@@ -1,0 +1,44 @@
+"""Which trials have a checkpoint: the database's record of the artifact store's files.
+
+The bytes live in the artifact store (:mod:`hpsearch.artifacts`); the trial row says whether
+they are this trial's (``checkpoint_step``), so a file left under a reused id is never served.
+A checkpoint is published inside the transaction that checks the uploader's lease, so a worker
+that lost its trial cannot replace the checkpoint of the attempt that took it over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hpsearch.store import queue
+from hpsearch.store.models import Trial
+from hpsearch.store.studies import get_trial
+
+
+def record(
+    session: Session,
+    trial_id: int,
+    worker_id: str,
+    attempt: int,
+    step: int,
+    lease: timedelta,
+    publish: Callable[[bool], object],
+) -> None:
+    """Checks the lease (and extends it, an upload is a sign of life), then ``publish(fresh)``
+    puts the file in place; ``fresh`` is True for the trial's first checkpoint."""
+    queue.heartbeat(session, trial_id, worker_id, attempt, lease)
+    trial = get_trial(session, trial_id, lock=True)
+    publish(trial.checkpoint_step is None)
+    trial.checkpoint_step = step
+
+
+def step_of(session: Session, trial_id: int) -> int | None:
+    """The trial's checkpoint step; NotFound for an unknown trial."""
+    step = session.scalars(select(Trial.checkpoint_step).where(Trial.id == trial_id)).first()
+    if step is None:
+        get_trial(session, trial_id)  # raises NotFound when the trial does not exist
+    return step

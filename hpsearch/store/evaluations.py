@@ -1,0 +1,257 @@
+"""The final test evaluation: the one trial of a study whose model meets the test set.
+
+Select on dev, report on test: the test set is evaluated once, for the trial the user chooses
+as final (by default the best feasible one), so the figure it gives is not biased by the
+selection. A study therefore has at most one final evaluation; asking again for the same trial
+returns it (and retries it if it failed), asking for another trial is refused.
+
+The evaluation is a job that workers lease like a trial: claim, heartbeat, complete or fail;
+a lease that expires returns it to the queue until the study's ``max_attempts``. Its result
+goes to ``Trial.test_metrics``, a column that ranking and sampling never read.
+
+This module needs only the models (``studies.finish_if_done`` calls :func:`request_automatic`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from hpsearch.errors import InvalidInput, InvalidState, LeaseLost, NotFound
+from hpsearch.store.clock import utcnow
+from hpsearch.store.models import FinalEvaluation, Study, Trial
+
+TEST_PREFIX = "test_"
+
+
+@dataclass(frozen=True)
+class EvaluationClaim:
+    trial_id: int
+    study_id: int
+    number: int
+    attempt: int
+    params: dict[str, Any]
+    task: dict[str, Any]
+    lease_expires_at: datetime
+    last_step: int | None
+    """The trial's last trained epoch: the checkpoint that holds its final model."""
+
+
+def of_study(session: Session, study_id: int) -> FinalEvaluation | None:
+    return session.scalars(
+        select(FinalEvaluation).where(FinalEvaluation.study_id == study_id)
+    ).first()
+
+
+def request(
+    session: Session, study_id: int, trial_id: int | None, source: str = "user"
+) -> FinalEvaluation:
+    """Queues the test evaluation of ``trial_id`` (default: the best feasible trial)."""
+    study = _study(session, study_id)
+    if trial_id is None:
+        if study.best_trial_id is None:
+            raise InvalidState(
+                f"study {study_id} has no feasible completed trial to evaluate on the test set"
+            )
+        trial_id = study.best_trial_id
+    trial = session.get(Trial, trial_id)
+    if trial is None or trial.study_id != study_id:
+        raise InvalidInput("trial_id", f"trial {trial_id} is not a trial of study {study_id}")
+    if trial.state != "completed":
+        raise InvalidState(
+            f"trial {trial_id} is {trial.state}: only a completed trial has a final model"
+        )
+    existing = of_study(session, study_id)
+    if existing is not None:
+        if existing.trial_id != trial_id:
+            raise InvalidState(
+                f"study {study_id} already evaluated trial {existing.trial_id} on the test set; "
+                "evaluating another would turn the test set into a selection set"
+            )
+        if existing.state == "failed":
+            existing.state, existing.error, existing.attempt = "queued", None, 0
+            existing.finished_at = None
+        return existing
+    evaluation = FinalEvaluation(
+        study_id=study_id,
+        trial_id=trial_id,
+        state="queued",
+        source=source,
+        attempt=0,
+        created_at=utcnow(),
+    )
+    session.add(evaluation)
+    session.flush()
+    return evaluation
+
+
+def request_automatic(session: Session, study: Study) -> None:
+    """At the end of a study whose spec says ``evaluate_test: true``: its best feasible trial."""
+    if not study.spec.get("evaluate_test") or study.best_trial_id is None:
+        return
+    if of_study(session, study.id) is None:
+        request(session, study.id, study.best_trial_id, source="auto")
+
+
+def pending(session: Session, study_id: int | None = None) -> bool:
+    """Whether some evaluation (of ``study_id``) waits for a worker or is being run."""
+    query = select(FinalEvaluation.id).where(FinalEvaluation.state.in_(("queued", "running")))
+    if study_id is not None:
+        query = query.where(FinalEvaluation.study_id == study_id)
+    return session.scalars(query.limit(1)).first() is not None
+
+
+def claimable(session: Session, study_id: int | None, now: datetime) -> bool:
+    """A cheap read for the claim path: is there a queued or abandoned evaluation?"""
+    query = select(FinalEvaluation.id).where(_claimable(now))
+    if study_id is not None:
+        query = query.where(FinalEvaluation.study_id == study_id)
+    return session.scalars(query.limit(1)).first() is not None
+
+
+def claim(
+    session: Session, worker_id: str, lease: timedelta, study_id: int | None = None
+) -> EvaluationClaim | None:
+    now = utcnow()
+    query = (
+        select(FinalEvaluation)
+        .where(_claimable(now))
+        .order_by(FinalEvaluation.id)
+        .with_for_update(skip_locked=True)
+    )
+    if study_id is not None:
+        query = query.where(FinalEvaluation.study_id == study_id)
+    for evaluation in session.scalars(query).all():
+        study = _study(session, evaluation.study_id)
+        if evaluation.state == "running":  # its worker stopped answering
+            max_attempts = study.spec.get("budget", {}).get("max_attempts", 3)
+            if evaluation.attempt >= max_attempts:
+                evaluation.state, evaluation.finished_at = "failed", now
+                evaluation.error = (
+                    f"lease expired on each of {evaluation.attempt} attempts "
+                    f"(last worker: {evaluation.worker_id})"
+                )
+                evaluation.lease_expires_at = None
+                continue
+        trial = session.get(Trial, evaluation.trial_id)
+        assert trial is not None  # the foreign key cascades
+        evaluation.state = "running"
+        evaluation.attempt += 1
+        evaluation.worker_id = worker_id
+        evaluation.lease_expires_at = now + lease
+        return EvaluationClaim(
+            trial_id=trial.id,
+            study_id=study.id,
+            number=trial.number,
+            attempt=evaluation.attempt,
+            params=dict(trial.params),
+            task=dict(study.spec["task"]),
+            lease_expires_at=evaluation.lease_expires_at,
+            last_step=trial.last_step,
+        )
+    return None
+
+
+def heartbeat(
+    session: Session, trial_id: int, worker_id: str, attempt: int, lease: timedelta
+) -> datetime:
+    evaluation = _held(session, trial_id, worker_id, attempt)
+    evaluation.lease_expires_at = utcnow() + lease
+    return evaluation.lease_expires_at
+
+
+def complete(
+    session: Session,
+    trial_id: int,
+    worker_id: str,
+    attempt: int,
+    metrics: Mapping[str, float | None],
+) -> FinalEvaluation:
+    resent = _resent(session, trial_id, worker_id, attempt, "completed")
+    if resent is not None:
+        return resent
+    evaluation = _held(session, trial_id, worker_id, attempt)
+    others = sorted(name for name in metrics if not name.startswith(TEST_PREFIX))
+    if others or not metrics:
+        raise InvalidInput(
+            "metrics",
+            f"final test metrics are named {TEST_PREFIX}* (got {others or 'none'}); "
+            "dev and train metrics come with the trial's completion",
+        )
+    trial = session.get(Trial, trial_id)
+    assert trial is not None
+    trial.test_metrics = {
+        name: float(v) if v is not None and math.isfinite(v) else None
+        for name, v in metrics.items()
+    }
+    evaluation.state, evaluation.finished_at = "completed", utcnow()
+    evaluation.lease_expires_at = None
+    return evaluation
+
+
+def fail(
+    session: Session, trial_id: int, worker_id: str, attempt: int, error: str
+) -> FinalEvaluation:
+    resent = _resent(session, trial_id, worker_id, attempt, "failed")
+    if resent is not None:
+        return resent
+    evaluation = _held(session, trial_id, worker_id, attempt)
+    evaluation.state, evaluation.error, evaluation.finished_at = "failed", error, utcnow()
+    evaluation.lease_expires_at = None
+    return evaluation
+
+
+def _claimable(now: datetime) -> Any:
+    return or_(
+        FinalEvaluation.state == "queued",
+        (FinalEvaluation.state == "running") & (FinalEvaluation.lease_expires_at < now),
+    )
+
+
+def _of_trial(session: Session, trial_id: int, *, lock: bool = False) -> FinalEvaluation:
+    query = select(FinalEvaluation).where(FinalEvaluation.trial_id == trial_id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    evaluation = session.scalars(query).first()
+    if evaluation is None:
+        raise NotFound(f"trial {trial_id} has no test evaluation")
+    return evaluation
+
+
+def _held(session: Session, trial_id: int, worker_id: str, attempt: int) -> FinalEvaluation:
+    evaluation = _of_trial(session, trial_id, lock=True)
+    if evaluation.worker_id != worker_id or evaluation.attempt != attempt:
+        raise LeaseLost(
+            f"the test evaluation of trial {trial_id} attempt {attempt} is no longer leased to "
+            f"{worker_id} (now attempt {evaluation.attempt} of {evaluation.worker_id})"
+        )
+    if evaluation.state != "running":
+        raise LeaseLost(f"the test evaluation of trial {trial_id} is {evaluation.state}")
+    if evaluation.lease_expires_at is not None and evaluation.lease_expires_at < utcnow():
+        raise LeaseLost(
+            f"the test evaluation of trial {trial_id}'s lease expired at "
+            f"{evaluation.lease_expires_at}"
+        )
+    return evaluation
+
+
+def _resent(
+    session: Session, trial_id: int, worker_id: str, attempt: int, state: str
+) -> FinalEvaluation | None:
+    """The evaluation, if this worker already ended it so (its first reply was lost)."""
+    evaluation = _of_trial(session, trial_id, lock=True)
+    same = evaluation.worker_id == worker_id and evaluation.attempt == attempt
+    return evaluation if same and evaluation.state == state else None
+
+
+def _study(session: Session, study_id: int) -> Study:
+    study = session.get(Study, study_id)
+    if study is None:
+        raise NotFound(f"study {study_id} does not exist")
+    return study

@@ -1,0 +1,87 @@
+"""Forks ("Panda" mode): a new trial that continues another trial's training from its
+checkpoint, with some hyperparameters changed (a lower learning rate, more weight decay).
+
+The fork is an ordinary queued trial of the same study (``source="fork"``,
+``parent_trial_id``); a worker that claims it finds the parent's checkpoint under the fork's
+own id and resumes at the epoch after it. Only hyperparameters that keep the network's shape
+may change, and the new values must lie inside the study's space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from hpsearch import tasks
+from hpsearch.errors import InvalidInput, InvalidState
+from hpsearch.space import SpaceError
+from hpsearch.store.clock import utcnow
+from hpsearch.store.models import Trial
+from hpsearch.store.studies import get_study, get_trial, spec_of
+
+
+def fork(
+    session: Session,
+    trial_id: int,
+    changes: Mapping[str, Any],
+    checkpoint_step: int,
+    copy_checkpoint: Callable[[Trial], object],
+) -> Trial:
+    """Queues a fork of ``trial_id`` whose params are the parent's overridden by ``changes``.
+
+    ``checkpoint_step`` is the epoch the parent's checkpoint ends; ``copy_checkpoint(fork)``
+    gives the new trial that checkpoint before the transaction commits, so no worker can
+    claim the fork before its checkpoint is in place.
+    """
+    parent = get_trial(session, trial_id, lock=True)
+    study = get_study(session, parent.study_id, lock=True)
+    if study.state == "stopped":
+        raise InvalidState(f"study {study.id} is stopped")
+    spec = spec_of(study)
+    if checkpoint_step >= spec.task.epochs:
+        raise InvalidState(
+            f"trial {trial_id}'s checkpoint is at its last epoch ({checkpoint_step} of "
+            f"{spec.task.epochs}): a fork would have nothing left to train"
+        )
+    try:
+        params = spec.build_space().validate({**parent.params, **changes})
+    except SpaceError as e:
+        raise InvalidInput("params", str(e)) from None
+    if spec.task.trainer in tasks.TRAINERS:
+        for name in sorted(tasks.MODEL_SHAPE & set(changes)):
+            if params[name] != parent.params.get(name):
+                raise InvalidInput(
+                    f"params.{name}",
+                    "changes the network's shape; a fork continues the parent's weights, so it "
+                    f"can change only hyperparameters that keep it "
+                    f"(not {sorted(tasks.MODEL_SHAPE)})",
+                )
+    now = utcnow()
+    trial = Trial(
+        study_id=study.id,
+        number=study.next_number,
+        params=params,
+        state="queued",
+        source="fork",
+        attempt=0,
+        stop_requested=False,
+        metrics={},
+        created_at=now,
+        parent_trial_id=parent.id,
+        checkpoint_step=checkpoint_step,
+    )
+    study.next_number += 1
+    budget = dict(study.spec["budget"])
+    # Like an enqueued guess, a fork adds to the budget rather than displacing a trial.
+    budget["max_trials"] = budget.get("max_trials", 0) + 1
+    study.spec = {**study.spec, "budget": budget}
+    if study.state == "completed":
+        # Babysitting one model: stopping its only trial ended the study; the fork goes on.
+        study.state, study.reason, study.finished_at = "running", None, None
+    study.updated_at = now
+    session.add(trial)
+    session.flush()
+    copy_checkpoint(trial)
+    return trial

@@ -1,0 +1,61 @@
+"""Custom entry points for the worker tests: fast, deterministic, and observable.
+
+Importing this module writes the file named by ``HPSEARCH_TEST_IMPORT_MARKER`` (when set), so a
+test can tell whether a worker ever imported it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+_marker = os.environ.get("HPSEARCH_TEST_IMPORT_MARKER")
+if _marker:
+    Path(_marker).write_text(f"imported by pid {os.getpid()}\n")
+
+
+def curve(trial: Any) -> dict[str, float]:
+    """A learning curve fixed by the parameters: ``quality * (1 - 0.6**step)``, so trials
+    never cross and the one with the highest quality is best at every step."""
+    quality = float(trial.params["quality"])
+    value = 0.0
+    for step in range(1, trial.epochs + 1):
+        value = quality * (1 - 0.6**step)
+        if trial.report(step, {"dev_accuracy": value, "dev_loss": 1 - value}):
+            break
+    return {"dev_accuracy": value, "dev_loss": 1 - value, "steps": float(step)}
+
+
+def gated(trial: Any) -> dict[str, float]:
+    """Reports step 1, then waits until the file ``params.gate`` exists (or the worker asks
+    the trial to stop), then runs its remaining steps."""
+    gate = Path(trial.params["gate"])
+    deadline = time.monotonic() + 120
+    for step in range(1, trial.epochs + 1):
+        if trial.report(step, {"dev_accuracy": 0.1 * step}):
+            return {"dev_accuracy": 0.1 * step}
+        while not gate.exists() and not trial.should_stop:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{gate} never appeared")
+            time.sleep(0.02)
+    return {"dev_accuracy": 0.1 * trial.epochs, "latency_ms": 1.0}
+
+
+def stubborn(trial: Any) -> dict[str, float]:
+    """Reports step 1, then waits for ``params.gate`` without ever checking should_stop: an
+    epoch that will not end by itself (only a second signal hands the trial back)."""
+    gate = Path(trial.params["gate"])
+    trial.report(1, {"dev_accuracy": 0.1})
+    deadline = time.monotonic() + 120
+    while not gate.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{gate} never appeared")
+        time.sleep(0.02)
+    return {"dev_accuracy": 0.2}
+
+
+def crash(trial: Any) -> dict[str, float]:
+    trial.report(1, {"dev_accuracy": 0.5})
+    raise ZeroDivisionError("the user's training code divided by zero")

@@ -1,0 +1,161 @@
+"""Authentication on a real server: tokens hashed at rest, roles, browser log-in, bind rules."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from hpsearch.auth import create_token
+from hpsearch.store import Database
+from tests.conftest import ServerProcess, digits_spec, free_port, wait_for
+
+
+def cli(server: ServerProcess, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "hpsearch.cli", *args],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def make_tokens(server: ServerProcess, roles: list[str]) -> dict[str, str]:
+    """Tokens created the way `hpsearch token create` does, on the server's database."""
+    db = Database(server.database_url)
+    with db.write() as session:
+        tokens = {role: create_token(session, f"{role}-token", role)[1] for role in roles}
+    db.dispose()
+    return tokens
+
+
+def api(
+    server: ServerProcess, method: str, path: str, token: str | None = None, **kwargs: object
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.request(
+        method, f"{server.url}/api/v1{path}", headers=headers, timeout=10, **kwargs
+    )  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def secured(make_server: Callable[..., ServerProcess]) -> tuple[ServerProcess, dict[str, str]]:
+    server = make_server(HPSEARCH_AUTH_CACHE_SECONDS="0.2")
+    assert api(server, "GET", "/studies").status_code == 200  # open before any token
+    tokens = make_tokens(server, ["admin", "user", "worker", "viewer"])
+    wait_for(
+        lambda: api(server, "GET", "/studies").status_code == 401, 15, "authentication to turn on"
+    )
+    return server, tokens
+
+
+def test_roles(secured: tuple[ServerProcess, dict[str, str]]) -> None:
+    server, t = secured
+    r = api(server, "GET", "/studies")
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+    assert api(server, "GET", "/studies", "hps_not-a-real-token").status_code == 401
+    spec = digits_spec(budget={"max_trials": 1, "parallelism": 1})
+    assert api(server, "POST", "/studies", t["viewer"], json=spec).status_code == 403
+    assert api(server, "POST", "/studies", t["worker"], json=spec).status_code == 403
+    assert api(server, "POST", "/studies", t["user"], json=spec).status_code == 201
+    assert api(server, "GET", "/studies", t["viewer"]).status_code == 200
+    assert api(server, "GET", "/studies", t["worker"]).status_code == 403
+    claim = {"worker_id": "w"}
+    assert api(server, "POST", "/claims", t["user"], json=claim).status_code == 403
+    assert api(server, "POST", "/claims", t["viewer"], json=claim).status_code == 403
+    got = api(server, "POST", "/claims", t["worker"], json=claim)
+    assert got.status_code == 200 and got.json()["trial"] is not None
+    assert api(server, "POST", "/studies/1/stop", t["admin"]).status_code == 200
+    assert api(server, "GET", "/health").status_code == 200  # health stays public
+
+
+def test_tokens_are_hashed_at_rest(secured: tuple[ServerProcess, dict[str, str]]) -> None:
+    server, tokens = secured
+    db_file = server.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db_file) as conn:
+        rows = conn.execute("SELECT token_hash FROM api_tokens").fetchall()
+        dump = "\n".join(conn.iterdump())
+    assert len(rows) == 4
+    for token in tokens.values():
+        assert token not in dump
+
+
+def test_cli_tokens_and_revocation(secured: tuple[ServerProcess, dict[str, str]]) -> None:
+    server, tokens = secured
+    created = cli(server, "token", "create", "--name", "ci", "--role", "viewer")
+    fresh = created.strip().splitlines()[-1]
+    assert fresh.startswith("hps_") and "shown once" in created
+    assert api(server, "GET", "/studies", fresh).status_code == 200
+    listing = cli(server, "token", "list")
+    viewer_id = next(line.split()[0] for line in listing.splitlines() if "viewer" in line)
+    cli(server, "token", "revoke", viewer_id)
+    wait_for(
+        lambda: api(server, "GET", "/studies", tokens["viewer"]).status_code == 401,
+        15,
+        "the revoked token to be refused",
+    )
+
+
+def test_browser_login_sets_a_strict_httponly_cookie(
+    secured: tuple[ServerProcess, dict[str, str]],
+) -> None:
+    server, tokens = secured
+    page = httpx.get(f"{server.url}/", headers={"accept": "text/html"})
+    assert page.status_code == 303 and page.headers["location"] == "/login"
+    bad = httpx.post(f"{server.url}/login", data={"token": "hps_wrong"})
+    assert bad.status_code == 401 and "unknown or revoked" in bad.text
+    with httpx.Client(base_url=server.url) as browser:
+        r = browser.post("/login", data={"token": tokens["viewer"]})
+        assert r.status_code == 303
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert browser.get("/").status_code == 200
+        assert browser.get("/api/v1/studies").status_code == 200
+
+
+def test_worker_with_a_worker_token_runs_a_trial(
+    secured: tuple[ServerProcess, dict[str, str]],
+) -> None:
+    server, t = secured
+    spec = digits_spec(
+        budget={"max_trials": 1, "parallelism": 1},
+        task={"trainer": "mlp_classifier", "dataset": "digits", "epochs": 1},
+    )
+    study = api(server, "POST", "/studies", t["user"], json=spec).json()
+    server.env["HPSEARCH_TOKEN"] = t["worker"]
+    worker = server.start_worker("--study", str(study["id"]))
+    assert worker.wait(timeout=120) == 0
+    done = api(server, "GET", f"/studies/{study['id']}", t["viewer"]).json()
+    assert done["counts"]["completed"] == 1
+
+
+def test_oversized_request_is_refused(server: ServerProcess) -> None:
+    r = httpx.post(
+        f"{server.url}/api/v1/studies",
+        content=b"x" * (2 * 1024**2),
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 413 and r.json()["code"] == "request_too_large"
+
+
+def test_no_token_means_loopback_only(make_server: Callable[..., ServerProcess]) -> None:
+    server = make_server()
+    port = str(free_port())
+    refused = subprocess.run(
+        [sys.executable, "-m", "hpsearch.cli", "server", "--host", "0.0.0.0", "--port", port],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "refusing to serve 0.0.0.0 with no API token" in refused.stderr
+    assert "--insecure-no-auth" in refused.stderr
