@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hpsearch.spec import parse_spec
 from hpsearch.store.models import (
@@ -19,6 +19,9 @@ from hpsearch.store.models import (
 from hpsearch.store.repository import StudyView, TrialView
 
 Metrics = dict[str, float | None]
+# Metric names a worker may report: the same shape as names in a spec, bounded in length.
+MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$")]
+ReportedMetrics = dict[MetricName, float | None]
 ParamValues = dict[str, bool | int | float | str]
 
 
@@ -262,11 +265,11 @@ class LeaseIn(_Body):
 
 class ReportIn(LeaseIn):
     step: int = Field(ge=0, le=10_000_000)
-    metrics: dict[str, float | None] = Field(max_length=1000)
+    metrics: ReportedMetrics = Field(max_length=1000)
 
 
 class CompleteIn(LeaseIn):
-    metrics: dict[str, float | None] = Field(max_length=1000)
+    metrics: ReportedMetrics = Field(max_length=1000)
     pruned: bool = False
 
 
@@ -289,7 +292,7 @@ class EvaluateTestIn(_Body):
 
 
 class FinalMetricsIn(LeaseIn):
-    metrics: dict[str, float | None] = Field(max_length=1000)
+    metrics: ReportedMetrics = Field(max_length=1000)
 
 
 class CheckpointOut(BaseModel):

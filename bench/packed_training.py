@@ -11,7 +11,12 @@ their data by path. Every trial is a full trial as a worker runs it: training, t
 train and dev evaluations, and the final metrics (latency included).
 
 The trials share the architecture (2 × 64 hidden units, batch 64) and differ in what a random
-search varies: optimizer, lr, β, weight decay, dropout. Utilisation: on CPU, process CPU time /
+search varies: optimizer, lr, β, weight decay, dropout. Rows: one trial at a time and one pack
+at a time in this process (a worker with one slot, one torch thread: its default), and one
+single-threaded worker process per core, training trials one at a time or in packs (a worker
+with ``--concurrency`` = cores). Each configuration runs once per round, ``--repeat`` rounds,
+and keeps its fastest run: on a shared machine, others' load only ever slows a run down; the
+CPU-time columns are the figure their load disturbs least. Utilisation: on CPU, CPU time /
 wall time / cores; on CUDA, the mean of nvidia-smi's utilization.gpu sampled while it runs.
 """
 
@@ -97,29 +102,30 @@ class Measure:
         return 3600 * self.trials / self.wall
 
 
-def measure(device: str, run: Callable[[], object], trials: int, repeat: int) -> Measure:
-    """The fastest of ``repeat`` runs of ``run`` (which trains ``trials`` trials): on a
-    shared machine, the others' load only ever slows a run down. A ``run`` that returns a
-    number returns the CPU seconds its other processes spent."""
-    best: Measure | None = None
-    for _ in range(repeat):
-        sampler = _GpuSampler() if device == "cuda" else None
-        cpu, started = time.process_time(), time.perf_counter()
-        elsewhere = run()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        wall = time.perf_counter() - started
-        cpu = time.process_time() - cpu + (elsewhere if isinstance(elsewhere, float) else 0.0)
-        if sampler is not None:
-            gpu = sampler.stop()
-            text = "GPU n/a" if math.isnan(gpu) else f"GPU {gpu:.0f}%"
-        else:
-            cores = os.cpu_count() or 1
-            text = f"CPU {100 * cpu / wall / cores:.0f}% of {cores} cores"
-        if best is None or wall < best.wall:
-            best = Measure(trials, wall, cpu, text)
-    assert best is not None
-    return best
+def measure(device: str, run: Callable[[], float | None], trials: int) -> Measure:
+    """Times one ``run`` (which trains ``trials`` trials). A ``run`` that returns a number
+    returns the CPU seconds its other processes spent."""
+    sampler = _GpuSampler() if device == "cuda" else None
+    cpu, started = time.process_time(), time.perf_counter()
+    elsewhere = run()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu + (elsewhere or 0.0)
+    if sampler is not None:
+        gpu = sampler.stop()
+        text = "GPU n/a" if math.isnan(gpu) else f"GPU {gpu:.0f}%"
+    else:
+        cores = os.cpu_count() or 1
+        text = f"CPU {100 * cpu / wall / cores:.0f}% of {cores} cores"
+    return Measure(trials, wall, cpu, text)
+
+
+def best(runs: list[Measure]) -> Measure:
+    """On a shared machine the others' load only ever slows a run down: the fastest run
+    (and the least CPU time) is the closest to the machine's own speed."""
+    fastest = min(runs, key=lambda m: m.wall)
+    return Measure(fastest.trials, fastest.wall, min(m.cpu for m in runs), fastest.utilisation)
 
 
 class _GpuSampler:
@@ -170,6 +176,17 @@ def _one_thread_trial(args: tuple[dict[str, Any], dict[str, Any], int]) -> float
     return time.process_time() - started
 
 
+def _one_thread_pack(args: tuple[list[dict[str, Any]], dict[str, Any], int]) -> float:
+    """Trains one pack in a pool process; returns the CPU seconds it took there."""
+    params, task, first_seed = args
+    started = time.process_time()
+    specs = [PackedTrialSpec(p, first_seed + i) for i, p in enumerate(params)]
+    for outcome in train_packed(specs, task):
+        if isinstance(outcome, Exception):
+            raise outcome
+    return time.process_time() - started
+
+
 class WorkerPool:
     """One single-threaded worker process per core, started and warmed up (torch imported,
     data read) before any timing: what ``hpsearch worker --concurrency N`` keeps running."""
@@ -187,30 +204,42 @@ class WorkerPool:
         work = [(p, self.task, i) for i, p in enumerate(params)]
         return sum(self.pool.map(_one_thread_trial, work))
 
+    def run_packed(self, params: list[dict[str, Any]], k: int) -> float:
+        """Trains ``params`` in packs of ``k``, one pack per process at a time."""
+        work = [(params[i : i + k], self.task, i) for i in range(0, len(params), k)]
+        return sum(self.pool.map(_one_thread_pack, work))
+
     def close(self) -> None:
         self.pool.shutdown()
 
 
-def packed(params: list[dict[str, Any]], task: dict[str, Any], device: str, k: int) -> float:
-    """Trains ``params`` in packs of ``k``; returns the best dev accuracy (a sanity check)."""
-    best = 0.0
+def packed(params: list[dict[str, Any]], task: dict[str, Any], device: str, k: int) -> None:
+    """Trains ``params`` in packs of ``k``."""
     for start in range(0, len(params), k):
         chunk = params[start : start + k]
         specs = [PackedTrialSpec(p, start + i) for i, p in enumerate(chunk)]
         for outcome in train_packed(specs, task, device):
-            if not isinstance(outcome, Exception):
-                best = max(best, outcome.metrics["dev_accuracy"])
-    return best
+            if isinstance(outcome, Exception):
+                raise outcome  # the benchmark's trials are all trainable
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--packs", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument(
+        "--pool-packs",
+        type=int,
+        nargs="*",
+        default=[16],
+        help="K for one single-threaded worker per core, each training packs of K",
+    )
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--examples", type=int, default=60_000, help="train examples")
     parser.add_argument("--baseline-trials", type=int, default=4, help="trials the baseline runs")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads in this process (a worker's default)"
+    )
     parser.add_argument("--repeat", type=int, default=2, help="best of this many runs")
     parser.add_argument(
         "--no-processes", action="store_true", help="skip the one-worker-per-core baseline"
@@ -241,25 +270,42 @@ def main() -> None:
 
 
 def run_device(device: str, task: dict[str, Any], args: argparse.Namespace) -> None:
+    """Measures every configuration once per round, ``args.repeat`` rounds, so that a change
+    in the machine's load hits all of them alike; keeps each one's best run."""
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU × {os.cpu_count()}"
-    print(f"\n{device}: {name}, load average {_load()} before")
-    print(f"  {'':<32} {'wall clock (×: vs one at a time)':<40}  | {'CPU time':<22}  | utilisation")
-    params = trial_params(max(*args.packs, args.baseline_trials))
+    print(f"\n{device}: {name}, load average {_load()} before", flush=True)
+    params = trial_params(
+        max(
+            *args.packs, *[k * (os.cpu_count() or 1) for k in args.pool_packs], args.baseline_trials
+        )
+    )
     packed(params[:2], {**task, "epochs": 1}, device, 2)  # warm-up: allocator, kernels
-    n, repeat = args.baseline_trials, args.repeat
-    baseline = measure(device, partial(one_at_a_time, params[:n], task, device), n, repeat)
-    _row("one at a time (train_trial)", baseline, baseline)
-    cores = os.cpu_count() or 1
+    n = args.baseline_trials
+    runs: dict[str, tuple[Callable[[], float | None], int]] = {
+        "one at a time (train_trial)": (partial(one_at_a_time, params[:n], task, device), n)
+    }
+    cores, pool = os.cpu_count() or 1, None
     if device == "cpu" and not args.no_processes and cores > 1:
-        n = max(args.baseline_trials, cores)
-        pool = WorkerPool(cores, task)
-        processes = measure(device, partial(pool.run, params[:n]), n, repeat)
-        pool.close()
-        _row(f"{cores} worker processes × 1 thread", processes, baseline)
+        pool, n = WorkerPool(cores, task), max(args.baseline_trials, cores)
+        runs[f"{cores} worker processes × 1 thread"] = (partial(pool.run, params[:n]), n)
     for k in args.packs:
-        run = partial(packed, params[:k], task, device, k)
-        _row(f"packed K={k}", measure(device, run, k, repeat), baseline)
-    print(f"  load average {_load()} after")
+        runs[f"packed K={k}"] = (partial(packed, params[:k], task, device, k), k)
+    if pool is not None:
+        for k in args.pool_packs:
+            label = f"{cores} worker processes × packed K={k}"
+            runs[label] = (partial(pool.run_packed, params[: cores * k], k), cores * k)
+    measured: dict[str, list[Measure]] = {label: [] for label in runs}
+    for round_ in range(args.repeat):
+        for label, (run, trials) in runs.items():
+            measured[label].append(measure(device, run, trials))
+        print(f"  round {round_ + 1}/{args.repeat} done, load average {_load()}", flush=True)
+    if pool is not None:
+        pool.close()
+    results = {label: best(m) for label, m in measured.items()}
+    baseline = results["one at a time (train_trial)"]
+    print(f"  {'':<32} {'wall clock (×: vs one at a time)':<40}  | {'CPU time':<22}  | utilisation")
+    for label, result in results.items():
+        _row(label, result, baseline)
 
 
 def _load() -> str:

@@ -41,7 +41,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import create_engine, insert, select, update  # noqa: E402
+from sqlalchemy import create_engine, insert, select, text, update  # noqa: E402
 
 from hpsearch.store.clock import utcnow  # noqa: E402
 from hpsearch.store.db import upgrade  # noqa: E402
@@ -138,17 +138,21 @@ def seed_hpsearch(url: str, study_id: int, n: int) -> None:
                 )
             conn.execute(insert(Trial), rows)
         best = conn.scalar(
-            select(Trial.id)
-            .where(Trial.study_id == study_id)
-            .order_by(Trial.value.desc())
-            .limit(1)
+            select(Trial.id).where(Trial.study_id == study_id).order_by(Trial.value.desc()).limit(1)
         )
         conn.execute(
             update(Study)
             .where(Study.id == study_id)
             .values(next_number=n, n_completed=n, best_trial_id=best)
         )
+    analyze(engine)
     engine.dispose()
+
+
+def analyze(engine: Any) -> None:
+    """Planner statistics, as autovacuum would gather them after a bulk load."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE"))
 
 
 # -- the hpsearch server and its simulated workers -----------------------------------------
@@ -408,6 +412,7 @@ def seed_optuna(storage: Any, study_id: int, n: int) -> None:
             conn.execute(insert(om.TrialParamModel.__table__), params[start : start + 50_000])
         for start in range(0, len(values), 50_000):
             conn.execute(insert(om.TrialValueModel.__table__), values[start : start + 50_000])
+    analyze(storage.engine)
 
 
 @dataclass(frozen=True)

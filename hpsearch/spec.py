@@ -50,7 +50,8 @@ class FieldError:
 
     @property
     def field(self) -> str:
-        return field_path(self.loc)
+        # ``loc`` is already in the user's terms (see user_loc).
+        return ".".join(str(p) for p in self.loc) or "(spec)"
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line is not None else ""
@@ -462,26 +463,34 @@ def spec_to_json(spec: StudySpec) -> dict[str, Any]:
 def _field_errors(e: ValidationError) -> list[FieldError]:
     out: list[FieldError] = []
     for err in e.errors():
-        loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
+        loc = user_loc(err["loc"])
         out.append(FieldError(loc, str(err["msg"]).removeprefix("Value error, ")))
     return out
 
 
 def field_path(loc: Sequence[str | int]) -> str:
     """A pydantic error location as the user wrote the key: ``space.lr.low``."""
-    return ".".join(str(p) for p in loc if not _is_union_tag(p)) or "(spec)"
+    return ".".join(str(p) for p in user_loc(loc)) or "(spec)"
 
 
-_PARAM_TAGS = ("float", "int", "categorical")
-_SAMPLER_TAGS = ("random", "grid", "coarse_to_fine", "tpe", "qmc", "cmaes", "gp")
+def user_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    """Drops what pydantic inserts into the location of a tagged-union member.
 
-
-def _is_union_tag(p: str | int) -> bool:
-    # Pydantic puts the discriminator's value in the location of a tagged union member
-    # (space.lr.float.low); the user wrote space.lr.low.
-    return p in (*_PARAM_TAGS, *_SAMPLER_TAGS, "none", "median", "asha") or (
-        isinstance(p, str) and p.startswith("function-")
-    )
+    Pydantic reports ``space.lr.float.low`` for the user's ``space.lr.low``: the tag follows
+    the key that holds the union. Only there is it dropped, so a parameter that happens to be
+    named ``gp`` or ``int`` keeps its name in the path.
+    """
+    out: list[str | int] = []
+    for i, p in enumerate(loc):
+        holder = tuple(loc[:i])
+        tagged = (len(holder) == 2 and holder[0] == "space") or holder in (
+            ("sampler",),
+            ("pruner",),
+        )
+        if (tagged and isinstance(p, str)) or (isinstance(p, str) and p.startswith("function-")):
+            continue
+        out.append(p)
+    return tuple(out)
 
 
 def _key_lines(text: str) -> dict[tuple[str | int, ...], int]:

@@ -39,7 +39,7 @@ Claim = dict[str, Any]
 def packable(claim: Claim) -> bool:
     """A trial of a built-in trainer that starts from scratch."""
     return (
-        claim.get("kind", "trial") == "trial"
+        claim.get("kind", "train") == "train"
         and claim.get("resume_step") is None
         and _key(claim) is not None
     )
@@ -131,9 +131,7 @@ def _spec(worker: Worker, claim: Claim, lease: _Lease) -> Any:
 
     def report(step: int, metrics: Mapping[str, float]) -> bool:
         sent = _json_metrics(metrics)
-        ack = worker.client.report(
-            lease.trial_id, worker.opts.worker_id, lease.attempt, step, sent
-        )
+        ack = worker.client.report(lease.trial_id, worker.opts.worker_id, lease.attempt, step, sent)
         worker.progress.epoch(number, step, epochs, sent)
         if ack["should_stop"]:
             lease.stop_reason = ack["reason"]

@@ -16,6 +16,7 @@ from api.schemas import ErrorBody, TrialOut
 from hpsearch.spec import parse_spec
 from hpsearch.store import Store
 from hpsearch.store.models import Trial
+from hpsearch.store.results import TrialRecord
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
@@ -35,8 +36,9 @@ def export_trials(
     study_id: int, store: StoreDep, format: Literal["csv", "json"] = "csv"
 ) -> StreamingResponse:
     """Every trial of the study. CSV: one column per parameter (``param.lr``) and metric
-    (``metric.dev_accuracy``), plus ``broken`` (the satisficing constraints a trial missed)
-    and ``error`` (the last line of a failure). JSON: the trial objects of ``GET /trials``."""
+    (``metric.dev_accuracy``; the final test evaluation's ``metric.test_*`` on its trial), plus
+    ``broken`` (the satisficing constraints a trial missed) and ``error`` (the last line of a
+    failure). JSON: the trial objects of ``GET /trials``."""
     view = store.get_study(study_id)
     name = f"{view.study.name}-study{study_id}-trials.{format}"
     if format == "json":
@@ -73,7 +75,7 @@ def _csv_rows(store: Store, study_id: int) -> Iterator[str]:
     objective = spec.build_objective()
     records = store.trial_records(study_id)
     # The header names every metric any trial reported.
-    metric_names = sorted({m for r in records for m in r.metrics})
+    metric_names = sorted({m for r in records for m in _metrics(r)})
     params = list(spec.space)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -91,13 +93,18 @@ def _csv_rows(store: Store, study_id: int) -> Iterator[str]:
                 [r.number, r.state, _cell(r.value), _cell(r.feasible), "; ".join(broken)]
                 + [r.source, r.attempt, r.worker_id or ""]
                 + [_cell(r.params.get(p)) for p in params]
-                + [_cell(r.metrics.get(m)) for m in metric_names]
+                + [_cell(_metrics(r).get(m)) for m in metric_names]
                 + [x.isoformat() if x else "" for x in (r.created_at, r.started_at, r.finished_at)]
                 + [_last_line(r.error)]
             )
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
+
+
+def _metrics(r: TrialRecord) -> dict[str, float | None]:
+    """Dev and train metrics, and the test_* metrics of the one trial evaluated on test."""
+    return {**r.metrics, **(r.test_metrics or {})}
 
 
 def _cell(value: object) -> object:

@@ -28,6 +28,7 @@ from api.views.pages import (
 from api.views.point_cache import PointCache
 from api.views.study import CONTEXT_CURVES, curve_ids, study_plots
 from api.web_assets import templates
+from hpsearch.settings import Settings
 from hpsearch.spec import StudySpec, parse_spec
 from hpsearch.store import Store
 from hpsearch.store.clock import utcnow
@@ -39,6 +40,7 @@ router = APIRouter(include_in_schema=False)
 PLOTLY_JS = str(files("plotly") / "package_data" / "plotly.min.js")
 _REGIONS = re.compile(r"^/api/v1/studies/\{[^}]+\}/regions$")
 _FORK = re.compile(r"^/api/v1/trials/\{[^}]+\}/fork$")
+_EVALUATE_TEST = re.compile(r"^/api/v1/studies/\{[^}]+\}/evaluate-test$")
 TrialOrder = Literal["rank", "number"]
 TrialState = Literal["", "queued", "running", "completed", "pruned", "failed"]
 MAX_SELECTED = 8
@@ -95,7 +97,7 @@ def study_page(
     state: TrialState = "",
 ) -> HTMLResponse:
     view = store.get_study(study_id)
-    context = _study_context(store, view, page, per, order, state)
+    context = _study_context(request.app, store, view, page, per, order, state)
     context["regions_url"] = (
         f"/api/v1/studies/{study_id}/regions" if _has_route(request.app, _REGIONS) else None
     )
@@ -104,6 +106,7 @@ def study_page(
 
 @router.get("/studies/{study_id}/live")
 def study_live(
+    request: Request,
     study_id: int,
     store: StoreDep,
     page: Annotated[int, Query(ge=1)] = 1,
@@ -113,7 +116,7 @@ def study_live(
 ) -> JSONResponse:
     """The parts of the study page that change while trials run, rendered again."""
     view = store.get_study(study_id)
-    context = _study_context(store, view, page, per, order, state)
+    context = _study_context(request.app, store, view, page, per, order, state)
     parts = {
         name: templates.get_template(f"_study_{name}.html").render(context)
         for name in ("progress", "best", "diagnosis", "trials")
@@ -127,13 +130,16 @@ def study_live(
             "running": c.running,
             "queued": c.queued,
             "best_id": view.best.id if view.best else None,
+            # A test evaluation in progress keeps an ended study's page polling.
+            "evaluating": context["final_evaluation"] is not None
+            and context["final_evaluation"].state in ("queued", "running"),
             "html": parts,
         }
     )
 
 
 def _study_context(
-    store: Store, view: StudyView, page: int, per: int, order: str, state: str
+    app: FastAPI, store: Store, view: StudyView, page: int, per: int, order: str, state: str
 ) -> dict[str, Any]:
     spec = parse_spec(view.study.spec)
     objective = spec.build_objective()
@@ -154,7 +160,8 @@ def _study_context(
         states=(state,) if state else (),
     )
     broken = {t.id: objective.evaluate(t.metrics).broken for t in trials if t.feasible is False}
-    best_metrics = view.best.metrics if view.best else {}
+    best_metrics = _all_metrics(view.best) if view.best else {}
+    can_evaluate = _has_route(app, _EVALUATE_TEST)
     return {
         "view": view,
         "spec": spec,
@@ -166,12 +173,19 @@ def _study_context(
         "trial_state": state,
         "param_names": list(spec.space),
         "metric_names": metric_columns(objective, [t.metrics for t in trials]),
-        "best_metric_names": sorted(best_metrics),
+        "best_metrics": best_metrics,
         "diagnosis": bias_variance.panel(best_metrics, spec.reference_error) if view.best else None,
         "fields": enqueue_fields(spec.build_space(), view.best.params if view.best else None),
+        "can_evaluate": can_evaluate,
+        "final_evaluation": store.final_evaluation(view.study.id) if can_evaluate else None,
         "now": utcnow(),
         "age": age,
     }
+
+
+def _all_metrics(trial: Any) -> dict[str, float | None]:
+    """A trial's metrics with its test_* metrics when it is the study's final evaluation."""
+    return {**trial.metrics, **(getattr(trial, "test_metrics", None) or {})}
 
 
 def _has_route(app: FastAPI, path: re.Pattern[str]) -> bool:
@@ -283,7 +297,8 @@ def trial_page(request: Request, trial_id: int, store: StoreDep) -> HTMLResponse
             "objective": objective,
             "evaluation": evaluation,
             "is_best": study.best is not None and study.best.id == t.id,
-            "diagnosis": bias_variance.panel(t.metrics, spec.reference_error),
+            "diagnosis": bias_variance.panel(_all_metrics(t), spec.reference_error),
+            "test_metrics": getattr(t, "test_metrics", None) or {},
             "metric_keys": _intermediate_keys(view.intermediates),
             "fork_url": fork_url,
             "checkpoint_step": store.checkpoint_step(t.id) if fork_url else None,
@@ -311,6 +326,16 @@ def trial_curves_json(trial_id: int, store: StoreDep, family: str = "") -> JSONR
 
 @router.get("/workers", response_class=HTMLResponse)
 def workers_page(request: Request, store: StoreDep, settings: SettingsDep) -> HTMLResponse:
+    return templates.TemplateResponse(request, "workers.html", _workers_context(store, settings))
+
+
+@router.get("/workers.live")
+def workers_live(store: StoreDep, settings: SettingsDep) -> JSONResponse:
+    html = templates.get_template("_workers_rows.html").render(_workers_context(store, settings))
+    return JSONResponse({"html": html, "active": True})
+
+
+def _workers_context(store: Store, settings: Settings) -> dict[str, Any]:
     now = utcnow()
     rows = []
     for w in store.worker_activity():
@@ -324,8 +349,4 @@ def workers_page(request: Request, store: StoreDep, settings: SettingsDep) -> HT
                 "alive": worker_alive(contact, now, settings.lease_seconds),
             }
         )
-    return templates.TemplateResponse(
-        request,
-        "workers.html",
-        {"rows": rows, "now": now, "age": age, "lease_seconds": settings.lease_seconds},
-    )
+    return {"rows": rows, "now": now, "age": age, "lease_seconds": settings.lease_seconds}

@@ -102,8 +102,16 @@ const hp = (() => {
     return el ? JSON.parse(el.textContent) : {};
   }
 
-  function reloadEvery(ms) {
-    setInterval(() => { if (!document.hidden) window.location.reload(); }, ms);
+  /** Re-renders a table body from `url` ({html, active}) every `ms` while `active` holds. */
+  function liveRows(bodyId, url, ms) {
+    const body = document.getElementById(bodyId);
+    if (!body) return;
+    poller(async () => {
+      const result = await request("GET", url);
+      if (!result.ok) return true;
+      if (body.innerHTML !== result.data.html) body.innerHTML = result.data.html;
+      return result.data.active;
+    }, ms);
   }
 
   /** A form's parameter inputs as typed values; `changedOnly` keeps those the user edited. */
@@ -142,6 +150,6 @@ const hp = (() => {
   return {
     get: (url) => request("GET", url),
     post: (url, body) => request("POST", url, body),
-    errorText, toast, plot, emptyPlot, poller, config, reloadEvery, count, formParams, ready,
+    errorText, toast, plot, emptyPlot, poller, config, liveRows, count, formParams, ready,
   };
 })();

@@ -32,18 +32,20 @@
       : `${hp.count(d.valued)} trials with a value${failed}`;
     if (d.valued) await hp.plot($("plot-history"), d.history);
     else hp.emptyPlot($("plot-history"), "No trial has a value yet.");
+    bindClicks($("plot-history"));
     paramFigures = d.params;
     await drawParams();
+    $("importance-note").textContent = d.importance_note;
+    if (d.importance) await hp.plot($("plot-importance"), d.importance);
+    else hp.emptyPlot($("plot-importance"), `Importance ${d.importance_note}.`);
+    // Parallel coordinates are WebGL, the slowest to draw: the learning curves go first.
+    await firstCurves;
     const lines = d.parallel ? d.parallel.layout.meta.lines : 0;
     $("parallel-note").textContent = lines < d.completed
       ? `${hp.count(lines)} of ${hp.count(d.completed)} completed trials (the best, and a spread of the rest)`
       : `${hp.count(lines)} completed trials`;
     if (d.parallel) await hp.plot($("plot-parallel"), d.parallel);
     else hp.emptyPlot($("plot-parallel"), "Shown once two trials have completed.");
-    $("importance-note").textContent = d.importance_note;
-    if (d.importance) await hp.plot($("plot-importance"), d.importance);
-    else hp.emptyPlot($("plot-importance"), `Importance ${d.importance_note}.`);
-    bindClicks($("plot-history"));
   }
 
   /** Refreshes plots when trials end, but never busier than 5× what a refresh costs. */
@@ -242,7 +244,8 @@
     } else if (d.running) {
       loadCurves(); // curves of running trials grow between endings
     }
-    return d.state === "running" || d.running > 0 || d.queued > 0 && d.state !== "paused";
+    return d.state === "running" || d.running > 0 || d.evaluating
+      || (d.queued > 0 && d.state !== "paused");
   }
 
   const live = hp.poller(updateLive, 2000);
@@ -270,6 +273,20 @@
 
   $("trial-filter").addEventListener("change", (event) => event.currentTarget.submit());
 
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-evaluate-test]");
+    if (!button) return;
+    button.disabled = true;
+    const result = await hp.post(`/api/v1/studies/${sid}/evaluate-test`, {});
+    if (result.ok) {
+      hp.toast("Test evaluation queued: a worker evaluates the trial on the test set once.");
+      live.now();
+    } else {
+      button.disabled = false;
+      hp.toast(hp.errorText(result), "error");
+    }
+  });
+
   // -- enqueue ------------------------------------------------------------------------------
 
   $("enqueue").addEventListener("submit", async (event) => {
@@ -290,9 +307,10 @@
 
   // -- start --------------------------------------------------------------------------------
 
+  let firstCurves = null;
   function start() {
+    firstCurves = loadCurves();
     loadPlots().then(loadRegions);
-    loadCurves();
   }
   hp.ready(start);
 })();

@@ -13,7 +13,7 @@ from hpsearch.spec import StudySpec
 from hpsearch.store.results import TrialPoint
 
 CONTEXT_CURVES = 24
-PARALLEL_LIMIT = 600
+PARALLEL_LIMIT = 400
 
 
 def study_plots(

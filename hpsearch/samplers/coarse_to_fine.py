@@ -102,8 +102,9 @@ def _full(param: Param) -> ParamRegion:
 def shrink_interval(previous: Interval, units: Sequence[float], margin: float) -> Interval:
     """The span of ``units`` widened by ``margin`` × the previous width, clipped to [0, 1]."""
     pad = margin * previous.width
-    lo = max(0.0, min(units) - pad)
-    hi = min(1.0, max(units) + pad)
+    # Clamped first: a scale's round trip may land a hair outside [0, 1].
+    lo = max(0.0, min(1.0, min(units)) - pad)
+    hi = min(1.0, max(0.0, max(units)) + pad)
     return Interval(lo, hi)
 
 

@@ -100,6 +100,8 @@ class Trial(Base):
         # The claim path: queued trials of a study, oldest first; expired leases.
         Index("ix_trials_study_state_number", "study_id", "state", "number"),
         Index("ix_trials_state_lease", "state", "lease_expires_at"),
+        # The rank page: completed feasible trials of a study in order of value.
+        Index("ix_trials_study_rank", "study_id", "state", "feasible", "value", "number"),
     )
 
 

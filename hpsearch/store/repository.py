@@ -16,7 +16,7 @@ from hpsearch.objective import Objective
 from hpsearch.samplers import FinishedTrial, Sampler, make_sampler
 from hpsearch.space import SpaceError
 from hpsearch.spec import StudySpec, parse_spec, spec_to_json
-from hpsearch.store import checkpoints, evaluations, forks, queue, results
+from hpsearch.store import checkpoints, claims, evaluations, forks, queue, results
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import Database
 from hpsearch.store.models import (
@@ -168,7 +168,7 @@ class Store:
         """The study's ended trials as its sampler sees them (e.g. for coarse-to-fine regions)."""
         with self.db.read() as s:
             get_study(s, study_id)
-            return queue._history(s, study_id)
+            return claims.history(s, study_id)
 
     def trial(self, trial_id: int) -> TrialView:
         with self.db.read() as s:
@@ -225,10 +225,10 @@ class Store:
         host: str = "",
         devices: Sequence[str] = (),
         study_id: int | None = None,
-    ) -> queue.Claim | None:
+    ) -> claims.Claim | None:
         with self.db.write() as s:
-            queue.touch_worker(s, worker_id, host, list(devices))
-            return queue.claim(s, worker_id, self.lease, self._sampler_for, study_id)
+            claims.touch_worker(s, worker_id, host, list(devices))
+            return claims.claim(s, worker_id, self.lease, self._sampler_for, study_id)
 
     def has_open_studies(self, study_id: int | None = None) -> bool:
         """Whether a worker should wait for more work (a study could still produce trials)."""

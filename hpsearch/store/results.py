@@ -47,6 +47,7 @@ class TrialRecord:
     feasible: bool | None
     params: dict[str, Any]
     metrics: dict[str, float | None]
+    test_metrics: dict[str, float | None] | None
     error: str | None
     created_at: datetime
     started_at: datetime | None
@@ -146,6 +147,7 @@ def trial_records(session: Session, study_id: int) -> list[TrialRecord]:
             Trial.feasible,
             Trial.params,
             Trial.metrics,
+            Trial.test_metrics,
             Trial.error,
             Trial.created_at,
             Trial.started_at,

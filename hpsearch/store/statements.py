@@ -58,8 +58,12 @@ EXPIRED = select(_t.study_id, _t.id).where(
     _t.state == "running", _t.lease_expires_at < bindparam("b_now")
 )
 
-# Parameters: study_id (None: every running study).
-RUNNING_STUDIES = select(STUDIES.c.id).where(
+# (id, created_at, time limit in seconds or None). Parameters: study_id (None: every study).
+RUNNING_STUDIES = select(
+    STUDIES.c.id,
+    STUDIES.c.created_at,
+    STUDIES.c.spec[("budget", "time_limit_s")].as_float(),
+).where(
     STUDIES.c.state == "running",
     (bindparam("b_study_id", type_=STUDIES.c.id.type).is_(None))
     | (STUDIES.c.id == bindparam("b_study_id", type_=STUDIES.c.id.type)),

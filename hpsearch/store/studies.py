@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, case, func, not_, select, true, update
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import NotFound
@@ -222,22 +222,37 @@ def trials_page(
     query = select(Trial).where(Trial.study_id == study_id)
     if states:
         query = query.where(Trial.state.in_(states))
-    if order == "rank":
-        study = get_study(session, study_id)
-        maximize = study.spec["objective"]["direction"] == "maximize"
-        # The SQL form of objective.rank_key (a test holds the two equal): completed feasible
-        # trials by value, then completed infeasible ones by violation, then the rest.
-        scored = and_(Trial.state == "completed", Trial.value.is_not(None))
-        group = case(
-            (and_(scored, Trial.feasible.is_(True)), 0), (Trial.state == "completed", 1), else_=2
+    if order != "rank":
+        return list(session.scalars(query.order_by(Trial.number).offset(offset).limit(limit)))
+    study = get_study(session, study_id)
+    maximize = study.spec["objective"]["direction"] == "maximize"
+    by_value = Trial.value.desc() if maximize else Trial.value.asc()
+    # The SQL form of objective.rank_key (a test holds the two equal): completed feasible
+    # trials by value, then completed infeasible ones by violation, then the rest. The first
+    # group is read through ix_trials_study_rank, so a top page never sorts the whole study.
+    feasible = and_(Trial.state == "completed", Trial.feasible == true(), Trial.value.is_not(None))
+    # Its complement, NULL-safe (``feasible`` is NULL until a trial completes).
+    others = not_(
+        and_(Trial.state == "completed", Trial.feasible.is_(True), Trial.value.is_not(None))
+    )
+    page = list(
+        session.scalars(
+            query.where(feasible).order_by(by_value, Trial.number).offset(offset).limit(limit)
         )
-        query = query.order_by(
-            group,
-            case((group == 1, Trial.violation), else_=0.0),
-            Trial.value.is_(None),
-            Trial.value.desc() if maximize else Trial.value.asc(),
-            Trial.number.asc(),
-        )
-    else:
-        query = query.order_by(Trial.number.asc())
-    return list(session.scalars(query.offset(offset).limit(limit)))
+    )
+    if len(page) == limit:
+        return page
+    n_feasible = offset + len(page)
+    if not page:  # the page starts past the feasible trials: how far past?
+        counted = select(func.count()).select_from(query.where(feasible).subquery())
+        n_feasible = session.scalar(counted) or 0
+    group = case((Trial.state == "completed", 1), else_=2)
+    rest = query.where(others).order_by(
+        group,
+        case((group == 1, Trial.violation), else_=0.0),
+        Trial.value.is_(None),
+        by_value,
+        Trial.number,
+    )
+    rest = rest.offset(max(0, offset - n_feasible)).limit(limit - len(page))
+    return page + list(session.scalars(rest))

@@ -199,6 +199,43 @@ def test_fork_from_a_checkpoint(server: ServerProcess, page: tuple[Any, Console]
     assert console.errors == []
 
 
+def test_the_best_trial_is_evaluated_on_test_once(
+    server: ServerProcess, page: tuple[Any, Console]
+) -> None:
+    if "/api/v1/studies/{study_id}/evaluate-test" not in _paths(server):
+        pytest.skip("this server has no final test evaluation")
+    p, console = page
+    built = build_study(server)
+    p.goto(f"{server.url}/studies/{built.id}")
+    p.wait_for_selector(PLOTTED.format("plot-history"))
+    assert [r.split("\n")[0] for r in p.locator(".rung").all_inner_texts()] == [
+        "Human-level",
+        "Train",
+        "Dev",
+    ]
+    p.click("[data-evaluate-test]")
+    p.wait_for_selector("#final-evaluation .state")
+    evaluation = _api(server, f"/studies/{built.id}/evaluate-test")
+    assert evaluation["trial_id"] == built.trial_ids[built.best_number]
+    # A worker runs the job (over HTTP, as workers do); the page follows without a reload.
+    job = built.worker.claim(built.id)
+    assert (job["kind"], job["trial_id"]) == ("evaluate_test", evaluation["trial_id"])
+    built.worker.post(
+        f"/trials/{job['trial_id']}/test-evaluation/complete",
+        {
+            "worker_id": built.worker.worker_id,
+            "attempt": job["attempt"],
+            "metrics": {"test_accuracy": 0.88, "test_error": 0.12},
+        },
+    )
+    p.wait_for_selector("#diagnosis tr.gap[data-gap='dev_overfitting']", timeout=30_000)
+    assert "Test" in p.inner_text("#diagnosis .ladder")
+    assert "completed" in p.inner_text("#final-evaluation").lower()
+    assert "test_error" in p.inner_text("#best")
+    screenshot(p, "study-page-test-evaluated")
+    assert console.errors == []
+
+
 def test_studies_and_workers_pages(server: ServerProcess, page: tuple[Any, Console]) -> None:
     p, console = page
     built = build_study(server)

@@ -39,29 +39,26 @@ def packed_spec(trials: int, epochs: int) -> dict[str, Any]:
 
 def first_claim(worker: Worker, study_id: int) -> dict[str, Any]:
     reply = worker.client.claim(worker.opts.worker_id, "test", ["cpu"], study_id)
-    claim = reply["trial"]
+    claim: dict[str, Any] | None = reply["trial"]
     assert claim is not None and packable(claim)
     return claim
 
 
 def test_a_pack_of_claims_trains_each_trial_as_train_trial_would(server: ServerProcess) -> None:
+    spec = packed_spec(trials=3, epochs=2)
     with server.client() as client:
-        study_id = client.create_study(packed_spec(trials=3, epochs=2))["id"]
+        study_id = client.create_study(spec)["id"]
         worker = Worker(WorkerOptions(server=server.url, quiet=True, heartbeat_seconds=1))
         assert run_pack(worker, first_claim(worker, study_id), size=4) == 3
         trials = [client.trial(t["id"]) for t in client.trials(study_id)]
     assert [t["state"] for t in trials] == ["completed"] * 3
     for trial in trials:
         assert [p["step"] for p in trial["intermediates"]] == [1, 2]
-        alone = train_trial(trial["params"], trial_task(trial), lambda e, m: False, seed=trial["number"])
+        alone = train_trial(trial["params"], spec["task"], lambda e, m: False, seed=trial["number"])
         assert trial["metrics"]["dev_loss"] == pytest.approx(alone.metrics["dev_loss"], rel=1e-4)
         assert trial["metrics"]["dev_accuracy"] == pytest.approx(
             alone.metrics["dev_accuracy"], abs=1.5 / 360
         )
-
-
-def trial_task(trial: dict[str, Any]) -> dict[str, Any]:
-    return packed_spec(1, 2)["task"]
 
 
 def test_a_stop_request_ends_only_its_trial(server: ServerProcess) -> None:
@@ -85,7 +82,21 @@ def test_a_stop_request_ends_only_its_trial(server: ServerProcess) -> None:
 
 def stop_after_first_report(server: ServerProcess, claim: dict[str, Any]) -> None:
     with Client(server.url) as client:
-        wait_for(
-            lambda: client.trial(claim["trial_id"])["intermediates"], 60, "the first report"
-        )
+        wait_for(lambda: client.trial(claim["trial_id"])["intermediates"], 60, "the first report")
         client.stop_trial(claim["trial_id"])
+
+
+def test_claims_of_different_architectures_train_as_separate_packs(server: ServerProcess) -> None:
+    spec = packed_spec(trials=4, epochs=1)
+    spec["space"]["hidden_units"] = {"type": "categorical", "choices": [16, 32]}
+    del spec["task"]["fixed"]["hidden_units"]
+    with server.client() as client:
+        study_id = client.create_study(spec)["id"]
+        worker = Worker(WorkerOptions(server=server.url, quiet=True, heartbeat_seconds=1))
+        assert run_pack(worker, first_claim(worker, study_id), size=4) == 4
+        trials = [client.trial(t["id"]) for t in client.trials(study_id)]
+    assert len({t["params"]["hidden_units"] for t in trials}) == 2  # the seed gives both
+    assert [t["state"] for t in trials] == ["completed"] * 4
+    for trial in trials:
+        alone = train_trial(trial["params"], spec["task"], lambda e, m: False, seed=trial["number"])
+        assert trial["metrics"]["dev_loss"] == pytest.approx(alone.metrics["dev_loss"], rel=1e-4)

@@ -18,7 +18,7 @@ from hpsearch.objective import rank
 from hpsearch.store import Database, SchemaOutOfDate, Store, check_schema, upgrade
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import initialize_if_empty
-from hpsearch.store.models import Base, Trial
+from hpsearch.store.models import Base, Study, Trial
 from tests.conftest import digits_spec
 
 
@@ -158,6 +158,31 @@ def test_best_and_sql_rank_follow_the_ranking_rule(store: Store) -> None:
     assert all(not t.feasible for t in completed if t.value is not None and t.value > best.value)
 
 
+def test_rank_pages_join_up_across_the_feasible_trials_and_the_rest(store: Store) -> None:
+    rng = random.Random(5)
+    study = store.create_study(digits_spec(budget={"max_trials": 30, "parallelism": 30}))
+    for i in range(30):
+        c = store.claim(f"w{i}")
+        assert c is not None
+        if i % 9 == 4:
+            continue  # left running
+        if i % 7 == 3:
+            store.fail(c.trial_id, f"w{i}", 1, "RuntimeError: boom")
+            continue
+        metrics = {"dev_accuracy": rng.choice([0.5, 0.7, 0.9]), "latency_ms": rng.choice([50, 150])}
+        store.complete(c.trial_id, f"w{i}", 1, metrics)
+    whole = [t.id for t in store.trials(study.id, order="rank", limit=1000)]
+    assert len(whole) == 30
+    for size in (1, 4, 7, 30):
+        pages = [
+            t.id
+            for offset in range(0, 30, size)
+            for t in store.trials(study.id, order="rank", offset=offset, limit=size)
+        ]
+        assert pages == whole, size
+    assert store.trials(study.id, order="rank", offset=30, limit=5) == []
+
+
 class _Rankable:
     def __init__(self, t: Trial) -> None:
         self.number, self.value = t.number, t.value
@@ -199,6 +224,43 @@ def test_max_failures_stops_the_study(store: Store) -> None:
     view = store.get_study(study.id)
     assert view.study.state == "stopped" and "max_failures" in (view.study.reason or "")
     assert store.claim("w") is None
+
+
+def test_time_limit_ends_the_study_and_tells_running_trials_to_stop(store: Store) -> None:
+    spec = digits_spec(budget={"max_trials": 10, "parallelism": 3, "time_limit_s": 60})
+    study = store.create_study(spec)
+    running = store.claim("w")
+    assert running is not None
+    store.enqueue(
+        study.id, {"lr": 0.01, "beta": 0.99, "hidden_units": 64, "layers": 2, "batch_size": 64}
+    )
+    with store.db.write() as s:  # the study began 61 s ago
+        s.execute(
+            update(Study)
+            .where(Study.id == study.id)
+            .values(created_at=utcnow() - timedelta(seconds=61))
+        )
+    assert store.claim("w2") is None
+    view = store.get_study(study.id)
+    assert view.study.state == "completed" and "time limit" in (view.study.reason or "")
+    assert (view.counts.queued, view.counts.running) == (0, 1)
+    ack = store.report(running.trial_id, "w", 1, 1, {"dev_accuracy": 0.5})
+    assert ack.should_stop and ack.reason == "study completed"
+
+
+def test_target_value_ends_the_study_when_a_feasible_trial_reaches_it(store: Store) -> None:
+    spec = digits_spec(budget={"max_trials": 10, "parallelism": 3, "target_value": 0.9})
+    study = store.create_study(spec)
+    first, second = store.claim("a"), store.claim("b")
+    assert first is not None and second is not None
+    # Infeasible (too slow): never the best, so it cannot end the study.
+    store.complete(first.trial_id, "a", 1, {"dev_accuracy": 0.95, "latency_ms": 500})
+    assert store.get_study(study.id).study.state == "running"
+    store.complete(second.trial_id, "b", 1, {"dev_accuracy": 0.91, "latency_ms": 5})
+    view = store.get_study(study.id)
+    assert view.study.state == "completed" and "target value" in (view.study.reason or "")
+    assert view.best is not None and view.best.id == second.trial_id
+    assert store.claim("c") is None
 
 
 def test_nan_metrics_are_stored_as_missing(store: Store) -> None:
