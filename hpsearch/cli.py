@@ -137,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(run=_status)
 
+    tr = sub.add_parser("trainers", help="the built-in trainers and their hyperparameters")
+    tr.set_defaults(run=_trainers)
+
     ex = sub.add_parser("export-optuna", help="copy a study into an Optuna storage")
     ex.add_argument("study", type=int)
     ex.add_argument("--storage", required=True, help="Optuna storage URL, e.g. sqlite:///o.db")
@@ -374,6 +377,14 @@ def _params(params: dict[str, Any]) -> str:
     return ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
     )
+
+
+def _trainers(args: argparse.Namespace) -> int:
+    from hpsearch import tasks
+
+    for trainer in tasks.TRAINERS:
+        print(f"### `{trainer}`\n\n{tasks.markdown_table(trainer)}\n")
+    return 0
 
 
 def _export_optuna(args: argparse.Namespace) -> int:

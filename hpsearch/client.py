@@ -96,6 +96,17 @@ class Client:
         """A new trial continuing ``trial_id`` from its checkpoint with ``params`` changed."""
         return self._obj("POST", f"/trials/{trial_id}/fork", json={"params": dict(params)})
 
+    def regions(self, study_id: int) -> dict[str, Any]:
+        """The coarse-to-fine rounds of a study and each round's region."""
+        return self._obj("GET", f"/studies/{study_id}/regions")
+
+    def final_evaluation(self, study_id: int) -> dict[str, Any] | None:
+        """Where the study's one test-set evaluation stands; ``None`` if never requested."""
+        evaluation: dict[str, Any] | None = self._call(
+            "GET", f"/studies/{study_id}/evaluate-test"
+        )
+        return evaluation
+
     def evaluate_test(self, study_id: int, trial_id: int | None = None) -> dict[str, Any]:
         """Queues the study's one test-set evaluation (default: its best feasible trial)."""
         return self._obj("POST", f"/studies/{study_id}/evaluate-test", json={"trial_id": trial_id})

@@ -79,7 +79,9 @@ def run_demo(
                 )
             )
         final = follow(client, study_id, procs[1:])
-        _print_result(client, final, url)
+        _print_regions(client, study_id)
+        test = wait_for_test_evaluation(client, study_id, procs[1:], timeout=120)
+        _print_result(client, final, test)
         if serve:
             print(f"\nResults: {url}/studies/{study_id}  (serving until Ctrl-C)", flush=True)
             _wait_for_interrupt(procs[0])
@@ -146,7 +148,45 @@ def follow(
         time.sleep(0.5)
 
 
-def _print_result(client: Client, study: dict[str, Any], url: str) -> None:
+def wait_for_test_evaluation(
+    client: Client, study_id: int, workers: list[subprocess.Popen[bytes]], timeout: float
+) -> dict[str, float] | None:
+    """The chosen trial's test metrics, once a worker has evaluated them (spec evaluate_test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        evaluation = client.final_evaluation(study_id)
+        if evaluation is None or evaluation["state"] == "failed":
+            return None
+        if evaluation["state"] == "completed":
+            metrics: dict[str, float] | None = client.trial(evaluation["trial_id"])["test_metrics"]
+            return metrics
+        if all(w.poll() is not None for w in workers):
+            return None
+        time.sleep(0.5)
+    return None
+
+
+def _print_regions(client: Client, study_id: int) -> None:
+    rounds = client.regions(study_id)["rounds"]
+    if not rounds:
+        return
+    print("\ncoarse to fine: the region each round sampled")
+    for r in rounds:
+        spans = []
+        for name, box in r["params"].items():
+            if box["values"] is not None:
+                lo, hi = box["values"]
+                spans.append(f"{name} [{_g(lo)}, {_g(hi)}]")
+            else:
+                spans.append(f"{name} {box['choices']}")
+        print(f"  round {r['round']}: " + ", ".join(spans))
+
+
+def _g(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _print_result(client: Client, study: dict[str, Any], test: dict[str, float] | None) -> None:
     print()
     print(format_status(study, client.trials(study["id"], order="rank", limit=5)))
     best = study.get("best")
@@ -154,11 +194,19 @@ def _print_result(client: Client, study: dict[str, Any], url: str) -> None:
         return
     m = best["metrics"]
     reference = study["spec"].get("reference_error") or 0.0
+    test_error = test.get("test_error") if test else None
     if "train_error" in m and "dev_error" in m:
-        d = diagnose(m["train_error"], m["dev_error"], reference, m.get("train_dev_error"))
+        d = diagnose(
+            m["train_error"], m["dev_error"], reference, m.get("train_dev_error"), test_error
+        )
         print(
             f"\nbias/variance of the best trial (human-level error {reference:.1%}): "
             f"train error {d.train_error:.2%}, dev error {d.dev_error:.2%}"
+            + (
+                f", test error {test_error:.2%} (evaluated once, on the chosen trial)"
+                if test_error is not None
+                else ""
+            )
         )
         print(f"  {d.summary()}")
 

@@ -118,3 +118,13 @@ def known_hyperparameters(trainer: str) -> list[str]:
 
 def defaults(trainer: str) -> dict[str, ParamValue | None]:
     return {h.name: h.default for h in TRAINERS[trainer]}
+
+
+def markdown_table(trainer: str) -> str:
+    """The trainer's hyperparameters as a Markdown table (docs/workers.md embeds these)."""
+    rows = ["| hyperparameter | default | meaning |", "|---|---|---|"]
+    for h in TRAINERS[trainer]:
+        default = "—" if h.default is None else f"`{h.default}`"
+        meaning = h.doc.replace("|", "\\|")
+        rows.append(f"| `{h.name}` | {default} | {meaning} |")
+    return "\n".join(rows)
