@@ -55,7 +55,7 @@ def separate(k: int, x: Tensor, y: Tensor) -> Callable[[], None]:
 
 def functorch(k: int, x: Tensor, y: Tensor) -> Callable[[], None]:
     models = [mlp() for _ in range(k)]
-    params, buffers = stack_module_state(models)  # type: ignore[arg-type]
+    params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
     lr = torch.full((k,), 0.01)
 

@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
         help="trials run at once on each device (default 1)",
     )
     w.add_argument(
+        "--pack",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train up to K trials of one study at once as one packed model (default 1)",
+    )
+    w.add_argument(
         "--allow",
         action="append",
         default=[],
@@ -309,6 +316,7 @@ def _worker(args: argparse.Namespace) -> int:
         device=args.device,
         gpus=args.gpus,
         concurrency=args.concurrency,
+        pack=args.pack,
         allow=tuple(args.allow),
         threads=args.threads,
         keep_alive=args.keep_alive,

@@ -115,7 +115,14 @@ ParamSpec = Annotated[
 ]
 
 
-class RandomSamplerSpec(_Strict):
+class _PackableSampler(_Strict):
+    # Sample the architecture (hyperparameters that shape the network) once per group of
+    # `pack` consecutive trials, so `hpsearch worker --pack K` finds partners to train as one
+    # packed model. The other parameters stay the sampler's own. See docs/packing.md.
+    pack: int = Field(default=1, ge=1, le=1024)
+
+
+class RandomSamplerSpec(_PackableSampler):
     kind: Literal["random"]
     seed: int | None = None
 
@@ -130,7 +137,7 @@ class GridSamplerSpec(_Strict):
     seed: int | None = None
 
 
-class CoarseToFineSamplerSpec(_Strict):
+class CoarseToFineSamplerSpec(_PackableSampler):
     """Random rounds that zoom in: see :mod:`hpsearch.samplers.coarse_to_fine` for the keys."""
 
     kind: Literal["coarse_to_fine"]
@@ -149,7 +156,7 @@ class CoarseToFineSamplerSpec(_Strict):
         return v
 
 
-class TpeSamplerSpec(_Strict):
+class TpeSamplerSpec(_PackableSampler):
     """Optuna's TPE; running trials count as bad (constant liar) so workers get distinct ones."""
 
     kind: Literal["tpe"]
@@ -158,7 +165,7 @@ class TpeSamplerSpec(_Strict):
     seed: int | None = None
 
 
-class QmcSamplerSpec(_Strict):
+class QmcSamplerSpec(_PackableSampler):
     """A scrambled Sobol or Halton sequence over the unit cube, trial ``n`` taking point ``n``."""
 
     kind: Literal["qmc"]
@@ -167,7 +174,7 @@ class QmcSamplerSpec(_Strict):
     seed: int | None = None
 
 
-class CmaesSamplerSpec(_Strict):
+class CmaesSamplerSpec(_PackableSampler):
     """Optuna's CMA-ES (categoricals are sampled at random; it has no notion of constraints)."""
 
     kind: Literal["cmaes"]
@@ -177,7 +184,7 @@ class CmaesSamplerSpec(_Strict):
     seed: int | None = None
 
 
-class GpSamplerSpec(_Strict):
+class GpSamplerSpec(_PackableSampler):
     """Optuna's Gaussian-process sampler (needs torch and scipy on the server)."""
 
     kind: Literal["gp"]
@@ -379,6 +386,8 @@ def _cross_field_errors(spec: StudySpec) -> list[FieldError]:
         for name in spec.sampler.values:
             if name not in spec.space:
                 errors.append(FieldError(("sampler", "values", name), "not in the space"))
+    elif spec.sampler.pack > 1 and spec.task.trainer == tasks.CUSTOM:
+        errors.append(FieldError(("sampler", "pack"), "packing needs a built-in trainer"))
     return errors
 
 

@@ -64,6 +64,8 @@ class WorkerOptions:
     """Every device of the worker, as told to the server with each claim."""
     slot: str | None = None
     """The slot's label when the worker runs several trials at once."""
+    pack: int = 1
+    """Train up to this many trials of one study at once as one packed model."""
 
 
 class HandBackNow(BaseException):
@@ -186,6 +188,9 @@ class Worker:
                     continue
                 if claim.get("kind") == "evaluate_test":
                     self.run_final_evaluation(claim)
+                elif self.opts.pack > 1 and self._train is None and _packable(claim):
+                    # run_pack counts every trial it ran, this one included.
+                    self.trials_run += _run_pack(self, claim, self.opts.pack) - 1
                 else:
                     self.run_trial(claim)
                 self.trials_run += 1
@@ -426,3 +431,16 @@ def _configure_logging() -> None:
     # httpx logs every request at INFO: one line per heartbeat and epoch would bury the progress.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _packable(claim: dict[str, Any]) -> bool:
+    # workers.packing imports this module; importing it here, when first needed, breaks the cycle.
+    from workers.packing import packable
+
+    return packable(claim)
+
+
+def _run_pack(worker: Worker, claim: dict[str, Any], size: int) -> int:
+    from workers.packing import run_pack
+
+    return run_pack(worker, claim, size)

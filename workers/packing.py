@@ -110,6 +110,9 @@ def _train_group(worker: Worker, claims: list[Claim], leases: list[_Lease]) -> N
             worker._fail(lease, error)
         return
     for claim, lease, outcome in zip(claims, leases, outcomes, strict=True):
+        if not isinstance(outcome, Exception):
+            # Shown with the trial's metrics: its train_seconds are the whole pack's.
+            outcome.metrics["pack_size"] = float(len(claims))
         _finish(worker, claim, lease, outcome)
 
 

@@ -8,6 +8,7 @@ they load on first use so the core imports without it.
 from __future__ import annotations
 
 import importlib.util
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import InvalidInput
@@ -42,7 +43,23 @@ __all__ = [
 
 def make_sampler(spec: StudySpec) -> Sampler:
     """The study's sampler; raises :class:`hpsearch.errors.InvalidInput` naming
-    ``sampler.kind`` when a package it needs is not installed."""
+    ``sampler.kind`` when a package it needs is not installed.
+
+    With ``sampler.pack`` > 1 the architecture is drawn once per group of that many trials
+    (:class:`hpsearch.packing.GroupedSampler`), so packing workers find partners.
+    """
+    sampler = _base_sampler(spec)
+    cfg = spec.sampler
+    if isinstance(cfg, GridSamplerSpec) or cfg.pack == 1:
+        return sampler
+    from hpsearch.packing import PACK_KEYS, GroupedSampler
+
+    # The groups must come out the same each time the server rebuilds this study's sampler.
+    seed = cfg.seed if cfg.seed is not None else zlib.crc32(spec.name.encode())
+    return GroupedSampler(sampler, PACK_KEYS.get(spec.task.trainer, ()), cfg.pack, seed)
+
+
+def _base_sampler(spec: StudySpec) -> Sampler:
     space = spec.build_space()
     objective = spec.build_objective()
     cfg = spec.sampler

@@ -100,3 +100,24 @@ def test_claims_of_different_architectures_train_as_separate_packs(server: Serve
     for trial in trials:
         alone = train_trial(trial["params"], spec["task"], lambda e, m: False, seed=trial["number"])
         assert trial["metrics"]["dev_loss"] == pytest.approx(alone.metrics["dev_loss"], rel=1e-4)
+
+
+def test_worker_pack_flag_trains_grouped_suggestions_together(server: ServerProcess) -> None:
+    """`sampler.pack` groups the architecture; `hpsearch worker --pack` trains each group as
+    one pack (each trial's metrics say the pack's size)."""
+    spec = packed_spec(trials=8, epochs=1)
+    spec["space"]["hidden_units"] = {"type": "int", "low": 16, "high": 128, "scale": "log"}
+    del spec["task"]["fixed"]["hidden_units"]
+    spec["sampler"] = {"kind": "random", "seed": 3, "pack": 4}
+    with server.client() as client:
+        study_id = client.create_study(spec)["id"]
+        worker = server.start_worker("--study", str(study_id), "--pack", "4")
+        assert worker.wait(timeout=180) == 0
+        trials = client.trials(study_id)
+    assert [t["state"] for t in trials] == ["completed"] * 8
+    groups = [trials[:4], trials[4:]]
+    for group in groups:
+        assert len({t["params"]["hidden_units"] for t in group}) == 1
+        assert len({t["params"]["lr"] for t in group}) == 4  # the rest stays the sampler's
+        assert all(t["metrics"]["pack_size"] == 4 for t in group)
+    assert groups[0][0]["params"]["hidden_units"] != groups[1][0]["params"]["hidden_units"]

@@ -311,7 +311,7 @@ def test_one_dropout_draw_for_a_whole_pack_keeps_each_trials_rate() -> None:
     network = PackedNetwork(models, torch.Generator().manual_seed(0))
     for key, value in network.store.params.items():  # identity layer: the output is the input
         with torch.no_grad():
-            value.copy_(torch.eye(4).expand(3, 4, 4) if key.endswith("weight") else 0)
+            value.copy_(torch.eye(4).expand(3, 4, 4) if key.endswith("weight") else value * 0)
     x = torch.ones(3, 5000, 4)
     out = network.forward(x, shared=False, training=True)
     assert torch.equal(out[0], x[0])
