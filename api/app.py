@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.base import RequestResponseEndpoint
 
 from api import errors
 from api.auth import authorize
+from api.limits import BodyLimit
 from api.routes import (
     artifacts,
     evaluations,
@@ -54,26 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        # Checkpoint uploads have their own, larger limit, enforced while streaming.
-        length = request.headers.get("content-length")
-        is_upload = request.method == "PUT" and request.url.path.endswith("/checkpoint")
-        if (
-            length
-            and length.isdigit()
-            and not is_upload
-            and int(length) > (settings.max_request_bytes)
-        ):
-            return JSONResponse(
-                status_code=413,
-                content={
-                    "code": "request_too_large",
-                    "errors": [],
-                    "message": f"request body over {settings.max_request_bytes} bytes",
-                },
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
 
     for module in (health, studies, regions, export, trials, artifacts, evaluations, workers):
         app.include_router(module.router, prefix="/api/v1")

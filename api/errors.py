@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -10,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.schemas import ErrorBody, FieldProblem
 from hpsearch.artifacts import ArtifactTooLarge
 from hpsearch.errors import HpsearchError, InvalidInput, InvalidState, LeaseLost, NotFound
-from hpsearch.spec import SpecError, field_path
+from hpsearch.spec import SpecError, field_path, plain_errors
 
 _STATUS: dict[type[HpsearchError], int] = {
     NotFound: 404,
@@ -44,12 +47,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
-        for err in exc.errors():
-            loc = tuple(err.get("loc", ()))
+        for loc, message in plain_errors(_undecodable(exc.errors())):
+            where = loc[0] if loc else "body"
             if loc and loc[0] in ("body", "query", "path", "header"):
                 loc = loc[1:]
-            message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-            problems.append(FieldProblem(field=field_path(loc), message=message))
+            field = field_path(loc) if loc else f"({where})"
+            problems.append(FieldProblem(field=field, message=message))
         text = "; ".join(f"{p.field}: {p.message}" for p in problems)
         return _json(422, ErrorBody(code="validation_error", message=text, errors=problems))
 
@@ -68,3 +71,17 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, InvalidInput):
             problems = [FieldProblem(field=exc.field, message=exc.message)]
         return _json(status, ErrorBody(code=exc.code, message=str(exc), errors=problems))
+
+
+def _undecodable(errors: Sequence[Any]) -> list[Any]:
+    """A body that is not JSON is reported at ``(body)``, with the decoder's reason, rather
+    than at the character offset FastAPI puts in its location."""
+    out = []
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error", "")
+            offset = err["loc"][-1] if len(err.get("loc", ())) > 1 else None
+            at = f" at character {offset}" if isinstance(offset, int) else ""
+            err = {**err, "loc": ("body",), "msg": f"not valid JSON{at}: {reason}".rstrip(": ")}
+        out.append(err)
+    return out

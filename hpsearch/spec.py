@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -59,7 +59,9 @@ class FieldError:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity have no JSON form: stored, they would come back as null and break the
+    # study (a choice of null, a target of null), so every number in a spec must be finite.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ObjectiveSpec(_Strict):
@@ -470,10 +472,40 @@ def spec_to_json(spec: StudySpec) -> dict[str, Any]:
 
 
 def _field_errors(e: ValidationError) -> list[FieldError]:
-    out: list[FieldError] = []
-    for err in e.errors():
-        loc = user_loc(err["loc"])
-        out.append(FieldError(loc, str(err["msg"]).removeprefix("Value error, ")))
+    return [FieldError(user_loc(loc), message) for loc, message in plain_errors(e.errors())]
+
+
+_SCALAR_MEMBERS = frozenset({"bool", "int", "float", "str"})
+
+
+def plain_errors(
+    errors: Sequence[Mapping[str, Any]],
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Pydantic's errors as (location, message), one per value or key the user got wrong.
+
+    A value of a ``bool | int | float | str`` field that fits none of them gets one error per
+    member (``choices.1.bool``, ``choices.1.int``, ...). They are merged into one error for the
+    value, keeping the telling message: "a finite number" when the value was NaN or infinite.
+    """
+    located = []
+    for err in errors:
+        loc, message = tuple(err["loc"]), str(err["msg"]).removeprefix("Value error, ")
+        if loc and loc[-1] == "[key]":  # the key itself is wrong (a metric's name): name it
+            loc, message = loc[:-1], f"invalid name: {message}"
+        located.append((loc, message))
+    members: dict[tuple[str | int, ...], list[str]] = {}
+    for loc, message in located:
+        if len(loc) > 1 and loc[-1] in _SCALAR_MEMBERS:
+            members.setdefault(loc[:-1], []).append(message)
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for loc, message in located:
+        holder = loc[:-1]
+        if len(members.get(holder, ())) < 2:
+            out.append((loc, message))
+        elif holder in members:
+            said = members.pop(holder)
+            finite = [m for m in said if "finite" in m]
+            out.append((holder, finite[0] if finite else "must be a boolean, number or string"))
     return out
 
 

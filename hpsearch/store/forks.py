@@ -19,7 +19,8 @@ from hpsearch.errors import InvalidInput, InvalidState
 from hpsearch.space import SpaceError
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Trial
-from hpsearch.store.studies import get_study, get_trial, spec_of
+from hpsearch.store.queue import lock_study_then_trial
+from hpsearch.store.studies import spec_of
 
 
 def fork(
@@ -35,8 +36,8 @@ def fork(
     gives the new trial that checkpoint before the transaction commits, so no worker can
     claim the fork before its checkpoint is in place.
     """
-    parent = get_trial(session, trial_id, lock=True)
-    study = get_study(session, parent.study_id, lock=True)
+    # The store's one lock order: the study, then its trial.
+    study, parent = lock_study_then_trial(session, trial_id)
     if study.state == "stopped":
         raise InvalidState(f"study {study.id} is stopped")
     spec = spec_of(study)

@@ -155,7 +155,7 @@ def report(
     return ReportAck(reason is not None, reason, expires)
 
 
-def _lock_study_then_trial(session: Session, trial_id: int) -> tuple[Study, Trial]:
+def lock_study_then_trial(session: Session, trial_id: int) -> tuple[Study, Trial]:
     """Locks in the store's one order (study, then trial); ``study_id`` never changes."""
     study_id = session.scalar(select(Trial.study_id).where(Trial.id == trial_id))
     if study_id is None:
@@ -174,7 +174,7 @@ def complete(
     objective_for: Callable[[Study], Objective] | None = None,
 ) -> Trial:
     """Ends a trial with its final metrics; ``objective_for`` may cache the parsed spec."""
-    study, trial = _lock_study_then_trial(session, trial_id)
+    study, trial = lock_study_then_trial(session, trial_id)
     if trial.state in ENDED_STATES and trial.worker_id == worker_id and trial.attempt == attempt:
         return trial  # a resend of a completion this worker already made
     _check_held(trial, worker_id, attempt)
@@ -197,7 +197,7 @@ def complete(
 
 
 def fail(session: Session, trial_id: int, worker_id: str, attempt: int, error: str) -> Trial:
-    study, trial = _lock_study_then_trial(session, trial_id)
+    study, trial = lock_study_then_trial(session, trial_id)
     if trial.state == "failed" and trial.worker_id == worker_id and trial.attempt == attempt:
         return trial
     _check_held(trial, worker_id, attempt)
@@ -223,7 +223,7 @@ def release(session: Session, trial_id: int, worker_id: str, attempt: int, why: 
 
 
 def request_stop(session: Session, trial_id: int) -> Trial:
-    study, trial = _lock_study_then_trial(session, trial_id)
+    study, trial = lock_study_then_trial(session, trial_id)
     if trial.state == "queued":
         trial.state, trial.error, trial.finished_at = "failed", "stopped by user", utcnow()
         record_ended(session, study, trial)
