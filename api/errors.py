@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from api.schemas import ErrorBody, FieldProblem
 from hpsearch.artifacts import ArtifactTooLarge
@@ -26,11 +27,19 @@ _STATUS: dict[type[HpsearchError], int] = {
 
 # Stable codes for the errors the HTTP layer itself raises (auth, routing, size).
 _HTTP_CODES = {
+    400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "request_too_large",
+}
+
+
+# The errors any REST route may answer, for the OpenAPI document: an unreadable body (400),
+# a missing or weak token (401, 403), a body over the size limit (413), invalid input (422).
+EVERY_ROUTE: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 403, 413, 422)
 }
 
 
@@ -57,11 +66,13 @@ def install(app: FastAPI) -> None:
         return _json(422, ErrorBody(code="validation_error", message=text, errors=problems))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         response = _json(exc.status_code, ErrorBody(code=code, message=str(exc.detail)))
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(_allowed_methods(request))
         return response
 
     @app.exception_handler(HpsearchError)
@@ -85,3 +96,13 @@ def _undecodable(errors: Sequence[Any]) -> list[Any]:
             err = {**err, "loc": ("body",), "msg": f"not valid JSON{at}: {reason}".rstrip(": ")}
         out.append(err)
     return out
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path: Starlette's own 405 names only
+    the methods of the first route that matched the path."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return sorted(methods)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from hpsearch.client import MAX_ERROR_CHARS
 from hpsearch.spec import parse_spec
 from hpsearch.store.models import (
     FinalEvaluation,
@@ -21,12 +23,32 @@ from hpsearch.store.repository import StudyView, TrialView
 Metrics = dict[str, float | None]
 # Metric names a worker may report: the same shape as names in a spec, bounded in length.
 MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$")]
-ReportedMetrics = dict[MetricName, float | None]
+# A name that does not match is refused, which the schema says with additionalProperties.
+ReportedMetrics = Annotated[
+    dict[MetricName, float | None], Field(json_schema_extra={"additionalProperties": False})
+]
+# Ids are SQL integers (32-bit on PostgreSQL): a larger number names nothing, and must not
+# reach the database (where it overflows) — it is refused as input instead.
+MAX_ID = 2**31 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Attempt = Annotated[int, Field(ge=1, le=MAX_ID)]
+StudyId = Annotated[int, Path(ge=1, le=MAX_ID)]
+TrialId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def _utc(value: datetime) -> datetime:
+    # The store keeps naive UTC; the API says so (RFC 3339 needs the offset).
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
 ParamValues = dict[str, bool | int | float | str]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a worker's ``"pruned": 0`` or ``"study_id": false`` is a bug to refuse, not a
+    # value to guess at (numbers may still be integers where a float is asked for).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class FieldProblem(BaseModel):
@@ -61,9 +83,9 @@ class TrialOut(BaseModel):
     last_step: int | None
     error: str | None
     stop_requested: bool
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
     parent_trial_id: int | None = None
     """The trial this one was forked from (it started from that trial's checkpoint)."""
     checkpoint_step: int | None = None
@@ -106,8 +128,8 @@ class FinalEvaluationOut(BaseModel):
     attempt: int
     worker_id: str | None
     error: str | None
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    finished_at: UtcDateTime | None
 
     @classmethod
     def of(cls, e: FinalEvaluation) -> FinalEvaluationOut:
@@ -142,9 +164,9 @@ class StudyOut(BaseModel):
     best: TrialOut | None
     final_evaluation: FinalEvaluationOut | None = None
     spec: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+    finished_at: UtcDateTime | None
 
     @classmethod
     def of(cls, v: StudyView) -> StudyOut:
@@ -189,7 +211,7 @@ class EventOut(BaseModel):
     attempt: int
     worker_id: str | None
     detail: str | None
-    created_at: datetime
+    created_at: UtcDateTime
 
     @classmethod
     def of(cls, e: TrialEvent) -> EventOut:
@@ -220,7 +242,7 @@ class WorkerOut(BaseModel):
     id: str
     host: str
     devices: list[Any]
-    last_seen_at: datetime
+    last_seen_at: UtcDateTime
 
     @classmethod
     def of(cls, w: Worker) -> WorkerOut:
@@ -235,7 +257,7 @@ class ClaimIn(_Body):
     worker_id: str = Field(min_length=1, max_length=200)
     host: str = Field(default="", max_length=255)
     devices: list[str] = Field(default_factory=list, max_length=64)
-    study_id: int | None = None
+    study_id: Id | None = None
 
 
 class ClaimedTrial(BaseModel):
@@ -245,7 +267,7 @@ class ClaimedTrial(BaseModel):
     attempt: int
     params: dict[str, Any]
     task: dict[str, Any]
-    lease_expires_at: datetime
+    lease_expires_at: UtcDateTime
     resume_step: int | None
     # "evaluate_test": evaluate this (completed) trial's final model on the test set and
     # send the test_* metrics to /trials/{id}/test-evaluation/complete.
@@ -260,7 +282,7 @@ class ClaimOut(BaseModel):
 
 class LeaseIn(_Body):
     worker_id: str = Field(min_length=1, max_length=200)
-    attempt: int = Field(ge=1)
+    attempt: Attempt
 
 
 class ReportIn(LeaseIn):
@@ -274,7 +296,8 @@ class CompleteIn(LeaseIn):
 
 
 class FailIn(LeaseIn):
-    error: str = Field(max_length=200_000)
+    # Bounded so that any such body fits the request limit, whatever its characters.
+    error: str = Field(max_length=MAX_ERROR_CHARS)
 
 
 class ReleaseIn(LeaseIn):
@@ -288,7 +311,7 @@ class ForkIn(_Body):
 
 
 class EvaluateTestIn(_Body):
-    trial_id: int | None = Field(default=None, description="default: the best feasible trial")
+    trial_id: Id | None = Field(default=None, description="default: the best feasible trial")
 
 
 class FinalMetricsIn(LeaseIn):
@@ -300,10 +323,10 @@ class CheckpointOut(BaseModel):
     step: int
     attempt: int
     bytes: int
-    saved_at: datetime
+    saved_at: UtcDateTime
 
 
 class AckOut(BaseModel):
     should_stop: bool
     reason: str | None
-    lease_expires_at: datetime
+    lease_expires_at: UtcDateTime

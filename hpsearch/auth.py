@@ -55,13 +55,31 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(session: Session, name: str, role: str) -> tuple[ApiToken, str]:
-    """Stores a new token's digest; returns the row and the token, which is never stored."""
+def create_token(
+    session: Session, name: str, role: str, token: str | None = None
+) -> tuple[ApiToken, str]:
+    """Stores a token's digest; returns the row and the token, which is never stored.
+
+    ``token`` registers a value generated elsewhere (a deployment's env file) instead of a
+    new random one; registering the same value again returns the existing row.
+    """
     if role not in ROLES:
         raise InvalidInput("role", f"must be one of {list(ROLES)}, got {role!r}")
     if not name or len(name) > 100:
         raise InvalidInput("name", "must be 1 to 100 characters")
-    token = _PREFIX + secrets.token_urlsafe(32)
+    if token is None:
+        token = _PREFIX + secrets.token_urlsafe(32)
+    elif not token.startswith(_PREFIX) or len(token) < len(_PREFIX) + 32:
+        raise InvalidInput(
+            "token",
+            f"must start with {_PREFIX} and carry >= 32 random "
+            "characters (e.g. hps_$(openssl rand -hex 32))",
+        )
+    existing = session.scalars(select(ApiToken).where(ApiToken.token_hash == digest(token))).first()
+    if existing is not None:
+        if existing.role != role:
+            raise InvalidInput("token", f"already registered with role {existing.role}")
+        return existing, token
     row = ApiToken(name=name, role=role, token_hash=digest(token), created_at=utcnow())
     session.add(row)
     session.flush()

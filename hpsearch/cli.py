@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     tc = tsub.add_parser("create", help="create a token; it is printed once")
     tc.add_argument("--name", required=True)
     tc.add_argument("--role", required=True, choices=["admin", "user", "worker", "viewer"])
+    tc.add_argument(
+        "--from-env",
+        default=None,
+        metavar="VAR",
+        help="register the token in environment variable VAR (e.g. from a deployment's env "
+        "file) instead of generating one; idempotent",
+    )
     tc.add_argument("--database-url", default=None)
     tc.set_defaults(run=_token_create)
     tl = tsub.add_parser("list", help="list tokens (never their values)")
@@ -221,17 +228,25 @@ def _bind_refusal(db: Any, host: str, insecure: bool) -> str | None:
     except ValueError:
         loopback = False
     if loopback:
-        print(f"authentication is off (no token configured): serving on {host} only; "
-              "`hpsearch token create` turns it on", flush=True)
+        print(
+            f"authentication is off (no token configured): serving on {host} only; "
+            "`hpsearch token create` turns it on",
+            flush=True,
+        )
         return None
     if insecure:
-        print(f"WARNING: serving {host} with authentication off (--insecure-no-auth)",
-              file=sys.stderr, flush=True)
+        print(
+            f"WARNING: serving {host} with authentication off (--insecure-no-auth)",
+            file=sys.stderr,
+            flush=True,
+        )
         return None
-    return (f"error: refusing to serve {host} with no API token configured: anyone who can "
-            "reach it could submit work and read results. Create a token first "
-            "(hpsearch token create --name admin --role admin), or bind 127.0.0.1, or pass "
-            "--insecure-no-auth knowingly.")
+    return (
+        f"error: refusing to serve {host} with no API token configured: anyone who can "
+        "reach it could submit work and read results. Create a token first "
+        "(hpsearch token create --name admin --role admin), or bind 127.0.0.1, or pass "
+        "--insecure-no-auth knowingly."
+    )
 
 
 def _token_db(args: argparse.Namespace) -> Any:
@@ -246,9 +261,18 @@ def _token_db(args: argparse.Namespace) -> Any:
 def _token_create(args: argparse.Namespace) -> int:
     from hpsearch.auth import create_token
 
+    given = None
+    if args.from_env:
+        given = os.environ.get(args.from_env)
+        if not given:
+            print(f"error: environment variable {args.from_env} is empty", file=sys.stderr)
+            return 2
     db = _token_db(args)
     with db.write() as session:
-        row, token = create_token(session, args.name, args.role)
+        row, token = create_token(session, args.name, args.role, given)
+        if given is not None:
+            print(f"token {row.id} ({row.role}) for {row.name} registered from ${args.from_env}")
+            return 0
         print(f"token {row.id} ({args.role}) for {args.name}; shown once, keep it secret:")
     print(token)
     return 0
@@ -400,8 +424,10 @@ def _export_optuna(args: argparse.Namespace) -> int:
 
     with Client(args.server, token=os.environ.get("HPSEARCH_TOKEN"), retry_for=5) as client:
         name = export_study(client, args.study, args.storage, args.name)
-    print(f"exported study {args.study} to {args.storage} as '{name}' "
-          f"(optuna-dashboard {args.storage})")
+    print(
+        f"exported study {args.study} to {args.storage} as '{name}' "
+        f"(optuna-dashboard {args.storage})"
+    )
     return 0
 
 

@@ -14,6 +14,9 @@ from typing import Any, cast
 import httpx
 
 DEFAULT_SERVER = "http://127.0.0.1:8765"
+# The longest failure text the server stores (in characters); a longer traceback is cut to
+# its end, where the exception is, rather than refused and lost.
+MAX_ERROR_CHARS = 50_000
 
 
 class ApiError(RuntimeError):
@@ -102,9 +105,7 @@ class Client:
 
     def final_evaluation(self, study_id: int) -> dict[str, Any] | None:
         """Where the study's one test-set evaluation stands; ``None`` if never requested."""
-        evaluation: dict[str, Any] | None = self._call(
-            "GET", f"/studies/{study_id}/evaluate-test"
-        )
+        evaluation: dict[str, Any] | None = self._call("GET", f"/studies/{study_id}/evaluate-test")
         return evaluation
 
     def evaluate_test(self, study_id: int, trial_id: int | None = None) -> dict[str, Any]:
@@ -171,7 +172,7 @@ class Client:
         return self._obj(
             "POST",
             f"/trials/{trial_id}/fail",
-            json={"worker_id": worker_id, "attempt": attempt, "error": error},
+            json={"worker_id": worker_id, "attempt": attempt, "error": _tail(error)},
         )
 
     def release(self, trial_id: int, worker_id: str, attempt: int, reason: str) -> dict[str, Any]:
@@ -225,7 +226,7 @@ class Client:
         return self._obj(
             "POST",
             f"/trials/{trial_id}/test-evaluation/fail",
-            json={"worker_id": worker_id, "attempt": attempt, "error": error},
+            json={"worker_id": worker_id, "attempt": attempt, "error": _tail(error)},
         )
 
     # -- transport -------------------------------------------------------------------------
@@ -272,3 +273,10 @@ class Client:
                 body,
             )
         return response
+
+
+def _tail(error: str) -> str:
+    if len(error) <= MAX_ERROR_CHARS:
+        return error
+    cut = "[... earlier output cut ...]\n"
+    return cut + error[len(error) - MAX_ERROR_CHARS + len(cut) :]

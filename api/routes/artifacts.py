@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ArtifactsDep, StoreDep
-from api.schemas import CheckpointOut, ErrorBody, ForkIn, TrialOut
+from api.schemas import MAX_ID, CheckpointOut, ErrorBody, ForkIn, TrialId, TrialOut
 from hpsearch.artifacts import ArtifactStore, CheckpointInfo
 from hpsearch.errors import InvalidState, NotFound
 from hpsearch.store import Store
@@ -38,12 +38,12 @@ _BYTES = {
     openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}, "required": True}},
 )
 async def upload_checkpoint(
-    trial_id: int,
+    trial_id: TrialId,
     request: Request,
     store: StoreDep,
     artifacts: ArtifactsDep,
     worker_id: Annotated[str, Query(min_length=1, max_length=200)],
-    attempt: Annotated[int, Query(ge=1)],
+    attempt: Annotated[int, Query(ge=1, le=MAX_ID)],
     step: Annotated[int, Query(ge=1, le=10_000_000, description="the last epoch trained")],
 ) -> CheckpointOut:
     """The body is the checkpoint's bytes (at most the server's HPSEARCH_MAX_ARTIFACT_BYTES).
@@ -74,7 +74,7 @@ async def upload_checkpoint(
     response_class=FileResponse,
     tags=["workers"],
 )
-def download_checkpoint(trial_id: int, store: StoreDep, artifacts: ArtifactsDep) -> Response:
+def download_checkpoint(trial_id: TrialId, store: StoreDep, artifacts: ArtifactsDep) -> Response:
     """The trial's latest checkpoint; headers X-Checkpoint-Step and -Attempt describe it."""
     info = _latest(trial_id, store, artifacts)
     return FileResponse(
@@ -86,13 +86,13 @@ def download_checkpoint(trial_id: int, store: StoreDep, artifacts: ArtifactsDep)
 
 
 @router.get("/{trial_id}/checkpoint/info", responses=_ERRORS)
-def checkpoint_info(trial_id: int, store: StoreDep, artifacts: ArtifactsDep) -> CheckpointOut:
+def checkpoint_info(trial_id: TrialId, store: StoreDep, artifacts: ArtifactsDep) -> CheckpointOut:
     return _out(_latest(trial_id, store, artifacts))
 
 
 @router.post("/{trial_id}/fork", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
 def fork_trial(
-    trial_id: int, body: ForkIn, store: StoreDep, artifacts: ArtifactsDep, response: Response
+    trial_id: TrialId, body: ForkIn, store: StoreDep, artifacts: ArtifactsDep, response: Response
 ) -> TrialOut:
     """Queues a new trial of the same study that continues this trial's training from its
     latest checkpoint, with ``params`` changed (e.g. a lower lr); the other hyperparameters

@@ -18,6 +18,8 @@ from api.schemas import (
     FinalEvaluationOut,
     FinalMetricsIn,
     LeaseIn,
+    StudyId,
+    TrialId,
 )
 
 router = APIRouter()
@@ -36,7 +38,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     tags=["studies"],
 )
 def evaluate_test(
-    study_id: int, store: StoreDep, response: Response, body: EvaluateTestIn | None = None
+    study_id: StudyId, store: StoreDep, response: Response, body: EvaluateTestIn | None = None
 ) -> FinalEvaluationOut:
     """Queues the test-set evaluation of the study's final trial: ``trial_id``, by default the
     best feasible trial. Once per study: asking again for the same trial returns the same
@@ -48,20 +50,20 @@ def evaluate_test(
 
 
 @router.get("/studies/{study_id}/evaluate-test", responses=_ERRORS, tags=["studies"])
-def get_final_evaluation(study_id: int, store: StoreDep) -> FinalEvaluationOut | None:
+def get_final_evaluation(study_id: StudyId, store: StoreDep) -> FinalEvaluationOut | None:
     """The study's final test evaluation; ``null`` when none was requested."""
     evaluation = store.final_evaluation(study_id)
     return FinalEvaluationOut.of(evaluation) if evaluation else None
 
 
 @router.post("/trials/{trial_id}/test-evaluation/heartbeat", responses=_ERRORS, tags=["workers"])
-def heartbeat(trial_id: int, body: LeaseIn, store: StoreDep) -> AckOut:
+def heartbeat(trial_id: TrialId, body: LeaseIn, store: StoreDep) -> AckOut:
     expires = store.final_evaluation_heartbeat(trial_id, body.worker_id, body.attempt)
     return AckOut(should_stop=False, reason=None, lease_expires_at=expires)
 
 
 @router.post("/trials/{trial_id}/test-evaluation/complete", responses=_ERRORS, tags=["workers"])
-def complete(trial_id: int, body: FinalMetricsIn, store: StoreDep) -> FinalEvaluationOut:
+def complete(trial_id: TrialId, body: FinalMetricsIn, store: StoreDep) -> FinalEvaluationOut:
     """The test_* metrics of the trial's model; 409 when the worker lost the job's lease."""
     return FinalEvaluationOut.of(
         store.complete_final_evaluation(trial_id, body.worker_id, body.attempt, body.metrics)
@@ -69,7 +71,7 @@ def complete(trial_id: int, body: FinalMetricsIn, store: StoreDep) -> FinalEvalu
 
 
 @router.post("/trials/{trial_id}/test-evaluation/fail", responses=_ERRORS, tags=["workers"])
-def fail(trial_id: int, body: FailIn, store: StoreDep) -> FinalEvaluationOut:
+def fail(trial_id: TrialId, body: FailIn, store: StoreDep) -> FinalEvaluationOut:
     return FinalEvaluationOut.of(
         store.fail_final_evaluation(trial_id, body.worker_id, body.attempt, body.error)
     )

@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from api.deps import StoreDep
-from api.schemas import ErrorBody, TrialOut
+from api.schemas import ErrorBody, StudyId, TrialOut
 from hpsearch.spec import parse_spec
 from hpsearch.store import Store
 from hpsearch.store.models import Trial
@@ -33,7 +33,7 @@ _TIMES = ["created_at", "started_at", "finished_at"]
     },
 )
 def export_trials(
-    study_id: int, store: StoreDep, format: Literal["csv", "json"] = "csv"
+    study_id: StudyId, store: StoreDep, format: Literal["csv", "json"] = "csv"
 ) -> StreamingResponse:
     """Every trial of the study. CSV: one column per parameter (``param.lr``) and metric
     (``metric.dev_accuracy``; the final test evaluation's ``metric.test_*`` on its trial), plus

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import StoreDep
-from api.schemas import ErrorBody
+from api.schemas import ErrorBody, StudyId
 from hpsearch.samplers.coarse_to_fine import Region, Rounds, study_regions, study_rounds
 from hpsearch.space import CategoricalParam, Param, Scale, Space
 
@@ -42,7 +42,7 @@ class RegionsOut(BaseModel):
 
 
 @router.get("/{study_id}/regions", responses={404: {"model": ErrorBody}})
-def study_regions_view(study_id: int, store: StoreDep) -> RegionsOut:
+def study_regions_view(study_id: StudyId, store: StoreDep) -> RegionsOut:
     """Each begun round's region, computed from the study's finished trials."""
     view = store.get_study(study_id)
     spec = store.spec(study_id)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 
 from api.deps import StoreDep
-from api.schemas import Created, EnqueueIn, ErrorBody, StudyOut, TrialOut
+from api.schemas import MAX_ID, Created, EnqueueIn, ErrorBody, StudyId, StudyOut, TrialOut
 from hpsearch.spec import StudySpec
 
 router = APIRouter(prefix="/studies", tags=["studies"])
@@ -36,38 +36,38 @@ def list_studies(
 
 
 @router.get("/{study_id}", responses=_ERRORS)
-def get_study(study_id: int, store: StoreDep) -> StudyOut:
+def get_study(study_id: StudyId, store: StoreDep) -> StudyOut:
     return StudyOut.of(store.get_study(study_id))
 
 
 @router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
-def delete_study(study_id: int, store: StoreDep) -> None:
+def delete_study(study_id: StudyId, store: StoreDep) -> None:
     store.delete_study(study_id)
 
 
 @router.post("/{study_id}/pause", responses=_ERRORS)
-def pause_study(study_id: int, store: StoreDep) -> StudyOut:
+def pause_study(study_id: StudyId, store: StoreDep) -> StudyOut:
     """No new claims; running trials finish."""
     return StudyOut.of(store.set_study_state(study_id, "pause"))
 
 
 @router.post("/{study_id}/resume", responses=_ERRORS)
-def resume_study(study_id: int, store: StoreDep) -> StudyOut:
+def resume_study(study_id: StudyId, store: StoreDep) -> StudyOut:
     return StudyOut.of(store.set_study_state(study_id, "resume"))
 
 
 @router.post("/{study_id}/stop", responses=_ERRORS)
-def stop_study(study_id: int, store: StoreDep) -> StudyOut:
+def stop_study(study_id: StudyId, store: StoreDep) -> StudyOut:
     """Ends the study; running trials are told to stop at their next report."""
     return StudyOut.of(store.set_study_state(study_id, "stop"))
 
 
 @router.get("/{study_id}/trials", responses=_ERRORS)
 def list_trials(
-    study_id: int,
+    study_id: StudyId,
     store: StoreDep,
     order: Literal["number", "rank"] = "number",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     state: Annotated[
         list[Literal["queued", "running", "completed", "pruned", "failed"]] | None, Query()
@@ -78,12 +78,12 @@ def list_trials(
 
 
 @router.post("/{study_id}/trials", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
-def enqueue_trial(study_id: int, body: EnqueueIn, store: StoreDep) -> TrialOut:
+def enqueue_trial(study_id: StudyId, body: EnqueueIn, store: StoreDep) -> TrialOut:
     return TrialOut.of(store.enqueue(study_id, body.params))
 
 
 @router.get("/{study_id}/best", responses=_ERRORS)
-def best_trial(study_id: int, store: StoreDep) -> TrialOut | None:
+def best_trial(study_id: StudyId, store: StoreDep) -> TrialOut | None:
     """The best feasible trial; ``null`` while no trial meets every satisficing constraint."""
     view = store.get_study(study_id)
     return TrialOut.of(view.best) if view.best else None

@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from api.deps import SettingsDep, StoreDep
+from api.schemas import MAX_ID, StudyId, TrialId
 from api.views import bias_variance
 from api.views.curves import CurveTrial, curves_figure, default_family, families
 from api.views.pages import (
@@ -89,9 +90,9 @@ def _studies_context(store: Store, state: str | None) -> dict[str, Any]:
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
 def study_page(
     request: Request,
-    study_id: int,
+    study_id: StudyId,
     store: StoreDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_ID)] = 1,
     per: Annotated[int, Query(ge=1, le=500)] = PER_PAGE,
     order: TrialOrder = "rank",
     state: TrialState = "",
@@ -107,9 +108,9 @@ def study_page(
 @router.get("/studies/{study_id}/live")
 def study_live(
     request: Request,
-    study_id: int,
+    study_id: StudyId,
     store: StoreDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_ID)] = 1,
     per: Annotated[int, Query(ge=1, le=500)] = PER_PAGE,
     order: TrialOrder = "rank",
     state: TrialState = "",
@@ -196,7 +197,7 @@ def _has_route(app: FastAPI, path: re.Pattern[str]) -> bool:
 
 
 @router.get("/studies/{study_id}/plots.json")
-def study_plots_json(request: Request, study_id: int, store: StoreDep) -> Response:
+def study_plots_json(request: Request, study_id: StudyId, store: StoreDep) -> Response:
     view = store.get_study(study_id)
     spec = parse_spec(view.study.spec)
     # Plots depend only on ended trials; the study row changes whenever one ends.
@@ -235,7 +236,7 @@ def _caches(app: FastAPI) -> _Caches:
 
 @router.get("/studies/{study_id}/curves.json")
 def study_curves_json(
-    study_id: int,
+    study_id: StudyId,
     store: StoreDep,
     selected: str = "",
     family: str = "",
@@ -243,7 +244,9 @@ def study_curves_json(
     """Learning curves of the best trial, the selected ones (``selected=3,17``) and context."""
     view = store.get_study(study_id)
     spec = parse_spec(view.study.spec)
-    picked = [int(s) for s in selected.split(",") if s.strip().isdigit()][:MAX_SELECTED]
+    # Ids are at most MAX_ID (10 digits): a longer number names no trial.
+    digits = [s.strip() for s in selected.split(",") if s.strip().isdigit()]
+    picked = [int(s) for s in digits if len(s) <= 10 and int(s) <= MAX_ID][:MAX_SELECTED]
     half = CONTEXT_CURVES // 2
     top = store.trials(study_id, order="rank", limit=CONTEXT_CURVES, states=("completed",))
     n_stopped = view.counts.pruned + view.counts.failed
@@ -280,7 +283,7 @@ def _curves_payload(
 
 
 @router.get("/trials/{trial_id}", response_class=HTMLResponse)
-def trial_page(request: Request, trial_id: int, store: StoreDep) -> HTMLResponse:
+def trial_page(request: Request, trial_id: TrialId, store: StoreDep) -> HTMLResponse:
     view = store.trial(trial_id)
     study = store.get_study(view.trial.study_id)
     spec = parse_spec(study.study.spec)
@@ -312,7 +315,7 @@ def _intermediate_keys(points: list[Any]) -> list[str]:
 
 
 @router.get("/trials/{trial_id}/curves.json")
-def trial_curves_json(trial_id: int, store: StoreDep, family: str = "") -> JSONResponse:
+def trial_curves_json(trial_id: TrialId, store: StoreDep, family: str = "") -> JSONResponse:
     view = store.trial(trial_id)
     t = view.trial
     spec = store.spec(t.study_id)

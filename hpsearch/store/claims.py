@@ -13,7 +13,7 @@ Rules (data, not code scattered through the worker):
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,9 +24,12 @@ from sqlalchemy.orm import Session
 from hpsearch.samplers import FinishedTrial, Sampler
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
-from hpsearch.store.models import ENDED_STATES, Study, Trial
-from hpsearch.store.queue import STORED_INFINITY, record_event
+from hpsearch.store.history import read_history
+from hpsearch.store.models import Study, Trial
+from hpsearch.store.queue import record_event
 from hpsearch.store.studies import finish_if_done, get_study, live_counts, record_ended
+
+HistoryFor = Callable[[Session, Study], list[FinishedTrial]]
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,12 @@ def claim(
     lease: timedelta,
     sampler_for: Any,
     study_id: int | None = None,
+    history_for: HistoryFor | None = None,
 ) -> Claim | None:
     """Leases one trial to ``worker_id``, sampling a new one when a study needs it.
+
+    ``history_for(session, study)`` gives the sampler the study's ended trials (a cache that
+    reads only new ones); without it they are read whole.
 
     Lock order, the same in every transaction of the store: a study row before any of its
     trial rows, and study rows in ascending id. Claimers take queued trials with ``SKIP
@@ -125,7 +132,7 @@ def claim(
             finish_if_done(session, get_study(session, sid, lock=True))
             continue
         claimed = _claim_queued(session, sid, worker_id, now, expires) or _sample_new(
-            session, sid, sampler_for, worker_id, now, expires
+            session, sid, sampler_for, worker_id, now, expires, history_for
         )
         if claimed is not None:
             connection.execute(
@@ -168,6 +175,7 @@ def _sample_new(
     worker_id: str,
     now: datetime,
     expires: datetime,
+    history_for: HistoryFor | None = None,
 ) -> Claim | None:
     """A new trial from the sampler, already leased to ``worker_id``, or None.
 
@@ -186,7 +194,9 @@ def _sample_new(
     if finish_if_done(session, study, live=live):
         return None
     sampler: Sampler = sampler_for(study)
-    past = history(session, study_id) if sampler.needs_history else []
+    past: list[FinishedTrial] = []
+    if sampler.needs_history:
+        past = history_for(session, study) if history_for else history(session, study_id)
     running_params = _running_params(session, study_id) if sampler.needs_history else []
     number = study.next_number
     params = sampler.propose(number, past, running_params)
@@ -210,24 +220,7 @@ def _sample_new(
 
 
 def history(session: Session, study_id: int) -> list[FinishedTrial]:
-    rows = session.execute(
-        select(
-            Trial.number, Trial.params, Trial.state, Trial.value, Trial.feasible, Trial.violation
-        )
-        .where(Trial.study_id == study_id, Trial.state.in_(ENDED_STATES))
-        .order_by(Trial.number)
-    ).all()
-    return [
-        FinishedTrial(
-            number=n,
-            params=p,
-            state=s,
-            value=v,
-            feasible=bool(f),
-            violation=math.inf if viol is None or viol >= STORED_INFINITY else viol,
-        )
-        for n, p, s, v, f, viol in rows
-    ]
+    return read_history(session, study_id)
 
 
 def _running_params(session: Session, study_id: int) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from hpsearch.spec import StudySpec, parse_spec, spec_to_json
 from hpsearch.store import checkpoints, claims, evaluations, forks, queue, results
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import Database
+from hpsearch.store.history import HistoryCache
 from hpsearch.store.models import (
     FinalEvaluation,
     Study,
@@ -69,6 +70,7 @@ class Store:
         # Samplers are rebuilt from the (immutable) spec; caching them per study saves the
         # parse on every claim. Safe across server processes: nothing here is authoritative.
         self._samplers: OrderedDict[tuple[int, datetime], Sampler] = OrderedDict()
+        self._history = HistoryCache()
         self._objectives: OrderedDict[tuple[int, datetime], Objective] = OrderedDict()
 
     # -- studies -------------------------------------------------------------------------
@@ -228,7 +230,9 @@ class Store:
     ) -> claims.Claim | None:
         with self.db.write() as s:
             claims.touch_worker(s, worker_id, host, list(devices))
-            return claims.claim(s, worker_id, self.lease, self._sampler_for, study_id)
+            return claims.claim(
+                s, worker_id, self.lease, self._sampler_for, study_id, self._history.history
+            )
 
     def has_open_studies(self, study_id: int | None = None) -> bool:
         """Whether a worker should wait for more work (a study could still produce trials)."""

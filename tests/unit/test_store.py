@@ -269,3 +269,19 @@ def test_nan_metrics_are_stored_as_missing(store: Store) -> None:
     assert c is not None
     t = store.complete(c.trial_id, "w", 1, {"dev_accuracy": float("nan"), "latency_ms": 1})
     assert t.metrics["dev_accuracy"] is None and t.value is None
+
+
+def test_claims_read_only_the_trials_that_ended_since(store: Store) -> None:
+    """A sampler with history (coarse_to_fine) is not fed the study re-read per claim."""
+    spec = digits_spec(
+        sampler={"kind": "coarse_to_fine", "rounds": 2, "trials_per_round": 10, "top_k": 3,
+                 "seed": 0},
+        budget={"max_trials": 30, "parallelism": 1},
+    )
+    store.create_study(spec)
+    for i in range(30):
+        c = store.claim("w")
+        assert c is not None
+        store.complete(c.trial_id, "w", c.attempt, {"dev_accuracy": i / 30, "latency_ms": 1})
+    # 29 claims saw a history; each ended trial's row was read once, not once per claim.
+    assert store._history.rows_read == 29
