@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
@@ -15,6 +17,8 @@ from api.schemas import ErrorBody, FieldProblem
 from hpsearch.artifacts import ArtifactTooLarge
 from hpsearch.errors import HpsearchError, InvalidInput, InvalidState, LeaseLost, NotFound
 from hpsearch.spec import SpecError, field_path, plain_errors
+
+log = logging.getLogger("hpsearch.server")
 
 _STATUS: dict[type[HpsearchError], int] = {
     NotFound: 404,
@@ -37,9 +41,10 @@ _HTTP_CODES = {
 
 
 # The errors any REST route may answer, for the OpenAPI document: an unreadable body (400),
-# a missing or weak token (401, 403), a body over the size limit (413), invalid input (422).
+# a missing or weak token (401, 403), a body over the size limit (413), invalid input (422),
+# the database not answering (503: nothing was done, retry; hpsearch.client does).
 EVERY_ROUTE: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 403, 413, 422)
+    status: {"model": ErrorBody} for status in (400, 401, 403, 413, 422, 503)
 }
 
 
@@ -73,6 +78,20 @@ def install(app: FastAPI) -> None:
             response.headers[name] = value
         if exc.status_code == 405:
             response.headers["Allow"] = ", ".join(_allowed_methods(request))
+        return response
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+        # A lost connection or a database restarting (PostgreSQL), a lock held too long
+        # (SQLite): the transaction was rolled back, so the request may simply be sent again.
+        log.warning("database unavailable: %s", str(exc.orig or exc).strip().splitlines()[0])
+        body = ErrorBody(
+            code="database_unavailable",
+            message="the database is not answering (restarting?); nothing was changed, retry",
+        )
+        response = _json(503, body)
+        response.headers["Retry-After"] = "1"
         return response
 
     @app.exception_handler(HpsearchError)

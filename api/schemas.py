@@ -330,3 +330,19 @@ class AckOut(BaseModel):
     should_stop: bool
     reason: str | None
     lease_expires_at: UtcDateTime
+
+
+class HistoryTrialIn(_Body):
+    params: ParamValues
+    metrics: ReportedMetrics = Field(default_factory=dict, max_length=1000)
+    state: Literal["completed", "pruned"] = "completed"
+
+
+class HistoryIn(_Body):
+    """Ended trials from elsewhere (an Optuna study, an earlier search), added as history."""
+
+    trials: list[HistoryTrialIn] = Field(min_length=1, max_length=5000)
+
+
+class ImportedOut(BaseModel):
+    imported: int

@@ -151,6 +151,13 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(run=_status)
 
+    im = sub.add_parser("import-optuna", help="add an Optuna study's trials to a study")
+    im.add_argument("--storage", required=True, help="Optuna storage URL")
+    im.add_argument("--optuna-study", required=True, help="the Optuna study's name")
+    im.add_argument("--into", type=int, required=True, help="the hpsearch study id")
+    im.add_argument("--server", default=server_url)
+    im.set_defaults(run=_import_optuna)
+
     tr = sub.add_parser("trainers", help="the built-in trainers and their hyperparameters")
     tr.set_defaults(run=_trainers)
 
@@ -428,6 +435,15 @@ def _export_optuna(args: argparse.Namespace) -> int:
         f"exported study {args.study} to {args.storage} as '{name}' "
         f"(optuna-dashboard {args.storage})"
     )
+    return 0
+
+
+def _import_optuna(args: argparse.Namespace) -> int:
+    from hpsearch.optuna_interop import import_study
+
+    with Client(args.server, token=os.environ.get("HPSEARCH_TOKEN"), retry_for=5) as client:
+        n = import_study(client, args.storage, args.optuna_study, args.into)
+    print(f"imported {n} trials of '{args.optuna_study}' into study {args.into}")
     return 0
 
 

@@ -1,8 +1,8 @@
 """A small HTTP client for the REST API, for scripts, notebooks, the CLI and workers.
 
-Connection failures are retried with exponential backoff (a server restart must not kill a
-worker); HTTP errors are not retried, they are raised as :class:`ApiError` with the server's
-``code`` and message.
+Connection failures, and 503s (the server's database restarting), are retried with
+exponential backoff: a server or database restart must not kill a worker. Other HTTP errors
+are not retried, they are raised as :class:`ApiError` with the server's ``code`` and message.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ DEFAULT_SERVER = "http://127.0.0.1:8765"
 # The longest failure text the server stores (in characters); a longer traceback is cut to
 # its end, where the exception is, rather than refused and lost.
 MAX_ERROR_CHARS = 50_000
+# Answers that mean "not now", retried like a refused connection: the server's database is
+# restarting (503, sent only when nothing was changed) or a proxy has no server (502, 504).
+_NOT_NOW = frozenset({502, 503, 504})
 
 
 class ApiError(RuntimeError):
@@ -98,6 +101,15 @@ class Client:
     def fork(self, trial_id: int, params: Mapping[str, Any]) -> dict[str, Any]:
         """A new trial continuing ``trial_id`` from its checkpoint with ``params`` changed."""
         return self._obj("POST", f"/trials/{trial_id}/fork", json={"params": dict(params)})
+
+    def import_history(self, study_id: int, trials: list[dict[str, Any]]) -> int:
+        """Adds ended trials (``{params, metrics, state}``) to a study, in batches."""
+        imported = 0
+        for i in range(0, len(trials), 1000):
+            batch = trials[i : i + 1000]
+            reply = self._obj("POST", f"/studies/{study_id}/history", json={"trials": batch})
+            imported += int(reply["imported"])
+        return imported
 
     def regions(self, study_id: int) -> dict[str, Any]:
         """The coarse-to-fine rounds of a study and each round's region."""
@@ -249,7 +261,6 @@ class Client:
         while True:
             try:
                 response = self._http.request(method, path, **kwargs)
-                break
             except (
                 httpx.ConnectError,
                 httpx.ReadError,
@@ -257,10 +268,15 @@ class Client:
                 httpx.ConnectTimeout,
                 httpx.ReadTimeout,
             ) as e:
-                if time.monotonic() + delay > deadline:
-                    raise ServerUnreachable(f"{self.server} unreachable: {e}") from e
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                why = f"{self.server} unreachable: {e}"
+            else:
+                if response.status_code not in _NOT_NOW:
+                    break
+                why = f"{self.server} unavailable: {response.status_code} {response.text[:200]}"
+            if time.monotonic() + delay > deadline:
+                raise ServerUnreachable(why)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
         if response.status_code >= 400:
             try:
                 body = response.json()

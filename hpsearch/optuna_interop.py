@@ -1,4 +1,4 @@
-"""Optuna interop: export a study to an Optuna storage, and read an Optuna study's trials.
+"""Optuna interop: export a study to an Optuna storage; import an Optuna study as history.
 
 Export goes through the REST API (any running server), so `optuna-dashboard` and
 `optuna.visualization` work on an hpsearch study. Satisficing constraints become Optuna
@@ -111,32 +111,30 @@ def export_study(client: Client, study_id: int, storage: str, study_name: str | 
     return name
 
 
-def read_optuna_trials(storage: str, study_name: str) -> list[dict[str, Any]]:
-    """An Optuna study's finished trials as ``{params, metrics, state}`` records."""
+def read_optuna_trials(storage: str, study_name: str, metric: str) -> list[dict[str, Any]]:
+    """An Optuna study's completed and pruned trials as ``{params, metrics, state}`` records;
+    the trial's value becomes ``metric``, its numeric user attributes the other metrics."""
     import optuna
     from optuna.trial import TrialState
 
+    states = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned"}
     source = optuna.load_study(study_name=study_name, storage=storage)
-    metric = "value"
     out: list[dict[str, Any]] = []
-    for t in source.get_trials(deepcopy=False):
-        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
-            continue
-        metrics = {k: v for k, v in t.user_attrs.items() if isinstance(v, int | float)}
+    for t in source.get_trials(deepcopy=False, states=tuple(states)):
+        metrics = _finite(t.user_attrs)
         if t.value is not None:
-            metrics.setdefault(metric, t.value)
-        out.append(
-            {
-                "params": dict(t.params),
-                "metrics": metrics,
-                "state": {
-                    TrialState.COMPLETE: "completed",
-                    TrialState.PRUNED: "pruned",
-                    TrialState.FAIL: "failed",
-                }[t.state],
-            }
-        )
+            metrics[metric] = t.value
+        elif t.intermediate_values:
+            metrics[metric] = t.intermediate_values[max(t.intermediate_values)]
+        out.append({"params": dict(t.params), "metrics": metrics, "state": states[t.state]})
     return out
+
+
+def import_study(client: Client, storage: str, study_name: str, study_id: int) -> int:
+    """Adds an Optuna study's trials to hpsearch study ``study_id`` as history."""
+    spec = parse_spec(client.study(study_id)["spec"])
+    records = read_optuna_trials(storage, study_name, spec.objective.metric)
+    return client.import_history(study_id, records) if records else 0
 
 
 def _finite(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -7,7 +7,17 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 
 from api.deps import StoreDep
-from api.schemas import MAX_ID, Created, EnqueueIn, ErrorBody, StudyId, StudyOut, TrialOut
+from api.schemas import (
+    MAX_ID,
+    Created,
+    EnqueueIn,
+    ErrorBody,
+    HistoryIn,
+    ImportedOut,
+    StudyId,
+    StudyOut,
+    TrialOut,
+)
 from hpsearch.spec import StudySpec
 
 router = APIRouter(prefix="/studies", tags=["studies"])
@@ -80,6 +90,14 @@ def list_trials(
 @router.post("/{study_id}/trials", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
 def enqueue_trial(study_id: StudyId, body: EnqueueIn, store: StoreDep) -> TrialOut:
     return TrialOut.of(store.enqueue(study_id, body.params))
+
+
+@router.post("/{study_id}/history", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
+def import_history(study_id: int, body: HistoryIn, store: StoreDep) -> ImportedOut:
+    """Adds ended trials (e.g. an Optuna study's) as history: ranked like the study's own,
+    fed to its sampler, and added to its budget rather than taken from it."""
+    records = [t.model_dump() for t in body.trials]
+    return ImportedOut(imported=store.import_history(study_id, records))
 
 
 @router.get("/{study_id}/best", responses=_ERRORS)

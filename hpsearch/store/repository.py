@@ -16,7 +16,7 @@ from hpsearch.objective import Objective
 from hpsearch.samplers import FinishedTrial, Sampler, make_sampler
 from hpsearch.space import SpaceError
 from hpsearch.spec import StudySpec, parse_spec, spec_to_json
-from hpsearch.store import checkpoints, claims, evaluations, forks, queue, results
+from hpsearch.store import checkpoints, claims, evaluations, forks, imports, queue, results
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import Database
 from hpsearch.store.history import HistoryCache
@@ -152,6 +152,12 @@ class Store:
             s.add(trial)
             s.flush()
             return trial
+
+    def import_history(self, study_id: int, records: Sequence[Mapping[str, Any]]) -> int:
+        """Adds ended trials from elsewhere (e.g. an Optuna study) as the study's history."""
+        with self.db.write() as s:
+            study = get_study(s, study_id, lock=True)
+            return len(imports.import_history(s, study, records))
 
     def trials(
         self,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
+import pytest
 
 from hpsearch.optuna_interop import export_study
 from tests.conftest import ServerProcess, digits_spec
@@ -36,3 +40,69 @@ def test_export_to_optuna_storage(server: ServerProcess, tmp_path: Path) -> None
     # Optuna reads the constraints too: its best trial is our best feasible one.
     assert study.best_trial.value == 0.9
     assert study.user_attrs["hpsearch_scales"]["beta"] == "reverse_log"
+
+
+def test_import_optuna_study_as_history(server: ServerProcess, tmp_path: Path) -> None:
+    """An Optuna study's trials become a study's history: ranked, counted, and the ground
+    coarse-to-fine zooms in from."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    source = optuna.create_study(
+        storage=storage,
+        study_name="old-search",
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+        trial.suggest_float("beta", 0.9, 0.999)
+        trial.suggest_int("hidden_units", 16, 256, log=True)
+        trial.suggest_int("layers", 1, 3)
+        trial.suggest_categorical("batch_size", [32, 64, 128])
+        trial.set_user_attr("latency_ms", 5.0)
+        return 1.0 - abs(math.log10(lr) + 2)  # best near lr = 0.01
+
+    source.optimize(objective, n_trials=20)
+    spec = digits_spec(
+        sampler={
+            "kind": "coarse_to_fine",
+            "rounds": 3,
+            "trials_per_round": 10,
+            "top_k": 3,
+            "seed": 0,
+        },
+        budget={"max_trials": 5, "parallelism": 1},
+    )
+    client = server.client()
+    study_id = client.create_study(spec)["id"]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpsearch.cli",
+            "import-optuna",
+            "--storage",
+            storage,
+            "--optuna-study",
+            "old-search",
+            "--into",
+            str(study_id),
+            "--server",
+            server.url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "imported 20 trials" in out.stdout
+    study = client.study(study_id)
+    assert study["counts"]["completed"] == 20 and study["counts"]["max_trials"] == 25
+    assert study["best"]["value"] == pytest.approx(source.best_value)
+    assert study["best"]["params"] == source.best_params
+    # The next suggestion comes from round 3, zoomed on the imported trials' best.
+    claim = client.claim("w", "host", [])["trial"]
+    assert claim["number"] == 20
+    rounds = client.regions(study_id)["rounds"]
+    assert rounds[-1]["round"] == 3 and all(n < 20 for n in rounds[-1]["based_on"])
+    lo, hi = rounds[-1]["params"]["lr"]["values"]
+    assert lo <= claim["params"]["lr"] <= hi and hi / lo < 1e4  # narrower than the whole range

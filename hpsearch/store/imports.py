@@ -1,0 +1,69 @@
+"""History from elsewhere (an Optuna study, an earlier search): ended trials added to a study.
+
+Imported trials are ranked like the study's own, feed its samplers (coarse-to-fine zooms in
+on them, TPE learns from them), and add to the budget rather than consume it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from hpsearch.errors import InvalidInput, InvalidState
+from hpsearch.space import SpaceError
+from hpsearch.store.clock import utcnow
+from hpsearch.store.models import Study, Trial
+from hpsearch.store.queue import STORED_INFINITY, finite_metrics
+from hpsearch.store.studies import record_ended, spec_of
+
+IMPORTABLE_STATES = ("completed", "pruned")
+
+
+def import_history(
+    session: Session, study: Study, records: Sequence[Mapping[str, Any]]
+) -> list[Trial]:
+    """Adds ``records`` (``{params, metrics, state}``) as ended trials of ``study``."""
+    if study.state in ("stopped", "completed"):
+        raise InvalidState(f"study {study.id} is {study.state}")
+    spec = spec_of(study)
+    space, objective = spec.build_space(), spec.build_objective()
+    now = utcnow()
+    trials: list[Trial] = []
+    for i, record in enumerate(records):
+        state = record.get("state", "completed")
+        if state not in IMPORTABLE_STATES:
+            raise InvalidInput(f"trials.{i}.state", f"must be one of {list(IMPORTABLE_STATES)}")
+        try:
+            params = space.validate(record["params"])
+        except SpaceError as e:
+            raise InvalidInput(f"trials.{i}.params", str(e)) from None
+        metrics = finite_metrics(record.get("metrics", {}))
+        evaluation = objective.evaluate(metrics)
+        trials.append(
+            Trial(
+                study_id=study.id,
+                number=study.next_number + i,
+                params=params,
+                state=state,
+                source="import",
+                attempt=0,
+                stop_requested=False,
+                metrics=metrics,
+                value=evaluation.value,
+                feasible=evaluation.feasible,
+                violation=min(evaluation.violation, STORED_INFINITY),
+                created_at=now,
+                finished_at=now,
+            )
+        )
+    session.add_all(trials)
+    session.flush()
+    for trial in trials:
+        record_ended(session, study, trial)
+    study.next_number += len(trials)
+    budget = dict(study.spec["budget"])
+    budget["max_trials"] = budget.get("max_trials", 0) + len(trials)
+    study.spec = {**study.spec, "budget": budget}
+    return trials
