@@ -9,13 +9,13 @@ first. The job holds a lease like a trial, kept by heartbeats while it runs.
 from __future__ import annotations
 
 import os
-import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 from hpsearch.client import ApiError, Client, ServerUnreachable
 from workers.devices import bind
+from workers.heartbeat import Heartbeat
 
 
 def run_final_evaluation(
@@ -85,30 +85,13 @@ def _test_metrics(
     return {k: v for k, v in result.metrics.items() if k.startswith("test_")}
 
 
-class _Heartbeat:
+class _Heartbeat(Heartbeat):
     def __init__(
         self, client: Client, trial_id: int, worker_id: str, attempt: int, every: float
     ) -> None:
+        super().__init__(every)
         self._args = (trial_id, worker_id, attempt)
         self._client = client
-        self._every = every
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
 
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join(timeout=5)
-
-    def _beat(self) -> None:
-        while not self._done.wait(self._every):
-            try:
-                self._client.test_evaluation_heartbeat(*self._args)
-            except ApiError as e:
-                if e.status == 409:
-                    return
-            except ServerUnreachable:
-                continue
+    def beat(self) -> None:
+        self._client.test_evaluation_heartbeat(*self._args)

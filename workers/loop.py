@@ -36,6 +36,7 @@ from workers.checkpoints import ServerCheckpoints
 from workers.custom import EntryPointError, EntryPointNotAllowed, check_importable, run_custom
 from workers.devices import DeviceError, bind, slots, worker_devices
 from workers.final_evaluation import run_final_evaluation
+from workers.heartbeat import Heartbeat
 from workers.progress import Progress
 
 log = logging.getLogger("hpsearch.worker")
@@ -96,42 +97,25 @@ class TrialBudget:
                 self._taken.value -= 1
 
 
-class _Lease:
+class _Lease(Heartbeat):
     """The worker's view of one claimed trial: heartbeats, and whether to stop early."""
 
     def __init__(self, client: Client, opts: WorkerOptions, claim: dict[str, Any]) -> None:
+        super().__init__(opts.heartbeat_seconds)
         self.client = client
         self.opts = opts
         self.trial_id: int = claim["trial_id"]
         self.attempt: int = claim["attempt"]
         self.stop_reason: str | None = None
         self.lost = False
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
 
-    def __enter__(self) -> _Lease:
-        self._thread.start()
-        return self
+    def beat(self) -> None:
+        ack = self.client.heartbeat(self.trial_id, self.opts.worker_id, self.attempt)
+        if ack["should_stop"]:
+            self.stop_reason = ack["reason"]
 
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join(timeout=5)
-
-    def _beat(self) -> None:
-        while not self._done.wait(self.opts.heartbeat_seconds):
-            try:
-                ack = self.client.heartbeat(self.trial_id, self.opts.worker_id, self.attempt)
-            except ApiError as e:
-                if e.status == 409:
-                    self.lost = True
-                    return
-                log.warning("heartbeat failed: %s", e)
-                continue
-            except ServerUnreachable as e:
-                log.warning("heartbeat failed: %s", e)
-                continue
-            if ack["should_stop"]:
-                self.stop_reason = ack["reason"]
+    def on_lost(self) -> None:
+        self.lost = True
 
 
 class Worker:
