@@ -388,9 +388,28 @@ def _cross_field_errors(spec: StudySpec) -> list[FieldError]:
         for name in spec.sampler.values:
             if name not in spec.space:
                 errors.append(FieldError(("sampler", "values", name), "not in the space"))
+        if spec.sampler.shuffle and not errors:
+            errors.extend(_shuffled_grid_errors(spec.sampler, spec.build_space()))
     elif spec.sampler.pack > 1 and spec.task.trainer == tasks.CUSTOM:
         errors.append(FieldError(("sampler", "pack"), "packing needs a built-in trainer"))
     return errors
+
+
+MAX_SHUFFLED_GRID = 1_000_000
+"""A shuffled grid holds its whole visiting order in memory (8 bytes a combination)."""
+
+
+def _shuffled_grid_errors(sampler: GridSamplerSpec, space: Space) -> list[FieldError]:
+    size = math.prod(len(v) for v in grid_values(sampler, space).values())
+    if size <= MAX_SHUFFLED_GRID:
+        return []
+    return [
+        FieldError(
+            ("sampler", "shuffle"),
+            f"a shuffled grid holds at most {MAX_SHUFFLED_GRID:,} combinations, this one "
+            f"{size:,}: use fewer values (sampler.n, sampler.values), or no shuffle",
+        )
+    ]
 
 
 def _trainer_errors(spec: StudySpec) -> list[FieldError]:

@@ -93,7 +93,7 @@ def enqueue_trial(study_id: StudyId, body: EnqueueIn, store: StoreDep) -> TrialO
 
 
 @router.post("/{study_id}/history", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
-def import_history(study_id: int, body: HistoryIn, store: StoreDep) -> ImportedOut:
+def import_history(study_id: StudyId, body: HistoryIn, store: StoreDep) -> ImportedOut:
     """Adds ended trials (e.g. an Optuna study's) as history: ranked like the study's own,
     fed to its sampler, and added to its budget rather than taken from it."""
     records = [t.model_dump() for t in body.trials]

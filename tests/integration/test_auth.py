@@ -159,3 +159,19 @@ def test_no_token_means_loopback_only(make_server: Callable[..., ServerProcess])
     assert refused.returncode == 2
     assert "refusing to serve 0.0.0.0 with no API token" in refused.stderr
     assert "--insecure-no-auth" in refused.stderr
+
+
+def test_revoking_every_token_locks_the_server_rather_than_opening_it(
+    secured: tuple[ServerProcess, dict[str, str]],
+) -> None:
+    server, tokens = secured
+    for line in cli(server, "token", "list").splitlines():
+        if line.split() and line.split()[0].isdigit():
+            cli(server, "token", "revoke", line.split()[0])
+    wait_for(
+        lambda: api(server, "GET", "/studies", tokens["admin"]).status_code == 401,
+        15,
+        "the revoked admin token to be refused",
+    )
+    # No valid token left, yet authentication stays on: nobody gets in without a new one.
+    assert api(server, "GET", "/studies").status_code == 401

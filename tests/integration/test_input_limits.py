@@ -158,6 +158,15 @@ def test_a_categorical_holds_at_most_1000_choices(http: httpx.Client) -> None:
     assert_error(r, 422, "validation_error", "space.kind.choices")
 
 
+def test_a_shuffled_grid_is_bounded(http: httpx.Client) -> None:
+    # Its visiting order is held in memory: 1000 points on each of five parameters would be
+    # 16 GiB, asked for by one request.
+    spec = digits_spec(sampler={"kind": "grid", "n": 1000, "shuffle": True})
+    body = assert_error(http.post("/studies", json=spec), 422, "invalid_spec", "sampler.shuffle")
+    assert "at most 1,000,000 combinations" in body["message"]
+    create(http, digits_spec(sampler={"kind": "grid", "n": 4, "shuffle": True}))
+
+
 def test_a_report_holds_at_most_1000_metrics(http: httpx.Client) -> None:
     study_id = create(http, digits_spec(budget={"max_trials": 1}))
     trial = http.post("/claims", json={"worker_id": "w-many", "study_id": study_id}).json()

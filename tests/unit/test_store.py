@@ -274,8 +274,13 @@ def test_nan_metrics_are_stored_as_missing(store: Store) -> None:
 def test_claims_read_only_the_trials_that_ended_since(store: Store) -> None:
     """A sampler with history (coarse_to_fine) is not fed the study re-read per claim."""
     spec = digits_spec(
-        sampler={"kind": "coarse_to_fine", "rounds": 2, "trials_per_round": 10, "top_k": 3,
-                 "seed": 0},
+        sampler={
+            "kind": "coarse_to_fine",
+            "rounds": 2,
+            "trials_per_round": 10,
+            "top_k": 3,
+            "seed": 0,
+        },
         budget={"max_trials": 30, "parallelism": 1},
     )
     store.create_study(spec)
