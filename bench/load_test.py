@@ -43,6 +43,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hpsearch.client import wait_until_healthy  # noqa: E402
+
 HOST = "127.0.0.1"  # the only address this script talks to
 REQUEST_TIMEOUT = 30.0
 
@@ -278,7 +280,7 @@ def running_server(database_url: str, workdir: Path, processes: int) -> Iterator
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait_healthy(port, proc, workdir / "server.log")
+        wait_until_healthy(f"http://{HOST}:{port}", proc, 60, workdir / "server.log")
         yield port
     finally:
         proc.terminate()
@@ -288,22 +290,6 @@ def running_server(database_url: str, workdir: Path, processes: int) -> Iterator
             proc.kill()
             proc.wait()
         log.close()
-
-
-def _wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited:\n{log.read_text()}")
-        try:
-            if httpx.get(f"http://{HOST}:{port}/api/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("the server did not answer /api/v1/health within 60 s")
 
 
 def study_spec() -> dict[str, Any]:

@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import create_engine, insert, select, text, update  # noqa: E402
 
+from hpsearch.client import wait_until_healthy  # noqa: E402
 from hpsearch.store.clock import utcnow  # noqa: E402
 from hpsearch.store.db import upgrade  # noqa: E402
 from hpsearch.store.models import Study, Trial  # noqa: E402
@@ -260,7 +261,6 @@ async def drive(
 
 @contextmanager
 def hpsearch_server(url: str, processes: int, log: Path) -> Iterator[int]:
-    import httpx
 
     from tests.conftest import free_port
 
@@ -275,17 +275,7 @@ def hpsearch_server(url: str, processes: int, log: Path) -> Iterator[int]:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()}")
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_until_healthy(f"http://127.0.0.1:{port}", proc, 60, log)
         yield port
     finally:
         proc.terminate()

@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 from sqlalchemy import create_engine, insert, update  # noqa: E402
 
+from hpsearch.client import wait_until_healthy  # noqa: E402
 from hpsearch.spec import parse_spec, spec_to_json  # noqa: E402
 from hpsearch.store.clock import utcnow  # noqa: E402
 from hpsearch.store.db import upgrade  # noqa: E402
@@ -180,15 +181,7 @@ def server(url: str, workdir: Path) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/api/v1/health", timeout=2).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit((workdir / "server.log").read_text()) from None
-                time.sleep(0.2)
+        wait_until_healthy(base, proc, 60, workdir / "server.log")
         yield base
     finally:
         proc.terminate()

@@ -7,8 +7,10 @@ are not retried, they are raised as :class:`ApiError` with the server's ``code``
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -296,3 +298,22 @@ def _tail(error: str) -> str:
         return error
     cut = "[... earlier output cut ...]\n"
     return cut + error[len(error) - MAX_ERROR_CHARS + len(cut) :]
+
+
+def wait_until_healthy(
+    url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path | None = None
+) -> None:
+    """Waits for a server process started at ``url`` to answer /health; fails fast, with its
+    log when given, if the process exits first."""
+    deadline = time.monotonic() + timeout
+    with Client(url, retry_for=0) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                output = f":\n{log.read_text()}" if log is not None else ""
+                raise RuntimeError(f"the server exited with code {proc.returncode}{output}")
+            try:
+                client.health()
+                return
+            except ServerUnreachable:
+                time.sleep(0.1)
+    raise RuntimeError(f"the server did not answer {url}/api/v1/health within {timeout} s")

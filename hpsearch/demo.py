@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from hpsearch.cli import format_status
-from hpsearch.client import Client, ServerUnreachable
+from hpsearch.client import Client, wait_until_healthy
 from hpsearch.diagnosis import diagnose
 
 DEMO_SPEC = Path(__file__).resolve().parent / "examples" / "demo.yaml"
@@ -98,21 +98,6 @@ def _spawn(args: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[b
     return subprocess.Popen(
         [sys.executable, "-m", "hpsearch.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
     )
-
-
-def wait_until_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """Waits for the server to answer /health; fails fast if its process exits."""
-    deadline = time.monotonic() + timeout
-    with Client(url, retry_for=0) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with code {proc.returncode}")
-            try:
-                client.health()
-                return
-            except ServerUnreachable:
-                time.sleep(0.2)
-    raise RuntimeError(f"the server did not answer within {timeout} s")
 
 
 def follow(
