@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import CapacityLimiter
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
@@ -37,9 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database(settings.database_url, echo=settings.echo_sql)
         # Refuse to serve a schema that is behind: `hpsearch db upgrade` fixes it.
         check_schema(db)
-        app.state.store = Store(db, lease_seconds=settings.lease_seconds)
+        app.state.store = Store(
+            db, lease_seconds=settings.lease_seconds, probe_seconds=settings.probe_seconds
+        )
         app.state.auth = Authenticator(db, ttl=settings.auth_cache_seconds)
         app.state.settings = settings
+        app.state.queue_threads = CapacityLimiter(settings.queue_threads)
         yield
         db.dispose()
 

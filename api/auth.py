@@ -10,6 +10,7 @@ worker endpoints need ``work``; other reads need ``read``; other writes need ``s
 from __future__ import annotations
 
 from fastapi import HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 
 from hpsearch.auth import Authenticator, Permission, Principal
@@ -52,9 +53,18 @@ def presented_token(request: Request) -> str | None:
     return request.cookies.get(COOKIE)
 
 
-def authorize(request: Request) -> Principal | None:
-    """The app-wide dependency: 401 without a valid token, 403 when the role is not enough."""
+async def authorize(request: Request) -> Principal | None:
+    """The app-wide dependency: 401 without a valid token, 403 when the role is not enough.
+
+    Asynchronous, so that the common case (the answer is cached) costs no trip to a thread;
+    only a cache miss reads the database, in one."""
     authenticator: Authenticator = request.app.state.auth
+    if authenticator.answers_from_cache(presented_token(request)):
+        return _authorize(request, authenticator)
+    return await run_in_threadpool(_authorize, request, authenticator)
+
+
+def _authorize(request: Request, authenticator: Authenticator) -> Principal | None:
     permission = needed_permission(request)
     if permission is None or not authenticator.enabled():
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -94,7 +94,7 @@ class TrialOut(BaseModel):
     """Set only on the study's final trial, by the test evaluation; never used to select."""
 
     @classmethod
-    def of(cls, t: Trial) -> TrialOut:
+    def of(cls, t: Trial) -> Self:
         return cls(
             id=t.id,
             study_id=t.study_id,
@@ -272,6 +272,12 @@ class ClaimedTrial(BaseModel):
     # "evaluate_test": evaluate this (completed) trial's final model on the test set and
     # send the test_* metrics to /trials/{id}/test-evaluation/complete.
     kind: Literal["train", "evaluate_test"] = "train"
+    report_interval_s: float = Field(
+        default=0.0,
+        description="how long the worker may hold back per-epoch reports to send them "
+        "together (in a report's `earlier`, or in the completion's `steps`); 0: send each at "
+        "once (the study's pruner judges every step)",
+    )
 
 
 class ClaimOut(BaseModel):
@@ -285,14 +291,41 @@ class LeaseIn(_Body):
     attempt: Attempt
 
 
-class ReportIn(LeaseIn):
+class StepIn(_Body):
     step: int = Field(ge=0, le=10_000_000)
     metrics: ReportedMetrics = Field(max_length=1000)
+
+
+class ReportIn(LeaseIn, StepIn):
+    earlier: list[StepIn] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="steps held back since the last report (oldest first), stored and judged "
+        "before this one",
+    )
+
+
+class NextClaimIn(_Body):
+    """What a claim needs that the completion does not already say (see ClaimIn)."""
+
+    host: str = Field(default="", max_length=255)
+    devices: list[str] = Field(default_factory=list, max_length=64)
+    study_id: Id | None = None
 
 
 class CompleteIn(LeaseIn):
     metrics: ReportedMetrics = Field(max_length=1000)
     pruned: bool = False
+    steps: list[StepIn] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="steps not reported yet (held back by the report interval), stored first",
+    )
+    claim_next: NextClaimIn | None = Field(
+        default=None,
+        description="claim the worker's next trial in the same request (the reply's `next`); "
+        "the completion is committed first whatever the claim finds",
+    )
 
 
 class FailIn(LeaseIn):
@@ -324,6 +357,12 @@ class CheckpointOut(BaseModel):
     attempt: int
     bytes: int
     saved_at: UtcDateTime
+
+
+class CompleteOut(TrialOut):
+    next: ClaimOut | None = Field(
+        default=None, description="the next claim, when the completion asked for one"
+    )
 
 
 class AckOut(BaseModel):

@@ -2,9 +2,13 @@
 
 Simulated workers are HTTP clients that claim a trial, report 10 epochs and complete it at once,
 against a real ``hpsearch server`` (uvicorn) process, on SQLite and on PostgreSQL 15, with 1, 8
-and 32 concurrent workers, in studies that already hold 0, 10 000 and 100 000 finished trials
-(seeded by bulk SQL inserts). Printed: completed trials per second, p50/p99 claim latency, and
-the claim cost at N finished trials relative to 0. In the same run, Optuna's ``RDBStorage``
+and 32 concurrent workers, speaking either protocol a worker may (``--protocols``): ``batched``,
+what ``hpsearch worker`` sends when epochs come quicker than the claim's report interval (the
+10 reports ride on the completion, which also claims the next trial: one request per trial),
+and ``per-epoch``, what it sends for a study with a pruner (claim, 10 reports, complete), in
+studies that already hold 0, 10 000 and 100 000 finished trials (seeded by bulk SQL inserts).
+Printed: completed trials per second, p50/p99 claim latency, and the claim cost at N finished
+trials relative to 0. In the same run, Optuna's ``RDBStorage``
 ask+tell (one process, the way an Optuna worker uses it) on the same engines at the same trial
 counts, with ``RandomSampler`` and ``TPESampler``, is the baseline ratio.
 
@@ -16,6 +20,7 @@ server and the database share. PostgreSQL is a throwaway cluster started here (D
     .venv/bin/python bench/queue_throughput.py                   # the whole matrix
     .venv/bin/python bench/queue_throughput.py --engines postgres --workers 32 --finished 0
     .venv/bin/python bench/queue_throughput.py --duration 3 --optuna-samplers random
+    .venv/bin/python bench/queue_throughput.py --server-workers 2     # two server processes
 """
 
 from __future__ import annotations
@@ -203,14 +208,25 @@ class Tally:
 
 
 async def simulated_worker(
-    http: Http, worker_id: str, study_id: int, tally: Tally, stop: asyncio.Event
+    http: Http,
+    worker_id: str,
+    study_id: int,
+    tally: Tally,
+    stop: asyncio.Event,
+    protocol: str,
 ) -> None:
+    """One worker's requests, trials taking no time.
+
+    ``batched`` is what ``hpsearch worker`` sends when epochs are quicker than the claim's
+    ``report_interval_s``: the 10 held-back reports ride on the completion, which also claims
+    the next trial (one request per trial). ``per-epoch`` is a worker whose study has a pruner
+    (interval 0) or a client that sends each report on its own: claim, 10 reports, complete.
+    """
     metrics = {"dev_accuracy": 0.5, "train_accuracy": 0.6, "latency_ms": 1.0}
+    claim_body = {"worker_id": worker_id, "host": "bench", "study_id": study_id}
+    t0 = time.perf_counter()
+    status, reply = await http.post("/api/v1/claims", claim_body)
     while not stop.is_set():
-        t0 = time.perf_counter()
-        status, reply = await http.post(
-            "/api/v1/claims", {"worker_id": worker_id, "host": "bench", "study_id": study_id}
-        )
         took = time.perf_counter() - t0
         if status != 200 or reply["trial"] is None:
             tally.errors.append(f"claim: {status} {reply}")
@@ -220,32 +236,53 @@ async def simulated_worker(
         trial = reply["trial"]
         lease = {"worker_id": worker_id, "attempt": trial["attempt"]}
         tid = trial["trial_id"]
-        for step in range(1, EPOCHS + 1):
-            m = {"dev_accuracy": step / EPOCHS, "train_accuracy": step / EPOCHS}
-            status, reply = await http.post(
-                f"/api/v1/trials/{tid}/intermediate", {**lease, "step": step, "metrics": m}
-            )
-            if status != 200:
-                tally.errors.append(f"report: {status} {reply}")
-                return
-        status, reply = await http.post(
-            f"/api/v1/trials/{tid}/complete", {**lease, "metrics": metrics}
-        )
+        steps = [
+            {"step": step, "metrics": {"dev_accuracy": step / EPOCHS, "train_accuracy": 0.5}}
+            for step in range(1, EPOCHS + 1)
+        ]
+        done: dict[str, Any] = {**lease, "metrics": metrics}
+        if protocol == "batched":
+            done["steps"] = steps
+            done["claim_next"] = {"host": "bench", "study_id": study_id}
+        else:
+            for step in steps:
+                status, reply = await http.post(
+                    f"/api/v1/trials/{tid}/intermediate", {**lease, **step}
+                )
+                if status != 200:
+                    tally.errors.append(f"report: {status} {reply}")
+                    return
+        # In the batched protocol the claim is part of this request, and so is timed with it.
+        t0 = time.perf_counter()
+        status, reply = await http.post(f"/api/v1/trials/{tid}/complete", done)
         if status != 200:
             tally.errors.append(f"complete: {status} {reply}")
             return
         if tally.measuring:
             tally.completed += 1
+        if protocol == "batched":
+            status, reply = 200, reply["next"]
+        else:
+            t0 = time.perf_counter()
+            status, reply = await http.post("/api/v1/claims", claim_body)
 
 
 async def drive(
-    port: int, study_id: int, workers: int, warmup: float, duration: float, token: str | None
+    port: int,
+    study_id: int,
+    workers: int,
+    warmup: float,
+    duration: float,
+    token: str | None,
+    protocol: str = "batched",
 ) -> Tally:
     tally = Tally()
     stop = asyncio.Event()
     clients = [Http("127.0.0.1", port, token) for _ in range(workers)]
     tasks = [
-        asyncio.create_task(simulated_worker(c, f"bench-{study_id}-{i}", study_id, tally, stop))
+        asyncio.create_task(
+            simulated_worker(c, f"bench-{study_id}-{i}", study_id, tally, stop, protocol)
+        )
         for i, c in enumerate(clients)
     ]
     await asyncio.sleep(warmup)
@@ -289,6 +326,7 @@ def hpsearch_server(url: str, processes: int, log: Path) -> Iterator[int]:
 @dataclass(frozen=True)
 class QueueResult:
     engine: str
+    protocol: str
     finished: int
     workers: int
     trials_per_s: float
@@ -298,7 +336,13 @@ class QueueResult:
 
 
 def run_hpsearch(
-    engine: str, url: str, finished: int, workers: int, args: argparse.Namespace, port: int
+    engine: str,
+    url: str,
+    finished: int,
+    workers: int,
+    protocol: str,
+    args: argparse.Namespace,
+    port: int,
 ) -> QueueResult:
     import httpx
 
@@ -306,18 +350,21 @@ def run_hpsearch(
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     api = f"http://127.0.0.1:{port}/api/v1"
     created = httpx.post(
-        f"{api}/studies", json=study_spec(f"bench-{finished}-{workers}"), headers=headers
+        f"{api}/studies",
+        json=study_spec(f"bench-{protocol}-{finished}-{workers}"),
+        headers=headers,
     )
     created.raise_for_status()
     study_id = created.json()["id"]
     seed_hpsearch(url, study_id, finished)
-    tally = asyncio.run(drive(port, study_id, workers, args.warmup, args.duration, token))
+    tally = asyncio.run(drive(port, study_id, workers, args.warmup, args.duration, token, protocol))
     httpx.post(f"{api}/studies/{study_id}/stop", headers=headers).raise_for_status()
     if tally.errors:
         raise RuntimeError(f"simulated workers failed: {tally.errors[:3]}")
     claims = sorted(tally.claim_seconds)
     return QueueResult(
         engine,
+        protocol,
         finished,
         workers,
         tally.completed / (tally.stopped - tally.started),
@@ -453,17 +500,21 @@ def run_optuna(
 
 
 def print_report(queue: list[QueueResult], baseline: list[OptunaResult]) -> None:
-    print("\nhpsearch queue over HTTP (claim + 10 reports + complete per trial)")
     print(
-        f"{'engine':<9}{'finished':>9}{'workers':>8}{'trials/s':>10}{'claim p50':>11}"
-        f"{'claim p99':>11}{'p50 vs 0':>10}{'claims':>8}"
+        "\nhpsearch queue over HTTP, 10 epochs per trial. batched: 1 request per trial (the"
+        "\nepochs ride on the completion, which claims the next); per-epoch: claim + 10 reports"
+        "\n+ complete. The claim latency of `batched` is that of the completion that claims."
     )
-    zero = {(r.engine, r.workers): r for r in queue if r.finished == 0}
+    print(
+        f"{'engine':<9}{'protocol':>10}{'finished':>9}{'workers':>8}{'trials/s':>10}"
+        f"{'claim p50':>11}{'claim p99':>11}{'p50 vs 0':>10}{'claims':>8}"
+    )
+    zero = {(r.engine, r.protocol, r.workers): r for r in queue if r.finished == 0}
     for r in queue:
-        ref = zero.get((r.engine, r.workers))
+        ref = zero.get((r.engine, r.protocol, r.workers))
         flat = f"{r.claim_p50_ms / ref.claim_p50_ms:.2f}x" if ref else "-"
         print(
-            f"{r.engine:<9}{r.finished:>9}{r.workers:>8}{r.trials_per_s:>10.1f}"
+            f"{r.engine:<9}{r.protocol:>10}{r.finished:>9}{r.workers:>8}{r.trials_per_s:>10.1f}"
             f"{r.claim_p50_ms:>9.2f}ms{r.claim_p99_ms:>9.2f}ms{flat:>10}{r.claims:>8}"
         )
     if not baseline:
@@ -473,7 +524,9 @@ def print_report(queue: list[QueueResult], baseline: list[OptunaResult]) -> None
     for b in baseline:
         print(f"{b.engine:<9}{b.finished:>9}{b.sampler:>8}{b.trials_per_s:>10.1f}{b.trials:>8}")
     print("\nratio: hpsearch trials/s over Optuna ask+tell trials/s (same engine, same finished)")
-    print(f"{'engine':<9}{'finished':>9}{'workers':>8}{'vs random':>11}{'vs tpe':>10}")
+    print(
+        f"{'engine':<9}{'protocol':>10}{'finished':>9}{'workers':>8}{'vs random':>11}{'vs tpe':>10}"
+    )
     for r in queue:
         ratios = []
         for name in ("random", "tpe"):
@@ -486,7 +539,10 @@ def print_report(queue: list[QueueResult], baseline: list[OptunaResult]) -> None
                 None,
             )
             ratios.append(f"{r.trials_per_s / b.trials_per_s:.1f}x" if b else "-")
-        print(f"{r.engine:<9}{r.finished:>9}{r.workers:>8}{ratios[0]:>11}{ratios[1]:>10}")
+        print(
+            f"{r.engine:<9}{r.protocol:>10}{r.finished:>9}{r.workers:>8}{ratios[0]:>11}"
+            f"{ratios[1]:>10}"
+        )
 
 
 def _ints(text: str) -> list[int]:
@@ -505,6 +561,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=5.0, help="seconds measured per cell")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     p.add_argument("--server-workers", type=int, default=1, help="uvicorn processes")
+    p.add_argument(
+        "--protocols",
+        type=_names,
+        default=["batched", "per-epoch"],
+        help="batched (what `hpsearch worker` sends for quick epochs), per-epoch",
+    )
     p.add_argument("--optuna-samplers", type=_names, default=["random", "tpe"])
     p.add_argument("--optuna-max-trials", type=int, default=2000)
     p.add_argument("--pg-fast", action="store_true", help="fsync and synchronous_commit off")
@@ -520,15 +582,16 @@ def main(argv: list[str] | None = None) -> int:
             log = engines.dir / f"server-{engine}.log"
             with hpsearch_server(url, args.server_workers, log) as port:
                 for finished in args.finished:
-                    for workers in args.workers:
-                        r = run_hpsearch(engine, url, finished, workers, args, port)
-                        print(
-                            f"hpsearch {engine} finished={finished} workers={workers}: "
-                            f"{r.trials_per_s:.1f} trials/s, claim p50 {r.claim_p50_ms:.2f} ms "
-                            f"p99 {r.claim_p99_ms:.2f} ms",
-                            flush=True,
-                        )
-                        queue.append(r)
+                    for protocol in args.protocols:
+                        for workers in args.workers:
+                            r = run_hpsearch(engine, url, finished, workers, protocol, args, port)
+                            print(
+                                f"hpsearch {engine} {protocol} finished={finished} "
+                                f"workers={workers}: {r.trials_per_s:.1f} trials/s, claim p50 "
+                                f"{r.claim_p50_ms:.2f} ms p99 {r.claim_p99_ms:.2f} ms",
+                                flush=True,
+                            )
+                            queue.append(r)
             for finished in args.finished:
                 for name in args.optuna_samplers:
                     o_url = engines.fresh(engine, f"optuna_{name}_{finished}")

@@ -130,6 +130,17 @@ class Authenticator:
         self._enabled: tuple[float, bool] | None = None
         self._principals: dict[str, tuple[float, Principal | None]] = {}
 
+    def answers_from_cache(self, token: str | None) -> bool:
+        """Whether :meth:`enabled` and :meth:`authenticate` (of ``token``) would not need the
+        database now: the caller may then ask them without leaving the event loop."""
+        now = time.monotonic()
+        if self._enabled is None or self._enabled[0] < now:
+            return False
+        if token is None or not self._enabled[1]:
+            return True
+        cached = self._principals.get(digest(token))
+        return cached is not None and cached[0] >= now
+
     def enabled(self) -> bool:
         now = time.monotonic()
         if self._enabled is None or self._enabled[0] < now:

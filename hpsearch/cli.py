@@ -339,7 +339,7 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from workers.loop import WorkerOptions
-    from workers.loop import main as worker_main
+    from workers.main import main as worker_main
 
     opts = WorkerOptions(
         server=args.server,

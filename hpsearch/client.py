@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +22,9 @@ MAX_ERROR_CHARS = 50_000
 # Answers that mean "not now", retried like a refused connection: the server's database is
 # restarting (503, sent only when nothing was changed) or a proxy has no server (502, 504).
 _NOT_NOW = frozenset({502, 503, 504})
+
+Steps = Sequence[tuple[int, Mapping[str, float | None]]]
+"""Reported steps, oldest first: (step, metrics)."""
 
 
 class ApiError(RuntimeError):
@@ -151,17 +154,19 @@ class Client:
         attempt: int,
         step: int,
         metrics: Mapping[str, float | None],
+        earlier: Steps = (),
     ) -> dict[str, Any]:
-        return self._obj(
-            "POST",
-            f"/trials/{trial_id}/intermediate",
-            json={
-                "worker_id": worker_id,
-                "attempt": attempt,
-                "step": step,
-                "metrics": dict(metrics),
-            },
-        )
+        """One step's metrics, after the ``earlier`` steps (oldest first) held back since the
+        last report; the ack says whether to stop."""
+        body: dict[str, Any] = {
+            "worker_id": worker_id,
+            "attempt": attempt,
+            "step": step,
+            "metrics": dict(metrics),
+        }
+        if earlier:  # only when there are any: a server older than `earlier` refuses the field
+            body["earlier"] = _steps(earlier)
+        return self._obj("POST", f"/trials/{trial_id}/intermediate", json=body)
 
     def complete(
         self,
@@ -170,17 +175,23 @@ class Client:
         attempt: int,
         metrics: Mapping[str, float | None],
         pruned: bool = False,
+        steps: Steps = (),
+        claim_next: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        return self._obj(
-            "POST",
-            f"/trials/{trial_id}/complete",
-            json={
-                "worker_id": worker_id,
-                "attempt": attempt,
-                "metrics": dict(metrics),
-                "pruned": pruned,
-            },
-        )
+        """Ends the trial, storing first the ``steps`` not reported yet. With ``claim_next``
+        (``host``, ``devices``, ``study_id``), the reply's ``next`` is the worker's next claim,
+        as :meth:`claim` returns it (the completion is committed whatever the claim finds)."""
+        body: dict[str, Any] = {
+            "worker_id": worker_id,
+            "attempt": attempt,
+            "metrics": dict(metrics),
+            "pruned": pruned,
+        }
+        if steps:
+            body["steps"] = _steps(steps)
+        if claim_next is not None:
+            body["claim_next"] = dict(claim_next)
+        return self._obj("POST", f"/trials/{trial_id}/complete", json=body)
 
     def fail(self, trial_id: int, worker_id: str, attempt: int, error: str) -> dict[str, Any]:
         return self._obj(
@@ -291,6 +302,10 @@ class Client:
                 body,
             )
         return response
+
+
+def _steps(steps: Steps) -> list[dict[str, Any]]:
+    return [{"step": step, "metrics": dict(metrics)} for step, metrics in steps]
 
 
 def _tail(error: str) -> str:

@@ -15,6 +15,19 @@ class Settings(BaseSettings):
     port: int = 8765
     # How long a claimed trial stays a worker's without a heartbeat or report.
     lease_seconds: float = 60.0
+    # Worker requests (claims, reports, heartbeats, completions) one server process serves at
+    # once; the others wait their turn, cheaply. A few at a time get more done than many,
+    # which contend for the GIL while holding row locks (a study's row, as its trials are
+    # claimed and completed). Pages and the rest of the API have threads of their own.
+    queue_threads: int = 4
+    # How often one server process looks for expired leases and queued test evaluations (and
+    # refreshes a claiming worker's row, at a tenth of this rate) rather than on every claim.
+    probe_seconds: float = 0.5
+    # How long a worker may hold back per-epoch reports, to send them together (with the
+    # next report or with the completion): epochs faster than this cost one request, not
+    # one each. 0: every report at once. Studies with a pruner always get 0 (it judges each
+    # step as it comes).
+    report_interval_s: float = 1.0
     artifact_dir: Path = Path("hpsearch-artifacts")
     # The largest checkpoint a worker may upload (bytes); a larger one is refused with 413.
     max_artifact_bytes: int = 4 * 1024**3

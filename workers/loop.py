@@ -9,6 +9,10 @@ Several slots run as child processes (spawned, one claim loop each, all under th
 not threads: torch's global random state is per process, so a trial stays reproducible from its
 seed whatever runs beside it, and small models do not queue behind one GIL.
 
+Per-epoch reports may be held back and sent together (:mod:`workers.reports`), as the claim
+allows; a trial's completion carries the steps still held and, in the same request, claims the
+worker's next trial.
+
 Signals: the first SIGTERM/SIGINT lets each running trial finish its epoch, then hands it back
 to the queue (or completes it, if that was its last epoch); a second one hands it back at once.
 """
@@ -21,22 +25,20 @@ import multiprocessing
 import os
 import signal
 import socket
-import sys
 import threading
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from types import FrameType
 from typing import Any
 
 from hpsearch.client import ApiError, Client, ServerUnreachable
-from workers.checkpoints import ServerCheckpoints
-from workers.custom import EntryPointError, EntryPointNotAllowed, check_importable, run_custom
-from workers.devices import DeviceError, bind, slots, worker_devices
+from workers.custom import EntryPointNotAllowed, run_custom
+from workers.devices import bind
 from workers.final_evaluation import run_final_evaluation
-from workers.heartbeat import Heartbeat
+from workers.lease import Lease
 from workers.progress import Progress
 
 log = logging.getLogger("hpsearch.worker")
@@ -97,27 +99,6 @@ class TrialBudget:
                 self._taken.value -= 1
 
 
-class _Lease(Heartbeat):
-    """The worker's view of one claimed trial: heartbeats, and whether to stop early."""
-
-    def __init__(self, client: Client, opts: WorkerOptions, claim: dict[str, Any]) -> None:
-        super().__init__(opts.heartbeat_seconds)
-        self.client = client
-        self.opts = opts
-        self.trial_id: int = claim["trial_id"]
-        self.attempt: int = claim["attempt"]
-        self.stop_reason: str | None = None
-        self.lost = False
-
-    def beat(self) -> None:
-        ack = self.client.heartbeat(self.trial_id, self.opts.worker_id, self.attempt)
-        if ack["should_stop"]:
-            self.stop_reason = ack["reason"]
-
-    def on_lost(self) -> None:
-        self.lost = True
-
-
 class Worker:
     """One claim loop: claims a trial, trains it on ``opts.device``, reports, repeats."""
 
@@ -154,35 +135,51 @@ class Worker:
         signal.signal(signal.SIGINT, on_signal if sigint else signal.SIG_IGN)
 
     def run(self) -> int:
-        host = socket.gethostname()
-        devices = list(self.opts.devices or (self.device,))
+        where: dict[str, Any] = {
+            "host": socket.gethostname(),
+            "devices": list(self.opts.devices or (self.device,)),
+            "study_id": self.opts.study_id,
+        }
         self._say(f"worker {self.opts.worker_id} on {self.device}, server {self.opts.server}")
+        # A claim's reply: from POST /claims, or from the last completion (its claim_next).
+        # Either way the budget was taken for it, and is given back if it holds no trial.
+        reply: dict[str, Any] | None = None
         try:
-            while not self.stopping:
-                if not self.budget.take():
-                    break
-                reply = self.client.claim(self.opts.worker_id, host, devices, self.opts.study_id)
-                claim = reply["trial"]
+            while True:
+                if reply is None:
+                    if self.stopping or not self.budget.take():
+                        break
+                    reply = self.client.claim(self.opts.worker_id, **where)
+                claim, open_studies = reply["trial"], reply["open_studies"]
+                reply = None
                 if claim is None:
                     self.budget.give_back()
-                    if not reply["open_studies"] and not self.opts.keep_alive:
+                    if not open_studies and not self.opts.keep_alive:
                         self._say("no study has work left: exiting")
                         break
                     self._wake.wait(self.opts.poll_seconds)
                     continue
-                if claim.get("kind") == "evaluate_test":
-                    self.run_final_evaluation(claim)
-                elif self.opts.pack > 1 and self._train is None and _packable(claim):
-                    # run_pack counts every trial it ran, this one included.
-                    self.trials_run += _run_pack(self, claim, self.opts.pack) - 1
-                else:
-                    self.run_trial(claim)
+                # A claim in hand is run even when the worker is stopping: run_trial hands it
+                # back at once.
+                reply = self._run_claim(claim, where)
                 self.trials_run += 1
         except HandBackNow:
             pass  # a second signal between trials: nothing is held, just leave
         finally:
             self.client.close()
         return 0
+
+    def _run_claim(self, claim: dict[str, Any], where: dict[str, Any]) -> dict[str, Any] | None:
+        """Runs one claimed job; returns the next claim's reply when its completion brought
+        one (only a trial run alone asks: a pack claims its partners itself)."""
+        if claim.get("kind") == "evaluate_test":
+            self.run_final_evaluation(claim)
+        elif self.opts.pack > 1 and self._train is None and _packable(claim):
+            # run_pack counts every trial it ran, this one included.
+            self.trials_run += _run_pack(self, claim, self.opts.pack) - 1
+        else:
+            return self.run_trial(claim, claim_next=where)
+        return None
 
     def run_final_evaluation(self, claim: dict[str, Any]) -> None:
         run_final_evaluation(
@@ -195,12 +192,20 @@ class Worker:
             say=self._say,
         )
 
-    def run_trial(self, claim: dict[str, Any]) -> None:
+    def run_trial(
+        self, claim: dict[str, Any], claim_next: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Trains a claimed trial and sends its outcome.
+
+        With ``claim_next`` (``host``, ``devices``, ``study_id``: where the worker claims),
+        the completion also claims the worker's next trial when the worker is not stopping
+        and its budget allows one; returns that claim's reply, or None (claim as usual).
+        """
         number = claim["number"]
-        with _Lease(self.client, self.opts, claim) as lease:
+        with self._lease(claim) as lease:
             if self.stopping:  # the signal came while the claim was on its way
                 self._release(lease, "worker shutting down")
-                return
+                return None
             self._say(
                 f"trial {number} (study {claim['study_id']}, attempt {claim['attempt']}): "
                 f"{_short(claim['params'])}"
@@ -209,51 +214,60 @@ class Worker:
                 result = self._train_one(claim, lease)
             except HandBackNow:
                 self._release(lease, "worker interrupted")
-                return
+                return None
             except EntryPointNotAllowed as e:
                 self._say(f"trial {number} refused: {e}")
                 self._fail(lease, str(e))
-                return
+                return None
             except ApiError as e:
                 if e.status == 409:
                     self._say(f"trial {number}: lease lost ({e.message}); dropping it")
-                    return
+                    return None
                 self._fail(lease, traceback.format_exc())
-                return
+                return None
             except Exception:
                 error = traceback.format_exc()
                 self._say(f"trial {number} failed:\n{error}")
                 self._fail(lease, error)
-                return
+                return None
             if lease.lost:
                 self._say(f"trial {number}: lease lost; dropping its result")
-                return
+                return None
             if self.stopping and result.stopped_early and lease.stop_reason is None:
                 self._release(lease, "worker shutting down")
-                return
-            self._complete(lease, number, result)
+                return None
+            return self._complete(lease, number, result, claim_next)
 
-    def _train_one(self, claim: dict[str, Any], lease: _Lease) -> Any:
+    def _train_one(self, claim: dict[str, Any], lease: Lease) -> Any:
         """Runs the claimed trial's trainer with a report callback; returns its result
         (``.metrics``, ``.stopped_early``)."""
         number, task = claim["number"], claim["task"]
-        epochs = int(task.get("epochs", 0))
-
-        def report(step: int, metrics: Mapping[str, float]) -> bool:
-            sent = _json_metrics(metrics)
-            ack = self.client.report(lease.trial_id, self.opts.worker_id, lease.attempt, step, sent)
-            self.progress.epoch(number, step, epochs, sent)
-            if ack["should_stop"]:
-                lease.stop_reason = ack["reason"]
-            if lease.stop_reason and not self.stopping:
-                self._say(f"trial {number} stops at step {step}: {lease.stop_reason}")
-            return bool(lease.stop_reason or self.stopping)
-
+        report = self._reporter(lease, number, int(task.get("epochs", 0)))
         train = self._trainer_for(task, number, lease)
         return train(claim["params"], task, report, device=self.device, seed=number)
 
+    def _reporter(
+        self, lease: Lease, number: int, epochs: int
+    ) -> Callable[[int, Mapping[str, float]], bool]:
+        """A trial's report callback: hands each epoch's metrics to the lease's reports (sent
+        now or held back), shows the epoch, and says whether to stop (as far as is known:
+        a held-back step gets no new ack)."""
+
+        def report(step: int, metrics: Mapping[str, float]) -> bool:
+            sent = _json_metrics(metrics)
+            reason = lease.reports.add(step, sent)
+            self.progress.epoch(number, step, epochs, sent)
+            if reason and not self.stopping:
+                self._say(f"trial {number} stops at step {step}: {reason}")
+            return bool(reason or self.stopping)
+
+        return report
+
+    def _lease(self, claim: dict[str, Any]) -> Lease:
+        return Lease(self.client, self.opts.worker_id, claim, self.opts.heartbeat_seconds)
+
     def _trainer_for(
-        self, task: Mapping[str, Any], number: int, lease: _Lease
+        self, task: Mapping[str, Any], number: int, lease: Lease
     ) -> Callable[..., Any]:
         if self._train is not None:
             return self._train
@@ -264,15 +278,23 @@ class Worker:
                 number=number,
                 should_stop=lambda: self.stopping or lease.stop_reason is not None,
             )
-        # Checkpoints go to the server's artifact store, as this lease's holder; a re-queued
-        # trial or a fork finds its checkpoint there and resumes after its epoch.
-        checkpoints = ServerCheckpoints(
-            self.client, lease.trial_id, self.opts.worker_id, lease.attempt, self._say
-        )
-        return partial(_builtin_train(self.device, self.opts.threads), checkpoints=checkpoints)
+        train = _builtin_train(self.device, self.opts.threads)
+        return partial(train, checkpoints=lease.checkpoints(self._say))
 
-    def _complete(self, lease: _Lease, number: int, result: Any) -> None:
+    def _complete(
+        self,
+        lease: Lease,
+        number: int,
+        result: Any,
+        claim_next: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Sends the trial's outcome with the steps still held back; see run_trial for
+        ``claim_next`` and what is returned."""
         pruned = bool(result.stopped_early)
+        steps = lease.reports.take()
+        # The next trial's budget is taken now, as for POST /claims; the run loop gives it
+        # back if the claim finds no trial, and so does this method if none was made.
+        asked = claim_next is not None and not self.stopping and self.budget.take()
         out = self._send(
             lambda: self.client.complete(
                 lease.trial_id,
@@ -280,24 +302,37 @@ class Worker:
                 lease.attempt,
                 _json_metrics(result.metrics),
                 pruned,
+                steps=steps,
+                claim_next=claim_next if asked else None,
             )
         )
+        following: dict[str, Any] | None = out.get("next") if asked and out is not None else None
+        if asked and following is None:  # not answered, or a server without claim_next
+            self.budget.give_back()
         if out is not None:
             verdict = "pruned" if pruned else ("feasible" if out["feasible"] else "INFEASIBLE")
             self._say(f"trial {number} {out['state']}: value={_num(out['value'])} {verdict}")
+        return following
 
-    def _fail(self, lease: _Lease, error: str) -> None:
+    def _fail(self, lease: Lease, error: str) -> None:
+        self._send_held(lease)
         self._send(
             lambda: self.client.fail(lease.trial_id, self.opts.worker_id, lease.attempt, error)
         )
 
-    def _release(self, lease: _Lease, why: str) -> None:
+    def _release(self, lease: Lease, why: str) -> None:
         self._handing_back = True  # a further signal must not cut the hand-back short
+        self._send_held(lease)
         out = self._send(
             lambda: self.client.release(lease.trial_id, self.opts.worker_id, lease.attempt, why)
         )
         if out is not None:
             self._say(f"trial {out['number']} handed back to the queue ({why})")
+
+    def _send_held(self, lease: Lease) -> None:
+        why = lease.send_held()
+        if why is not None:
+            self._say(f"trial {lease.trial_id}: held-back reports not sent: {why}")
 
     def _send(self, call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         """Sends a trial's outcome; if the server refuses or cannot be reached, the lease
@@ -341,80 +376,6 @@ def _short(params: dict[str, Any]) -> str:
 
 def _num(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def main(opts: WorkerOptions) -> int:
-    """``hpsearch worker``: checks the devices and entry points, then runs one claim loop per
-    slot (in this process when there is one slot)."""
-    _configure_logging()
-    try:
-        devices = worker_devices(opts.device, opts.gpus)
-        worker_slots = slots(devices, opts.concurrency)
-        check_importable(opts.allow)
-    except (DeviceError, EntryPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    # Threads per trial: small models gain little from more than one, and the slots of a
-    # worker (or several workers on one box) must not oversubscribe its cores.
-    if opts.threads is not None:
-        os.environ["OMP_NUM_THREADS"] = str(opts.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    opts = replace(opts, devices=tuple(devices))
-    budget = TrialBudget(opts.max_trials)
-    if len(worker_slots) == 1:
-        worker = Worker(replace(opts, device=worker_slots[0]), budget=budget)
-        worker.install_signal_handlers()
-        return worker.run()
-    return _supervise(opts, worker_slots, budget)
-
-
-def _supervise(opts: WorkerOptions, worker_slots: list[str], budget: TrialBudget) -> int:
-    """Starts one child process per slot, forwards SIGTERM/SIGINT to them as SIGTERM, and
-    waits for all of them; the exit code is the worst of theirs."""
-    ctx = multiprocessing.get_context("spawn")
-    children: list[Any] = []
-    stopping = threading.Event()
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
-        for child in children:
-            if child.is_alive() and child.pid is not None:
-                os.kill(child.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    per_device = opts.concurrency > 1
-    for i, device in enumerate(worker_slots):
-        label = f"{device}#{i % opts.concurrency}" if per_device else device
-        child = ctx.Process(
-            target=_slot_main,
-            args=(replace(opts, device=device, slot=label), budget),
-            name=f"hpsearch-worker-{label}",
-        )
-        child.start()
-        children.append(child)
-        if stopping.is_set() and child.pid is not None:
-            os.kill(child.pid, signal.SIGTERM)
-    for child in children:
-        child.join()
-    return 0 if all(child.exitcode == 0 for child in children) else 1
-
-
-def _slot_main(opts: WorkerOptions, budget: TrialBudget) -> None:
-    # The parent turns the terminal's Ctrl-C (sent to the whole process group) into one
-    # SIGTERM per slot; taking SIGINT here as well would count it twice.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _configure_logging()
-    worker = Worker(opts, budget=budget)
-    worker.install_signal_handlers(sigint=False)
-    sys.exit(worker.run())
-
-
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    # httpx logs every request at INFO: one line per heartbeat and epoch would bury the progress.
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _packable(claim: dict[str, Any]) -> bool:

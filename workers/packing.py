@@ -29,9 +29,9 @@ from typing import Any
 
 from hpsearch.client import ApiError
 from hpsearch.packing import PackKey, pack_key
-from workers.checkpoints import ServerCheckpoints
 from workers.devices import bind
-from workers.loop import HandBackNow, Worker, _json_metrics, _Lease, _short
+from workers.lease import Lease
+from workers.loop import HandBackNow, Worker, _short
 
 Claim = dict[str, Any]
 
@@ -51,7 +51,7 @@ def run_pack(worker: Worker, first: Claim, size: int) -> int:
     claims, others = [first], []
     host, devices = socket.gethostname(), list(worker.opts.devices or (worker.device,))
     with ExitStack() as held:
-        leases = {first["trial_id"]: held.enter_context(_Lease(worker.client, worker.opts, first))}
+        leases = {first["trial_id"]: held.enter_context(worker._lease(first))}
         while len(claims) < size and not worker.stopping and worker.budget.take():
             reply = worker.client.claim(worker.opts.worker_id, host, devices, first["study_id"])
             claim = reply["trial"]
@@ -64,12 +64,10 @@ def run_pack(worker: Worker, first: Claim, size: int) -> int:
                 continue
             if not packable(claim):
                 others.append(claim)  # held (heartbeats) until the packs are done
-                held.enter_context(_Lease(worker.client, worker.opts, claim))
+                held.enter_context(worker._lease(claim))
                 continue
             claims.append(claim)
-            leases[claim["trial_id"]] = held.enter_context(
-                _Lease(worker.client, worker.opts, claim)
-            )
+            leases[claim["trial_id"]] = held.enter_context(worker._lease(claim))
         groups: dict[PackKey | None, list[Claim]] = {}
         for claim in claims:
             groups.setdefault(_key(claim), []).append(claim)
@@ -86,7 +84,7 @@ def _key(claim: Claim) -> PackKey | None:
     return pack_key(task.get("trainer", ""), task.get("fixed", {}), claim["params"])
 
 
-def _train_group(worker: Worker, claims: list[Claim], leases: list[_Lease]) -> None:
+def _train_group(worker: Worker, claims: list[Claim], leases: list[Lease]) -> None:
     if worker.stopping:
         for lease in leases:
             worker._release(lease, "worker shutting down")
@@ -127,28 +125,15 @@ def _train(worker: Worker, specs: list[Any], task: Mapping[str, Any]) -> list[An
     return train_packed(specs, task, worker.device)
 
 
-def _spec(worker: Worker, claim: Claim, lease: _Lease) -> Any:
+def _spec(worker: Worker, claim: Claim, lease: Lease) -> Any:
     from workers.training.packed import PackedTrialSpec
 
     number, epochs = claim["number"], int(claim["task"].get("epochs", 0))
-
-    def report(step: int, metrics: Mapping[str, float]) -> bool:
-        sent = _json_metrics(metrics)
-        ack = worker.client.report(lease.trial_id, worker.opts.worker_id, lease.attempt, step, sent)
-        worker.progress.epoch(number, step, epochs, sent)
-        if ack["should_stop"]:
-            lease.stop_reason = ack["reason"]
-        if lease.stop_reason and not worker.stopping:
-            worker._say(f"trial {number} stops at step {step}: {lease.stop_reason}")
-        return bool(lease.stop_reason or worker.stopping)
-
-    checkpoints = ServerCheckpoints(
-        worker.client, lease.trial_id, worker.opts.worker_id, lease.attempt, worker._say
-    )
-    return PackedTrialSpec(claim["params"], number, report, checkpoints)
+    report = worker._reporter(lease, number, epochs)
+    return PackedTrialSpec(claim["params"], number, report, lease.checkpoints(worker._say))
 
 
-def _finish(worker: Worker, claim: Claim, lease: _Lease, outcome: Any) -> None:
+def _finish(worker: Worker, claim: Claim, lease: Lease, outcome: Any) -> None:
     """As Worker.run_trial ends a trial, for one trial of a pack."""
     number = claim["number"]
     if isinstance(outcome, ApiError) and outcome.status == 409:

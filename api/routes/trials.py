@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from api.deps import StoreDep
+from api.deps import SettingsDep, StoreDep, in_queue_thread
+from api.routes.workers import claim_for, claimed_trial
 from api.schemas import (
     AckOut,
+    ClaimOut,
     CompleteIn,
+    CompleteOut,
     ErrorBody,
     FailIn,
     LeaseIn,
@@ -17,6 +20,9 @@ from api.schemas import (
     TrialId,
     TrialOut,
 )
+from hpsearch.settings import Settings
+from hpsearch.store import Store
+from hpsearch.store.clock import utcnow
 
 router = APIRouter(prefix="/trials", tags=["trials"])
 
@@ -38,27 +44,71 @@ def stop_trial(trial_id: TrialId, store: StoreDep) -> TrialOut:
 
 
 @router.post("/{trial_id}/heartbeat", responses=_ERRORS, tags=["workers"])
-def heartbeat(trial_id: TrialId, body: LeaseIn, store: StoreDep) -> AckOut:
-    ack = store.heartbeat(trial_id, body.worker_id, body.attempt)
+async def heartbeat(trial_id: TrialId, body: LeaseIn, request: Request, store: StoreDep) -> AckOut:
+    ack = await in_queue_thread(request, store.heartbeat, trial_id, body.worker_id, body.attempt)
     return AckOut(
         should_stop=ack.should_stop, reason=ack.reason, lease_expires_at=ack.lease_expires_at
     )
 
 
 @router.post("/{trial_id}/intermediate", responses=_ERRORS, tags=["workers"])
-def report_intermediate(trial_id: TrialId, body: ReportIn, store: StoreDep) -> AckOut:
-    """One step's (epoch's) metrics. 409 when the worker no longer holds the lease."""
-    ack = store.report(trial_id, body.worker_id, body.attempt, body.step, body.metrics)
+async def report_intermediate(
+    trial_id: TrialId, body: ReportIn, request: Request, store: StoreDep
+) -> AckOut:
+    """One step's (epoch's) metrics, after any ``earlier`` steps the worker held back.
+
+    409 when the worker no longer holds the lease."""
+    earlier = [(s.step, s.metrics) for s in body.earlier]
+    ack = await in_queue_thread(
+        request,
+        store.report,
+        trial_id,
+        body.worker_id,
+        body.attempt,
+        body.step,
+        body.metrics,
+        earlier,
+    )
     return AckOut(
         should_stop=ack.should_stop, reason=ack.reason, lease_expires_at=ack.lease_expires_at
     )
 
 
 @router.post("/{trial_id}/complete", responses=_ERRORS, tags=["workers"])
-def complete_trial(trial_id: TrialId, body: CompleteIn, store: StoreDep) -> TrialOut:
-    return TrialOut.of(
-        store.complete(trial_id, body.worker_id, body.attempt, body.metrics, body.pruned)
-    )
+async def complete_trial(
+    trial_id: TrialId,
+    body: CompleteIn,
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> CompleteOut:
+    """Ends the trial with its final metrics (storing first any ``steps`` held back) and,
+    with ``claim_next``, claims the worker's next trial: one request per trial when epochs
+    are quicker than the report interval. 409 when the worker no longer holds the lease.
+
+    Resent (its first reply was lost), a completion changes nothing and answers with the
+    trial as it ended; with ``claim_next``, with the trial the first request claimed, if the
+    worker still holds it, rather than with another one."""
+    return await in_queue_thread(request, _complete, store, settings, trial_id, body)
+
+
+def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn) -> CompleteOut:
+    received = utcnow()
+    steps = [(s.step, s.metrics) for s in body.steps]
+    trial = store.complete(trial_id, body.worker_id, body.attempt, body.metrics, body.pruned, steps)
+    out = CompleteOut.of(trial)
+    if body.claim_next is not None:
+        n = body.claim_next
+        resent = trial.finished_at is not None and trial.finished_at < received
+        held = store.claimed_after(trial_id, body.worker_id) if resent else None
+        out.next = (
+            ClaimOut(trial=claimed_trial(held, settings), open_studies=True)
+            if held is not None
+            else claim_for(
+                store, settings, body.worker_id, n.host, n.devices, n.study_id, after=trial_id
+            )
+        )
+    return out
 
 
 @router.post("/{trial_id}/fail", responses=_ERRORS, tags=["workers"])

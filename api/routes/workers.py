@@ -2,31 +2,54 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from api.deps import StoreDep
+from api.deps import SettingsDep, StoreDep, in_queue_thread
 from api.schemas import ClaimedTrial, ClaimIn, ClaimOut, WorkerOut
+from hpsearch.settings import Settings
+from hpsearch.store import Store
+from hpsearch.store.claims import Claim
 from hpsearch.store.evaluations import EvaluationClaim
 
 router = APIRouter(tags=["workers"])
 
 
 @router.post("/claims")
-def claim(body: ClaimIn, store: StoreDep) -> ClaimOut:
+async def claim(
+    body: ClaimIn, request: Request, store: StoreDep, settings: SettingsDep
+) -> ClaimOut:
     """Leases the next trial to the worker, or says there is none (and whether to wait).
 
     A requested final test evaluation comes first (``kind: evaluate_test``): it is short, and
     someone is waiting for it."""
-    job = store.claim_final_evaluation(body.worker_id, body.study_id)
+    return await in_queue_thread(
+        request, claim_for, store, settings, body.worker_id, body.host, body.devices, body.study_id
+    )
+
+
+def claim_for(
+    store: Store,
+    settings: Settings,
+    worker_id: str,
+    host: str,
+    devices: list[str],
+    study_id: int | None,
+    after: int | None = None,
+) -> ClaimOut:
+    """A claim, as ``POST /claims`` and a completion's ``claim_next`` (``after`` the trial it
+    completed) make it."""
+    job = store.claim_final_evaluation(worker_id, study_id)
     if job is not None:
         return ClaimOut(trial=_evaluation(job), open_studies=True)
-    c = store.claim(body.worker_id, body.host, body.devices, body.study_id)
+    c = store.claim(worker_id, host, devices, study_id, after=after)
     if c is None:
-        waiting = store.has_open_studies(body.study_id) or store.has_pending_final_evaluation(
-            body.study_id
-        )
+        waiting = store.has_open_studies(study_id) or store.has_pending_final_evaluation(study_id)
         return ClaimOut(trial=None, open_studies=waiting)
-    trial = ClaimedTrial(
+    return ClaimOut(trial=claimed_trial(c, settings), open_studies=True)
+
+
+def claimed_trial(c: Claim, settings: Settings) -> ClaimedTrial:
+    return ClaimedTrial(
         trial_id=c.trial_id,
         study_id=c.study_id,
         number=c.number,
@@ -35,8 +58,8 @@ def claim(body: ClaimIn, store: StoreDep) -> ClaimOut:
         task=c.task,
         lease_expires_at=c.lease_expires_at,
         resume_step=c.resume_step,
+        report_interval_s=0.0 if c.judges_each_step else settings.report_interval_s,
     )
-    return ClaimOut(trial=trial, open_studies=True)
 
 
 def _evaluation(job: EvaluationClaim) -> ClaimedTrial:

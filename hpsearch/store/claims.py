@@ -21,15 +21,24 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hpsearch.samplers import FinishedTrial, Sampler
+from hpsearch.samplers import FinishedTrial
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.history import read_history
-from hpsearch.store.models import Study, Trial
+from hpsearch.store.models import Study, Trial, TrialEvent
 from hpsearch.store.queue import record_event
-from hpsearch.store.studies import finish_if_done, get_study, live_counts, record_ended
+from hpsearch.store.rules import RulesFor, StudyKey, StudyRules
+from hpsearch.store.studies import finish_if_done, get_study, may_finish, record_ended
 
-HistoryFor = Callable[[Session, Study], list[FinishedTrial]]
+HistoryFor = Callable[[Session, StudyKey], list[FinishedTrial]]
+
+# How many trials a claim samples at once for a sampler that ignores history (random, grid,
+# QMC: a proposal depends on its number alone, so sampling ahead changes nothing it
+# proposes). The extra ones wait in the queue, where the next claims take them with SKIP
+# LOCKED and without the study row: the lock that serializes sampling is then taken once per
+# AHEAD trials, not per trial. Never beyond the study's parallelism (running + queued) or
+# its max_trials.
+AHEAD = 8
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,8 @@ class Claim:
     task: dict[str, Any]
     lease_expires_at: datetime
     resume_step: int | None
+    # A pruner judges each reported step, so the worker must send each one as it comes.
+    judges_each_step: bool = False
 
 
 def touch_worker(session: Session, worker_id: str, host: str, devices: list[str]) -> None:
@@ -99,14 +110,20 @@ def claim(
     session: Session,
     worker_id: str,
     lease: timedelta,
-    sampler_for: Any,
+    rules_for: RulesFor,
     study_id: int | None = None,
     history_for: HistoryFor | None = None,
+    *,
+    look_for_expired: bool = True,
+    after: int | None = None,
 ) -> Claim | None:
     """Leases one trial to ``worker_id``, sampling a new one when a study needs it.
 
-    ``history_for(session, study)`` gives the sampler the study's ended trials (a cache that
-    reads only new ones); without it they are read whole.
+    ``rules_for`` gives a study's parsed spec and sampler (cached); ``history_for(session,
+    study)`` the study's ended trials (a cache that reads only new ones); without it they are
+    read whole. ``look_for_expired=False`` skips the probe for expired leases (a caller that
+    probed a moment ago). ``after``: the trial whose completion asked for this claim (see
+    :func:`claimed_after`).
 
     Lock order, the same in every transaction of the store: a study row before any of its
     trial rows, and study rows in ascending id. Claimers take queued trials with ``SKIP
@@ -116,23 +133,25 @@ def claim(
     now = utcnow()
     expires = now + lease
     connection = session.connection()
-    expired = _expired(session, now)
+    expired = _expired(session, now) if look_for_expired else {}
     running = {
-        sid: (created, limit)
-        for sid, created, limit in connection.execute(sql.RUNNING_STUDIES, {"b_study_id": study_id})
+        sid: created
+        for sid, created in connection.execute(sql.RUNNING_STUDIES, {"b_study_id": study_id})
     }
     for sid in sorted(running.keys() | expired.keys()):
         if sid in expired:
             requeue_expired(session, get_study(session, sid, lock=True), expired[sid], now)
         if sid not in running:
             continue
-        created, limit = running[sid]
+        created = running[sid]
+        rules = rules_for(session, (sid, created))
+        limit = rules.spec.budget.time_limit_s
         if limit is not None and (now - created).total_seconds() >= limit:
             # Out of time: no more trials, not even queued ones; the study ends here.
             finish_if_done(session, get_study(session, sid, lock=True))
             continue
-        claimed = _claim_queued(session, sid, worker_id, now, expires) or _sample_new(
-            session, sid, sampler_for, worker_id, now, expires, history_for
+        claimed = _claim_queued(session, sid, rules, worker_id, now, expires) or _sample_new(
+            session, sid, rules, worker_id, now, expires, history_for
         )
         if claimed is not None:
             connection.execute(
@@ -142,7 +161,7 @@ def claim(
                     "b_kind": "claimed",
                     "b_attempt": claimed.attempt,
                     "b_worker_id": worker_id,
-                    "b_detail": None,
+                    "b_detail": None if after is None else _claimed_after(after),
                     "b_created_at": now,
                 },
             )
@@ -150,8 +169,71 @@ def claim(
     return None
 
 
+def _claimed_after(trial_id: int) -> str:
+    return f"after trial {trial_id}"
+
+
+def claimed_after(
+    session: Session, trial_id: int, worker_id: str, rules_for: RulesFor
+) -> Claim | None:
+    """The claim made with the completion of ``trial_id``, if ``worker_id`` still holds it:
+    the answer to a resent completion, whose first reply (and claim) was lost."""
+    found = session.execute(
+        select(TrialEvent.trial_id, TrialEvent.attempt)
+        .where(
+            TrialEvent.kind == "claimed",
+            TrialEvent.worker_id == worker_id,
+            TrialEvent.detail == _claimed_after(trial_id),
+        )
+        .order_by(TrialEvent.id.desc())
+        .limit(1)
+    ).first()
+    trial = session.get(Trial, found[0]) if found is not None else None
+    if trial is None or found is None:
+        return None
+    if (trial.state, trial.worker_id, trial.attempt) != ("running", worker_id, found[1]):
+        return None
+    assert trial.lease_expires_at is not None  # a running trial is leased
+    rules = rules_for(session, (trial.study_id, trial.study.created_at))
+    return _leased(
+        rules,
+        (trial.id, trial.study_id, trial.number, trial.attempt),
+        trial.params,
+        trial.lease_expires_at,
+        trial.last_step,
+    )
+
+
+def _leased(
+    rules: StudyRules,
+    ids: tuple[int, int, int, int],
+    params: Any,
+    expires: datetime,
+    resume_step: int | None,
+) -> Claim:
+    """The claim of a trial leased until ``expires``; ``ids``: trial id, study id, number,
+    attempt."""
+    trial_id, study_id, number, attempt = ids
+    return Claim(
+        trial_id,
+        study_id,
+        number,
+        attempt,
+        dict(params),
+        dict(rules.task),
+        expires,
+        resume_step,
+        rules.judges_each_step,
+    )
+
+
 def _claim_queued(
-    session: Session, study_id: int, worker_id: str, now: datetime, expires: datetime
+    session: Session,
+    study_id: int,
+    rules: StudyRules,
+    worker_id: str,
+    now: datetime,
+    expires: datetime,
 ) -> Claim | None:
     """The oldest queued trial of the study (enqueued, re-queued or released), leased."""
     connection = session.connection()
@@ -162,16 +244,13 @@ def _claim_queued(
     if row is None:
         return None
     trial_id, number, attempt, params, last_step = row
-    task = connection.scalar(sql.STUDY_TASK, {"b_study_id": study_id})
-    return Claim(
-        trial_id, study_id, number, attempt, dict(params), dict(task or {}), expires, last_step
-    )
+    return _leased(rules, (trial_id, study_id, number, attempt), params, expires, last_step)
 
 
 def _sample_new(
     session: Session,
     study_id: int,
-    sampler_for: Any,
+    rules: StudyRules,
     worker_id: str,
     now: datetime,
     expires: datetime,
@@ -180,43 +259,63 @@ def _sample_new(
     """A new trial from the sampler, already leased to ``worker_id``, or None.
 
     Locking the study row serializes sampling per study (parallel claimers never get the
-    same suggestion); other studies are not held up.
+    same suggestion); other studies are not held up. The common case reads the row and its
+    live counts in one statement and writes with three or four (see ``AHEAD``); the ORM is
+    only asked when the study may be ending.
     """
-    study = get_study(session, study_id, lock=True)
-    if study.state != "running":
+    connection = session.connection()
+    row = connection.execute(sql.LOCK_STUDY, {"b_study_id": study_id}).one_or_none()
+    if row is None:
         return None
-    budget = study.spec.get("budget", {})
-    if study.next_number >= budget.get("max_trials", 0):
+    _, created, state, next_number, n_completed, n_pruned, n_failed, best, max_trials = row[:9]
+    queued, running = row[9], row[10]
+    budget = rules.spec.budget
+    if state != "running" or next_number >= max_trials or running >= budget.parallelism:
         return None
-    live = live_counts(session, study_id)
-    if live[1] >= budget.get("parallelism", 1):
+    counters = (n_completed, n_pruned, n_failed)
+    if may_finish(budget, max_trials, counters, best, created, now) and finish_if_done(
+        session, get_study(session, study_id, lock=True), live=(queued, running)
+    ):
         return None
-    if finish_if_done(session, study, live=live):
-        return None
-    sampler: Sampler = sampler_for(study)
+    sampler = rules.sampler
     past: list[FinishedTrial] = []
+    running_params: list[dict[str, Any]] = []
     if sampler.needs_history:
-        past = history_for(session, study) if history_for else history(session, study_id)
-    running_params = _running_params(session, study_id) if sampler.needs_history else []
-    number = study.next_number
-    params = sampler.propose(number, past, running_params)
+        key = (study_id, created)
+        past = history_for(session, key) if history_for else history(session, study_id)
+        running_params = _running_params(session, study_id)
+    params = sampler.propose(next_number, past, running_params)
     if params is None:
-        finish_if_done(session, study, exhausted=True, live=live)
+        study = get_study(session, study_id, lock=True)
+        finish_if_done(session, study, exhausted=True, live=(queued, running))
         return None
-    trial_id = session.connection().scalar(
+    ahead = []
+    if not sampler.needs_history:
+        unended = running + 1 + queued  # the claimed one included
+        end = min(next_number + AHEAD, next_number + 1 + budget.parallelism - unended, max_trials)
+        for number in range(next_number + 1, end):
+            proposal = sampler.propose(number, [], [])
+            if proposal is None:
+                break
+            ahead.append({"b_study_id": study_id, "b_number": number, "b_params": proposal})
+    if ahead:
+        connection.execute(sql.INSERT_QUEUED_TRIAL, [{**a, "b_now": now} for a in ahead])
+    trial_id = connection.scalar(
         sql.INSERT_LEASED_TRIAL,
         {
             "b_study_id": study_id,
-            "b_number": number,
+            "b_number": next_number,
             "b_params": params,
             "b_worker_id": worker_id,
             "b_now": now,
             "b_expires": expires,
         },
     )
-    study.next_number = number + 1
-    task = dict(study.spec["task"])
-    return Claim(trial_id, study_id, number, 1, dict(params), task, expires, None)
+    connection.execute(
+        sql.SET_NEXT_NUMBER,
+        {"b_study_id": study_id, "b_next_number": next_number + 1 + len(ahead)},
+    )
+    return _leased(rules, (trial_id, study_id, next_number, 1), params, expires, None)
 
 
 def history(session: Session, study_id: int) -> list[FinishedTrial]:

@@ -36,7 +36,7 @@ def make_engine(url: str, echo: bool = False) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_engine(url, echo=echo, pool_size=10, max_overflow=20)
 
 
 def _configure_sqlite(engine: Engine) -> None:

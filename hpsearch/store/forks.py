@@ -20,7 +20,7 @@ from hpsearch.space import SpaceError
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Trial
 from hpsearch.store.queue import lock_study_then_trial
-from hpsearch.store.studies import spec_of
+from hpsearch.store.studies import add_to_budget, spec_of
 
 
 def fork(
@@ -74,10 +74,8 @@ def fork(
         checkpoint_step=checkpoint_step,
     )
     study.next_number += 1
-    budget = dict(study.spec["budget"])
     # Like an enqueued guess, a fork adds to the budget rather than displacing a trial.
-    budget["max_trials"] = budget.get("max_trials", 0) + 1
-    study.spec = {**study.spec, "budget": budget}
+    add_to_budget(study, 1)
     if study.state == "completed":
         # Babysitting one model: stopping its only trial ended the study; the fork goes on.
         study.state, study.reason, study.finished_at = "running", None, None

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hpsearch.samplers import FinishedTrial
-from hpsearch.store.models import ENDED_STATES, Study, Trial
+from hpsearch.store.models import ENDED_STATES, Trial
 from hpsearch.store.queue import STORED_INFINITY
 
 _CHUNK = 500
@@ -59,14 +59,14 @@ class HistoryCache:
         self.max_studies = max_studies
         self.rows_read = 0  # for tests and benchmarks: how much the database was asked
 
-    def history(self, session: Session, study: Study) -> list[FinishedTrial]:
-        # Keyed by creation time too: SQLite may give a deleted study's id to a new one.
-        key = (study.id, study.created_at)
+    def history(self, session: Session, key: tuple[int, datetime]) -> list[FinishedTrial]:
+        """``key`` is (study id, creation time): SQLite may give a deleted study's id anew."""
+        study_id = key[0]
         known = self._studies.get(key)
         ended = list(
             session.scalars(
                 select(Trial.number).where(
-                    Trial.study_id == study.id, Trial.state.in_(ENDED_STATES)
+                    Trial.study_id == study_id, Trial.state.in_(ENDED_STATES)
                 )
             )
         )
@@ -74,7 +74,7 @@ class HistoryCache:
             known = {}
         new = [n for n in ended if n not in known]
         if new:
-            fresh = read_history(session, study.id, new)
+            fresh = read_history(session, study_id, new)
             self.rows_read += len(fresh)
             known = {**known, **{t.number: t for t in fresh}}
         self._studies[key] = known

@@ -16,7 +16,7 @@ from hpsearch.space import SpaceError
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Study, Trial
 from hpsearch.store.queue import STORED_INFINITY, finite_metrics
-from hpsearch.store.studies import record_ended, spec_of
+from hpsearch.store.studies import add_to_budget, record_ended, spec_of
 
 IMPORTABLE_STATES = ("completed", "pruned")
 
@@ -63,7 +63,5 @@ def import_history(
     for trial in trials:
         record_ended(session, study, trial)
     study.next_number += len(trials)
-    budget = dict(study.spec["budget"])
-    budget["max_trials"] = budget.get("max_trials", 0) + len(trials)
-    study.spec = {**study.spec, "budget": budget}
+    add_to_budget(study, len(trials))
     return trials

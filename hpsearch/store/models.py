@@ -43,6 +43,9 @@ class Study(Base):
     # Trial numbers are handed out from here inside the claim transaction, which also
     # serializes sampling per study (the row is locked by the update).
     next_number: Mapped[int] = mapped_column(Integer, default=0)
+    # The spec's budget.max_trials plus trials added by hand (studies.add_to_budget): the one
+    # budget figure that changes, kept here so that claims never parse the spec.
+    max_trials: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     n_completed: Mapped[int] = mapped_column(Integer, default=0)
     n_pruned: Mapped[int] = mapped_column(Integer, default=0)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -12,8 +11,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import InvalidInput, InvalidState
-from hpsearch.objective import Objective
-from hpsearch.samplers import FinishedTrial, Sampler, make_sampler
+from hpsearch.samplers import FinishedTrial, make_sampler
 from hpsearch.space import SpaceError
 from hpsearch.spec import StudySpec, parse_spec, spec_to_json
 from hpsearch.store import checkpoints, claims, evaluations, forks, imports, queue, results
@@ -29,9 +27,12 @@ from hpsearch.store.models import (
     Worker,
 )
 from hpsearch.store.pruning import prune_decision
+from hpsearch.store.rules import RulesCache
 from hpsearch.store.studies import (
     StudyCounts,
+    add_to_budget,
     counts,
+    drop_sampled_ahead,
     finish_if_done,
     get_study,
     get_trial,
@@ -39,6 +40,7 @@ from hpsearch.store.studies import (
     study_row,
     trials_page,
 )
+from hpsearch.store.throttle import Throttle
 
 _TRANSITIONS = {
     "pause": ({"running"}, "paused"),
@@ -64,14 +66,21 @@ class TrialView:
 
 
 class Store:
-    def __init__(self, db: Database, lease_seconds: float = 60.0) -> None:
+    def __init__(
+        self, db: Database, lease_seconds: float = 60.0, probe_seconds: float = 0.0
+    ) -> None:
         self.db = db
         self.lease = timedelta(seconds=lease_seconds)
-        # Samplers are rebuilt from the (immutable) spec; caching them per study saves the
-        # parse on every claim. Safe across server processes: nothing here is authoritative.
-        self._samplers: OrderedDict[tuple[int, datetime], Sampler] = OrderedDict()
+        self._rules = RulesCache()
         self._history = HistoryCache()
-        self._objectives: OrderedDict[tuple[int, datetime], Objective] = OrderedDict()
+        # Probes that almost always find nothing, made at most once per ``probe_seconds`` per
+        # process rather than on every claim (a server sets it; 0: every claim): an expired
+        # lease is then re-queued up to that much later, a test evaluation queued through
+        # another server process claimed up to that much later. A worker's row (host,
+        # devices, last seen) is refreshed on the same terms, at most every 10 probes.
+        self._expired_probe = Throttle(probe_seconds)
+        self._evaluation_probe = Throttle(probe_seconds)
+        self._worker_touch = Throttle(10 * probe_seconds)
 
     # -- studies -------------------------------------------------------------------------
 
@@ -114,6 +123,7 @@ class Store:
                     .where(Trial.study_id == study_id, Trial.state == "running")
                     .values(stop_requested=True)
                 )
+                drop_sampled_ahead(s, study_id)
             elif target == "running":
                 finish_if_done(s, study)
             return self._view(s, study)
@@ -145,10 +155,8 @@ class Store:
                 created_at=utcnow(),
             )
             study.next_number += 1
-            budget = dict(study.spec["budget"])
             # An enqueued guess adds to the budget rather than displacing a sampled trial.
-            budget["max_trials"] = budget.get("max_trials", 0) + 1
-            study.spec = {**study.spec, "budget": budget}
+            add_to_budget(study, 1)
             s.add(trial)
             s.flush()
             return trial
@@ -233,12 +241,27 @@ class Store:
         host: str = "",
         devices: Sequence[str] = (),
         study_id: int | None = None,
+        after: int | None = None,
     ) -> claims.Claim | None:
+        """The worker's next trial; ``after``: the trial whose completion asks for it."""
         with self.db.write() as s:
-            claims.touch_worker(s, worker_id, host, list(devices))
+            if self._worker_touch.due((worker_id, host, tuple(devices))):
+                claims.touch_worker(s, worker_id, host, list(devices))
             return claims.claim(
-                s, worker_id, self.lease, self._sampler_for, study_id, self._history.history
+                s,
+                worker_id,
+                self.lease,
+                self._rules.get,
+                study_id,
+                self._history.history,
+                look_for_expired=self._expired_probe.due(None),
+                after=after,
             )
+
+    def claimed_after(self, trial_id: int, worker_id: str) -> claims.Claim | None:
+        """The claim made with the completion of ``trial_id``, if ``worker_id`` holds it."""
+        with self.db.read() as s:
+            return claims.claimed_after(s, trial_id, worker_id, self._rules.get)
 
     def has_open_studies(self, study_id: int | None = None) -> bool:
         """Whether a worker should wait for more work (a study could still produce trials)."""
@@ -259,10 +282,13 @@ class Store:
         attempt: int,
         step: int,
         metrics: Mapping[str, float | None],
+        earlier: queue.Steps = (),
     ) -> queue.ReportAck:
+        """One step's metrics, after the ``earlier`` steps the worker held back, if any."""
         with self.db.write() as s:
+            steps = [*earlier, (step, metrics)]
             return queue.report(
-                s, trial_id, worker_id, attempt, step, metrics, self.lease, prune=prune_decision
+                s, trial_id, worker_id, attempt, steps, self.lease, prune=prune_decision
             )
 
     def complete(
@@ -272,10 +298,12 @@ class Store:
         attempt: int,
         metrics: Mapping[str, float | None],
         pruned: bool = False,
+        steps: queue.Steps = (),
     ) -> Trial:
+        """Ends a trial, storing first the ``steps`` its worker had not reported yet."""
         with self.db.write() as s:
             return queue.complete(
-                s, trial_id, worker_id, attempt, metrics, pruned, self._objective_for
+                s, trial_id, worker_id, attempt, metrics, self._rules.get, pruned, steps
             )
 
     def fail(self, trial_id: int, worker_id: str, attempt: int, error: str) -> Trial:
@@ -320,7 +348,9 @@ class Store:
 
     def request_final_evaluation(self, study_id: int, trial_id: int | None) -> FinalEvaluation:
         with self.db.write() as s:
-            return evaluations.request(s, study_id, trial_id)
+            evaluation = evaluations.request(s, study_id, trial_id)
+        self._evaluation_probe.reset()
+        return evaluation
 
     def final_evaluation(self, study_id: int) -> FinalEvaluation | None:
         with self.db.read() as s:
@@ -330,6 +360,8 @@ class Store:
     def claim_final_evaluation(
         self, worker_id: str, study_id: int | None = None
     ) -> evaluations.EvaluationClaim | None:
+        if not self._evaluation_probe.due(study_id):
+            return None
         with self.db.read() as s:  # the common case, nothing to do, takes no write lock
             if not evaluations.claimable(s, study_id, utcnow()):
                 return None
@@ -361,24 +393,3 @@ class Store:
     def _view(self, s: Session, study: Study) -> StudyView:
         best = s.get(Trial, study.best_trial_id) if study.best_trial_id else None
         return StudyView(study, counts(s, study), best)
-
-    def _sampler_for(self, study: Study) -> Sampler:
-        # Keyed by creation time too: SQLite may give a deleted study's id to a new one.
-        key = (study.id, study.created_at)
-        sampler = self._samplers.get(key)
-        if sampler is None:
-            sampler = make_sampler(spec_of(study))
-            self._samplers[key] = sampler
-            if len(self._samplers) > 256:
-                self._samplers.popitem(last=False)
-        return sampler
-
-    def _objective_for(self, study: Study) -> Objective:
-        key = (study.id, study.created_at)
-        objective = self._objectives.get(key)
-        if objective is None:
-            objective = spec_of(study).build_objective()
-            self._objectives[key] = objective
-            if len(self._objectives) > 256:
-                self._objectives.popitem(last=False)
-        return objective

@@ -13,7 +13,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, func, insert, select, update
+from sqlalchemy import DateTime, Integer, Table, Text, bindparam, case, func, insert, select, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from hpsearch.store.models import Study, Trial, TrialEvent, TrialIntermediate, Worker
@@ -26,17 +27,21 @@ EVENTS = cast(Table, TrialEvent.__table__)
 
 _t = TRIALS.c
 
+# The trial, if its lease is still the holder's: worker, attempt, running, not expired.
+# Parameters: trial_id, worker_id, attempt, now.
+_HELD = (
+    _t.id == bindparam("b_trial_id"),
+    _t.worker_id == bindparam("b_worker_id"),
+    _t.attempt == bindparam("b_attempt"),
+    _t.state == "running",
+    _t.lease_expires_at >= bindparam("b_now"),
+)
+
 # The holder's lease, checked and extended in one statement (which also locks the row).
-# Parameters: trial_id, worker_id, attempt, now, expires.
+# Parameters: those of _HELD, expires.
 EXTEND_LEASE = (
     update(TRIALS)
-    .where(
-        _t.id == bindparam("b_trial_id"),
-        _t.worker_id == bindparam("b_worker_id"),
-        _t.attempt == bindparam("b_attempt"),
-        _t.state == "running",
-        _t.lease_expires_at >= bindparam("b_now"),
-    )
+    .where(*_HELD)
     .values(lease_expires_at=bindparam("b_expires"))
     .returning(_t.study_id, _t.stop_requested)
 )
@@ -58,12 +63,8 @@ EXPIRED = select(_t.study_id, _t.id).where(
     _t.state == "running", _t.lease_expires_at < bindparam("b_now")
 )
 
-# (id, created_at, time limit in seconds or None). Parameters: study_id (None: every study).
-RUNNING_STUDIES = select(
-    STUDIES.c.id,
-    STUDIES.c.created_at,
-    STUDIES.c.spec[("budget", "time_limit_s")].as_float(),
-).where(
+# (id, created_at). Parameters: study_id (None: every study).
+RUNNING_STUDIES = select(STUDIES.c.id, STUDIES.c.created_at).where(
     STUDIES.c.state == "running",
     (bindparam("b_study_id", type_=STUDIES.c.id.type).is_(None))
     | (STUDIES.c.id == bindparam("b_study_id", type_=STUDIES.c.id.type)),
@@ -95,9 +96,6 @@ CLAIM_QUEUED = (
 )
 
 
-# Parameters: study_id.
-STUDY_TASK = select(STUDIES.c.spec["task"]).where(STUDIES.c.id == bindparam("b_study_id"))
-
 # A sampled trial, created already leased (attempt 1). Parameters: study_id, number, params,
 # worker_id, now, expires.
 INSERT_LEASED_TRIAL = (
@@ -119,6 +117,20 @@ INSERT_LEASED_TRIAL = (
     .returning(_t.id)
 )
 
+# A trial sampled ahead of its claim (see claims.AHEAD), queued. Parameters: study_id,
+# number, params, now.
+INSERT_QUEUED_TRIAL = insert(TRIALS).values(
+    study_id=bindparam("b_study_id"),
+    number=bindparam("b_number"),
+    params=bindparam("b_params", type_=_t.params.type),
+    state="queued",
+    source="sampler",
+    attempt=0,
+    stop_requested=False,
+    metrics=bindparam("b_metrics", type_=_t.metrics.type, value={}),
+    created_at=bindparam("b_now"),
+)
+
 # Parameters: trial_id, kind, attempt, worker_id, detail, created_at.
 INSERT_EVENT = insert(EVENTS).values(
     trial_id=bindparam("b_trial_id"),
@@ -134,22 +146,33 @@ def _insert(dialect: str) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
+# Reported steps unpacked from one JSON array ``[{"step": n, "metrics": {...}}, ...]`` by the
+# database, so that a batch of steps is one statement whatever its length (steps unique).
+_STEPS_FROM_JSON = {
+    "postgresql": "SELECT :trial_id, s.step, :attempt, s.metrics, :now "
+    "FROM json_to_recordset(CAST(:steps AS json)) AS s(step integer, metrics json)",
+    # SQLite's upsert needs the WHERE after a SELECT (its parser would take ON for a join).
+    "sqlite": "SELECT :trial_id, json_extract(value, '$.step'), :attempt, "
+    "json_extract(value, '$.metrics'), :now FROM json_each(:steps) WHERE true",
+}
+
+
 @cache
-def upsert_intermediate(dialect: str) -> Any:
+def upsert_steps(dialect: str) -> Any:
     """One row per (trial, step): a resent or re-run step replaces the earlier one.
 
-    Parameters: trial_id, step, attempt, metrics, created_at.
+    Parameters: trial_id, attempt, now, steps (JSON text).
     """
-    statement = _insert(dialect)(INTERMEDIATES).values(
-        trial_id=bindparam("b_trial_id"),
-        step=bindparam("b_step"),
-        attempt=bindparam("b_attempt"),
-        metrics=bindparam("b_metrics", type_=INTERMEDIATES.c.metrics.type),
-        created_at=bindparam("b_created_at"),
-    )
-    return statement.on_conflict_do_update(
-        index_elements=["trial_id", "step"],
-        set_={"metrics": statement.excluded.metrics, "attempt": statement.excluded.attempt},
+    return sql_text(
+        "INSERT INTO trial_intermediates (trial_id, step, attempt, metrics, created_at) "
+        + _STEPS_FROM_JSON[dialect]
+        + " ON CONFLICT (trial_id, step) DO UPDATE"
+        " SET metrics = excluded.metrics, attempt = excluded.attempt"
+    ).bindparams(
+        bindparam("trial_id", type_=Integer()),
+        bindparam("attempt", type_=Integer()),
+        bindparam("now", type_=DateTime()),
+        bindparam("steps", type_=Text()),
     )
 
 
@@ -172,3 +195,129 @@ def upsert_worker(dialect: str) -> Any:
             "last_seen_at": statement.excluded.last_seen_at,
         },
     )
+
+
+def _live(state: str) -> Any:
+    return (
+        select(func.count())
+        .where(_t.study_id == STUDIES.c.id, _t.state == state)
+        .correlate(STUDIES)
+        .scalar_subquery()
+    )
+
+
+_s = STUDIES.c
+# What ending or sampling a trial needs of its study row, read with the row locked.
+_STUDY_FOR_UPDATE = (
+    _s.id,
+    _s.created_at,
+    _s.state,
+    _s.next_number,
+    _s.n_completed,
+    _s.n_pruned,
+    _s.n_failed,
+    _s.best_trial_id,
+    _s.max_trials,
+)
+# A study row, locked, with its queued and running trial counts. Parameters: study_id.
+LOCK_STUDY = (
+    select(*_STUDY_FOR_UPDATE, _live("queued"), _live("running"))
+    .where(_s.id == bindparam("b_study_id"))
+    .with_for_update(of=STUDIES)
+)
+# The study of a trial, locked (the store's lock order puts a study before its trials), and
+# the trial's number. Parameters: trial_id.
+LOCK_STUDY_OF_TRIAL = (
+    select(
+        *_STUDY_FOR_UPDATE,
+        select(_t.number).where(_t.id == bindparam("b_trial_id")).scalar_subquery(),
+    )
+    .where(_s.id == select(_t.study_id).where(_t.id == bindparam("b_trial_id")).scalar_subquery())
+    .with_for_update(of=STUDIES)
+)
+
+# A held trial ended with its final metrics, in one statement that also checks the lease
+# (as EXTEND_LEASE does). Parameters: trial_id, worker_id, attempt, now, state, metrics,
+# value, feasible, violation, step (the last step sent with it, or None).
+END_HELD_TRIAL = (
+    update(TRIALS)
+    .where(*_HELD)
+    .values(
+        state=bindparam("b_state"),
+        metrics=bindparam("b_metrics", type_=_t.metrics.type),
+        value=bindparam("b_value"),
+        feasible=bindparam("b_feasible"),
+        violation=bindparam("b_violation"),
+        finished_at=bindparam("b_now"),
+        lease_expires_at=None,
+        # The last steps may come with the completion; b_step is NULL when none did.
+        last_step=case(
+            (func.coalesce(_t.last_step, 0) < bindparam("b_step"), bindparam("b_step")),
+            else_=_t.last_step,
+        ),
+    )
+    .returning(*TRIALS.c)
+)
+
+# END_HELD_TRIAL, the steps sent with the completion, its events and the study's counters,
+# in one statement (PostgreSQL): the study row, locked before it, is held for one round trip
+# instead of four. Nothing but the trial's own row is written when its lease check fails (the
+# statement then returns no row). Parameters: those of END_HELD_TRIAL (``metrics`` as JSON
+# text), steps and events (JSON arrays of {step, metrics} and {kind, detail}), and those of
+# SET_STUDY_COUNTERS but ``n_failed``; names without the ``b_`` prefix.
+END_TRIAL_AND_COUNT_PG = sql_text(
+    """
+WITH t AS (
+  UPDATE trials SET state = :state, metrics = CAST(:metrics AS json), value = :value,
+    feasible = :feasible, violation = :violation, finished_at = :now, lease_expires_at = NULL,
+    last_step = CASE WHEN COALESCE(last_step, 0) < :step THEN :step ELSE last_step END
+  WHERE id = :trial_id AND worker_id = :worker_id AND attempt = :attempt
+    AND state = 'running' AND lease_expires_at >= :now
+  RETURNING *
+), s AS (
+  INSERT INTO trial_intermediates (trial_id, step, attempt, metrics, created_at)
+  SELECT t.id, x.step, :attempt, x.metrics, :now
+  FROM t, json_to_recordset(CAST(:steps AS json)) AS x(step integer, metrics json)
+  ON CONFLICT (trial_id, step) DO UPDATE
+  SET metrics = excluded.metrics, attempt = excluded.attempt
+), e AS (
+  INSERT INTO trial_events (trial_id, kind, attempt, worker_id, detail, created_at)
+  SELECT t.id, x.kind, :attempt, :worker_id, x.detail, :now
+  FROM t, json_to_recordset(CAST(:events AS json)) AS x(kind text, detail text)
+), c AS (
+  UPDATE studies SET n_completed = :n_completed, n_pruned = :n_pruned,
+    best_trial_id = :best_trial_id, updated_at = :now
+  WHERE id = :study_id AND EXISTS (SELECT 1 FROM t)
+)
+SELECT * FROM t
+"""
+).bindparams(
+    bindparam("step", type_=Integer()),
+    bindparam("now", type_=DateTime()),
+)
+
+# The ranking columns of one trial. Parameters: trial_id.
+RANK_OF_TRIAL = select(_t.number, _t.value, _t.feasible, _t.violation).where(
+    _t.id == bindparam("b_trial_id")
+)
+
+# A study's counters after a trial ended. Parameters: study_id, n_completed, n_pruned,
+# n_failed, best_trial_id, now.
+SET_STUDY_COUNTERS = (
+    update(STUDIES)
+    .where(_s.id == bindparam("b_study_id"))
+    .values(
+        n_completed=bindparam("b_n_completed"),
+        n_pruned=bindparam("b_n_pruned"),
+        n_failed=bindparam("b_n_failed"),
+        best_trial_id=bindparam("b_best_trial_id"),
+        updated_at=bindparam("b_now"),
+    )
+)
+
+# Parameters: study_id, next_number.
+SET_NEXT_NUMBER = (
+    update(STUDIES)
+    .where(_s.id == bindparam("b_study_id"))
+    .values(next_number=bindparam("b_next_number"))
+)

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, not_, select, true, update
+from sqlalchemy import and_, case, delete, func, not_, select, true, update
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import NotFound
 from hpsearch.objective import rank_key
-from hpsearch.spec import StudySpec, parse_spec
+from hpsearch.spec import BudgetSpec, StudySpec, parse_spec
 from hpsearch.store.clock import utcnow
 from hpsearch.store.evaluations import request_automatic
 from hpsearch.store.models import Study, Trial
@@ -103,21 +104,21 @@ def _maybe_new_best(session: Session, study: Study, trial: Trial) -> None:
         ),
         execution_options={"autoflush": False},
     ).first()
-    if current is None or rank_key(_Ranked.of(trial), direction) < rank_key(
-        _Ranked(current[0], current[1], bool(current[2]), current[3] or 0.0), direction
+    if current is None or rank_key(Ranked.of(trial), direction) < rank_key(
+        Ranked(current[0], current[1], bool(current[2]), current[3] or 0.0), direction
     ):
         study.best_trial_id = trial.id
 
 
 @dataclass(frozen=True)
-class _Ranked:
+class Ranked:
     number: int
     value: float | None
     feasible: bool
     violation: float
 
     @classmethod
-    def of(cls, t: Trial) -> _Ranked:
+    def of(cls, t: Trial) -> Ranked:
         return cls(t.number, t.value, bool(t.feasible), t.violation or 0.0)
 
 
@@ -148,6 +149,7 @@ def finish_if_done(
         study.state, study.reason = "stopped", f"max_failures ({budget['max_failures']}) reached"
         study.finished_at = utcnow()
         _request_stop_running(session, study.id)
+        drop_sampled_ahead(session, study.id)
         return True
     elif _target_reached(session, study):
         reason = f"target value {budget['target_value']} reached"
@@ -156,17 +158,43 @@ def finish_if_done(
     if reason is None:
         return False
     if queued or running:
-        # Budgets by time or target end the study now; running trials are told to stop.
+        # Budgets by time or target end the study now; running trials are told to stop, and
+        # queued ones fail (those a user asked for) or go (those sampled ahead).
         _request_stop_running(session, study.id)
-        session.execute(
+        drop_sampled_ahead(session, study.id)
+        failed = session.execute(
             update(Trial)
             .where(Trial.study_id == study.id, Trial.state == "queued")
             .values(state="failed", error=f"study ended: {reason}", finished_at=utcnow())
         )
-        study.n_failed += queued
+        study.n_failed += failed.rowcount  # type: ignore[attr-defined]
     study.state, study.reason, study.finished_at = "completed", reason, utcnow()
     request_automatic(session, study)  # the test evaluation, if the spec asks for it
     return True
+
+
+def may_finish(
+    budget: BudgetSpec,
+    max_trials: int,
+    counters: tuple[int, int, int],
+    best_trial_id: int | None,
+    created_at: datetime,
+    now: datetime,
+) -> bool:
+    """Whether :func:`finish_if_done` could end a study: the hot paths' cheap pre-check.
+
+    ``max_trials`` is the study row's (see :func:`add_to_budget`), ``counters`` are
+    (completed, pruned, failed). It may say yes when the study goes on (a target value is
+    only compared by :func:`finish_if_done`), never no when it would end.
+    """
+    n_completed, n_pruned, n_failed = counters
+    limit = budget.time_limit_s
+    return bool(
+        n_completed + n_pruned + n_failed >= max_trials
+        or (budget.max_failures and n_failed >= budget.max_failures)
+        or (budget.target_value is not None and best_trial_id is not None)
+        or (limit is not None and (now - created_at).total_seconds() >= limit)
+    )
 
 
 def _target_reached(session: Session, study: Study) -> bool:
@@ -185,12 +213,34 @@ def _time_is_up(study: Study) -> bool:
     return limit is not None and (utcnow() - study.created_at).total_seconds() >= limit
 
 
+def drop_sampled_ahead(session: Session, study_id: int) -> None:
+    """Deletes the trials a claim sampled ahead (claims.AHEAD) that never ran, when their
+    study ends: they were never part of it, and must not count as failures. Their numbers
+    stay unused."""
+    session.execute(
+        delete(Trial).where(
+            Trial.study_id == study_id,
+            Trial.state == "queued",
+            Trial.source == "sampler",
+            Trial.attempt == 0,
+        )
+    )
+
+
 def _request_stop_running(session: Session, study_id: int) -> None:
     session.execute(
         update(Trial)
         .where(Trial.study_id == study_id, Trial.state == "running")
         .values(stop_requested=True)
     )
+
+
+def add_to_budget(study: Study, trials: int) -> None:
+    """Raises ``max_trials`` for trials added by hand (enqueued, forked, imported), in the
+    column the queue reads and in the spec users see."""
+    study.max_trials += trials
+    budget = {**study.spec["budget"], "max_trials": study.max_trials}
+    study.spec = {**study.spec, "budget": budget}
 
 
 def study_row(spec: StudySpec, spec_json: dict[str, Any]) -> Study:
@@ -200,6 +250,7 @@ def study_row(spec: StudySpec, spec_json: dict[str, Any]) -> Study:
         spec=spec_json,
         state="running",
         next_number=0,
+        max_trials=spec.budget.max_trials,
         n_completed=0,
         n_pruned=0,
         n_failed=0,

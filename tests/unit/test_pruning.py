@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from sqlalchemy import event
 from hpsearch.objective import Direction
 from hpsearch.pruning import AshaPruner, MedianPruner, make_pruner
 from hpsearch.spec import SpecError, parse_spec
-from hpsearch.store import Database, Store, upgrade
+from hpsearch.store import Store
 from tests.conftest import digits_spec
 
 
@@ -247,18 +246,6 @@ def test_pruner_spec_errors_name_the_field(pruner: dict[str, Any], field: str, r
 
 
 # -- the store's report path -----------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-        upgrade(url)
-    store = Store(Database(url), lease_seconds=60)
-    yield store
-    store.db.dispose()
 
 
 def _statements(store: Store) -> list[str]:

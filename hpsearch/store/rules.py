@@ -1,0 +1,81 @@
+"""What the queue's hot paths need of a study's spec, parsed once per study and process.
+
+A spec is fixed when its study is created, except ``budget`` (an enqueued guess raises
+``max_trials``), which is therefore read from the study row on every claim and completion and
+never from here. Safe across server processes: nothing here is authoritative, and keys carry
+the creation time, since SQLite may give a deleted study's id to a new one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hpsearch.errors import NotFound
+from hpsearch.objective import Objective
+from hpsearch.samplers import Sampler, make_sampler
+from hpsearch.spec import StudySpec, parse_spec
+from hpsearch.store.models import Study
+from hpsearch.store.studies import Ranked
+
+StudyKey = tuple[int, datetime]
+
+
+@dataclass(frozen=True)
+class StudyRules:
+    spec: StudySpec
+    objective: Objective
+    # Stateful (samplers that learn from history ingest only new trials), so one per study.
+    sampler: Sampler
+    task: dict[str, Any]
+    # A pruner judges each step as it is reported: a worker must not hold reports back.
+    judges_each_step: bool
+    # The ranking columns of trials that have been the study's best, by trial id: ended
+    # trials never change, so a completion compares with the best without reading it.
+    best_ranks: dict[int, Ranked] = field(default_factory=dict)
+
+
+class RulesCache:
+    def __init__(self, max_studies: int = 256) -> None:
+        self._rules: OrderedDict[StudyKey, StudyRules] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_studies = max_studies
+
+    def get(self, session: Session, key: StudyKey) -> StudyRules:
+        with self._lock:
+            rules = self._rules.get(key)
+        if rules is None:
+            spec_json = session.scalar(select(Study.spec).where(Study.id == key[0]))
+            if spec_json is None:
+                raise NotFound(f"study {key[0]} does not exist")
+            rules = _rules_of(spec_json)
+            with self._lock:
+                # Two threads may both have parsed it; the first one's sampler wins.
+                rules = self._rules.setdefault(key, rules)
+                while len(self._rules) > self.max_studies:
+                    self._rules.popitem(last=False)
+        return rules
+
+    def of(self, session: Session, study: Study) -> StudyRules:
+        return self.get(session, (study.id, study.created_at))
+
+
+def _rules_of(spec_json: dict[str, Any]) -> StudyRules:
+    spec = parse_spec(spec_json)
+    return StudyRules(
+        spec=spec,
+        objective=spec.build_objective(),
+        sampler=make_sampler(spec),
+        task=dict(spec_json["task"]),
+        judges_each_step=spec.pruner.kind != "none",
+    )
+
+
+RulesFor = Callable[[Session, StudyKey], StudyRules]

@@ -1,0 +1,162 @@
+"""The queue's batched paths on real SQLite and PostgreSQL: steps held back and sent together,
+steps carried by a completion, trials sampled ahead, the claim made with a completion."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from hpsearch.samplers import make_sampler
+from hpsearch.spec import parse_spec
+from hpsearch.store import Store
+from hpsearch.store.claims import AHEAD
+from hpsearch.store.models import Trial
+from hpsearch.store.throttle import Throttle
+from tests.conftest import digits_spec
+
+DONE = {"dev_accuracy": 0.5, "latency_ms": 1.0}
+
+
+def _curve(store: Store, trial_id: int) -> dict[int, float | None]:
+    return {p.step: p.metrics["dev_accuracy"] for p in store.trial(trial_id).intermediates}
+
+
+def test_held_back_steps_are_stored_with_the_report_that_carries_them(store: Store) -> None:
+    store.create_study(digits_spec())
+    c = store.claim("w")
+    assert c is not None
+    earlier = [(1, {"dev_accuracy": 0.1}), (2, {"dev_accuracy": 0.2})]
+    ack = store.report(c.trial_id, "w", c.attempt, 3, {"dev_accuracy": 0.3}, earlier)
+    assert not ack.should_stop
+    assert _curve(store, c.trial_id) == {1: 0.1, 2: 0.2, 3: 0.3}
+    assert store.trial(c.trial_id).trial.last_step == 3
+
+
+def test_a_completion_stores_the_steps_it_carries_then_ends_the_trial(store: Store) -> None:
+    study = store.create_study(digits_spec())
+    c = store.claim("w")
+    assert c is not None
+    store.report(c.trial_id, "w", c.attempt, 1, {"dev_accuracy": 0.1})
+    # Step 2 resent with a new value replaces the stored one; the later of two copies wins.
+    steps = [(2, {"dev_accuracy": 0.0}), (2, {"dev_accuracy": 0.2}), (3, {"dev_accuracy": 0.3})]
+    done = store.complete(c.trial_id, "w", c.attempt, DONE, steps=steps)
+    assert (done.state, done.value, done.feasible, done.last_step) == ("completed", 0.5, True, 3)
+    assert _curve(store, c.trial_id) == {1: 0.1, 2: 0.2, 3: 0.3}
+    view = store.get_study(study.id)
+    assert view.counts.completed == 1 and view.best is not None and view.best.id == c.trial_id
+    assert [e.kind for e in store.trial(c.trial_id).events] == ["claimed", "completed"]
+
+
+def test_a_completion_refused_for_a_lost_lease_stores_none_of_its_steps(store: Store) -> None:
+    store.create_study(digits_spec())
+    c = store.claim("w")
+    assert c is not None
+    with pytest.raises(Exception, match="no longer leased"):
+        store.complete(c.trial_id, "impostor", c.attempt, DONE, steps=[(1, {"dev_accuracy": 1})])
+    assert _curve(store, c.trial_id) == {}
+    assert store.get_study(c.study_id).counts.completed == 0
+
+
+def test_an_infeasible_completion_is_counted_and_never_best(store: Store) -> None:
+    study = store.create_study(digits_spec())
+    a, b = store.claim("a"), store.claim("b")
+    assert a is not None and b is not None
+    store.complete(a.trial_id, "a", 1, {"dev_accuracy": 0.9, "latency_ms": 500.0})
+    store.complete(b.trial_id, "b", 1, {"dev_accuracy": 0.4, "latency_ms": 5.0})
+    view = store.get_study(study.id)
+    assert view.counts.completed == 2 and view.best is not None and view.best.id == b.trial_id
+    kinds = [e.kind for e in store.trial(a.trial_id).events]
+    assert kinds == ["claimed", "infeasible", "completed"]
+
+
+def test_held_back_steps_are_judged_in_order_and_judging_stops_at_the_first_prune(
+    store: Store,
+) -> None:
+    study = store.create_study(
+        digits_spec(
+            budget={"max_trials": 10, "parallelism": 10},
+            pruner={"kind": "asha", "min_resource": 1, "reduction_factor": 2},
+            task={"trainer": "mlp_classifier", "epochs": 4},
+        )
+    )
+    for i, value in enumerate((0.5, 0.6, 0.7)):
+        c = store.claim(f"w{i}", study_id=study.id)
+        assert c is not None
+        assert not store.report(c.trial_id, f"w{i}", 1, 1, {"dev_accuracy": value}).should_stop
+    late = store.claim("late", study_id=study.id)
+    assert late is not None
+    # Steps 1 and 2 (both rungs) arrive together; step 1 already ranks in the bottom half.
+    ack = store.report(
+        late.trial_id, "late", 1, 2, {"dev_accuracy": 0.9}, [(1, {"dev_accuracy": 0.1})]
+    )
+    assert ack.should_stop and (ack.reason or "").startswith("asha: dev_accuracy 0.1 at rung 0")
+    prunes = [e for e in store.trial(late.trial_id).events if e.kind == "prune"]
+    assert len(prunes) == 1  # judged at step 1 and not again at step 2
+    assert _curve(store, late.trial_id) == {1: 0.1, 2: 0.9}  # every step is kept
+
+
+def test_a_history_free_sampler_samples_ahead_exactly_what_it_would_one_by_one(
+    store: Store,
+) -> None:
+    spec = digits_spec(budget={"max_trials": 30, "parallelism": 30})
+    study = store.create_study(spec)
+    claims = [store.claim(f"w{i}") for i in range(12)]
+    assert all(c is not None for c in claims)
+    trials = store.trials(study.id, limit=100)
+    # One claim sampled AHEAD trials: the claimed one and the rest queued for the next claims.
+    assert len(trials) == 2 * AHEAD
+    one_by_one = make_sampler(parse_spec(spec))
+    for t in trials:
+        assert t.params == one_by_one.propose(t.number, [], [])
+    assert sorted(c.number for c in claims if c is not None) == list(range(12))
+
+
+def test_sampling_ahead_never_exceeds_parallelism_or_max_trials(store: Store) -> None:
+    study = store.create_study(digits_spec(budget={"max_trials": 5, "parallelism": 3}))
+    assert store.claim("a") is not None
+    with store.db.read() as s:
+        unended = s.scalar(select(func.count()).where(Trial.study_id == study.id))
+    assert unended == 3  # one running, two queued: the parallelism, not AHEAD
+    assert store.claim("b") and store.claim("c") and store.claim("d") is None
+    second = store.create_study(digits_spec(budget={"max_trials": 2, "parallelism": 50}))
+    assert store.claim("e", study_id=second.id) is not None
+    assert len(store.trials(second.id)) == 2  # max_trials, not AHEAD
+
+
+def test_trials_sampled_ahead_are_dropped_unrun_when_the_study_ends(store: Store) -> None:
+    study = store.create_study(digits_spec(budget={"max_trials": 30, "parallelism": 30}))
+    c = store.claim("w")
+    assert c is not None
+    store.set_study_state(study.id, "stop")
+    view = store.get_study(study.id)
+    assert (view.counts.queued, view.counts.running, view.counts.failed) == (0, 1, 0)
+    enqueued = store.create_study(digits_spec(budget={"max_trials": 30, "parallelism": 30}))
+    guess = {"lr": 0.01, "beta": 0.99, "hidden_units": 64, "layers": 2, "batch_size": 64}
+    store.enqueue(enqueued.id, guess)
+    store.set_study_state(enqueued.id, "stop")
+    # A user's guess is not sampled ahead: it stays, as it always did.
+    assert store.get_study(enqueued.id).counts.queued == 1
+
+
+def test_the_claim_made_with_a_completion_is_found_again_for_its_worker(store: Store) -> None:
+    store.create_study(digits_spec(budget={"max_trials": 5, "parallelism": 1}))
+    first = store.claim("w")
+    assert first is not None
+    store.complete(first.trial_id, "w", first.attempt, DONE)
+    second = store.claim("w", after=first.trial_id)
+    assert second is not None
+    again = store.claimed_after(first.trial_id, "w")
+    assert again is not None and (again.trial_id, again.attempt) == (second.trial_id, 1)
+    assert again.params == second.params and again.task == second.task
+    assert store.claimed_after(first.trial_id, "other") is None
+    store.complete(second.trial_id, "w", second.attempt, DONE)
+    assert store.claimed_after(first.trial_id, "w") is None  # no longer held
+
+
+def test_a_throttle_is_due_once_per_interval_per_key() -> None:
+    throttle = Throttle(3600)
+    assert throttle.due("a") and throttle.due("b")
+    assert not throttle.due("a")
+    throttle.reset()
+    assert throttle.due("a")
+    assert all(Throttle(0).due("a") for _ in range(3))

@@ -1,0 +1,93 @@
+"""``hpsearch worker``: checks the devices and entry points, then runs one claim loop
+(:class:`workers.loop.Worker`) per slot: in this process when there is one slot, else in one
+spawned child process per slot, which this one supervises and passes signals to."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from dataclasses import replace
+from types import FrameType
+from typing import Any
+
+from workers.custom import EntryPointError, check_importable
+from workers.devices import DeviceError, slots, worker_devices
+from workers.loop import TrialBudget, Worker, WorkerOptions
+
+
+def main(opts: WorkerOptions) -> int:
+    """``hpsearch worker``: checks the devices and entry points, then runs one claim loop per
+    slot (in this process when there is one slot)."""
+    _configure_logging()
+    try:
+        devices = worker_devices(opts.device, opts.gpus)
+        worker_slots = slots(devices, opts.concurrency)
+        check_importable(opts.allow)
+    except (DeviceError, EntryPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # Threads per trial: small models gain little from more than one, and the slots of a
+    # worker (or several workers on one box) must not oversubscribe its cores.
+    if opts.threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(opts.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    opts = replace(opts, devices=tuple(devices))
+    budget = TrialBudget(opts.max_trials)
+    if len(worker_slots) == 1:
+        worker = Worker(replace(opts, device=worker_slots[0]), budget=budget)
+        worker.install_signal_handlers()
+        return worker.run()
+    return _supervise(opts, worker_slots, budget)
+
+
+def _supervise(opts: WorkerOptions, worker_slots: list[str], budget: TrialBudget) -> int:
+    """Starts one child process per slot, forwards SIGTERM/SIGINT to them as SIGTERM, and
+    waits for all of them; the exit code is the worst of theirs."""
+    ctx = multiprocessing.get_context("spawn")
+    children: list[Any] = []
+    stopping = threading.Event()
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    per_device = opts.concurrency > 1
+    for i, device in enumerate(worker_slots):
+        label = f"{device}#{i % opts.concurrency}" if per_device else device
+        child = ctx.Process(
+            target=_slot_main,
+            args=(replace(opts, device=device, slot=label), budget),
+            name=f"hpsearch-worker-{label}",
+        )
+        child.start()
+        children.append(child)
+        if stopping.is_set() and child.pid is not None:
+            os.kill(child.pid, signal.SIGTERM)
+    for child in children:
+        child.join()
+    return 0 if all(child.exitcode == 0 for child in children) else 1
+
+
+def _slot_main(opts: WorkerOptions, budget: TrialBudget) -> None:
+    # The parent turns the terminal's Ctrl-C (sent to the whole process group) into one
+    # SIGTERM per slot; taking SIGINT here as well would count it twice.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _configure_logging()
+    worker = Worker(opts, budget=budget)
+    worker.install_signal_handlers(sigint=False)
+    sys.exit(worker.run())
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # httpx logs every request at INFO: one line per heartbeat and epoch would bury the progress.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
