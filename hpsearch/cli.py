@@ -216,7 +216,13 @@ def _server(args: argparse.Namespace) -> int:
     if args.workers > 1:
         _serve_processes(settings, args.workers)
         return 0
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+    )
     return 0
 
 
@@ -320,6 +326,7 @@ def _serve_processes(settings: Settings, processes: int) -> None:
         port=settings.port,
         workers=processes,
         log_level="warning",
+        access_log=False,
     )
     bound = config.bind_socket()
     # uvicorn binds this listener with proto 0, so asyncio skips TCP_NODELAY on accepted

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from hpsearch.samplers import FinishedTrial
@@ -167,6 +167,46 @@ def claim(
             )
             return claimed
     return None
+
+
+def claim_queued_at_once(
+    connection: Connection,
+    worker_id: str,
+    lease: timedelta,
+    rules_for: RulesFor,
+    study_id: int | None = None,
+    after: int | None = None,
+) -> Claim | None:
+    """The common claim on PostgreSQL, outside a transaction block: the first running study's
+    oldest queued trial, leased and its event recorded in one statement (no study row lock).
+
+    None whenever :func:`claim` has more to do: no queued trial in that study (it may sample
+    one), or the study out of time (it ends it). The caller probes for expired leases first.
+    """
+    now = utcnow()
+    running = connection.execute(sql.RUNNING_STUDIES, {"b_study_id": study_id}).first()
+    if running is None:
+        return None
+    sid, created = running
+    rules = rules_for(connection, (sid, created))
+    limit = rules.spec.budget.time_limit_s
+    if limit is not None and (now - created).total_seconds() >= limit:
+        return None
+    expires = now + lease
+    row = connection.execute(
+        sql.CLAIM_QUEUED_WITH_EVENT_PG,
+        {
+            "study_id": sid,
+            "worker_id": worker_id,
+            "now": now,
+            "expires": expires,
+            "detail": None if after is None else _claimed_after(after),
+        },
+    ).first()
+    if row is None:
+        return None
+    trial_id, number, attempt, params, last_step = row
+    return _leased(rules, (trial_id, sid, number, attempt), params, expires, last_step)
 
 
 def _claimed_after(trial_id: int) -> str:

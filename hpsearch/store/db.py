@@ -89,6 +89,13 @@ class Database:
         with self._write_lock, self._writes() as session, session.begin():
             yield session
 
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection on which each statement is its own transaction: for a write that is
+        one statement, which then holds its row locks for no round trip longer."""
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -21,21 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import InvalidState, LeaseLost, NotFound
-from hpsearch.objective import rank_key
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
-from hpsearch.store.models import ENDED_STATES, Study, Trial, TrialEvent
-from hpsearch.store.rules import RulesFor, StudyRules
+from hpsearch.store.models import Study, Trial, TrialEvent
 from hpsearch.store.studies import (
-    Ranked,
     finish_if_done,
     get_study,
     get_trial,
-    may_finish,
     record_ended,
 )
 
@@ -53,10 +49,10 @@ class ReportAck:
 
 def _held(session: Session, trial_id: int, worker_id: str, attempt: int) -> Trial:
     """The trial, if ``worker_id`` still holds its lease for ``attempt``; else LeaseLost."""
-    return _check_held(get_trial(session, trial_id, lock=True), worker_id, attempt)
+    return check_held(get_trial(session, trial_id, lock=True), worker_id, attempt)
 
 
-def _check_held(trial: Trial, worker_id: str, attempt: int) -> Trial:
+def check_held(trial: Trial, worker_id: str, attempt: int) -> Trial:
     trial_id = trial.id
     if trial.worker_id != worker_id or trial.attempt != attempt:
         raise LeaseLost(
@@ -186,209 +182,11 @@ def lock_study_then_trial(session: Session, trial_id: int) -> tuple[Study, Trial
     return study, get_trial(session, trial_id, lock=True)
 
 
-def complete(
-    session: Session,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
-    metrics: Mapping[str, float | None],
-    rules_for: RulesFor,
-    pruned: bool = False,
-    steps: Steps = (),
-) -> Trial:
-    """Ends a trial with its final metrics, after storing the ``steps`` not yet reported.
-
-    The hot path, one trial ended per call: the study row is locked and read in one
-    statement; the trial is ended (its lease checked), its steps, events and the study's
-    counters written in one more on PostgreSQL, four on SQLite (which has one writer at a
-    time anyway). The ORM is only asked when the study may be ending or the lease check
-    fails (to say why, or to answer a resent completion).
-    """
-    connection = session.connection()
-    study = connection.execute(sql.LOCK_STUDY_OF_TRIAL, {"b_trial_id": trial_id}).one_or_none()
-    if study is None:
-        raise NotFound(f"trial {trial_id} does not exist")
-    study_id, created, _, _, n_completed, n_pruned, n_failed, best_id, max_trials, number = study
-    rules = rules_for(session, (study_id, created))
-    clean = finite_metrics(metrics)
-    evaluation = rules.objective.evaluate(clean)
-    state = "pruned" if pruned else "completed"
-    events: list[tuple[str, str | None]] = []
-    if not evaluation.feasible:
-        events.append(("infeasible", "broke " + ", ".join(evaluation.broken)))
-    events.append((state, None))
-    new_best: Ranked | None = None
-    if pruned:
-        n_pruned += 1
-    else:
-        n_completed += 1
-        if evaluation.feasible and evaluation.value is not None:
-            new_best = Ranked(number, evaluation.value, True, 0.0)
-            if not _beats(session, new_best, best_id, rules):
-                new_best = None
-    ended = _Ended(
-        trial_id=trial_id,
-        worker_id=worker_id,
-        attempt=attempt,
-        now=utcnow(),
-        state=state,
-        metrics=clean,
-        value=evaluation.value,
-        feasible=evaluation.feasible,
-        violation=min(evaluation.violation, STORED_INFINITY),
-        steps=[(step, finite_metrics(m)) for step, m in steps],
-        events=events,
-        study_id=study_id,
-        counters=(n_completed, n_pruned, n_failed),
-        best_trial_id=trial_id if new_best is not None else best_id,
-    )
-    row = (
-        _end_pg(session, ended) if connection.dialect.name == "postgresql" else _end(session, ended)
-    )
-    if row is None:
-        return _resent_or_refused(session, trial_id, worker_id, attempt)
-    if new_best is not None:
-        if len(rules.best_ranks) > 64:  # a long study has had many bests, never asked again
-            rules.best_ranks.clear()
-        rules.best_ranks[trial_id] = new_best
-    if may_finish(
-        rules.spec.budget, max_trials, ended.counters, ended.best_trial_id, created, ended.now
-    ):
-        finish_if_done(session, get_study(session, study_id, lock=True))
-    return Trial(**row._mapping)
-
-
-@dataclass(frozen=True)
-class _Ended:
-    """What ending a held trial writes: the trial, its steps and events, the study's counters."""
-
-    trial_id: int
-    worker_id: str
-    attempt: int
-    now: datetime
-    state: str
-    metrics: dict[str, float | None]
-    value: float | None
-    feasible: bool
-    violation: float
-    steps: list[tuple[int, dict[str, float | None]]]
-    events: list[tuple[str, str | None]]
-    study_id: int
-    counters: tuple[int, int, int]
-    best_trial_id: int | None
-
-    @property
-    def last_step(self) -> int | None:
-        return max((step for step, _ in self.steps), default=None)
-
-
-def _end_pg(session: Session, e: _Ended) -> Row[Any] | None:
-    return (
-        session.connection()
-        .execute(
-            sql.END_TRIAL_AND_COUNT_PG,
-            {
-                "trial_id": e.trial_id,
-                "worker_id": e.worker_id,
-                "attempt": e.attempt,
-                "now": e.now,
-                "state": e.state,
-                "metrics": json.dumps(e.metrics),
-                "value": e.value,
-                "feasible": e.feasible,
-                "violation": e.violation,
-                "step": e.last_step,
-                "steps": json.dumps([{"step": k, "metrics": m} for k, m in dict(e.steps).items()]),
-                "events": json.dumps([{"kind": k, "detail": d} for k, d in e.events]),
-                "study_id": e.study_id,
-                "n_completed": e.counters[0],
-                "n_pruned": e.counters[1],
-                "best_trial_id": e.best_trial_id,
-            },
-        )
-        .one_or_none()
-    )
-
-
-def _end(session: Session, e: _Ended) -> Row[Any] | None:
-    """:func:`_end_pg` in the statements any database runs."""
-    connection = session.connection()
-    row = connection.execute(
-        sql.END_HELD_TRIAL,
-        {
-            "b_trial_id": e.trial_id,
-            "b_worker_id": e.worker_id,
-            "b_attempt": e.attempt,
-            "b_now": e.now,
-            "b_state": e.state,
-            "b_metrics": e.metrics,
-            "b_value": e.value,
-            "b_feasible": e.feasible,
-            "b_violation": e.violation,
-            "b_step": e.last_step,
-        },
-    ).one_or_none()
-    if row is None:
-        return None
-    store_steps(session, e.trial_id, e.attempt, e.steps)
-    connection.execute(
-        sql.INSERT_EVENT,
-        [
-            {
-                "b_trial_id": e.trial_id,
-                "b_kind": kind,
-                "b_attempt": e.attempt,
-                "b_worker_id": e.worker_id,
-                "b_detail": detail,
-                "b_created_at": e.now,
-            }
-            for kind, detail in e.events
-        ],
-    )
-    connection.execute(
-        sql.SET_STUDY_COUNTERS,
-        {
-            "b_study_id": e.study_id,
-            "b_n_completed": e.counters[0],
-            "b_n_pruned": e.counters[1],
-            "b_n_failed": e.counters[2],
-            "b_best_trial_id": e.best_trial_id,
-            "b_now": e.now,
-        },
-    )
-    return row
-
-
-def _beats(session: Session, challenger: Ranked, best_id: int | None, rules: StudyRules) -> bool:
-    """Whether a feasible completed trial ranks above the study's best so far."""
-    if best_id is None:
-        return True
-    holder = rules.best_ranks.get(best_id)
-    if holder is None:
-        row = session.connection().execute(sql.RANK_OF_TRIAL, {"b_trial_id": best_id}).first()
-        if row is None:
-            return True
-        number, value, feasible, violation = row
-        holder = Ranked(number, value, bool(feasible), violation or 0.0)
-    direction = rules.spec.objective.direction
-    return rank_key(challenger, direction) < rank_key(holder, direction)
-
-
-def _resent_or_refused(session: Session, trial_id: int, worker_id: str, attempt: int) -> Trial:
-    """A completion whose lease check failed: the same trial again if this worker already
-    ended it (its first reply was lost), else LeaseLost saying why."""
-    trial = get_trial(session, trial_id, lock=True)
-    if trial.state in ENDED_STATES and trial.worker_id == worker_id and trial.attempt == attempt:
-        return trial
-    _check_held(trial, worker_id, attempt)  # raises, saying why
-    raise LeaseLost(f"trial {trial_id} is no longer leased to {worker_id}")
-
-
 def fail(session: Session, trial_id: int, worker_id: str, attempt: int, error: str) -> Trial:
     study, trial = lock_study_then_trial(session, trial_id)
     if trial.state == "failed" and trial.worker_id == worker_id and trial.attempt == attempt:
         return trial
-    _check_held(trial, worker_id, attempt)
+    check_held(trial, worker_id, attempt)
     trial.state = "failed"
     trial.error = error
     trial.finished_at = utcnow()

@@ -14,7 +14,16 @@ from hpsearch.errors import InvalidInput, InvalidState
 from hpsearch.samplers import FinishedTrial, make_sampler
 from hpsearch.space import SpaceError
 from hpsearch.spec import StudySpec, parse_spec, spec_to_json
-from hpsearch.store import checkpoints, claims, evaluations, forks, imports, queue, results
+from hpsearch.store import (
+    checkpoints,
+    claims,
+    completion,
+    evaluations,
+    forks,
+    imports,
+    queue,
+    results,
+)
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import Database
 from hpsearch.store.history import HistoryCache
@@ -244,8 +253,17 @@ class Store:
         after: int | None = None,
     ) -> claims.Claim | None:
         """The worker's next trial; ``after``: the trial whose completion asks for it."""
+        touch = self._worker_touch.due((worker_id, host, tuple(devices)))
+        look_for_expired = self._expired_probe.due(None)
+        if self.db.is_postgres and not (touch or look_for_expired):
+            with self.db.autocommit() as connection:
+                claimed = claims.claim_queued_at_once(
+                    connection, worker_id, self.lease, self._rules.get, study_id, after
+                )
+            if claimed is not None:
+                return claimed
         with self.db.write() as s:
-            if self._worker_touch.due((worker_id, host, tuple(devices))):
+            if touch:
                 claims.touch_worker(s, worker_id, host, list(devices))
             return claims.claim(
                 s,
@@ -254,7 +272,7 @@ class Store:
                 self._rules.get,
                 study_id,
                 self._history.history,
-                look_for_expired=self._expired_probe.due(None),
+                look_for_expired=look_for_expired,
                 after=after,
             )
 
@@ -301,8 +319,26 @@ class Store:
         steps: queue.Steps = (),
     ) -> Trial:
         """Ends a trial, storing first the ``steps`` its worker had not reported yet."""
+        if self.db.is_postgres:
+            with self.db.autocommit() as connection:
+                done = completion.complete_at_once(
+                    connection,
+                    trial_id,
+                    worker_id,
+                    attempt,
+                    metrics,
+                    self._rules.get,
+                    pruned,
+                    steps,
+                )
+            if done is not None:
+                if done.may_end_study:
+                    with self.db.write() as s:
+                        finish_if_done(s, get_study(s, done.trial.study_id, lock=True))
+                return done.trial
+        # Elsewhere, or to say why that ended nothing (a lost lease, a resent completion).
         with self.db.write() as s:
-            return queue.complete(
+            return completion.complete(
                 s, trial_id, worker_id, attempt, metrics, self._rules.get, pruned, steps
             )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import NotFound
@@ -48,7 +48,7 @@ class RulesCache:
         self._lock = threading.Lock()
         self.max_studies = max_studies
 
-    def get(self, session: Session, key: StudyKey) -> StudyRules:
+    def get(self, session: Session | Connection, key: StudyKey) -> StudyRules:
         with self._lock:
             rules = self._rules.get(key)
         if rules is None:
@@ -78,4 +78,4 @@ def _rules_of(spec_json: dict[str, Any]) -> StudyRules:
     )
 
 
-RulesFor = Callable[[Session, StudyKey], StudyRules]
+RulesFor = Callable[[Session | Connection, StudyKey], StudyRules]

@@ -63,11 +63,15 @@ EXPIRED = select(_t.study_id, _t.id).where(
     _t.state == "running", _t.lease_expires_at < bindparam("b_now")
 )
 
-# (id, created_at). Parameters: study_id (None: every study).
-RUNNING_STUDIES = select(STUDIES.c.id, STUDIES.c.created_at).where(
-    STUDIES.c.state == "running",
-    (bindparam("b_study_id", type_=STUDIES.c.id.type).is_(None))
-    | (STUDIES.c.id == bindparam("b_study_id", type_=STUDIES.c.id.type)),
+# (id, created_at), oldest first. Parameters: study_id (None: every study).
+RUNNING_STUDIES = (
+    select(STUDIES.c.id, STUDIES.c.created_at)
+    .order_by(STUDIES.c.id)
+    .where(
+        STUDIES.c.state == "running",
+        (bindparam("b_study_id", type_=STUDIES.c.id.type).is_(None))
+        | (STUDIES.c.id == bindparam("b_study_id", type_=STUDIES.c.id.type)),
+    )
 )
 
 # The oldest queued trial of a study, leased in one statement. ``SKIP LOCKED`` (PostgreSQL;
@@ -95,6 +99,30 @@ CLAIM_QUEUED = (
     .returning(_t.id, _t.number, _t.attempt, _t.params, _t.last_step)
 )
 
+
+# CLAIM_QUEUED and the claim's event in one statement (PostgreSQL, for claims made outside a
+# transaction block). Parameters: study_id, worker_id, now, expires, detail.
+CLAIM_QUEUED_WITH_EVENT_PG = sql_text(
+    """
+WITH c AS (
+  UPDATE trials SET state = 'running', attempt = attempt + 1, worker_id = :worker_id,
+    lease_expires_at = :expires, started_at = COALESCE(started_at, :now), stop_requested = false
+  WHERE id = (
+    SELECT id FROM trials WHERE study_id = :study_id AND state = 'queued'
+    ORDER BY number LIMIT 1 FOR UPDATE SKIP LOCKED
+  )
+  RETURNING id, number, attempt, params, last_step
+), e AS (
+  INSERT INTO trial_events (trial_id, kind, attempt, worker_id, detail, created_at)
+  SELECT id, 'claimed', attempt, :worker_id, :detail, :now FROM c
+)
+SELECT * FROM c
+"""
+).bindparams(
+    bindparam("now", type_=DateTime()),
+    bindparam("expires", type_=DateTime()),
+    bindparam("detail", type_=Text()),
+)
 
 # A sampled trial, created already leased (attempt 1). Parameters: study_id, number, params,
 # worker_id, now, expires.
@@ -236,6 +264,12 @@ LOCK_STUDY_OF_TRIAL = (
     .with_for_update(of=STUDIES)
 )
 
+# The study of a trial and its creation time (the key of its cached rules), unlocked: a
+# trial's study never changes. Parameters: trial_id.
+STUDY_OF_TRIAL = select(_s.id, _s.created_at).where(
+    _s.id == select(_t.study_id).where(_t.id == bindparam("b_trial_id")).scalar_subquery()
+)
+
 # A held trial ended with its final metrics, in one statement that also checks the lease
 # (as EXTEND_LEASE does). Parameters: trial_id, worker_id, attempt, now, state, metrics,
 # value, feasible, violation, step (the last step sent with it, or None).
@@ -257,43 +291,6 @@ END_HELD_TRIAL = (
         ),
     )
     .returning(*TRIALS.c)
-)
-
-# END_HELD_TRIAL, the steps sent with the completion, its events and the study's counters,
-# in one statement (PostgreSQL): the study row, locked before it, is held for one round trip
-# instead of four. Nothing but the trial's own row is written when its lease check fails (the
-# statement then returns no row). Parameters: those of END_HELD_TRIAL (``metrics`` as JSON
-# text), steps and events (JSON arrays of {step, metrics} and {kind, detail}), and those of
-# SET_STUDY_COUNTERS but ``n_failed``; names without the ``b_`` prefix.
-END_TRIAL_AND_COUNT_PG = sql_text(
-    """
-WITH t AS (
-  UPDATE trials SET state = :state, metrics = CAST(:metrics AS json), value = :value,
-    feasible = :feasible, violation = :violation, finished_at = :now, lease_expires_at = NULL,
-    last_step = CASE WHEN COALESCE(last_step, 0) < :step THEN :step ELSE last_step END
-  WHERE id = :trial_id AND worker_id = :worker_id AND attempt = :attempt
-    AND state = 'running' AND lease_expires_at >= :now
-  RETURNING *
-), s AS (
-  INSERT INTO trial_intermediates (trial_id, step, attempt, metrics, created_at)
-  SELECT t.id, x.step, :attempt, x.metrics, :now
-  FROM t, json_to_recordset(CAST(:steps AS json)) AS x(step integer, metrics json)
-  ON CONFLICT (trial_id, step) DO UPDATE
-  SET metrics = excluded.metrics, attempt = excluded.attempt
-), e AS (
-  INSERT INTO trial_events (trial_id, kind, attempt, worker_id, detail, created_at)
-  SELECT t.id, x.kind, :attempt, :worker_id, x.detail, :now
-  FROM t, json_to_recordset(CAST(:events AS json)) AS x(kind text, detail text)
-), c AS (
-  UPDATE studies SET n_completed = :n_completed, n_pruned = :n_pruned,
-    best_trial_id = :best_trial_id, updated_at = :now
-  WHERE id = :study_id AND EXISTS (SELECT 1 FROM t)
-)
-SELECT * FROM t
-"""
-).bindparams(
-    bindparam("step", type_=Integer()),
-    bindparam("now", type_=DateTime()),
 )
 
 # The ranking columns of one trial. Parameters: trial_id.

@@ -160,3 +160,24 @@ def test_a_throttle_is_due_once_per_interval_per_key() -> None:
     throttle.reset()
     assert throttle.due("a")
     assert all(Throttle(0).due("a") for _ in range(3))
+
+
+def test_claims_between_probes_take_the_queue_in_order_and_record_their_events(
+    store: Store,
+) -> None:
+    # A server's store probes for expired leases now and then, not on every claim; between
+    # probes, PostgreSQL claims from the queue in one statement outside a transaction.
+    quick = Store(store.db, lease_seconds=60, probe_seconds=3600)
+    study = quick.create_study(digits_spec(budget={"max_trials": 20, "parallelism": 20}))
+    first = quick.claim("w", study_id=study.id)
+    assert first is not None and first.number == 0
+    quick.complete(first.trial_id, "w", first.attempt, DONE)
+    rest = [quick.claim("w", study_id=study.id, after=first.trial_id) for _ in range(AHEAD - 1)]
+    assert [c.number for c in rest if c is not None] == list(range(1, AHEAD))
+    again = quick.claimed_after(first.trial_id, "w")
+    assert again is not None and again.trial_id == rest[-1].trial_id  # type: ignore[union-attr]
+    for c in rest:
+        assert c is not None and c.task == first.task and c.attempt == 1
+        assert [e.kind for e in quick.trial(c.trial_id).events] == ["claimed"]
+    quick.set_study_state(study.id, "pause")
+    assert quick.claim("w", study_id=study.id) is None

@@ -1,0 +1,338 @@
+"""Ending a trial with its final metrics: the queue's other hot path, with its claim.
+
+A completion ends the trial (checking its lease), stores the steps it carries, records its
+events, and moves the study's counters and best trial; the study row is locked before the
+trial row, the store's one lock order (see :mod:`hpsearch.store.claims`).
+
+On PostgreSQL all of it is one statement run outside a transaction block
+(:func:`complete_at_once`): the study row is locked for that statement alone, never across a
+round trip or a wait of the server's threads for their turn, so completions of one study do
+not queue behind each other. Anywhere else, and whenever that statement ends nothing (a lost
+lease, a resent completion), :func:`complete` does the same in a transaction, step by step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Connection, DateTime, Integer, Row, bindparam
+from sqlalchemy import text as sql_text
+from sqlalchemy.orm import Session
+
+from hpsearch.errors import LeaseLost, NotFound
+from hpsearch.objective import Direction, rank_key
+from hpsearch.store import statements as sql
+from hpsearch.store.clock import utcnow
+from hpsearch.store.models import ENDED_STATES, Trial
+from hpsearch.store.queue import (
+    STORED_INFINITY,
+    Steps,
+    check_held,
+    finite_metrics,
+    store_steps,
+)
+from hpsearch.store.rules import RulesFor, StudyRules
+from hpsearch.store.studies import (
+    Ranked,
+    finish_if_done,
+    get_study,
+    get_trial,
+    may_finish,
+)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """What ending a held trial writes: the trial, its steps and events, and how the study's
+    counters move."""
+
+    trial_id: int
+    worker_id: str
+    attempt: int
+    now: datetime
+    state: str
+    metrics: dict[str, float | None]
+    value: float | None
+    feasible: bool
+    violation: float
+    steps: list[tuple[int, dict[str, float | None]]]
+    events: list[tuple[str, str | None]]
+
+    @property
+    def last_step(self) -> int | None:
+        return max((step for step, _ in self.steps), default=None)
+
+    @property
+    def may_be_best(self) -> bool:
+        return self.state == "completed" and self.feasible and self.value is not None
+
+
+def ending(
+    rules: StudyRules,
+    trial_id: int,
+    worker_id: str,
+    attempt: int,
+    metrics: Mapping[str, float | None],
+    pruned: bool,
+    steps: Steps,
+) -> Ending:
+    clean = finite_metrics(metrics)
+    evaluation = rules.objective.evaluate(clean)
+    state = "pruned" if pruned else "completed"
+    events: list[tuple[str, str | None]] = []
+    if not evaluation.feasible:
+        events.append(("infeasible", "broke " + ", ".join(evaluation.broken)))
+    events.append((state, None))
+    return Ending(
+        trial_id=trial_id,
+        worker_id=worker_id,
+        attempt=attempt,
+        now=utcnow(),
+        state=state,
+        metrics=clean,
+        value=evaluation.value,
+        feasible=evaluation.feasible,
+        violation=min(evaluation.violation, STORED_INFINITY),
+        steps=[(step, finite_metrics(m)) for step, m in steps],
+        events=events,
+    )
+
+
+# -- PostgreSQL: one statement ---------------------------------------------------------------
+
+
+@cache
+def _at_once(direction: Direction) -> Any:
+    """The whole completion, for a study that ``direction``-s its objective.
+
+    ``l`` locks the study row, and ``t`` asks for it before it updates (and so locks) the
+    trial: the store's lock order within one statement. ``c`` moves the counters by the
+    outcome and makes the trial the best one unless the best so far ranks at or above it
+    (a best trial is always completed and feasible: by value, then by number).
+    """
+    better = ">" if direction == "maximize" else "<"
+    return sql_text(
+        f"""
+WITH l AS (
+  SELECT id FROM studies WHERE id = :study_id FOR UPDATE
+), t AS (
+  UPDATE trials SET state = :state, metrics = CAST(:metrics AS json), value = :value,
+    feasible = :feasible, violation = :violation, finished_at = :now, lease_expires_at = NULL,
+    last_step = CASE WHEN COALESCE(last_step, 0) < :step THEN :step ELSE last_step END
+  WHERE id = :trial_id AND worker_id = :worker_id AND attempt = :attempt
+    AND state = 'running' AND lease_expires_at >= :now AND EXISTS (SELECT 1 FROM l)
+  RETURNING *
+), s AS (
+  INSERT INTO trial_intermediates (trial_id, step, attempt, metrics, created_at)
+  SELECT t.id, x.step, :attempt, x.metrics, :now
+  FROM t, json_to_recordset(CAST(:steps AS json)) AS x(step integer, metrics json)
+  ON CONFLICT (trial_id, step) DO UPDATE
+  SET metrics = excluded.metrics, attempt = excluded.attempt
+), e AS (
+  INSERT INTO trial_events (trial_id, kind, attempt, worker_id, detail, created_at)
+  SELECT t.id, x.kind, :attempt, :worker_id, x.detail, :now
+  FROM t, json_to_recordset(CAST(:events AS json)) AS x(kind text, detail text)
+), c AS (
+  UPDATE studies SET
+    n_completed = n_completed + :completed,
+    n_pruned = n_pruned + :pruned,
+    best_trial_id = CASE
+      WHEN :candidate AND NOT EXISTS (
+        SELECT 1 FROM trials b WHERE b.id = studies.best_trial_id
+        AND (b.value {better} :value OR (b.value = :value AND b.number < t.number))
+      ) THEN t.id
+      ELSE best_trial_id END,
+    updated_at = :now
+  FROM t WHERE studies.id = t.study_id
+  RETURNING studies.n_completed, studies.n_pruned, studies.n_failed, studies.best_trial_id,
+    studies.max_trials
+)
+SELECT t.*, c.n_completed AS s_completed, c.n_pruned AS s_pruned, c.n_failed AS s_failed,
+  c.best_trial_id AS s_best_trial_id, c.max_trials AS s_max_trials
+FROM t, c
+"""
+    ).bindparams(
+        bindparam("step", type_=Integer()),
+        bindparam("now", type_=DateTime()),
+    )
+
+
+@dataclass(frozen=True)
+class Completed:
+    trial: Trial
+    # finish_if_done may end the study now: the caller runs it, in a transaction of its own.
+    may_end_study: bool
+
+
+def complete_at_once(
+    connection: Connection,
+    trial_id: int,
+    worker_id: str,
+    attempt: int,
+    metrics: Mapping[str, float | None],
+    rules_for: RulesFor,
+    pruned: bool = False,
+    steps: Steps = (),
+) -> Completed | None:
+    """Ends a held trial in one statement on a PostgreSQL connection in autocommit mode;
+    None when it ends nothing (ask :func:`complete`, which says why or answers a resend)."""
+    found = connection.execute(sql.STUDY_OF_TRIAL, {"b_trial_id": trial_id}).first()
+    if found is None:
+        raise NotFound(f"trial {trial_id} does not exist")
+    study_id, created = found
+    rules = rules_for(connection, (study_id, created))
+    e = ending(rules, trial_id, worker_id, attempt, metrics, pruned, steps)
+    row = connection.execute(
+        _at_once(rules.spec.objective.direction),
+        {
+            "study_id": study_id,
+            "trial_id": trial_id,
+            "worker_id": worker_id,
+            "attempt": attempt,
+            "now": e.now,
+            "state": e.state,
+            "metrics": json.dumps(e.metrics),
+            "value": e.value,
+            "feasible": e.feasible,
+            "violation": e.violation,
+            "step": e.last_step,
+            "steps": json.dumps([{"step": k, "metrics": m} for k, m in dict(e.steps).items()]),
+            "events": json.dumps([{"kind": k, "detail": d} for k, d in e.events]),
+            "completed": int(e.state == "completed"),
+            "pruned": int(e.state == "pruned"),
+            "candidate": e.may_be_best,
+        },
+    ).first()
+    if row is None:
+        return None
+    columns = dict(row._mapping)
+    counters = (columns.pop("s_completed"), columns.pop("s_pruned"), columns.pop("s_failed"))
+    best_id, max_trials = columns.pop("s_best_trial_id"), columns.pop("s_max_trials")
+    may_end = may_finish(rules.spec.budget, max_trials, counters, best_id, created, e.now)
+    return Completed(Trial(**columns), may_end)
+
+
+# -- any database: a transaction, step by step ---------------------------------------------
+
+
+def complete(
+    session: Session,
+    trial_id: int,
+    worker_id: str,
+    attempt: int,
+    metrics: Mapping[str, float | None],
+    rules_for: RulesFor,
+    pruned: bool = False,
+    steps: Steps = (),
+) -> Trial:
+    """Ends a trial with its final metrics, after storing the ``steps`` not yet reported.
+
+    The study row is locked and read with the trial's number in one statement; the trial is
+    ended (its lease checked) in a second; its steps, events and the study's counters are
+    written in three more. The ORM is only asked when the study may be ending or the lease
+    check fails (to say why, or to answer a resent completion).
+    """
+    connection = session.connection()
+    study = connection.execute(sql.LOCK_STUDY_OF_TRIAL, {"b_trial_id": trial_id}).one_or_none()
+    if study is None:
+        raise NotFound(f"trial {trial_id} does not exist")
+    study_id, created, _, _, n_completed, n_pruned, n_failed, best_id, max_trials, number = study
+    rules = rules_for(session, (study_id, created))
+    e = ending(rules, trial_id, worker_id, attempt, metrics, pruned, steps)
+    row = _end_trial(session, e)
+    if row is None:
+        return _resent_or_refused(session, trial_id, worker_id, attempt)
+    if e.state == "pruned":
+        n_pruned += 1
+    else:
+        n_completed += 1
+        if e.may_be_best:
+            challenger = Ranked(number, e.value, True, 0.0)
+            if _beats(session, challenger, best_id, rules):
+                best_id = trial_id
+                if len(rules.best_ranks) > 64:  # a long study has had many; none asked again
+                    rules.best_ranks.clear()
+                rules.best_ranks[trial_id] = challenger
+    connection.execute(
+        sql.SET_STUDY_COUNTERS,
+        {
+            "b_study_id": study_id,
+            "b_n_completed": n_completed,
+            "b_n_pruned": n_pruned,
+            "b_n_failed": n_failed,
+            "b_best_trial_id": best_id,
+            "b_now": e.now,
+        },
+    )
+    counters = (n_completed, n_pruned, n_failed)
+    if may_finish(rules.spec.budget, max_trials, counters, best_id, created, e.now):
+        finish_if_done(session, get_study(session, study_id, lock=True))
+    return Trial(**row._mapping)
+
+
+def _end_trial(session: Session, e: Ending) -> Row[Any] | None:
+    """The trial ended (None if its lease check fails), then its steps and events stored."""
+    connection = session.connection()
+    row = connection.execute(
+        sql.END_HELD_TRIAL,
+        {
+            "b_trial_id": e.trial_id,
+            "b_worker_id": e.worker_id,
+            "b_attempt": e.attempt,
+            "b_now": e.now,
+            "b_state": e.state,
+            "b_metrics": e.metrics,
+            "b_value": e.value,
+            "b_feasible": e.feasible,
+            "b_violation": e.violation,
+            "b_step": e.last_step,
+        },
+    ).one_or_none()
+    if row is None:
+        return None
+    store_steps(session, e.trial_id, e.attempt, e.steps)
+    connection.execute(
+        sql.INSERT_EVENT,
+        [
+            {
+                "b_trial_id": e.trial_id,
+                "b_kind": kind,
+                "b_attempt": e.attempt,
+                "b_worker_id": e.worker_id,
+                "b_detail": detail,
+                "b_created_at": e.now,
+            }
+            for kind, detail in e.events
+        ],
+    )
+    return row
+
+
+def _beats(session: Session, challenger: Ranked, best_id: int | None, rules: StudyRules) -> bool:
+    """Whether a feasible completed trial ranks above the study's best so far."""
+    if best_id is None:
+        return True
+    holder = rules.best_ranks.get(best_id)
+    if holder is None:
+        row = session.connection().execute(sql.RANK_OF_TRIAL, {"b_trial_id": best_id}).first()
+        if row is None:
+            return True
+        number, value, feasible, violation = row
+        holder = Ranked(number, value, bool(feasible), violation or 0.0)
+    direction = rules.spec.objective.direction
+    return rank_key(challenger, direction) < rank_key(holder, direction)
+
+
+def _resent_or_refused(session: Session, trial_id: int, worker_id: str, attempt: int) -> Trial:
+    """A completion whose lease check failed: the same trial again if this worker already
+    ended it (its first reply was lost), else LeaseLost saying why."""
+    trial = get_trial(session, trial_id, lock=True)
+    if trial.state in ENDED_STATES and trial.worker_id == worker_id and trial.attempt == attempt:
+        return trial
+    check_held(trial, worker_id, attempt)  # raises, saying why
+    raise LeaseLost(f"trial {trial_id} is no longer leased to {worker_id}")
