@@ -53,6 +53,8 @@ class Claim:
     resume_step: int | None
     # A pruner judges each reported step, so the worker must send each one as it comes.
     judges_each_step: bool = False
+    # (study id, creation time): the key of the study's cached rules, for the completion.
+    study_key: StudyKey | None = None
 
 
 def touch_worker(session: Session, worker_id: str, host: str, devices: list[str]) -> None:
@@ -264,6 +266,7 @@ def _leased(
         expires,
         resume_step,
         rules.judges_each_step,
+        rules.key,
     )
 
 

@@ -36,7 +36,7 @@ from hpsearch.store.queue import (
     finite_metrics,
     store_steps,
 )
-from hpsearch.store.rules import RulesFor, StudyRules
+from hpsearch.store.rules import RulesFor, StudyKey, StudyRules
 from hpsearch.store.studies import (
     Ranked,
     finish_if_done,
@@ -178,10 +178,12 @@ def complete_at_once(
     rules_for: RulesFor,
     pruned: bool = False,
     steps: Steps = (),
+    study_key: StudyKey | None = None,
 ) -> Completed | None:
     """Ends a held trial in one statement on a PostgreSQL connection in autocommit mode;
-    None when it ends nothing (ask :func:`complete`, which says why or answers a resend)."""
-    found = connection.execute(sql.STUDY_OF_TRIAL, {"b_trial_id": trial_id}).first()
+    None when it ends nothing (ask :func:`complete`, which says why or answers a resend).
+    ``study_key``: the trial's study and its creation time, if known (else one read)."""
+    found = study_key or connection.execute(sql.STUDY_OF_TRIAL, {"b_trial_id": trial_id}).first()
     if found is None:
         raise NotFound(f"trial {trial_id} does not exist")
     study_id, created = found

@@ -36,7 +36,7 @@ from hpsearch.store.models import (
     Worker,
 )
 from hpsearch.store.pruning import prune_decision
-from hpsearch.store.rules import RulesCache
+from hpsearch.store.rules import RulesCache, StudyKey
 from hpsearch.store.studies import (
     StudyCounts,
     add_to_budget,
@@ -90,6 +90,8 @@ class Store:
         self._expired_probe = Throttle(probe_seconds)
         self._evaluation_probe = Throttle(probe_seconds)
         self._worker_touch = Throttle(10 * probe_seconds)
+        # The study of each trial claimed through this process, until it is completed.
+        self._claimed_studies: dict[int, StudyKey] = {}
 
     # -- studies -------------------------------------------------------------------------
 
@@ -253,6 +255,22 @@ class Store:
         after: int | None = None,
     ) -> claims.Claim | None:
         """The worker's next trial; ``after``: the trial whose completion asks for it."""
+        claimed = self._claim(worker_id, host, devices, study_id, after)
+        if claimed is not None and claimed.study_key is not None:
+            # Its completion, likely through this process, then need not read its study.
+            if len(self._claimed_studies) > 100_000:
+                self._claimed_studies.clear()
+            self._claimed_studies[claimed.trial_id] = claimed.study_key
+        return claimed
+
+    def _claim(
+        self,
+        worker_id: str,
+        host: str,
+        devices: Sequence[str],
+        study_id: int | None,
+        after: int | None,
+    ) -> claims.Claim | None:
         touch = self._worker_touch.due((worker_id, host, tuple(devices)))
         look_for_expired = self._expired_probe.due(None)
         if self.db.is_postgres and not (touch or look_for_expired):
@@ -330,6 +348,7 @@ class Store:
                     self._rules.get,
                     pruned,
                     steps,
+                    self._claimed_studies.pop(trial_id, None),
                 )
             if done is not None:
                 if done.may_end_study:

@@ -30,6 +30,7 @@ StudyKey = tuple[int, datetime]
 
 @dataclass(frozen=True)
 class StudyRules:
+    key: StudyKey
     spec: StudySpec
     objective: Objective
     # Stateful (samplers that learn from history ingest only new trials), so one per study.
@@ -55,7 +56,7 @@ class RulesCache:
             spec_json = session.scalar(select(Study.spec).where(Study.id == key[0]))
             if spec_json is None:
                 raise NotFound(f"study {key[0]} does not exist")
-            rules = _rules_of(spec_json)
+            rules = _rules_of(key, spec_json)
             with self._lock:
                 # Two threads may both have parsed it; the first one's sampler wins.
                 rules = self._rules.setdefault(key, rules)
@@ -67,9 +68,10 @@ class RulesCache:
         return self.get(session, (study.id, study.created_at))
 
 
-def _rules_of(spec_json: dict[str, Any]) -> StudyRules:
+def _rules_of(key: StudyKey, spec_json: dict[str, Any]) -> StudyRules:
     spec = parse_spec(spec_json)
     return StudyRules(
+        key=key,
         spec=spec,
         objective=spec.build_objective(),
         sampler=make_sampler(spec),
