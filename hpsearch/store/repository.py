@@ -337,6 +337,7 @@ class Store:
         steps: queue.Steps = (),
     ) -> Trial:
         """Ends a trial, storing first the ``steps`` its worker had not reported yet."""
+        study_key = self._claimed_studies.pop(trial_id, None)
         if self.db.is_postgres:
             with self.db.autocommit() as connection:
                 done = completion.complete_at_once(
@@ -348,7 +349,7 @@ class Store:
                     self._rules.get,
                     pruned,
                     steps,
-                    self._claimed_studies.pop(trial_id, None),
+                    study_key,
                 )
             if done is not None:
                 if done.may_end_study:
