@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hpsearch.client import wait_until_healthy  # noqa: E402
+from tests.conftest import digits_spec  # noqa: E402
 
 HOST = "127.0.0.1"  # the only address this script talks to
 REQUEST_TIMEOUT = 30.0
@@ -293,21 +294,7 @@ def running_server(database_url: str, workdir: Path, processes: int) -> Iterator
 
 
 def study_spec() -> dict[str, Any]:
-    return {
-        "name": "load-test",
-        "objective": {"metric": "dev_accuracy", "direction": "maximize"},
-        "constraints": [{"metric": "latency_ms", "op": "<=", "threshold": 100}],
-        "space": {
-            "lr": {"type": "float", "low": 0.0001, "high": 1.0, "scale": "log"},
-            "beta": {"type": "float", "low": 0.9, "high": 0.999, "scale": "reverse_log"},
-            "hidden_units": {"type": "int", "low": 16, "high": 256, "scale": "log"},
-            "layers": {"type": "int", "low": 1, "high": 3},
-            "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
-        },
-        "sampler": {"kind": "random", "seed": 0},
-        "budget": {"max_trials": 10_000_000, "parallelism": 10_000},
-        "task": {"trainer": "mlp_classifier", "dataset": "digits", "epochs": 10},
-    }
+    return digits_spec(name="load-test", budget={"max_trials": 10_000_000, "parallelism": 10_000})
 
 
 # -- the run -------------------------------------------------------------------------------------

@@ -52,28 +52,14 @@ from hpsearch.client import wait_until_healthy  # noqa: E402
 from hpsearch.store.clock import utcnow  # noqa: E402
 from hpsearch.store.db import upgrade  # noqa: E402
 from hpsearch.store.models import Study, Trial  # noqa: E402
+from tests.conftest import digits_spec, free_port  # noqa: E402
 from tests.pg import PostgresCluster  # noqa: E402
 
-EPOCHS = 10
-SPACE = {
-    "lr": {"type": "float", "low": 0.0001, "high": 1.0, "scale": "log"},
-    "beta": {"type": "float", "low": 0.9, "high": 0.999, "scale": "reverse_log"},
-    "hidden_units": {"type": "int", "low": 16, "high": 256, "scale": "log"},
-    "layers": {"type": "int", "low": 1, "high": 3},
-    "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
-}
+EPOCHS: int = digits_spec()["task"]["epochs"]
 
 
 def study_spec(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "objective": {"metric": "dev_accuracy", "direction": "maximize"},
-        "constraints": [{"metric": "latency_ms", "op": "<=", "threshold": 100}],
-        "space": SPACE,
-        "sampler": {"kind": "random", "seed": 0},
-        "budget": {"max_trials": 10_000_000, "parallelism": 10_000},
-        "task": {"trainer": "mlp_classifier", "dataset": "digits", "epochs": EPOCHS},
-    }
+    return digits_spec(name=name, budget={"max_trials": 10_000_000, "parallelism": 10_000})
 
 
 def random_params(rng: random.Random) -> dict[str, Any]:
@@ -298,8 +284,6 @@ async def drive(
 
 @contextmanager
 def hpsearch_server(url: str, processes: int, log: Path) -> Iterator[int]:
-
-    from tests.conftest import free_port
 
     port = free_port()
     env = {**os.environ, "HPSEARCH_DATABASE_URL": url, "HPSEARCH_PORT": str(port)}

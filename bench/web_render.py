@@ -42,23 +42,13 @@ from hpsearch.spec import parse_spec, spec_to_json  # noqa: E402
 from hpsearch.store.clock import utcnow  # noqa: E402
 from hpsearch.store.db import upgrade  # noqa: E402
 from hpsearch.store.models import Study, Trial, TrialIntermediate  # noqa: E402
+from tests.conftest import digits_spec  # noqa: E402
 
-SPEC: dict[str, Any] = {
-    "name": "bench-web",
-    "objective": {"metric": "dev_accuracy", "direction": "maximize"},
-    "constraints": [{"metric": "latency_ms", "op": "<=", "threshold": 100}],
-    "space": {
-        "lr": {"type": "float", "low": 0.0001, "high": 1.0, "scale": "log"},
-        "beta": {"type": "float", "low": 0.9, "high": 0.999, "scale": "reverse_log"},
-        "hidden_units": {"type": "int", "low": 16, "high": 256, "scale": "log"},
-        "layers": {"type": "int", "low": 1, "high": 3},
-        "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
-    },
-    "sampler": {"kind": "random", "seed": 0},
-    "budget": {"max_trials": 10_000_000, "parallelism": 4},
-    "task": {"trainer": "mlp_classifier", "dataset": "digits", "epochs": 10},
-    "reference_error": 0.01,
-}
+SPEC: dict[str, Any] = digits_spec(
+    name="bench-web",
+    budget={"max_trials": 10_000_000, "parallelism": 4},
+    reference_error=0.01,
+)
 CHROMIUM = "/usr/bin/chromium"
 
 
