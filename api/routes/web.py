@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from api.deps import SettingsDep, StoreDep
@@ -44,6 +44,29 @@ _FORK = re.compile(r"^/api/v1/trials/\{[^}]+\}/fork$")
 _EVALUATE_TEST = re.compile(r"^/api/v1/studies/\{[^}]+\}/evaluate-test$")
 TrialOrder = Literal["rank", "number"]
 TrialState = Literal["", "queued", "running", "completed", "pruned", "failed"]
+
+
+@dataclass(frozen=True)
+class TrialsTable:
+    """The query of a study page's trials table: which page, how long, in which order, of
+    which state; the page and its live updates read it alike."""
+
+    page: int
+    per: int
+    order: str
+    state: str
+
+
+async def _trials_table(
+    page: Annotated[int, Query(ge=1, le=MAX_ID)] = 1,
+    per: Annotated[int, Query(ge=1, le=500)] = PER_PAGE,
+    order: TrialOrder = "rank",
+    state: TrialState = "",
+) -> TrialsTable:
+    return TrialsTable(page, per, order, state)
+
+
+TrialsTableDep = Annotated[TrialsTable, Depends(_trials_table)]
 MAX_SELECTED = 8
 
 
@@ -89,16 +112,10 @@ def _studies_context(store: Store, state: str | None) -> dict[str, Any]:
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
 def study_page(
-    request: Request,
-    study_id: StudyId,
-    store: StoreDep,
-    page: Annotated[int, Query(ge=1, le=MAX_ID)] = 1,
-    per: Annotated[int, Query(ge=1, le=500)] = PER_PAGE,
-    order: TrialOrder = "rank",
-    state: TrialState = "",
+    request: Request, study_id: StudyId, store: StoreDep, table: TrialsTableDep
 ) -> HTMLResponse:
     view = store.get_study(study_id)
-    context = _study_context(request.app, store, view, page, per, order, state)
+    context = _study_context(request.app, store, view, table)
     context["regions_url"] = (
         f"/api/v1/studies/{study_id}/regions" if _has_route(request.app, _REGIONS) else None
     )
@@ -107,17 +124,11 @@ def study_page(
 
 @router.get("/studies/{study_id}/live")
 def study_live(
-    request: Request,
-    study_id: StudyId,
-    store: StoreDep,
-    page: Annotated[int, Query(ge=1, le=MAX_ID)] = 1,
-    per: Annotated[int, Query(ge=1, le=500)] = PER_PAGE,
-    order: TrialOrder = "rank",
-    state: TrialState = "",
+    request: Request, study_id: StudyId, store: StoreDep, table: TrialsTableDep
 ) -> JSONResponse:
     """The parts of the study page that change while trials run, rendered again."""
     view = store.get_study(study_id)
-    context = _study_context(request.app, store, view, page, per, order, state)
+    context = _study_context(request.app, store, view, table)
     parts = {
         name: templates.get_template(f"_study_{name}.html").render(context)
         for name in ("progress", "best", "diagnosis", "trials")
@@ -140,8 +151,9 @@ def study_live(
 
 
 def _study_context(
-    app: FastAPI, store: Store, view: StudyView, page: int, per: int, order: str, state: str
+    app: FastAPI, store: Store, view: StudyView, table: TrialsTable
 ) -> dict[str, Any]:
+    state = table.state
     spec = parse_spec(view.study.spec)
     objective = spec.build_objective()
     c = view.counts
@@ -152,10 +164,10 @@ def _study_context(
         "pruned": c.pruned,
         "failed": c.failed,
     }
-    pages = paginate(page, per, by_state[state] if state else sum(by_state.values()))
+    pages = paginate(table.page, table.per, by_state[state] if state else sum(by_state.values()))
     trials = store.trials(
         view.study.id,
-        order=order,
+        order=table.order,
         offset=pages.offset,
         limit=pages.per_page,
         states=(state,) if state else (),
@@ -170,7 +182,7 @@ def _study_context(
         "trials": trials,
         "broken": broken,
         "pages": pages,
-        "order": order,
+        "order": table.order,
         "trial_state": state,
         "param_names": list(spec.space),
         "metric_names": metric_columns(objective, [t.metrics for t in trials]),
