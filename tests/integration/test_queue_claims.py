@@ -26,17 +26,6 @@ from tests.conftest import ServerProcess, digits_spec, free_port, wait_for
 METRICS = {"dev_accuracy": 0.5, "latency_ms": 1.0}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database at the code's schema: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("make_postgres_database")()
-        return url
-    url = f"sqlite:///{tmp_path / 'queue.db'}"
-    upgrade(url)
-    return url
-
-
 def claim_everything(
     servers: Sequence[str], study_id: int, claimers: int
 ) -> list[tuple[int, int, int]]:

@@ -16,19 +16,8 @@ from typing import Any
 import pytest
 
 from hpsearch.client import Client
-from hpsearch.store.db import upgrade
 from tests.conftest import ServerProcess, wait_for
 from tests.integration.test_worker_custom import MODULE, custom_spec, running_at_step_1, worker_env
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("make_postgres_database")()
-        return url
-    url = f"sqlite:///{tmp_path / 'queue.db'}"
-    upgrade(url)
-    return url
 
 
 def gated_study(client: Client, gate: Path, trials: int, parallelism: int) -> int:

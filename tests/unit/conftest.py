@@ -11,13 +11,19 @@ from hpsearch.store import Database, Store, upgrade
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A store on a migrated database: a SQLite file, or a fresh PostgreSQL database."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database: a SQLite file, or a fresh database in the test PostgreSQL."""
     if request.param == "postgres":
         url: str = request.getfixturevalue("postgres_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-        upgrade(url)
-    store = Store(Database(url), lease_seconds=60)
+        return url
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    """A store on :func:`database_url`, as a server's (leases of a minute)."""
+    store = Store(Database(database_url), lease_seconds=60)
     yield store
     store.db.dispose()

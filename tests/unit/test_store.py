@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,29 +14,11 @@ from sqlalchemy import update
 
 from hpsearch.errors import InvalidInput, InvalidState, LeaseLost
 from hpsearch.objective import rank
-from hpsearch.store import Database, SchemaOutOfDate, Store, check_schema, upgrade
+from hpsearch.store import Database, SchemaOutOfDate, Store, check_schema
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import initialize_if_empty
 from hpsearch.store.models import Base, Study, Trial
 from tests.conftest import digits_spec
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated database: a SQLite file, or a fresh database in the test PostgreSQL."""
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    upgrade(url)
-    return url
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = Store(Database(database_url), lease_seconds=60)
-    yield store
-    store.db.dispose()
 
 
 def test_migrations_match_the_models(store: Store) -> None:

@@ -15,27 +15,16 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from hpsearch.errors import InvalidState, LeaseLost
-from hpsearch.store import Database, Store, upgrade
+from hpsearch.store import Database, Store
 from hpsearch.store.models import Study, Trial, TrialEvent
 from tests.conftest import digits_spec
 
 EXPECTED = (LeaseLost, InvalidState)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    upgrade(url)
-    return url
 
 
 @pytest.fixture
