@@ -28,7 +28,13 @@ from hpsearch.store.history import read_history
 from hpsearch.store.models import Study, Trial, TrialEvent
 from hpsearch.store.queue import record_event
 from hpsearch.store.rules import RulesFor, StudyKey, StudyRules
-from hpsearch.store.studies import finish_if_done, get_study, may_finish, record_ended
+from hpsearch.store.studies import (
+    finish_if_done,
+    get_study,
+    may_finish,
+    record_ended,
+    time_is_up,
+)
 
 HistoryFor = Callable[[Session, StudyKey], list[FinishedTrial]]
 
@@ -147,8 +153,7 @@ def claim(
             continue
         created = running[sid]
         rules = rules_for(session, (sid, created))
-        limit = rules.spec.budget.time_limit_s
-        if limit is not None and (now - created).total_seconds() >= limit:
+        if time_is_up(rules.spec.budget.time_limit_s, created, now):
             # Out of time: no more trials, not even queued ones; the study ends here.
             finish_if_done(session, get_study(session, sid, lock=True))
             continue
@@ -191,8 +196,7 @@ def claim_queued_at_once(
         return None
     sid, created = running
     rules = rules_for(connection, (sid, created))
-    limit = rules.spec.budget.time_limit_s
-    if limit is not None and (now - created).total_seconds() >= limit:
+    if time_is_up(rules.spec.budget.time_limit_s, created, now):
         return None
     expires = now + lease
     row = connection.execute(

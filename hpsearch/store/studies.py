@@ -188,12 +188,11 @@ def may_finish(
     only compared by :func:`finish_if_done`), never no when it would end.
     """
     n_completed, n_pruned, n_failed = counters
-    limit = budget.time_limit_s
     return bool(
         n_completed + n_pruned + n_failed >= max_trials
         or (budget.max_failures and n_failed >= budget.max_failures)
         or (budget.target_value is not None and best_trial_id is not None)
-        or (limit is not None and (now - created_at).total_seconds() >= limit)
+        or time_is_up(budget.time_limit_s, created_at, now)
     )
 
 
@@ -210,7 +209,12 @@ def _target_reached(session: Session, study: Study) -> bool:
 
 def _time_is_up(study: Study) -> bool:
     limit = study.spec.get("budget", {}).get("time_limit_s")
-    return limit is not None and (utcnow() - study.created_at).total_seconds() >= limit
+    return time_is_up(limit, study.created_at, utcnow())
+
+
+def time_is_up(time_limit_s: float | None, created_at: datetime, now: datetime) -> bool:
+    """Whether a study created at ``created_at`` has used its time budget (if it has one)."""
+    return time_limit_s is not None and (now - created_at).total_seconds() >= time_limit_s
 
 
 def drop_sampled_ahead(session: Session, study_id: int) -> None:
