@@ -17,11 +17,10 @@ from sqlalchemy import DateTime, Integer, Table, Text, bindparam, case, func, in
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 
-from hpsearch.store.models import Study, Trial, TrialEvent, TrialIntermediate, Worker
+from hpsearch.store.models import Study, Trial, TrialEvent, Worker
 
 TRIALS = cast(Table, Trial.__table__)
 STUDIES = cast(Table, Study.__table__)
-INTERMEDIATES = cast(Table, TrialIntermediate.__table__)
 WORKERS = cast(Table, Worker.__table__)
 EVENTS = cast(Table, TrialEvent.__table__)
 
