@@ -9,7 +9,6 @@ from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from hpsearch.client import MAX_ERROR_CHARS
-from hpsearch.spec import parse_spec
 from hpsearch.store.models import (
     FinalEvaluation,
     Study,
@@ -176,7 +175,7 @@ class StudyOut(BaseModel):
             name=s.name,
             state=s.state,
             reason=s.reason,
-            objective=parse_spec(s.spec).build_objective().describe(),
+            objective=v.objective,
             counts=CountsOut(
                 queued=v.counts.queued,
                 running=v.counts.running,

@@ -63,6 +63,8 @@ class StudyView:
     study: Study
     counts: StudyCounts
     best: Trial | None
+    objective: str
+    """The objective and constraints in words (hpsearch.objective.Objective.describe)."""
     final_evaluation: FinalEvaluation | None = None
     """Read by ``get_study`` only (a study page), not for each study of a list."""
 
@@ -90,6 +92,8 @@ class Store:
         self._expired_probe = Throttle(probe_seconds)
         self._evaluation_probe = Throttle(probe_seconds)
         self._worker_touch = Throttle(10 * probe_seconds)
+        # Each study's objective in words, for its views.
+        self._objectives: dict[StudyKey, str] = {}
         # The study of each trial claimed through this process, until it is completed.
         self._claimed_studies: dict[int, StudyKey] = {}
 
@@ -448,4 +452,12 @@ class Store:
 
     def _view(self, s: Session, study: Study) -> StudyView:
         best = s.get(Trial, study.best_trial_id) if study.best_trial_id else None
-        return StudyView(study, counts(s, study), best)
+        # A list of studies would otherwise parse every spec on every request; the objective
+        # of a study never changes.
+        key = (study.id, study.created_at)
+        objective = self._objectives.get(key)
+        if objective is None:
+            if len(self._objectives) > 10_000:
+                self._objectives.clear()
+            objective = self._objectives[key] = spec_of(study).build_objective().describe()
+        return StudyView(study, counts(s, study), best, objective)
