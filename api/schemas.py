@@ -41,6 +41,7 @@ def _utc(value: datetime) -> datetime:
 
 
 UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
+EntryPoint = Annotated[str, StringConstraints(min_length=1, max_length=300)]
 ParamValues = dict[str, bool | int | float | str]
 
 
@@ -252,11 +253,22 @@ class EnqueueIn(_Body):
     params: ParamValues
 
 
-class ClaimIn(_Body):
-    worker_id: str = Field(min_length=1, max_length=200)
+class NextClaimIn(_Body):
+    """Where a worker claims: what a completion's ``claim_next`` says (see ClaimIn)."""
+
     host: str = Field(default="", max_length=255)
     devices: list[str] = Field(default_factory=list, max_length=64)
     study_id: Id | None = None
+    entry_points: list[EntryPoint] = Field(
+        default_factory=list,
+        max_length=64,
+        description="the custom trainers (`module:function`) the worker's command line allows "
+        "(`--allow`): it is only given trials of built-in trainers and of these",
+    )
+
+
+class ClaimIn(NextClaimIn):
+    worker_id: str = Field(min_length=1, max_length=200)
 
 
 class ClaimedTrial(BaseModel):
@@ -279,10 +291,20 @@ class ClaimedTrial(BaseModel):
     )
 
 
+class PassedOver(BaseModel):
+    study_id: int
+    entry_point: str
+
+
 class ClaimOut(BaseModel):
     trial: ClaimedTrial | None
     # False once no study this worker serves can produce another trial: time to exit.
     open_studies: bool
+    passed_over: list[PassedOver] = Field(
+        default_factory=list,
+        description="with no trial: the running studies whose custom entry point the worker "
+        "does not allow (it is never given their trials)",
+    )
 
 
 class LeaseIn(_Body):
@@ -302,14 +324,6 @@ class ReportIn(LeaseIn, StepIn):
         description="steps held back since the last report (oldest first), stored and judged "
         "before this one",
     )
-
-
-class NextClaimIn(_Body):
-    """What a claim needs that the completion does not already say (see ClaimIn)."""
-
-    host: str = Field(default="", max_length=255)
-    devices: list[str] = Field(default_factory=list, max_length=64)
-    study_id: Id | None = None
 
 
 class CompleteIn(LeaseIn):

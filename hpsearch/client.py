@@ -132,13 +132,22 @@ class Client:
     # -- the worker's side -----------------------------------------------------------------
 
     def claim(
-        self, worker_id: str, host: str, devices: list[str], study_id: int | None = None
+        self,
+        worker_id: str,
+        host: str,
+        devices: list[str],
+        study_id: int | None = None,
+        entry_points: Sequence[str] = (),
     ) -> dict[str, Any]:
-        return self._obj(
-            "POST",
-            "/claims",
-            json={"worker_id": worker_id, "host": host, "devices": devices, "study_id": study_id},
-        )
+        """The worker's next trial; ``entry_points``: the custom trainers it may run."""
+        body = {
+            "worker_id": worker_id,
+            "host": host,
+            "devices": devices,
+            "study_id": study_id,
+            "entry_points": list(entry_points),
+        }
+        return self._obj("POST", "/claims", json=body)
 
     def heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> dict[str, Any]:
         return self._obj(

@@ -7,8 +7,9 @@ keeps the two in step.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from hpsearch.space import ParamValue
 
@@ -110,6 +111,12 @@ MODEL_SHAPE: frozenset[str] = frozenset({"layers", "hidden_units", "channels", "
 weights, may not change them."""
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "file")
+
+
+def runnable(task: Mapping[str, Any], entry_points: Collection[str]) -> bool:
+    """Whether a worker whose command line allows ``entry_points`` can run ``task``: every
+    worker runs the built-in trainers; a custom one only the entry points it allows."""
+    return task.get("trainer") != CUSTOM or task.get("entry_point") in entry_points
 
 
 def known_hyperparameters(trainer: str) -> list[str]:

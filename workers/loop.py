@@ -139,11 +139,13 @@ class Worker:
             "host": socket.gethostname(),
             "devices": list(self.opts.devices or (self.device,)),
             "study_id": self.opts.study_id,
+            "entry_points": list(self.opts.allow),
         }
         self._say(f"worker {self.opts.worker_id} on {self.device}, server {self.opts.server}")
         # A claim's reply: from POST /claims, or from the last completion (its claim_next).
         # Either way the budget was taken for it, and is given back if it holds no trial.
         reply: dict[str, Any] | None = None
+        said: set[tuple[int, str]] = set()
         try:
             while True:
                 if reply is None:
@@ -151,9 +153,12 @@ class Worker:
                         break
                     reply = self.client.claim(self.opts.worker_id, **where)
                 claim, open_studies = reply["trial"], reply["open_studies"]
+                passed_over = reply.get("passed_over", [])
                 reply = None
                 if claim is None:
                     self.budget.give_back()
+                    if self._never_runs(passed_over, said):
+                        return 2
                     if not open_studies and not self.opts.keep_alive:
                         self._say("no study has work left: exiting")
                         break
@@ -168,6 +173,25 @@ class Worker:
         finally:
             self.client.close()
         return 0
+
+    def _never_runs(self, passed_over: list[dict[str, Any]], said: set[tuple[int, str]]) -> bool:
+        """Says (once each) which studies a claim passed over for want of an ``--allow``; True
+        when the worker is bound to such a study (``--study``), so it will never run a thing."""
+        for p in passed_over:
+            study_id, entry_point = p["study_id"], p["entry_point"]
+            if self.opts.study_id == study_id:
+                self._say(
+                    f"study {study_id} runs entry point {entry_point}, which this worker does "
+                    f"not allow: start it with --allow {entry_point}"
+                )
+                return True
+            if (study_id, entry_point) not in said:
+                said.add((study_id, entry_point))
+                self._say(
+                    f"passing over study {study_id}: its trials run entry point {entry_point} "
+                    f"(a worker started with --allow {entry_point} runs them)"
+                )
+        return False
 
     def _run_claim(self, claim: dict[str, Any], where: dict[str, Any]) -> dict[str, Any] | None:
         """Runs one claimed job; returns the next claim's reply when its completion brought
@@ -197,9 +221,10 @@ class Worker:
     ) -> dict[str, Any] | None:
         """Trains a claimed trial and sends its outcome.
 
-        With ``claim_next`` (``host``, ``devices``, ``study_id``: where the worker claims),
-        the completion also claims the worker's next trial when the worker is not stopping
-        and its budget allows one; returns that claim's reply, or None (claim as usual).
+        With ``claim_next`` (``host``, ``devices``, ``study_id``, ``entry_points``: where and
+        what the worker claims), the completion also claims the worker's next trial when the
+        worker is not stopping and its budget allows one; returns that claim's reply, or None
+        (claim as usual).
         """
         number = claim["number"]
         with self._lease(claim) as lease:

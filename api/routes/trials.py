@@ -98,15 +98,12 @@ def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn)
     trial = store.complete(trial_id, body.worker_id, body.attempt, body.metrics, body.pruned, steps)
     out = CompleteOut.of(trial)
     if body.claim_next is not None:
-        n = body.claim_next
         resent = trial.finished_at is not None and trial.finished_at < received
         held = store.claimed_after(trial_id, body.worker_id) if resent else None
         out.next = (
             ClaimOut(trial=claimed_trial(held, settings), open_studies=True)
             if held is not None
-            else claim_for(
-                store, settings, body.worker_id, n.host, n.devices, n.study_id, after=trial_id
-            )
+            else claim_for(store, settings, body.worker_id, body.claim_next, after=trial_id)
         )
     return out
 

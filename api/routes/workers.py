@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from api.deps import SettingsDep, StoreDep, in_queue_thread
-from api.schemas import ClaimedTrial, ClaimIn, ClaimOut, WorkerOut
+from api.schemas import ClaimedTrial, ClaimIn, ClaimOut, NextClaimIn, PassedOver, WorkerOut
 from hpsearch.settings import Settings
 from hpsearch.store import Store
 from hpsearch.store.claims import Claim
@@ -22,29 +22,30 @@ async def claim(
 
     A requested final test evaluation comes first (``kind: evaluate_test``): it is short, and
     someone is waiting for it."""
-    return await in_queue_thread(
-        request, claim_for, store, settings, body.worker_id, body.host, body.devices, body.study_id
-    )
+    return await in_queue_thread(request, claim_for, store, settings, body.worker_id, body)
 
 
 def claim_for(
     store: Store,
     settings: Settings,
     worker_id: str,
-    host: str,
-    devices: list[str],
-    study_id: int | None,
+    where: NextClaimIn,
     after: int | None = None,
 ) -> ClaimOut:
     """A claim, as ``POST /claims`` and a completion's ``claim_next`` (``after`` the trial it
     completed) make it."""
+    study_id = where.study_id
     job = store.claim_final_evaluation(worker_id, study_id)
     if job is not None:
         return ClaimOut(trial=_evaluation(job), open_studies=True)
-    c = store.claim(worker_id, host, devices, study_id, after=after)
+    c = store.claim(worker_id, where.host, where.devices, study_id, after, where.entry_points)
     if c is None:
         waiting = store.has_open_studies(study_id) or store.has_pending_final_evaluation(study_id)
-        return ClaimOut(trial=None, open_studies=waiting)
+        passed = [
+            PassedOver(study_id=sid, entry_point=entry_point)
+            for sid, entry_point in store.passed_over(where.entry_points, study_id)
+        ]
+        return ClaimOut(trial=None, open_studies=waiting, passed_over=passed)
     return ClaimOut(trial=claimed_trial(c, settings), open_studies=True)
 
 

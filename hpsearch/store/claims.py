@@ -2,9 +2,11 @@
 
 Rules (data, not code scattered through the worker):
 
-- A claim takes the oldest queued trial of the oldest running study; if there is none and the
-  study may grow (budget, parallelism), it samples a new trial *inside the same transaction*,
-  with the study row locked, so parallel claimers never receive the same suggestion.
+- A claim takes the oldest queued trial of the oldest running study whose trials the worker
+  can run (a built-in trainer, or a custom one its command line allows); if there is none and
+  the study may grow (budget, parallelism), it samples a new trial *inside the same
+  transaction*, with the study row locked, so parallel claimers never receive the same
+  suggestion.
 - A lease that expires puts the trial back in the queue (the next claim is ``attempt + 1``)
   until ``max_attempts``, then the trial fails with the reason kept (as it does at once when
   its study has ended: nothing would claim it again).
@@ -13,7 +15,7 @@ Rules (data, not code scattered through the worker):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +37,7 @@ from hpsearch.store.studies import (
     record_ended,
     time_is_up,
 )
+from hpsearch.tasks import runnable
 
 HistoryFor = Callable[[Session, StudyKey], list[FinishedTrial]]
 
@@ -124,6 +127,7 @@ def claim(
     *,
     look_for_expired: bool = True,
     after: int | None = None,
+    entry_points: Collection[str] = (),
 ) -> Claim | None:
     """Leases one trial to ``worker_id``, sampling a new one when a study needs it.
 
@@ -131,7 +135,8 @@ def claim(
     study)`` the study's ended trials (a cache that reads only new ones); without it they are
     read whole. ``look_for_expired=False`` skips the probe for expired leases (a caller that
     probed a moment ago). ``after``: the trial whose completion asked for this claim (see
-    :func:`claimed_after`).
+    :func:`claimed_after`). ``entry_points``: the custom trainers the worker may run; studies
+    whose trials it cannot run are passed over (see :func:`hpsearch.tasks.runnable`).
 
     Lock order, the same in every transaction of the store: a study row before any of its
     trial rows, and study rows in ascending id. Claimers take queued trials with ``SKIP
@@ -156,6 +161,8 @@ def claim(
         if time_is_up(rules.spec.budget.time_limit_s, created, now):
             # Out of time: no more trials, not even queued ones; the study ends here.
             finish_if_done(session, get_study(session, sid, lock=True))
+            continue
+        if not runnable(rules.task, entry_points):
             continue
         claimed = _claim_queued(session, sid, rules, worker_id, now, expires) or _sample_new(
             session, sid, rules, worker_id, now, expires, history_for
@@ -183,19 +190,22 @@ def claim_queued_at_once(
     rules_for: RulesFor,
     study_id: int | None = None,
     after: int | None = None,
+    entry_points: Collection[str] = (),
 ) -> Claim | None:
-    """The common claim on PostgreSQL, outside a transaction block: the first running study's
-    oldest queued trial, leased and its event recorded in one statement (no study row lock).
+    """The common claim on PostgreSQL, outside a transaction block: the oldest queued trial of
+    the first running study the worker can run (see :func:`claim`), leased and its event
+    recorded in one statement (no study row lock).
 
     None whenever :func:`claim` has more to do: no queued trial in that study (it may sample
     one), or the study out of time (it ends it). The caller probes for expired leases first.
     """
     now = utcnow()
-    running = connection.execute(sql.RUNNING_STUDIES, {"b_study_id": study_id}).first()
-    if running is None:
+    for sid, created in connection.execute(sql.RUNNING_STUDIES, {"b_study_id": study_id}):
+        rules = rules_for(connection, (sid, created))
+        if runnable(rules.task, entry_points):
+            break
+    else:
         return None
-    sid, created = running
-    rules = rules_for(connection, (sid, created))
     if time_is_up(rules.spec.budget.time_limit_s, created, now):
         return None
     expires = now + lease
@@ -213,6 +223,19 @@ def claim_queued_at_once(
         return None
     trial_id, number, attempt, params, last_step = row
     return _leased(rules, (trial_id, sid, number, attempt), params, expires, last_step)
+
+
+def passed_over(
+    session: Session, rules_for: RulesFor, entry_points: Collection[str], study_id: int | None
+) -> list[tuple[int, str]]:
+    """The running studies (``study_id``, if given) a worker allowing ``entry_points`` is
+    never given trials of: (study id, the entry point it would need)."""
+    found = []
+    for sid, created in session.connection().execute(sql.RUNNING_STUDIES, {"b_study_id": study_id}):
+        task = rules_for(session, (sid, created)).task
+        if not runnable(task, entry_points):
+            found.append((sid, str(task.get("entry_point"))))
+    return found
 
 
 def _claimed_after(trial_id: int) -> str:
@@ -306,16 +329,16 @@ def _sample_new(
     """A new trial from the sampler, already leased to ``worker_id``, or None.
 
     Locking the study row serializes sampling per study (parallel claimers never get the
-    same suggestion); other studies are not held up. The common case reads the row and its
-    live counts in one statement and writes with three or four (see ``AHEAD``); the ORM is
-    only asked when the study may be ending.
+    same suggestion); other studies are not held up. The common case locks and reads the row,
+    then its live counts, and writes with three or four statements (see ``AHEAD``); the ORM
+    is only asked when the study may be ending.
     """
     connection = session.connection()
     row = connection.execute(sql.LOCK_STUDY, {"b_study_id": study_id}).one_or_none()
     if row is None:
         return None
-    _, created, state, next_number, n_completed, n_pruned, n_failed, best, max_trials = row[:9]
-    queued, running = row[9], row[10]
+    _, created, state, next_number, n_completed, n_pruned, n_failed, best, max_trials = row
+    queued, running = connection.execute(sql.LIVE_COUNTS, {"b_study_id": study_id}).one()
     budget = rules.spec.budget
     if state != "running" or next_number >= max_trials or running >= budget.parallelism:
         return None

@@ -8,7 +8,8 @@ On PostgreSQL all of it is one statement run outside a transaction block
 (:func:`complete_at_once`): the study row is locked for that statement alone, never across a
 round trip or a wait of the server's threads for their turn, so completions of one study do
 not queue behind each other. Anywhere else, and whenever that statement ends nothing (a lost
-lease, a resent completion), :func:`complete` does the same in a transaction, step by step.
+lease, a resent completion, a best trial completed since the statement began),
+:func:`complete` does the same in a transaction, step by step.
 """
 
 from __future__ import annotations
@@ -112,20 +113,30 @@ def _at_once(direction: Direction) -> Any:
 
     ``l`` locks the study row, and ``t`` asks for it before it updates (and so locks) the
     trial: the store's lock order within one statement. ``c`` moves the counters by the
-    outcome and makes the trial the best one unless the best so far ranks at or above it
-    (a best trial is always completed and feasible: by value, then by number).
+    outcome and makes the trial the best one unless the best so far, ``b``, ranks at or
+    above it (a best trial is always completed and feasible: by value, then by number).
+
+    A statement that waited for the study lock re-reads that row but sees other rows as they
+    were when it began: perhaps before the best so far, which the lock's previous holder may
+    have just set, was completed (or even claimed). A completed trial's ranking never
+    changes, so ``b`` is only trusted completed; otherwise nothing is ended, and
+    :func:`complete` does it in a transaction, whose later statements see it.
     """
     better = ">" if direction == "maximize" else "<"
     return sql_text(
         f"""
 WITH l AS (
-  SELECT id FROM studies WHERE id = :study_id FOR UPDATE
+  SELECT id, best_trial_id FROM studies WHERE id = :study_id FOR UPDATE
+), b AS (
+  SELECT value, number, state FROM trials WHERE id = (SELECT best_trial_id FROM l)
 ), t AS (
   UPDATE trials SET state = :state, metrics = CAST(:metrics AS json), value = :value,
     feasible = :feasible, violation = :violation, finished_at = :now, lease_expires_at = NULL,
     last_step = CASE WHEN COALESCE(last_step, 0) < :step THEN :step ELSE last_step END
   WHERE id = :trial_id AND worker_id = :worker_id AND attempt = :attempt
     AND state = 'running' AND lease_expires_at >= :now AND EXISTS (SELECT 1 FROM l)
+    AND ((SELECT best_trial_id FROM l) IS NULL
+      OR EXISTS (SELECT 1 FROM b WHERE state = 'completed'))
   RETURNING *
 ), s AS (
   INSERT INTO trial_intermediates (trial_id, step, attempt, metrics, created_at)
@@ -143,8 +154,7 @@ WITH l AS (
     n_pruned = n_pruned + :pruned,
     best_trial_id = CASE
       WHEN :candidate AND NOT EXISTS (
-        SELECT 1 FROM trials b WHERE b.id = studies.best_trial_id
-        AND (b.value {better} :value OR (b.value = :value AND b.number < t.number))
+        SELECT 1 FROM b WHERE b.value {better} :value OR (b.value = :value AND b.number < t.number)
       ) THEN t.id
       ELSE best_trial_id END,
     updated_at = :now
@@ -181,7 +191,9 @@ def complete_at_once(
     study_key: StudyKey | None = None,
 ) -> Completed | None:
     """Ends a held trial in one statement on a PostgreSQL connection in autocommit mode;
-    None when it ends nothing (ask :func:`complete`, which says why or answers a resend).
+    None when it ends nothing (ask :func:`complete`, which says why, answers a resend, or
+    ends the trial when the statement saw the study's best trial before it was completed;
+    see :func:`_at_once`).
     ``study_key``: the trial's study and its creation time, if known (else one read)."""
     found = study_key or connection.execute(sql.STUDY_OF_TRIAL, {"b_trial_id": trial_id}).first()
     if found is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -257,9 +257,11 @@ class Store:
         devices: Sequence[str] = (),
         study_id: int | None = None,
         after: int | None = None,
+        entry_points: Collection[str] = (),
     ) -> claims.Claim | None:
-        """The worker's next trial; ``after``: the trial whose completion asks for it."""
-        claimed = self._claim(worker_id, host, devices, study_id, after)
+        """The worker's next trial; ``after``: the trial whose completion asks for it;
+        ``entry_points``: the custom trainers the worker's command line allows."""
+        claimed = self._claim(worker_id, host, devices, study_id, after, entry_points)
         if claimed is not None and claimed.study_key is not None:
             # Its completion, likely through this process, then need not read its study.
             if len(self._claimed_studies) > 100_000:
@@ -274,13 +276,20 @@ class Store:
         devices: Sequence[str],
         study_id: int | None,
         after: int | None,
+        entry_points: Collection[str],
     ) -> claims.Claim | None:
         touch = self._worker_touch.due((worker_id, host, tuple(devices)))
         look_for_expired = self._expired_probe.due(None)
         if self.db.is_postgres and not (touch or look_for_expired):
             with self.db.autocommit() as connection:
                 claimed = claims.claim_queued_at_once(
-                    connection, worker_id, self.lease, self._rules.get, study_id, after
+                    connection,
+                    worker_id,
+                    self.lease,
+                    self._rules.get,
+                    study_id,
+                    after,
+                    entry_points,
                 )
             if claimed is not None:
                 return claimed
@@ -296,12 +305,21 @@ class Store:
                 self._history.history,
                 look_for_expired=look_for_expired,
                 after=after,
+                entry_points=entry_points,
             )
 
     def claimed_after(self, trial_id: int, worker_id: str) -> claims.Claim | None:
         """The claim made with the completion of ``trial_id``, if ``worker_id`` holds it."""
         with self.db.read() as s:
             return claims.claimed_after(s, trial_id, worker_id, self._rules.get)
+
+    def passed_over(
+        self, entry_points: Collection[str], study_id: int | None = None
+    ) -> list[tuple[int, str]]:
+        """Running studies whose trials need a custom entry point not in ``entry_points``:
+        (study id, entry point). Claims pass them over; a worker says why it waits."""
+        with self.db.read() as s:
+            return claims.passed_over(s, self._rules.get, entry_points, study_id)
 
     def has_open_studies(self, study_id: int | None = None) -> bool:
         """Whether a worker should wait for more work (a study could still produce trials)."""

@@ -224,15 +224,6 @@ def upsert_worker(dialect: str) -> Any:
     )
 
 
-def _live(state: str) -> Any:
-    return (
-        select(func.count())
-        .where(_t.study_id == STUDIES.c.id, _t.state == state)
-        .correlate(STUDIES)
-        .scalar_subquery()
-    )
-
-
 _s = STUDIES.c
 # What ending or sampling a trial needs of its study row, read with the row locked.
 _STUDY_FOR_UPDATE = (
@@ -246,11 +237,19 @@ _STUDY_FOR_UPDATE = (
     _s.best_trial_id,
     _s.max_trials,
 )
-# A study row, locked, with its queued and running trial counts. Parameters: study_id.
-LOCK_STUDY = (
-    select(*_STUDY_FOR_UPDATE, _live("queued"), _live("running"))
-    .where(_s.id == bindparam("b_study_id"))
-    .with_for_update(of=STUDIES)
+# A study row, locked. Parameters: study_id.
+LOCK_STUDY = select(*_STUDY_FOR_UPDATE).where(_s.id == bindparam("b_study_id")).with_for_update()
+# A study's queued and running trial counts. Read by a statement of their own once the study
+# row is locked: a PostgreSQL statement that waited for the lock re-reads the locked row but
+# sees every other table as it was when the statement began, without the trials the lock's
+# previous holder added or claimed. Parameters: study_id.
+LIVE_COUNTS = select(
+    select(func.count())
+    .where(_t.study_id == bindparam("b_study_id"), _t.state == "queued")
+    .scalar_subquery(),
+    select(func.count())
+    .where(_t.study_id == bindparam("b_study_id"), _t.state == "running")
+    .scalar_subquery(),
 )
 # The study of a trial, locked (the store's lock order puts a study before its trials), and
 # the trial's number. Parameters: trial_id.

@@ -69,6 +69,27 @@ def test_parallelism_limits_running_trials(store: Store) -> None:
     assert store.claim("c") is None
 
 
+def test_a_worker_is_only_given_trials_it_can_run(database_url: str) -> None:
+    # Probes rarely due: after the first claim, PostgreSQL takes queued trials through the
+    # one-statement claim, which must pass over the same studies as the full one.
+    store = Store(Database(database_url), lease_seconds=60, probe_seconds=3600)
+    budget = {"max_trials": 10, "parallelism": 4}
+    task = {"trainer": "custom", "entry_point": "lab.train:fit", "epochs": 3}
+    custom = store.create_study(digits_spec(task=task, budget=budget))  # the older study
+    builtin = store.create_study(digits_spec(budget=budget))
+    try:
+        plain = [store.claim("plain") for _ in range(4)]
+        assert [c.study_id if c else None for c in plain] == [builtin.id] * 4
+        assert store.claim("plain") is None  # the built-in study's parallelism is taken
+        assert store.passed_over(()) == [(custom.id, "lab.train:fit")]
+        assert store.passed_over(("lab.train:fit",)) == []
+        allowed = store.claim("lab", entry_points=("other:fn", "lab.train:fit"))
+        assert allowed is not None and allowed.study_id == custom.id
+        assert allowed.task["entry_point"] == "lab.train:fit"
+    finally:
+        store.db.dispose()
+
+
 def _expire(store: Store, trial_id: int) -> None:
     with store.db.write() as s:
         s.execute(

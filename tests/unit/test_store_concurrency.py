@@ -134,7 +134,16 @@ def test_everything_at_once_never_deadlocks_and_the_counters_add_up(
                 )
             )
             assert study.state in ("completed", "stopped"), (study.id, study.state)
-            assert states["queued"] == 0
+            assert states["queued"] == 0, (study.id, study.reason, states)
+            # The best trial ranks first however the completions interleaved: by value, then
+            # by number (every trial here is feasible).
+            first = s.scalars(
+                select(Trial.id)
+                .where(Trial.study_id == study.id, Trial.state == "completed")
+                .order_by(Trial.value.desc(), Trial.number)
+                .limit(1)
+            ).first()
+            assert study.best_trial_id == first
             assert (study.n_completed, study.n_pruned, study.n_failed) == (
                 states["completed"],
                 states["pruned"],

@@ -237,8 +237,9 @@ def test_training_stopped_ends_only_its_trial() -> None:
 
 
 def test_a_failure_fails_only_its_trial() -> None:
-    """A diverging trial (NaN) and a trial whose report raises fail alone; the rest train
-    exactly as in a pack without them."""
+    """A diverging trial (NaN) and a trial whose report raises fail alone; the rest train as
+    in a pack without them, up to float rounding (the BLAS may split a batched multiply of five
+    trials differently from one of three)."""
 
     def broken(epoch: int, metrics: dict[str, float]) -> bool:
         if epoch == 2:
@@ -254,9 +255,12 @@ def test_a_failure_fails_only_its_trial() -> None:
     assert isinstance(outcomes[1], TrainingDiverged) and "lr=1e+06" in str(outcomes[1])
     assert isinstance(outcomes[4], RuntimeError) and str(outcomes[4]) == "lease lost"
     survivors = [outcomes[0], outcomes[2], outcomes[3]]
-    assert reports == alone_reports
+    for got_reports, want_reports in zip(reports, alone_reports, strict=True):
+        assert [step for step, _ in got_reports] == [step for step, _ in want_reports]
+        for (_, got_metrics), (_, want_metrics) in zip(got_reports, want_reports, strict=True):
+            assert got_metrics == {k: close(v) for k, v in want_metrics.items()}
     for got, want in zip(survivors, alone, strict=True):
-        assert result(got).metrics["dev_loss"] == result(want).metrics["dev_loss"]
+        assert result(got).metrics["dev_loss"] == close(result(want).metrics["dev_loss"])
 
 
 def test_a_bad_hyperparameter_fails_only_its_trial() -> None:

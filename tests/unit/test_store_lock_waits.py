@@ -1,0 +1,94 @@
+"""What a PostgreSQL statement sees after it waited for a study's row lock.
+
+In READ COMMITTED a statement reads every table as it was when the statement began; waiting
+for a row lock re-reads only the locked row. A claim or a completion that queued behind
+another transaction on its study must still count the trials that transaction claimed and
+rank against the best trial it set. Each test holds the study lock in a transaction of its
+own, starts the claim or completion in a thread, waits until PostgreSQL reports it waiting
+for that lock, and only then commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from hpsearch.store import Database, Store, claims, completion
+from hpsearch.store.rules import RulesCache
+from tests.conftest import digits_spec, wait_for
+
+pytestmark = pytest.mark.postgres
+
+GOOD = {"dev_accuracy": 0.9, "latency_ms": 1.0}
+WORSE = {"dev_accuracy": 0.5, "latency_ms": 1.0}
+
+
+@pytest.fixture
+def store(postgres_url: str) -> Iterator[Store]:
+    store = Store(Database(postgres_url), lease_seconds=60)
+    yield store
+    store.db.dispose()
+
+
+@pytest.fixture
+def other_thread() -> Iterator[Callable[..., Future[Any]]]:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool.submit
+
+
+def _waits_for_a_lock(store: Store) -> Callable[[], bool]:
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+
+    def waiting() -> bool:
+        with store.db.read() as s:
+            return bool(s.scalar(query))
+
+    return waiting
+
+
+def test_a_claim_that_waited_counts_the_trial_the_lock_holder_claimed(
+    store: Store, other_thread: Callable[..., Future[Any]]
+) -> None:
+    study = store.create_study(digits_spec(budget={"max_trials": 10, "parallelism": 1}))
+    with store.db.write() as s:
+        first = claims.claim(s, "w1", timedelta(minutes=1), RulesCache().get, study.id)
+        assert first is not None
+        second = other_thread(store.claim, "w2", study_id=study.id)
+        wait_for(_waits_for_a_lock(store), 30, "the second claim to wait for the study")
+    # Parallelism 1 is taken by the first claim, committed while the second waited.
+    assert second.result(timeout=30) is None
+    running = store.trials(study.id, states=["running"])
+    assert [t.id for t in running] == [first.trial_id]
+
+
+@pytest.mark.parametrize("best_is_new", [False, True], ids=["best-running", "best-unseen"])
+def test_a_completion_that_waited_ranks_against_the_best_the_lock_holder_set(
+    store: Store, other_thread: Callable[..., Future[Any]], best_is_new: bool
+) -> None:
+    """The holder completes a better trial; the waiting completion must not take its place.
+    ``best_is_new``: the holder also claimed that trial, so the waiting statement, begun
+    before, cannot see it at all."""
+    study = store.create_study(digits_spec(budget={"max_trials": 10, "parallelism": 2}))
+    rules = RulesCache()
+    worse = store.claim("w-worse", study_id=study.id)
+    better = None if best_is_new else store.claim("w-better", study_id=study.id)
+    assert worse is not None
+    with store.db.write() as s:
+        if better is None:
+            better = claims.claim(s, "w-better", timedelta(minutes=1), rules.get, study.id)
+            assert better is not None
+        completion.complete(s, better.trial_id, "w-better", better.attempt, GOOD, rules.get)
+        later = other_thread(store.complete, worse.trial_id, "w-worse", worse.attempt, WORSE)
+        wait_for(_waits_for_a_lock(store), 30, "the second completion to wait for the study")
+    assert later.result(timeout=30).state == "completed"
+    view = store.get_study(study.id)
+    assert view.study.best_trial_id == better.trial_id
+    assert view.study.n_completed == 2
