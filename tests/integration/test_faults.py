@@ -273,7 +273,7 @@ def test_a_worker_frozen_past_its_lease_changes_nothing_when_it_wakes(
         try:
             # Once the lease has run out the trial goes to the next claimer.
             claim = wait_for(
-                lambda: client.claim("rescuer", "test", [], study_id)["trial"],
+                lambda: client.claim("rescuer", "test", [], study_id, [ENTRY_POINT])["trial"],
                 30,
                 "the frozen worker's trial to be leased again",
             )

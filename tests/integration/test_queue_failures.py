@@ -89,7 +89,7 @@ def test_a_server_killed_mid_study_comes_back_and_the_study_finishes(
             lambda: running_at_step_1(client, study_id, 2), 60, "two trials to report step 1"
         )
         # A third trial is claimed and completed through the API before the kill.
-        claim = client.claim("by-hand", "test", [], study_id)["trial"]
+        claim = client.claim("by-hand", "test", [], study_id, [f"{MODULE}:gated"])["trial"]
         for step in (1, 2, 3):
             client.report(claim["trial_id"], "by-hand", 1, step, {"dev_accuracy": 0.1 * step})
         before = client.complete(
