@@ -43,7 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.auth = Authenticator(db, ttl=settings.auth_cache_seconds)
         app.state.settings = settings
-        app.state.queue_threads = CapacityLimiter(settings.queue_threads)
+        threads = settings.queue_threads
+        if threads is None:
+            threads = 0 if db.engine.dialect.name == "sqlite" else 4
+        app.state.queue_threads = CapacityLimiter(threads) if threads > 0 else None
         yield
         db.dispose()
 

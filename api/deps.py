@@ -10,7 +10,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, TypeVar
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, Request
 
 from hpsearch.artifacts import ArtifactStore
@@ -36,10 +36,14 @@ async def get_artifacts(request: Request) -> ArtifactStore:
 T = TypeVar("T")
 
 
-async def in_queue_thread(request: Request, fn: Callable[..., T], *args: Any) -> T:
-    """Runs a worker request's store work on the queue's own threads (Settings.queue_threads),
-    so that slow pages never hold up claims and reports, nor the reverse."""
-    return await to_thread.run_sync(partial(fn, *args), limiter=request.app.state.queue_threads)
+async def run_queue_work(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """Runs a worker request's store work on the queue's own threads, so that slow pages
+    never hold up claims and reports, nor the reverse; or, with none (SQLite, by default: see
+    Settings.queue_threads), on the event loop."""
+    limiter: CapacityLimiter | None = request.app.state.queue_threads
+    if limiter is None:
+        return fn(*args)
+    return await to_thread.run_sync(partial(fn, *args), limiter=limiter)
 
 
 StoreDep = Annotated[Store, Depends(get_store)]

@@ -16,10 +16,14 @@ class Settings(BaseSettings):
     # How long a claimed trial stays a worker's without a heartbeat or report.
     lease_seconds: float = 60.0
     # Worker requests (claims, reports, heartbeats, completions) one server process serves at
-    # once; the others wait their turn, cheaply. A few at a time get more done than many,
-    # which contend for the GIL while holding row locks (a study's row, as its trials are
-    # claimed and completed). Pages and the rest of the API have threads of their own.
-    queue_threads: int = 4
+    # once, on threads of their own; the others wait their turn, cheaply. A few at a time get
+    # more done than many, which contend for the GIL while holding row locks (a study's row,
+    # as its trials are claimed and completed). Pages and the rest of the API have threads of
+    # their own. 0: on the event loop itself, which suits SQLite: one writer at a time,
+    # statements run inside this process, so a trip to a thread and back costs more than
+    # threads overlap. Unset: 0 on SQLite, 4 elsewhere. Give SQLite threads when other
+    # processes write to its file often (a writer may then wait for them, up to 30 s).
+    queue_threads: int | None = None
     # How often one server process looks for expired leases and queued test evaluations (and
     # refreshes a claiming worker's row, at a tenth of this rate) rather than on every claim.
     probe_seconds: float = 0.5

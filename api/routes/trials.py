@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from api.deps import SettingsDep, StoreDep, in_queue_thread
+from api.deps import SettingsDep, StoreDep, run_queue_work
 from api.routes.workers import claim_for, claimed_trial
 from api.schemas import (
     AckOut,
@@ -45,7 +45,7 @@ def stop_trial(trial_id: TrialId, store: StoreDep) -> TrialOut:
 
 @router.post("/{trial_id}/heartbeat", responses=_ERRORS, tags=["workers"])
 async def heartbeat(trial_id: TrialId, body: LeaseIn, request: Request, store: StoreDep) -> AckOut:
-    ack = await in_queue_thread(request, store.heartbeat, trial_id, body.worker_id, body.attempt)
+    ack = await run_queue_work(request, store.heartbeat, trial_id, body.worker_id, body.attempt)
     return AckOut(
         should_stop=ack.should_stop, reason=ack.reason, lease_expires_at=ack.lease_expires_at
     )
@@ -59,7 +59,7 @@ async def report_intermediate(
 
     409 when the worker no longer holds the lease."""
     earlier = [(s.step, s.metrics) for s in body.earlier]
-    ack = await in_queue_thread(
+    ack = await run_queue_work(
         request,
         store.report,
         trial_id,
@@ -89,7 +89,7 @@ async def complete_trial(
     Resent (its first reply was lost), a completion changes nothing and answers with the
     trial as it ended; with ``claim_next``, with the trial the first request claimed, if the
     worker still holds it, rather than with another one."""
-    return await in_queue_thread(request, _complete, store, settings, trial_id, body)
+    return await run_queue_work(request, _complete, store, settings, trial_id, body)
 
 
 def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn) -> CompleteOut:

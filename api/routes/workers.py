@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from api.deps import SettingsDep, StoreDep, in_queue_thread
+from api.deps import SettingsDep, StoreDep, run_queue_work
 from api.schemas import ClaimedTrial, ClaimIn, ClaimOut, NextClaimIn, PassedOver, WorkerOut
 from hpsearch.settings import Settings
 from hpsearch.store import Store
@@ -22,7 +22,7 @@ async def claim(
 
     A requested final test evaluation comes first (``kind: evaluate_test``): it is short, and
     someone is waiting for it."""
-    return await in_queue_thread(request, claim_for, store, settings, body.worker_id, body)
+    return await run_queue_work(request, claim_for, store, settings, body.worker_id, body)
 
 
 def claim_for(
