@@ -4,6 +4,7 @@ PostgreSQL (Settings.queue_threads), unless told otherwise."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ def _threads(settings: Settings) -> int | None:
             limiter = app.state.queue_threads
             return None if limiter is None else int(limiter.total_tokens)
 
-    return asyncio.run(started())
+    # A thread of its own: a browser test earlier in the run may leave a loop in this one.
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, started()).result()
 
 
 def test_sqlite_runs_queue_work_on_the_event_loop_unless_given_threads(tmp_path: Path) -> None:
