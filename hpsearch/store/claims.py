@@ -33,6 +33,7 @@ from hpsearch.store.rules import RulesFor, StudyKey, StudyRules
 from hpsearch.store.studies import (
     finish_if_done,
     get_study,
+    live_counts,
     may_finish,
     record_ended,
     time_is_up,
@@ -338,7 +339,7 @@ def _sample_new(
     if row is None:
         return None
     _, created, state, next_number, n_completed, n_pruned, n_failed, best, max_trials = row
-    queued, running = connection.execute(sql.LIVE_COUNTS, {"b_study_id": study_id}).one()
+    queued, running = live_counts(session, study_id)
     budget = rules.spec.budget
     if state != "running" or next_number >= max_trials or running >= budget.parallelism:
         return None

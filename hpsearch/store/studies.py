@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from hpsearch.errors import NotFound
 from hpsearch.objective import rank_key
 from hpsearch.spec import BudgetSpec, StudySpec, parse_spec
+from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.evaluations import request_automatic
 from hpsearch.store.models import Study, Trial
@@ -64,14 +65,13 @@ def spec_of(study: Study) -> StudySpec:
 
 
 def live_counts(session: Session, study_id: int) -> tuple[int, int]:
-    """(queued, running) trials of a study: the two counts that change without ending."""
-    rows = session.execute(
-        select(Trial.state, func.count())
-        .where(Trial.study_id == study_id, Trial.state.in_(("queued", "running")))
-        .group_by(Trial.state)
-    ).all()
-    by_state: dict[str, int] = {state: n for state, n in rows}
-    return by_state.get("queued", 0), by_state.get("running", 0)
+    """(queued, running) trials of a study: the two counts that change without ending.
+
+    Through the session, which first writes the trials it holds changed. Where the study
+    row is locked, this is a statement after the one that locked it (see ``sql.LIVE_COUNTS``).
+    """
+    queued, running = session.execute(sql.LIVE_COUNTS, {"b_study_id": study_id}).one()
+    return queued, running
 
 
 def counts(session: Session, study: Study) -> StudyCounts:
