@@ -7,10 +7,12 @@ what ``hpsearch worker`` sends when epochs come quicker than the claim's report 
 10 reports ride on the completion, which also claims the next trial: one request per trial),
 and ``per-epoch``, what it sends for a study with a pruner (claim, 10 reports, complete), in
 studies that already hold 0, 10 000 and 100 000 finished trials (seeded by bulk SQL inserts).
-Printed: completed trials per second, p50/p99 claim latency, and the claim cost at N finished
-trials relative to 0. In the same run, Optuna's ``RDBStorage``
-ask+tell (one process, the way an Optuna worker uses it) on the same engines at the same trial
-counts, with ``RandomSampler`` and ``TPESampler``, is the baseline ratio.
+Printed: completed trials per second, p50/p99 claim latency, the claim cost at N finished
+trials relative to 0, and the CPU time the server processes and PostgreSQL spent per completed
+trial while measuring (read from /proc; steadier than trials/s on a shared machine). In the
+same run, Optuna's ``RDBStorage`` ask+tell (one process, the way an Optuna worker uses it) on
+the same engines at the same trial counts, with ``RandomSampler`` and ``TPESampler``, is the
+baseline ratio.
 
 The simulated workers run as coroutines in this process over keep-alive connections with a
 minimal HTTP/1.1 client: the load generator must steal as little as possible of the CPU the
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import shutil
@@ -58,8 +61,8 @@ from tests.pg import PostgresCluster  # noqa: E402
 EPOCHS: int = digits_spec()["task"]["epochs"]
 
 
-def study_spec(name: str) -> dict[str, Any]:
-    return digits_spec(name=name, budget={"max_trials": 10_000_000, "parallelism": 10_000})
+def study_spec(name: str, parallelism: int) -> dict[str, Any]:
+    return digits_spec(name=name, budget={"max_trials": 10_000_000, "parallelism": parallelism})
 
 
 def random_params(rng: random.Random) -> dict[str, Any]:
@@ -89,6 +92,12 @@ class Engines:
         if self._cluster is None:
             self._cluster = PostgresCluster(durable=not self.pg_fast).start()
         return self._cluster.create_database(name)
+
+    def database_pid(self, engine: str) -> int | None:
+        """PostgreSQL's postmaster (its backends are its children); None for SQLite."""
+        if engine != "postgres" or self._cluster is None:
+            return None
+        return int((self._cluster.data / "postmaster.pid").read_text().split()[0])
 
     def close(self) -> None:
         if self._cluster is not None:
@@ -150,6 +159,33 @@ def analyze(engine: Any) -> None:
 # -- the hpsearch server and its simulated workers -----------------------------------------
 
 
+def tree_cpu_seconds(root: int | None) -> float:
+    """User + system CPU seconds of a process and its living descendants (Linux /proc);
+    NaN where that cannot be read."""
+    if root is None or not Path("/proc/self/stat").exists():
+        return math.nan
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Fields after the command name, which may itself hold spaces and parentheses.
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it ended meanwhile
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo.extend(child for child, up in parent.items() if up == pid)
+    return total
+
+
 class Http:
     """A minimal keep-alive HTTP/1.1 JSON client: just what the simulated workers send."""
 
@@ -191,6 +227,9 @@ class Tally:
     completed: int = 0
     claim_seconds: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # CPU seconds spent while measuring by the server's processes and by the database's.
+    server_cpu: float = math.nan
+    db_cpu: float = math.nan
 
 
 async def simulated_worker(
@@ -261,7 +300,9 @@ async def drive(
     duration: float,
     token: str | None,
     protocol: str = "batched",
+    pids: tuple[int | None, int | None] = (None, None),
 ) -> Tally:
+    """``pids``: the server's and the database's root processes, whose CPU time is counted."""
     tally = Tally()
     stop = asyncio.Event()
     clients = [Http("127.0.0.1", port, token) for _ in range(workers)]
@@ -272,9 +313,12 @@ async def drive(
         for i, c in enumerate(clients)
     ]
     await asyncio.sleep(warmup)
+    cpu = [tree_cpu_seconds(pid) for pid in pids]
     tally.measuring, tally.started = True, time.perf_counter()
     await asyncio.sleep(duration)
     tally.measuring, tally.stopped = False, time.perf_counter()
+    spent = [tree_cpu_seconds(pid) - before for pid, before in zip(pids, cpu, strict=True)]
+    tally.server_cpu, tally.db_cpu = spent
     stop.set()
     await asyncio.gather(*tasks)
     for c in clients:
@@ -283,7 +327,8 @@ async def drive(
 
 
 @contextmanager
-def hpsearch_server(url: str, processes: int, log: Path) -> Iterator[int]:
+def hpsearch_server(url: str, processes: int, log: Path) -> Iterator[tuple[int, int]]:
+    """The server's port and process id."""
 
     port = free_port()
     env = {**os.environ, "HPSEARCH_DATABASE_URL": url, "HPSEARCH_PORT": str(port)}
@@ -297,7 +342,7 @@ def hpsearch_server(url: str, processes: int, log: Path) -> Iterator[int]:
         )
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", proc, 60, log)
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         try:
@@ -317,6 +362,8 @@ class QueueResult:
     claim_p50_ms: float
     claim_p99_ms: float
     claims: int
+    server_ms_per_trial: float
+    db_ms_per_trial: float
 
 
 def run_hpsearch(
@@ -327,6 +374,7 @@ def run_hpsearch(
     protocol: str,
     args: argparse.Namespace,
     port: int,
+    pids: tuple[int | None, int | None],
 ) -> QueueResult:
     import httpx
 
@@ -335,13 +383,15 @@ def run_hpsearch(
     api = f"http://127.0.0.1:{port}/api/v1"
     created = httpx.post(
         f"{api}/studies",
-        json=study_spec(f"bench-{protocol}-{finished}-{workers}"),
+        json=study_spec(f"bench-{protocol}-{finished}-{workers}", args.parallelism or workers),
         headers=headers,
     )
     created.raise_for_status()
     study_id = created.json()["id"]
     seed_hpsearch(url, study_id, finished)
-    tally = asyncio.run(drive(port, study_id, workers, args.warmup, args.duration, token, protocol))
+    tally = asyncio.run(
+        drive(port, study_id, workers, args.warmup, args.duration, token, protocol, pids)
+    )
     httpx.post(f"{api}/studies/{study_id}/stop", headers=headers).raise_for_status()
     if tally.errors:
         raise RuntimeError(f"simulated workers failed: {tally.errors[:3]}")
@@ -355,6 +405,8 @@ def run_hpsearch(
         1000 * statistics.median(claims),
         1000 * claims[min(len(claims) - 1, int(0.99 * len(claims)))],
         len(claims),
+        1000 * tally.server_cpu / max(tally.completed, 1),
+        1000 * tally.db_cpu / max(tally.completed, 1),
     )
 
 
@@ -488,10 +540,13 @@ def print_report(queue: list[QueueResult], baseline: list[OptunaResult]) -> None
         "\nhpsearch queue over HTTP, 10 epochs per trial. batched: 1 request per trial (the"
         "\nepochs ride on the completion, which claims the next); per-epoch: claim + 10 reports"
         "\n+ complete. The claim latency of `batched` is that of the completion that claims."
+        "\nCPU: milliseconds of CPU time per completed trial, the server's processes and"
+        "\nPostgreSQL's (SQLite works inside the server)."
     )
     print(
         f"{'engine':<9}{'protocol':>10}{'finished':>9}{'workers':>8}{'trials/s':>10}"
         f"{'claim p50':>11}{'claim p99':>11}{'p50 vs 0':>10}{'claims':>8}"
+        f"{'server CPU':>12}{'db CPU':>9}"
     )
     zero = {(r.engine, r.protocol, r.workers): r for r in queue if r.finished == 0}
     for r in queue:
@@ -500,6 +555,7 @@ def print_report(queue: list[QueueResult], baseline: list[OptunaResult]) -> None
         print(
             f"{r.engine:<9}{r.protocol:>10}{r.finished:>9}{r.workers:>8}{r.trials_per_s:>10.1f}"
             f"{r.claim_p50_ms:>9.2f}ms{r.claim_p99_ms:>9.2f}ms{flat:>10}{r.claims:>8}"
+            f"{_ms(r.server_ms_per_trial):>12}{_ms(r.db_ms_per_trial):>9}"
         )
     if not baseline:
         return
@@ -514,19 +570,20 @@ def print_report(queue: list[QueueResult], baseline: list[OptunaResult]) -> None
     for r in queue:
         ratios = []
         for name in ("random", "tpe"):
-            b = next(
-                (
-                    b
-                    for b in baseline
-                    if (b.engine, b.finished, b.sampler) == (r.engine, r.finished, name)
-                ),
-                None,
-            )
-            ratios.append(f"{r.trials_per_s / b.trials_per_s:.1f}x" if b else "-")
+            same = [
+                b.trials_per_s
+                for b in baseline
+                if (b.engine, b.finished, b.sampler) == (r.engine, r.finished, name)
+            ]
+            ratios.append(f"{r.trials_per_s / same[0]:.1f}x" if same else "-")
         print(
             f"{r.engine:<9}{r.protocol:>10}{r.finished:>9}{r.workers:>8}{ratios[0]:>11}"
             f"{ratios[1]:>10}"
         )
+
+
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}ms"
 
 
 def _ints(text: str) -> list[int]:
@@ -554,6 +611,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--optuna-samplers", type=_names, default=["random", "tpe"])
     p.add_argument("--optuna-max-trials", type=int, default=2000)
     p.add_argument("--pg-fast", action="store_true", help="fsync and synchronous_commit off")
+    p.add_argument(
+        "--parallelism",
+        type=int,
+        default=10_000,
+        help="the study's budget.parallelism; 0: the number of workers (each claim then samples "
+        "its trial, none ahead)",
+    )
     args = p.parse_args(argv)
 
     engines = Engines(args.pg_fast)
@@ -564,15 +628,20 @@ def main(argv: list[str] | None = None) -> int:
             url = engines.fresh(engine, "hpsearch_bench")
             upgrade(url)
             log = engines.dir / f"server-{engine}.log"
-            with hpsearch_server(url, args.server_workers, log) as port:
+            with hpsearch_server(url, args.server_workers, log) as (port, server_pid):
+                pids = (server_pid, engines.database_pid(engine))
                 for finished in args.finished:
                     for protocol in args.protocols:
                         for workers in args.workers:
-                            r = run_hpsearch(engine, url, finished, workers, protocol, args, port)
+                            r = run_hpsearch(
+                                engine, url, finished, workers, protocol, args, port, pids
+                            )
                             print(
                                 f"hpsearch {engine} {protocol} finished={finished} "
                                 f"workers={workers}: {r.trials_per_s:.1f} trials/s, claim p50 "
-                                f"{r.claim_p50_ms:.2f} ms p99 {r.claim_p99_ms:.2f} ms",
+                                f"{r.claim_p50_ms:.2f} ms p99 {r.claim_p99_ms:.2f} ms; CPU per "
+                                f"trial: server {r.server_ms_per_trial:.2f} ms, database "
+                                f"{r.db_ms_per_trial:.2f} ms",
                                 flush=True,
                             )
                             queue.append(r)

@@ -15,8 +15,9 @@ Rules (data, not code scattered through the worker):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -65,6 +66,33 @@ class Claim:
     judges_each_step: bool = False
     # (study id, creation time): the key of the study's cached rules, for the completion.
     study_key: StudyKey | None = None
+    # False when the trial was sampled for this claim with none left queued beside it: the
+    # study's queue was empty, and the next claim will likely sample too.
+    queue_may_hold_more: bool = True
+
+
+@dataclass(frozen=True)
+class _Lease:
+    """The lease a claim grants, and the detail of its ``claimed`` event."""
+
+    worker_id: str
+    now: datetime
+    expires: datetime
+    detail: str | None
+
+
+def _record_claimed(connection: Connection, lease: _Lease, trial_id: int, attempt: int) -> None:
+    connection.execute(
+        sql.INSERT_EVENT,
+        {
+            "b_trial_id": trial_id,
+            "b_kind": "claimed",
+            "b_attempt": attempt,
+            "b_worker_id": lease.worker_id,
+            "b_detail": lease.detail,
+            "b_created_at": lease.now,
+        },
+    )
 
 
 def touch_worker(session: Session, worker_id: str, host: str, devices: list[str]) -> None:
@@ -146,6 +174,7 @@ def claim(
     """
     now = utcnow()
     expires = now + lease
+    granted = _Lease(worker_id, now, expires, None if after is None else _claimed_after(after))
     connection = session.connection()
     expired = _expired(session, now) if look_for_expired else {}
     running = {
@@ -165,21 +194,10 @@ def claim(
             continue
         if not runnable(rules.task, entry_points):
             continue
-        claimed = _claim_queued(session, sid, rules, worker_id, now, expires) or _sample_new(
-            session, sid, rules, worker_id, now, expires, history_for
+        claimed = _claim_queued(session, sid, rules, granted) or _sample_new(
+            session, sid, rules, granted, history_for
         )
         if claimed is not None:
-            connection.execute(
-                sql.INSERT_EVENT,
-                {
-                    "b_trial_id": claimed.trial_id,
-                    "b_kind": "claimed",
-                    "b_attempt": claimed.attempt,
-                    "b_worker_id": worker_id,
-                    "b_detail": None if after is None else _claimed_after(after),
-                    "b_created_at": now,
-                },
-            )
             return claimed
     return None
 
@@ -299,41 +317,56 @@ def _leased(
 
 
 def _claim_queued(
-    session: Session,
-    study_id: int,
-    rules: StudyRules,
-    worker_id: str,
-    now: datetime,
-    expires: datetime,
+    session: Session, study_id: int, rules: StudyRules, lease: _Lease
 ) -> Claim | None:
-    """The oldest queued trial of the study (enqueued, re-queued or released), leased."""
+    """The oldest queued trial of the study (enqueued, re-queued or released), leased and its
+    event recorded (on PostgreSQL in one statement)."""
     connection = session.connection()
-    row = connection.execute(
-        sql.CLAIM_QUEUED,
-        {"b_study_id": study_id, "b_worker_id": worker_id, "b_now": now, "b_expires": expires},
-    ).first()
+    if connection.dialect.name == "postgresql":
+        row = connection.execute(
+            sql.CLAIM_QUEUED_WITH_EVENT_PG,
+            {
+                "study_id": study_id,
+                "worker_id": lease.worker_id,
+                "now": lease.now,
+                "expires": lease.expires,
+                "detail": lease.detail,
+            },
+        ).first()
+    else:
+        row = connection.execute(
+            sql.CLAIM_QUEUED,
+            {
+                "b_study_id": study_id,
+                "b_worker_id": lease.worker_id,
+                "b_now": lease.now,
+                "b_expires": lease.expires,
+            },
+        ).first()
+        if row is not None:
+            _record_claimed(connection, lease, row[0], row[2])
     if row is None:
         return None
     trial_id, number, attempt, params, last_step = row
-    return _leased(rules, (trial_id, study_id, number, attempt), params, expires, last_step)
+    return _leased(rules, (trial_id, study_id, number, attempt), params, lease.expires, last_step)
 
 
 def _sample_new(
     session: Session,
     study_id: int,
     rules: StudyRules,
-    worker_id: str,
-    now: datetime,
-    expires: datetime,
+    lease: _Lease,
     history_for: HistoryFor | None = None,
 ) -> Claim | None:
-    """A new trial from the sampler, already leased to ``worker_id``, or None.
+    """A new trial from the sampler, already leased, its event recorded; or None.
 
     Locking the study row serializes sampling per study (parallel claimers never get the
     same suggestion); other studies are not held up. The common case locks and reads the row,
-    then its live counts, and writes with three or four statements (see ``AHEAD``); the ORM
-    is only asked when the study may be ending.
+    then its live counts, and writes with one statement on PostgreSQL, three on SQLite (one
+    more with trials sampled ahead, see ``AHEAD``); the ORM is only asked when the study may
+    be ending.
     """
+    now = lease.now
     connection = session.connection()
     row = connection.execute(sql.LOCK_STUDY, {"b_study_id": study_id}).one_or_none()
     if row is None:
@@ -371,22 +404,39 @@ def _sample_new(
             ahead.append({"b_study_id": study_id, "b_number": number, "b_params": proposal})
     if ahead:
         connection.execute(sql.INSERT_QUEUED_TRIAL, [{**a, "b_now": now} for a in ahead])
-    trial_id = connection.scalar(
-        sql.INSERT_LEASED_TRIAL,
-        {
-            "b_study_id": study_id,
-            "b_number": next_number,
-            "b_params": params,
-            "b_worker_id": worker_id,
-            "b_now": now,
-            "b_expires": expires,
-        },
-    )
-    connection.execute(
-        sql.SET_NEXT_NUMBER,
-        {"b_study_id": study_id, "b_next_number": next_number + 1 + len(ahead)},
-    )
-    return _leased(rules, (trial_id, study_id, next_number, 1), params, expires, None)
+    next_free = next_number + 1 + len(ahead)
+    if connection.dialect.name == "postgresql":
+        trial_id = connection.scalar(
+            sql.INSERT_LEASED_WITH_EVENT_PG,
+            {
+                "study_id": study_id,
+                "number": next_number,
+                "params": json.dumps(params),
+                "worker_id": lease.worker_id,
+                "now": now,
+                "expires": lease.expires,
+                "next_number": next_free,
+                "detail": lease.detail,
+            },
+        )
+    else:
+        trial_id = connection.scalar(
+            sql.INSERT_LEASED_TRIAL,
+            {
+                "b_study_id": study_id,
+                "b_number": next_number,
+                "b_params": params,
+                "b_worker_id": lease.worker_id,
+                "b_now": now,
+                "b_expires": lease.expires,
+            },
+        )
+        connection.execute(
+            sql.SET_NEXT_NUMBER, {"b_study_id": study_id, "b_next_number": next_free}
+        )
+        _record_claimed(connection, lease, trial_id, 1)
+    claimed = _leased(rules, (trial_id, study_id, next_number, 1), params, lease.expires, None)
+    return claimed if ahead else replace(claimed, queue_may_hold_more=False)
 
 
 def history(session: Session, study_id: int) -> list[FinishedTrial]:

@@ -96,6 +96,9 @@ class Store:
         self._objectives: dict[StudyKey, str] = {}
         # The study of each trial claimed through this process, until it is completed.
         self._claimed_studies: dict[int, StudyKey] = {}
+        # Where (a study id, or None: any study) the last claim through this process found no
+        # queued trial and sampled one: the next claim there goes straight to sampling.
+        self._queue_found_empty: set[int | None] = set()
 
     # -- studies -------------------------------------------------------------------------
 
@@ -280,7 +283,11 @@ class Store:
     ) -> claims.Claim | None:
         touch = self._worker_touch.due((worker_id, host, tuple(devices)))
         look_for_expired = self._expired_probe.due(None)
-        if self.db.is_postgres and not (touch or look_for_expired):
+        # The one-statement claim only takes a queued trial. Where the last claim found none
+        # (a study whose parallelism leaves nothing to sample ahead), it would be a wasted
+        # round trip: the transaction below takes a queued trial too, before it samples.
+        likely_queued = study_id not in self._queue_found_empty
+        if self.db.is_postgres and likely_queued and not (touch or look_for_expired):
             with self.db.autocommit() as connection:
                 claimed = claims.claim_queued_at_once(
                     connection,
@@ -296,7 +303,7 @@ class Store:
         with self.db.write() as s:
             if touch:
                 claims.touch_worker(s, worker_id, host, list(devices))
-            return claims.claim(
+            claimed = claims.claim(
                 s,
                 worker_id,
                 self.lease,
@@ -307,6 +314,11 @@ class Store:
                 after=after,
                 entry_points=entry_points,
             )
+        if claimed is None or claimed.queue_may_hold_more:
+            self._queue_found_empty.discard(study_id)
+        else:
+            self._queue_found_empty.add(study_id)
+        return claimed
 
     def claimed_after(self, trial_id: int, worker_id: str) -> claims.Claim | None:
         """The claim made with the completion of ``trial_id``, if ``worker_id`` holds it."""

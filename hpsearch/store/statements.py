@@ -144,6 +144,31 @@ INSERT_LEASED_TRIAL = (
     .returning(_t.id)
 )
 
+# INSERT_LEASED_TRIAL, SET_NEXT_NUMBER and the claim's event in one statement (PostgreSQL).
+# Parameters: study_id, number, params (JSON text), worker_id, now, expires, next_number,
+# detail.
+INSERT_LEASED_WITH_EVENT_PG = sql_text(
+    """
+WITH t AS (
+  INSERT INTO trials (study_id, number, params, state, source, attempt, worker_id,
+    lease_expires_at, stop_requested, metrics, created_at, started_at)
+  VALUES (:study_id, :number, CAST(:params AS json), 'running', 'sampler', 1, :worker_id,
+    :expires, false, CAST('{}' AS json), :now, :now)
+  RETURNING id
+), s AS (
+  UPDATE studies SET next_number = :next_number WHERE id = :study_id
+), e AS (
+  INSERT INTO trial_events (trial_id, kind, attempt, worker_id, detail, created_at)
+  SELECT id, 'claimed', 1, :worker_id, :detail, :now FROM t
+)
+SELECT id FROM t
+"""
+).bindparams(
+    bindparam("now", type_=DateTime()),
+    bindparam("expires", type_=DateTime()),
+    bindparam("detail", type_=Text()),
+)
+
 # A trial sampled ahead of its claim (see claims.AHEAD), queued. Parameters: study_id,
 # number, params, now.
 INSERT_QUEUED_TRIAL = insert(TRIALS).values(

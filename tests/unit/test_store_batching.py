@@ -3,8 +3,10 @@ steps carried by a completion, trials sampled ahead, the claim made with a compl
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from hpsearch.samplers import make_sampler
 from hpsearch.spec import parse_spec
@@ -181,3 +183,44 @@ def test_claims_between_probes_take_the_queue_in_order_and_record_their_events(
         assert [e.kind for e in quick.trial(c.trial_id).events] == ["claimed"]
     quick.set_study_state(study.id, "pause")
     assert quick.claim("w", study_id=study.id) is None
+
+
+def test_a_claim_that_samples_one_trial_at_a_time_skips_the_empty_queue_next_time(
+    store: Store,
+) -> None:
+    # Parallelism 1 leaves nothing to sample ahead: every claim samples its own trial. After
+    # the first, PostgreSQL no longer tries the one-statement claim of a queued trial (a
+    # round trip that would find nothing), yet a trial queued since (a user's guess) is
+    # still claimed first, with its event.
+    quick = Store(store.db, lease_seconds=60, probe_seconds=3600)
+    study = quick.create_study(digits_spec(budget={"max_trials": 10, "parallelism": 1}))
+    first = quick.claim("w", study_id=study.id)
+    assert first is not None and not first.queue_may_hold_more
+    quick.complete(first.trial_id, "w", first.attempt, DONE)
+    statements: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(store.db.engine, "before_cursor_execute", listener)
+    try:
+        second = quick.claim("w", study_id=study.id, after=first.trial_id)
+    finally:
+        event.remove(store.db.engine, "before_cursor_execute", listener)
+    assert second is not None and second.number == 1 and not second.queue_may_hold_more
+    # Which studies run; their queue (empty); the study row, locked; its live trials; and the
+    # new trial, leased, with the study's next number and the claim's event: one statement on
+    # PostgreSQL, three on SQLite (which also begins its transaction with a statement).
+    expected = 5 if store.db.is_postgres else 8
+    assert len(statements) == expected, statements
+    again = quick.claimed_after(first.trial_id, "w")
+    assert again is not None and again.trial_id == second.trial_id
+    quick.complete(second.trial_id, "w", second.attempt, DONE)
+
+    guess = {"lr": 0.01, "beta": 0.99, "hidden_units": 64, "layers": 2, "batch_size": 64}
+    store.enqueue(study.id, guess)
+    third = quick.claim("w", study_id=study.id, after=second.trial_id)
+    assert third is not None and third.params == guess and third.queue_may_hold_more
+    assert [e.kind for e in quick.trial(third.trial_id).events] == ["claimed"]
+    again = quick.claimed_after(second.trial_id, "w")
+    assert again is not None and again.trial_id == third.trial_id
