@@ -23,6 +23,12 @@ server and the database share. PostgreSQL is a throwaway cluster started here (D
     .venv/bin/python bench/queue_throughput.py --engines postgres --workers 32 --finished 0
     .venv/bin/python bench/queue_throughput.py --duration 3 --optuna-samplers random
     .venv/bin/python bench/queue_throughput.py --server-workers 2     # two server processes
+    .venv/bin/python bench/queue_throughput.py --parallelism 0   # parallelism = workers
+
+The study's ``parallelism`` is 10 000 unless ``--parallelism`` says otherwise: a random
+sampler then samples ahead (``claims.AHEAD``) and most claims take a queued trial. With
+``--parallelism 0`` it equals the number of workers, as a team would set it, and every claim
+samples its own trial with the study row locked.
 """
 
 from __future__ import annotations

@@ -157,6 +157,7 @@ def claim(
     look_for_expired: bool = True,
     after: int | None = None,
     entry_points: Collection[str] = (),
+    queue_first: bool = True,
 ) -> Claim | None:
     """Leases one trial to ``worker_id``, sampling a new one when a study needs it.
 
@@ -166,6 +167,9 @@ def claim(
     probed a moment ago). ``after``: the trial whose completion asked for this claim (see
     :func:`claimed_after`). ``entry_points``: the custom trainers the worker may run; studies
     whose trials it cannot run are passed over (see :func:`hpsearch.tasks.runnable`).
+    ``queue_first=False``: the queue was likely empty at the last claim, so look at it only
+    once the study is locked and counted, and only if it then holds trials (a statement fewer
+    when it does not; a queued trial is still taken before a new one is sampled).
 
     Lock order, the same in every transaction of the store: a study row before any of its
     trial rows, and study rows in ascending id. Claimers take queued trials with ``SKIP
@@ -194,8 +198,9 @@ def claim(
             continue
         if not runnable(rules.task, entry_points):
             continue
-        claimed = _claim_queued(session, sid, rules, granted) or _sample_new(
-            session, sid, rules, granted, history_for
+        from_queue = _claim_queued(session, sid, rules, granted) if queue_first else None
+        claimed = from_queue or _sample_new(
+            session, sid, rules, granted, history_for, take_queued=not queue_first
         )
         if claimed is not None:
             return claimed
@@ -357,8 +362,10 @@ def _sample_new(
     rules: StudyRules,
     lease: _Lease,
     history_for: HistoryFor | None = None,
+    take_queued: bool = False,
 ) -> Claim | None:
     """A new trial from the sampler, already leased, its event recorded; or None.
+    ``take_queued``: first a queued trial, if the study's count shows one.
 
     Locking the study row serializes sampling per study (parallel claimers never get the
     same suggestion); other studies are not held up. The common case locks and reads the row,
@@ -373,6 +380,10 @@ def _sample_new(
         return None
     _, created, state, next_number, n_completed, n_pruned, n_failed, best, max_trials = row
     queued, running = live_counts(session, study_id)
+    if take_queued and queued:
+        claimed = _claim_queued(session, study_id, rules, lease)
+        if claimed is not None:
+            return claimed
     budget = rules.spec.budget
     if state != "running" or next_number >= max_trials or running >= budget.parallelism:
         return None

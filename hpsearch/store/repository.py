@@ -285,7 +285,8 @@ class Store:
         look_for_expired = self._expired_probe.due(None)
         # The one-statement claim only takes a queued trial. Where the last claim found none
         # (a study whose parallelism leaves nothing to sample ahead), it would be a wasted
-        # round trip: the transaction below takes a queued trial too, before it samples.
+        # round trip, and so would the transaction's own look at the queue before it locks
+        # the study: it then looks only if the study's count shows queued trials.
         likely_queued = study_id not in self._queue_found_empty
         if self.db.is_postgres and likely_queued and not (touch or look_for_expired):
             with self.db.autocommit() as connection:
@@ -313,6 +314,7 @@ class Store:
                 look_for_expired=look_for_expired,
                 after=after,
                 entry_points=entry_points,
+                queue_first=likely_queued,
             )
         if claimed is None or claimed.queue_may_hold_more:
             self._queue_found_empty.discard(study_id)
