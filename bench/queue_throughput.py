@@ -589,7 +589,7 @@ def print_report(queue: list[QueueResult], baseline: list[OptunaResult]) -> None
 
 
 def _ms(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:.2f}ms"
+    return "-" if math.isnan(value) else f"{value:.2f} ms"
 
 
 def _ints(text: str) -> list[int]:
@@ -646,8 +646,8 @@ def main(argv: list[str] | None = None) -> int:
                                 f"hpsearch {engine} {protocol} finished={finished} "
                                 f"workers={workers}: {r.trials_per_s:.1f} trials/s, claim p50 "
                                 f"{r.claim_p50_ms:.2f} ms p99 {r.claim_p99_ms:.2f} ms; CPU per "
-                                f"trial: server {r.server_ms_per_trial:.2f} ms, database "
-                                f"{r.db_ms_per_trial:.2f} ms",
+                                f"trial: server {_ms(r.server_ms_per_trial)}, database "
+                                f"{_ms(r.db_ms_per_trial)}",
                                 flush=True,
                             )
                             queue.append(r)

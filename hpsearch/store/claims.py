@@ -365,13 +365,12 @@ def _sample_new(
     take_queued: bool = False,
 ) -> Claim | None:
     """A new trial from the sampler, already leased, its event recorded; or None.
-    ``take_queued``: first a queued trial, if the study's count shows one.
 
     Locking the study row serializes sampling per study (parallel claimers never get the
     same suggestion); other studies are not held up. The common case locks and reads the row,
     then its live counts, and writes with one statement on PostgreSQL, three on SQLite (one
     more with trials sampled ahead, see ``AHEAD``); the ORM is only asked when the study may
-    be ending.
+    be ending. ``take_queued``: a queued trial first, if the count shows one.
     """
     now = lease.now
     connection = session.connection()
