@@ -99,8 +99,10 @@ CLAIM_QUEUED = (
 )
 
 
-# CLAIM_QUEUED and the claim's event in one statement (PostgreSQL, for claims made outside a
-# transaction block). Parameters: study_id, worker_id, now, expires, detail.
+# CLAIM_QUEUED and the claim's event in one statement (PostgreSQL). It checks that the study
+# still runs: the claim read the running studies in a statement before, and a pause or stop
+# committed since must hand out nothing (on SQLite the claim's transaction holds the only
+# write lock throughout). Parameters: study_id, worker_id, now, expires, detail.
 CLAIM_QUEUED_WITH_EVENT_PG = sql_text(
     """
 WITH c AS (
@@ -108,6 +110,7 @@ WITH c AS (
     lease_expires_at = :expires, started_at = COALESCE(started_at, :now), stop_requested = false
   WHERE id = (
     SELECT id FROM trials WHERE study_id = :study_id AND state = 'queued'
+      AND EXISTS (SELECT 1 FROM studies WHERE id = :study_id AND state = 'running')
     ORDER BY number LIMIT 1 FOR UPDATE SKIP LOCKED
   )
   RETURNING id, number, attempt, params, last_step

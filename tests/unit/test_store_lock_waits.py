@@ -5,7 +5,8 @@ for a row lock re-reads only the locked row. A claim or a completion that queued
 another transaction on its study must still count the trials that transaction claimed and
 rank against the best trial it set. Each test holds the study lock in a transaction of its
 own, starts the claim or completion in a thread, waits until PostgreSQL reports it waiting
-for that lock, and only then commits.
+for that lock, and only then commits. A claim that reads the running studies and then takes a
+queued trial in a later statement must also see a pause committed in between.
 """
 
 from __future__ import annotations
@@ -92,3 +93,33 @@ def test_a_completion_that_waited_ranks_against_the_best_the_lock_holder_set(
     view = store.get_study(study.id)
     assert view.study.best_trial_id == better.trial_id
     assert view.study.n_completed == 2
+
+
+@pytest.mark.parametrize("path", ["one-statement", "transaction"])
+def test_a_claim_takes_nothing_from_a_study_paused_after_it_read_the_running_ones(
+    store: Store, path: str
+) -> None:
+    """A claim reads the running studies, then takes a queued trial in a later statement; a
+    pause committed in between (here: while the claim asks for the study's rules) must leave
+    the queue untouched."""
+    study = store.create_study(digits_spec(budget={"max_trials": 10, "parallelism": 10}))
+    guess = {"lr": 0.01, "beta": 0.99, "hidden_units": 64, "layers": 2, "batch_size": 64}
+    queued = store.enqueue(study.id, guess)
+    rules = RulesCache()
+
+    def pausing_rules(session: Any, key: Any) -> Any:
+        store.set_study_state(study.id, "pause")
+        return rules.get(session, key)
+
+    lease = timedelta(minutes=1)
+    if path == "one-statement":
+        with store.db.autocommit() as connection:
+            got = claims.claim_queued_at_once(connection, "w", lease, pausing_rules, study.id)
+    else:
+        with store.db.write() as s:
+            got = claims.claim(s, "w", lease, pausing_rules, study.id)
+    assert got is None
+    assert store.trial(queued.id).trial.state == "queued"
+    store.set_study_state(study.id, "resume")
+    resumed = store.claim("w", study_id=study.id)
+    assert resumed is not None and resumed.trial_id == queued.id
