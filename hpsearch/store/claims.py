@@ -198,7 +198,7 @@ def claim(
             continue
         if not runnable(rules.task, entry_points):
             continue
-        from_queue = _claim_queued(session, sid, rules, granted) if queue_first else None
+        from_queue = _claim_queued(connection, sid, rules, granted) if queue_first else None
         claimed = from_queue or _sample_new(
             session, sid, rules, granted, history_for, take_queued=not queue_first
         )
@@ -232,21 +232,8 @@ def claim_queued_at_once(
         return None
     if time_is_up(rules.spec.budget.time_limit_s, created, now):
         return None
-    expires = now + lease
-    row = connection.execute(
-        sql.CLAIM_QUEUED_WITH_EVENT_PG,
-        {
-            "study_id": sid,
-            "worker_id": worker_id,
-            "now": now,
-            "expires": expires,
-            "detail": None if after is None else _claimed_after(after),
-        },
-    ).first()
-    if row is None:
-        return None
-    trial_id, number, attempt, params, last_step = row
-    return _leased(rules, (trial_id, sid, number, attempt), params, expires, last_step)
+    detail = None if after is None else _claimed_after(after)
+    return _claim_queued(connection, sid, rules, _Lease(worker_id, now, now + lease, detail))
 
 
 def passed_over(
@@ -322,11 +309,10 @@ def _leased(
 
 
 def _claim_queued(
-    session: Session, study_id: int, rules: StudyRules, lease: _Lease
+    connection: Connection, study_id: int, rules: StudyRules, lease: _Lease
 ) -> Claim | None:
     """The oldest queued trial of the study (enqueued, re-queued or released), leased and its
     event recorded (on PostgreSQL in one statement)."""
-    connection = session.connection()
     if connection.dialect.name == "postgresql":
         row = connection.execute(
             sql.CLAIM_QUEUED_WITH_EVENT_PG,
@@ -380,7 +366,7 @@ def _sample_new(
     _, created, state, next_number, n_completed, n_pruned, n_failed, best, max_trials = row
     queued, running = live_counts(session, study_id)
     if take_queued and queued:
-        claimed = _claim_queued(session, study_id, rules, lease)
+        claimed = _claim_queued(connection, study_id, rules, lease)
         if claimed is not None:
             return claimed
     budget = rules.spec.budget
