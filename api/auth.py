@@ -33,8 +33,9 @@ PUBLIC = frozenset(
 
 
 def needed_permission(request: Request) -> Permission | None:
-    # The URL path, not the route's: routers nest, so a route's own path lacks its prefix.
-    path = request.url.path
+    # The request's path, not the route's: routers nest, so a route's own path lacks its
+    # prefix. Read from the scope: request.url would parse the whole URL on every request.
+    path: str = request.scope["path"]
     if path in PUBLIC or path.startswith("/static/"):
         return None
     if path.startswith("/api/v1/tokens"):
@@ -65,8 +66,10 @@ async def authorize(request: Request) -> Principal | None:
 
 
 def _authorize(request: Request, authenticator: Authenticator) -> Principal | None:
+    if not authenticator.enabled():
+        return None
     permission = needed_permission(request)
-    if permission is None or not authenticator.enabled():
+    if permission is None:
         return None
     token = presented_token(request)
     principal = authenticator.authenticate(token) if token else None

@@ -16,7 +16,7 @@ Rules (data, not code scattered through the worker):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,7 +49,7 @@ HistoryFor = Callable[[Session, StudyKey], list[FinishedTrial]]
 # LOCKED and without the study row: the lock that serializes sampling is then taken once per
 # AHEAD trials, not per trial. Never beyond the study's parallelism (running + queued) or
 # its max_trials.
-AHEAD = 8
+AHEAD = 16
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def claim(
     worker_id: str,
     lease: timedelta,
     rules_for: RulesFor,
-    study_id: int | None = None,
+    running: Sequence[StudyKey],
     history_for: HistoryFor | None = None,
     *,
     look_for_expired: bool = True,
@@ -159,7 +159,8 @@ def claim(
     entry_points: Collection[str] = (),
     queue_first: bool = True,
 ) -> Claim | None:
-    """Leases one trial to ``worker_id``, sampling a new one when a study needs it.
+    """Leases one trial of the first of the ``running`` studies (:func:`running_studies`, read
+    in this transaction) that has one for ``worker_id``, sampling a new one when it needs it.
 
     ``rules_for`` gives a study's parsed spec and sampler (cached); ``history_for(session,
     study)`` the study's ended trials (a cache that reads only new ones); without it they are
@@ -181,16 +182,13 @@ def claim(
     granted = _Lease(worker_id, now, expires, None if after is None else _claimed_after(after))
     connection = session.connection()
     expired = _expired(session, now) if look_for_expired else {}
-    running = {
-        sid: created
-        for sid, created in connection.execute(sql.RUNNING_STUDIES, {"b_study_id": study_id})
-    }
-    for sid in sorted(running.keys() | expired.keys()):
+    runs = dict(running)
+    for sid in sorted(runs.keys() | expired.keys()):
         if sid in expired:
             requeue_expired(session, get_study(session, sid, lock=True), expired[sid], now)
-        if sid not in running:
+        if sid not in runs:
             continue
-        created = running[sid]
+        created = runs[sid]
         rules = rules_for(session, (sid, created))
         if time_is_up(rules.spec.budget.time_limit_s, created, now):
             # Out of time: no more trials, not even queued ones; the study ends here.
@@ -207,24 +205,32 @@ def claim(
     return None
 
 
+def running_studies(connection: Connection, study_id: int | None = None) -> list[StudyKey]:
+    """The running studies (``study_id`` alone, if given), oldest first."""
+    rows = connection.execute(sql.RUNNING_STUDIES, {"b_study_id": study_id})
+    return [(sid, created) for sid, created in rows]
+
+
 def claim_queued_at_once(
     connection: Connection,
     worker_id: str,
     lease: timedelta,
     rules_for: RulesFor,
-    study_id: int | None = None,
+    running: Sequence[StudyKey],
     after: int | None = None,
     entry_points: Collection[str] = (),
 ) -> Claim | None:
     """The common claim on PostgreSQL, outside a transaction block: the oldest queued trial of
-    the first running study the worker can run (see :func:`claim`), leased and its event
-    recorded in one statement (no study row lock).
+    the first of the ``running`` studies (:func:`running_studies`, perhaps read a moment ago)
+    the worker can run (see :func:`claim`), leased and its event recorded in one statement (no
+    study row lock). That statement takes nothing from a study no longer running.
 
     None whenever :func:`claim` has more to do: no queued trial in that study (it may sample
-    one), or the study out of time (it ends it). The caller probes for expired leases first.
+    one), the study out of time (it ends it) or no longer running. The caller probes for
+    expired leases first.
     """
     now = utcnow()
-    for sid, created in connection.execute(sql.RUNNING_STUDIES, {"b_study_id": study_id}):
+    for sid, created in running:
         rules = rules_for(connection, (sid, created))
         if runnable(rules.task, entry_points):
             break
@@ -242,7 +248,7 @@ def passed_over(
     """The running studies (``study_id``, if given) a worker allowing ``entry_points`` is
     never given trials of: (study id, the entry point it would need)."""
     found = []
-    for sid, created in session.connection().execute(sql.RUNNING_STUDIES, {"b_study_id": study_id}):
+    for sid, created in running_studies(session.connection(), study_id):
         task = rules_for(session, (sid, created)).task
         if not runnable(task, entry_points):
             found.append((sid, str(task.get("entry_point"))))

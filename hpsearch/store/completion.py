@@ -123,8 +123,12 @@ def _at_once(direction: Direction) -> Any:
     :func:`complete` does it in a transaction, whose later statements see it.
     """
     better = ">" if direction == "maximize" else "<"
-    return sql_text(
-        f"""
+    trial_columns = [c.name for c in sql.TRIALS.c]
+    study_columns = ["s_completed", "s_pruned", "s_failed", "s_best_trial_id", "s_max_trials"]
+    selected = ", ".join(f"t.{name}" for name in trial_columns)
+    return (
+        sql_text(
+            f"""
 WITH l AS (
   SELECT id, best_trial_id FROM studies WHERE id = :study_id FOR UPDATE
 ), b AS (
@@ -162,13 +166,16 @@ WITH l AS (
   RETURNING studies.n_completed, studies.n_pruned, studies.n_failed, studies.best_trial_id,
     studies.max_trials
 )
-SELECT t.*, c.n_completed AS s_completed, c.n_pruned AS s_pruned, c.n_failed AS s_failed,
-  c.best_trial_id AS s_best_trial_id, c.max_trials AS s_max_trials
+SELECT {selected}, c.n_completed AS s_completed, c.n_pruned AS s_pruned,
+  c.n_failed AS s_failed, c.best_trial_id AS s_best_trial_id, c.max_trials AS s_max_trials
 FROM t, c
 """
-    ).bindparams(
-        bindparam("step", type_=Integer()),
-        bindparam("now", type_=DateTime()),
+        )
+        .bindparams(
+            bindparam("step", type_=Integer()),
+            bindparam("now", type_=DateTime()),
+        )
+        .columns(*sql.result_columns(*trial_columns, *study_columns))
     )
 
 

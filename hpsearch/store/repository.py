@@ -49,7 +49,7 @@ from hpsearch.store.studies import (
     study_row,
     trials_page,
 )
-from hpsearch.store.throttle import Throttle
+from hpsearch.store.throttle import Recent, Throttle
 
 _TRANSITIONS = {
     "pause": ({"running"}, "paused"),
@@ -92,6 +92,13 @@ class Store:
         self._expired_probe = Throttle(probe_seconds)
         self._evaluation_probe = Throttle(probe_seconds)
         self._worker_touch = Throttle(10 * probe_seconds)
+        # The running studies (per study id, or None: any study), as a claim through this
+        # process last read them, for up to ``probe_seconds``: the one-statement claim goes
+        # by them. That statement takes nothing from a study no longer running, and a claim
+        # it cannot make reads them again in its transaction; a study started or resumed
+        # through another server process may wait that long for workers that are busy with
+        # an older one.
+        self._running: Recent[list[StudyKey]] = Recent(probe_seconds)
         # Each study's objective in words, for its views.
         self._objectives: dict[StudyKey, str] = {}
         # The study of each trial claimed through this process, until it is completed.
@@ -109,7 +116,8 @@ class Store:
             study = study_row(spec, spec_to_json(spec))
             s.add(study)
             s.flush()
-            return study
+        self._running.clear()
+        return study
 
     def list_studies(self, state: str | None = None) -> list[StudyView]:
         with self.db.read() as s:
@@ -134,6 +142,7 @@ class Store:
             if study.state not in allowed:
                 raise InvalidState(f"cannot {action} a study that is {study.state}")
             study.state, study.updated_at = target, utcnow()
+            self._running.clear()
             if target == "stopped":
                 study.reason, study.finished_at = "stopped by user", utcnow()
                 s.execute(
@@ -290,12 +299,15 @@ class Store:
         likely_queued = study_id not in self._queue_found_empty
         if self.db.is_postgres and likely_queued and not (touch or look_for_expired):
             with self.db.autocommit() as connection:
+                running = self._running.get(
+                    study_id, lambda: claims.running_studies(connection, study_id)
+                )
                 claimed = claims.claim_queued_at_once(
                     connection,
                     worker_id,
                     self.lease,
                     self._rules.get,
-                    study_id,
+                    running,
                     after,
                     entry_points,
                 )
@@ -304,12 +316,15 @@ class Store:
         with self.db.write() as s:
             if touch:
                 claims.touch_worker(s, worker_id, host, list(devices))
+            # Read afresh, in the transaction: whatever the one-statement claim missed.
+            running = claims.running_studies(s.connection(), study_id)
+            self._running.put(study_id, running)
             claimed = claims.claim(
                 s,
                 worker_id,
                 self.lease,
                 self._rules.get,
-                study_id,
+                running,
                 self._history.history,
                 look_for_expired=look_for_expired,
                 after=after,

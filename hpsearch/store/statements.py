@@ -13,7 +13,20 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import DateTime, Integer, Table, Text, bindparam, case, func, insert, select, update
+from sqlalchemy import (
+    ColumnClause,
+    DateTime,
+    Integer,
+    Table,
+    Text,
+    bindparam,
+    case,
+    column,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -25,6 +38,14 @@ WORKERS = cast(Table, Worker.__table__)
 EVENTS = cast(Table, TrialEvent.__table__)
 
 _t = TRIALS.c
+
+
+def result_columns(*names: str) -> list[ColumnClause[Any]]:
+    """A textual statement's result columns, in the order it selects them. Declared (as
+    ``text(...).columns(...)``), they let SQLAlchemy build the result's description once per
+    statement rather than on every execution. Untyped: values come as the driver reads them."""
+    return [column(name) for name in names]
+
 
 # The trial, if its lease is still the holder's: worker, attempt, running, not expired.
 # Parameters: trial_id, worker_id, attempt, now.
@@ -100,11 +121,13 @@ CLAIM_QUEUED = (
 
 
 # CLAIM_QUEUED and the claim's event in one statement (PostgreSQL). It checks that the study
-# still runs: the claim read the running studies in a statement before, and a pause or stop
-# committed since must hand out nothing (on SQLite the claim's transaction holds the only
-# write lock throughout). Parameters: study_id, worker_id, now, expires, detail.
-CLAIM_QUEUED_WITH_EVENT_PG = sql_text(
-    """
+# still runs: the claim read the running studies before (perhaps a moment before: the store
+# keeps them briefly), and a pause or stop committed since must hand out nothing (on SQLite
+# the claim's transaction holds the only write lock throughout). Parameters: study_id,
+# worker_id, now, expires, detail.
+CLAIM_QUEUED_WITH_EVENT_PG = (
+    sql_text(
+        """
 WITH c AS (
   UPDATE trials SET state = 'running', attempt = attempt + 1, worker_id = :worker_id,
     lease_expires_at = :expires, started_at = COALESCE(started_at, :now), stop_requested = false
@@ -118,12 +141,15 @@ WITH c AS (
   INSERT INTO trial_events (trial_id, kind, attempt, worker_id, detail, created_at)
   SELECT id, 'claimed', attempt, :worker_id, :detail, :now FROM c
 )
-SELECT * FROM c
+SELECT id, number, attempt, params, last_step FROM c
 """
-).bindparams(
-    bindparam("now", type_=DateTime()),
-    bindparam("expires", type_=DateTime()),
-    bindparam("detail", type_=Text()),
+    )
+    .bindparams(
+        bindparam("now", type_=DateTime()),
+        bindparam("expires", type_=DateTime()),
+        bindparam("detail", type_=Text()),
+    )
+    .columns(*result_columns("id", "number", "attempt", "params", "last_step"))
 )
 
 # A sampled trial, created already leased (attempt 1). Parameters: study_id, number, params,

@@ -1,10 +1,14 @@
-"""At most once per interval, per key: for probes that almost always find nothing."""
+"""At most once per interval, per key: for probes that almost always find nothing, and for
+reads whose answer rarely changes."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
 
 
 class Throttle:
@@ -32,3 +36,38 @@ class Throttle:
         """Every key due again (something the probe looks for has just been made here)."""
         with self._lock:
             self._last.clear()
+
+
+class Recent(Generic[V]):
+    """A value per key, read again once it is ``seconds`` old or cleared (0: every time)."""
+
+    def __init__(self, seconds: float, max_keys: int = 4096) -> None:
+        self.seconds = seconds
+        self.max_keys = max_keys
+        self._values: dict[Hashable, tuple[float, V]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, read: Callable[[], V]) -> V:
+        if self.seconds <= 0:
+            return read()
+        now = time.monotonic()
+        with self._lock:
+            kept = self._values.get(key)
+        if kept is not None and now - kept[0] < self.seconds:
+            return kept[1]
+        value = read()
+        self.put(key, value)
+        return value
+
+    def put(self, key: Hashable, value: V) -> None:
+        """``value``, just read elsewhere, as the one to give for the next ``seconds``."""
+        if self.seconds <= 0:
+            return
+        with self._lock:
+            if len(self._values) >= self.max_keys:
+                self._values.clear()
+            self._values[key] = (time.monotonic(), value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()

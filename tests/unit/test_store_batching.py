@@ -3,6 +3,8 @@ steps carried by a completion, trials sampled ahead, the claim made with a compl
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from hpsearch.spec import parse_spec
 from hpsearch.store import Store
 from hpsearch.store.claims import AHEAD
 from hpsearch.store.models import Trial
-from hpsearch.store.throttle import Throttle
+from hpsearch.store.throttle import Recent, Throttle
 from tests.conftest import digits_spec
 
 DONE = {"dev_accuracy": 0.5, "latency_ms": 1.0}
@@ -100,17 +102,18 @@ def test_held_back_steps_are_judged_in_order_and_judging_stops_at_the_first_prun
 def test_a_history_free_sampler_samples_ahead_exactly_what_it_would_one_by_one(
     store: Store,
 ) -> None:
-    spec = digits_spec(budget={"max_trials": 30, "parallelism": 30})
+    spec = digits_spec(budget={"max_trials": 4 * AHEAD, "parallelism": 4 * AHEAD})
     study = store.create_study(spec)
-    claims = [store.claim(f"w{i}") for i in range(12)]
+    n = AHEAD + AHEAD // 2
+    claims = [store.claim(f"w{i}") for i in range(n)]
     assert all(c is not None for c in claims)
     trials = store.trials(study.id, limit=100)
-    # One claim sampled AHEAD trials: the claimed one and the rest queued for the next claims.
+    # Two claims sampled AHEAD trials each: the claimed one and the rest queued for the next.
     assert len(trials) == 2 * AHEAD
     one_by_one = make_sampler(parse_spec(spec))
     for t in trials:
         assert t.params == one_by_one.propose(t.number, [], [])
-    assert sorted(c.number for c in claims if c is not None) == list(range(12))
+    assert sorted(c.number for c in claims if c is not None) == list(range(n))
 
 
 def test_sampling_ahead_never_exceeds_parallelism_or_max_trials(store: Store) -> None:
@@ -164,6 +167,24 @@ def test_a_throttle_is_due_once_per_interval_per_key() -> None:
     assert all(Throttle(0).due("a") for _ in range(3))
 
 
+def test_a_recent_value_is_read_once_per_interval_per_key_until_cleared() -> None:
+    reads: list[str] = []
+
+    def read(key: str) -> str:
+        reads.append(key)
+        return key.upper()
+
+    recent: Recent[str] = Recent(3600)
+    assert [recent.get(k, lambda k=k: read(k)) for k in "aab"] == ["A", "A", "B"]
+    recent.put("a", "fresh")
+    assert recent.get("a", lambda: read("a")) == "fresh" and reads == ["a", "b"]
+    recent.clear()
+    assert recent.get("a", lambda: read("a")) == "A" and reads == ["a", "b", "a"]
+    never: Recent[str] = Recent(0)
+    never.put("a", "kept?")
+    assert [never.get("a", lambda: read("a")) for _ in range(2)] == ["A", "A"]
+
+
 def test_claims_between_probes_take_the_queue_in_order_and_record_their_events(
     store: Store,
 ) -> None:
@@ -185,6 +206,47 @@ def test_claims_between_probes_take_the_queue_in_order_and_record_their_events(
     assert quick.claim("w", study_id=study.id) is None
 
 
+def test_between_probes_a_claim_from_the_queue_is_one_statement_and_still_sees_a_pause(
+    store: Store,
+) -> None:
+    # A server's store keeps the running studies it read until its next probe: a claim from
+    # the queue is then one statement on PostgreSQL. That statement checks the study still
+    # runs, so a pause through another server process (another store on the database) hands
+    # out nothing all the same, and a resume there is seen by the next claim.
+    quick = Store(store.db, lease_seconds=60, probe_seconds=3600)
+    other = Store(store.db, lease_seconds=60)
+    study = other.create_study(digits_spec(budget={"max_trials": 20, "parallelism": 20}))
+    first = quick.claim("w", study_id=study.id)  # samples, and queues trials ahead
+    assert first is not None and first.queue_may_hold_more
+    with _statements(store) as statements:
+        second = quick.claim("w", study_id=study.id)
+    assert second is not None and second.number == 1
+    # SQLite claims in its write transaction: it begins, reads which studies run, and takes
+    # the trial and records its event in two more.
+    assert len(statements) == (1 if store.db.is_postgres else 4), statements
+    other.set_study_state(study.id, "pause")
+    assert quick.claim("w", study_id=study.id) is None
+    assert other.get_study(study.id).counts.queued == AHEAD - 2
+    other.set_study_state(study.id, "resume")
+    third = quick.claim("w", study_id=study.id)
+    assert third is not None and third.number == 2
+
+
+@contextmanager
+def _statements(store: Store) -> Iterator[list[str]]:
+    """The SQL statements run on the store's database inside the block."""
+    statements: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(store.db.engine, "before_cursor_execute", listener)
+    try:
+        yield statements
+    finally:
+        event.remove(store.db.engine, "before_cursor_execute", listener)
+
+
 def test_a_claim_that_samples_one_trial_at_a_time_skips_the_empty_queue_next_time(
     store: Store,
 ) -> None:
@@ -198,16 +260,8 @@ def test_a_claim_that_samples_one_trial_at_a_time_skips_the_empty_queue_next_tim
     first = quick.claim("w", study_id=study.id)
     assert first is not None and not first.queue_may_hold_more
     quick.complete(first.trial_id, "w", first.attempt, DONE)
-    statements: list[str] = []
-
-    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(store.db.engine, "before_cursor_execute", listener)
-    try:
+    with _statements(store) as statements:
         second = quick.claim("w", study_id=study.id, after=first.trial_id)
-    finally:
-        event.remove(store.db.engine, "before_cursor_execute", listener)
     assert second is not None and second.number == 1 and not second.queue_may_hold_more
     # Which studies run; the study row, locked; its live trials (none queued); and the new
     # trial, leased, with the study's next number and the claim's event: one statement on

@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from hpsearch.store import Database, Store, claims, completion
-from hpsearch.store.rules import RulesCache
+from hpsearch.store.rules import RulesCache, StudyKey
 from tests.conftest import digits_spec, wait_for
 
 pytestmark = pytest.mark.postgres
@@ -60,7 +61,7 @@ def test_a_claim_that_waited_counts_the_trial_the_lock_holder_claimed(
 ) -> None:
     study = store.create_study(digits_spec(budget={"max_trials": 10, "parallelism": 1}))
     with store.db.write() as s:
-        first = claims.claim(s, "w1", timedelta(minutes=1), RulesCache().get, study.id)
+        first = claims.claim(s, "w1", timedelta(minutes=1), RulesCache().get, _running(s, study.id))
         assert first is not None
         second = other_thread(store.claim, "w2", study_id=study.id)
         wait_for(_waits_for_a_lock(store), 30, "the second claim to wait for the study")
@@ -84,7 +85,9 @@ def test_a_completion_that_waited_ranks_against_the_best_the_lock_holder_set(
     assert worse is not None
     with store.db.write() as s:
         if better is None:
-            better = claims.claim(s, "w-better", timedelta(minutes=1), rules.get, study.id)
+            better = claims.claim(
+                s, "w-better", timedelta(minutes=1), rules.get, _running(s, study.id)
+            )
             assert better is not None
         completion.complete(s, better.trial_id, "w-better", better.attempt, GOOD, rules.get)
         later = other_thread(store.complete, worse.trial_id, "w-worse", worse.attempt, WORSE)
@@ -114,12 +117,17 @@ def test_a_claim_takes_nothing_from_a_study_paused_after_it_read_the_running_one
     lease = timedelta(minutes=1)
     if path == "one-statement":
         with store.db.autocommit() as connection:
-            got = claims.claim_queued_at_once(connection, "w", lease, pausing_rules, study.id)
+            running = claims.running_studies(connection, study.id)
+            got = claims.claim_queued_at_once(connection, "w", lease, pausing_rules, running)
     else:
         with store.db.write() as s:
-            got = claims.claim(s, "w", lease, pausing_rules, study.id)
+            got = claims.claim(s, "w", lease, pausing_rules, _running(s, study.id))
     assert got is None
     assert store.trial(queued.id).trial.state == "queued"
     store.set_study_state(study.id, "resume")
     resumed = store.claim("w", study_id=study.id)
     assert resumed is not None and resumed.trial_id == queued.id
+
+
+def _running(s: Session, study_id: int) -> list[StudyKey]:
+    return claims.running_studies(s.connection(), study_id)
