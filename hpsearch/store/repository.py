@@ -142,7 +142,6 @@ class Store:
             if study.state not in allowed:
                 raise InvalidState(f"cannot {action} a study that is {study.state}")
             study.state, study.updated_at = target, utcnow()
-            self._running.clear()
             if target == "stopped":
                 study.reason, study.finished_at = "stopped by user", utcnow()
                 s.execute(
@@ -153,7 +152,10 @@ class Store:
                 drop_sampled_ahead(s, study_id)
             elif target == "running":
                 finish_if_done(s, study)
-            return self._view(s, study)
+            view = self._view(s, study)
+        # Once committed: a claim in between would read, and keep, the state before.
+        self._running.clear()
+        return view
 
     def delete_study(self, study_id: int) -> None:
         with self.db.write() as s:
