@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from hpsearch.store import Database, Store, upgrade
 
@@ -27,3 +30,18 @@ def store(database_url: str) -> Iterator[Store]:
     store = Store(Database(database_url), lease_seconds=60)
     yield store
     store.db.dispose()
+
+
+@contextmanager
+def statements_run(store: Store) -> Iterator[list[str]]:
+    """The SQL statements run on the store's database inside the block."""
+    statements: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(store.db.engine, "before_cursor_execute", listener)
+    try:
+        yield statements
+    finally:
+        event.remove(store.db.engine, "before_cursor_execute", listener)

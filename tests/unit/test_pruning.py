@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event
 
 from hpsearch.objective import Direction
 from hpsearch.pruning import AshaPruner, MedianPruner, make_pruner
 from hpsearch.spec import SpecError, parse_spec
 from hpsearch.store import Store
 from tests.conftest import digits_spec
+from tests.unit.conftest import statements_run
 
 
 @dataclass
@@ -248,16 +248,6 @@ def test_pruner_spec_errors_name_the_field(pruner: dict[str, Any], field: str, r
 # -- the store's report path -----------------------------------------------------------------
 
 
-def _statements(store: Store) -> list[str]:
-    seen: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(store.db.engine, "before_cursor_execute", record)
-    return seen
-
-
 def _curve_reads(statements: list[str]) -> list[str]:
     """The statements that read other trials' curves (the report's own writes excluded)."""
     return [s for s in statements if "JOIN trials" in s and "trial_intermediates" in s]
@@ -281,17 +271,17 @@ def test_store_prunes_by_asha_reading_only_the_rung_step(store: Store) -> None:
             assert not store.report(
                 claim.trial_id, worker, claim.attempt, step, metrics
             ).should_stop
-    statements = _statements(store)
-    # Step 3 is no rung (1, 2, 4): nothing about other trials is read.
-    store.report(a.trial_id, "w0", a.attempt, 3, {"dev_accuracy": 0.61})
+    with statements_run(store) as statements:
+        # Step 3 is no rung (1, 2, 4): nothing about other trials is read.
+        store.report(a.trial_id, "w0", a.attempt, 3, {"dev_accuracy": 0.61})
     assert _curve_reads(statements) == []
     # A fourth trial at rung 1 (step 2) with 0.65: the top half of {0.6, 0.7, 0.8, 0.65} is
     # {0.8, 0.7}, so it stops; the decision reads step 2 alone.
     d = store.claim("w3", study_id=study.id)
     assert d is not None
     assert not store.report(d.trial_id, "w3", d.attempt, 1, {"dev_accuracy": 0.9}).should_stop
-    statements.clear()
-    ack = store.report(d.trial_id, "w3", d.attempt, 2, {"dev_accuracy": 0.65})
+    with statements_run(store) as statements:
+        ack = store.report(d.trial_id, "w3", d.attempt, 2, {"dev_accuracy": 0.65})
     assert ack.should_stop
     assert ack.reason is not None and ack.reason.startswith("asha: dev_accuracy 0.65 at rung 1")
     (read,) = _curve_reads(statements)
@@ -344,7 +334,7 @@ def test_store_without_pruner_never_stops_a_trial(store: Store) -> None:
     for step in (1, 2, 3):
         store.report(first.trial_id, "w0", first.attempt, step, {"dev_accuracy": 0.9})
     store.complete(first.trial_id, "w0", first.attempt, {"dev_accuracy": 0.9})
-    statements = _statements(store)
-    ack = store.report(second.trial_id, "w1", second.attempt, 1, {"dev_accuracy": 0.0})
+    with statements_run(store) as statements:
+        ack = store.report(second.trial_id, "w1", second.attempt, 1, {"dev_accuracy": 0.0})
     assert not ack.should_stop
     assert _curve_reads(statements) == []

@@ -3,12 +3,8 @@ steps carried by a completion, trials sampled ahead, the claim made with a compl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from hpsearch.samplers import make_sampler
 from hpsearch.spec import parse_spec
@@ -17,6 +13,7 @@ from hpsearch.store.claims import AHEAD
 from hpsearch.store.models import Trial
 from hpsearch.store.throttle import Recent, Throttle
 from tests.conftest import digits_spec
+from tests.unit.conftest import statements_run
 
 DONE = {"dev_accuracy": 0.5, "latency_ms": 1.0}
 
@@ -218,7 +215,7 @@ def test_between_probes_a_claim_from_the_queue_is_one_statement_and_still_sees_a
     study = other.create_study(digits_spec(budget={"max_trials": 20, "parallelism": 20}))
     first = quick.claim("w", study_id=study.id)  # samples, and queues trials ahead
     assert first is not None and first.queue_may_hold_more
-    with _statements(store) as statements:
+    with statements_run(store) as statements:
         second = quick.claim("w", study_id=study.id)
     assert second is not None and second.number == 1
     # SQLite claims in its write transaction: it begins, reads which studies run, and takes
@@ -230,21 +227,6 @@ def test_between_probes_a_claim_from_the_queue_is_one_statement_and_still_sees_a
     other.set_study_state(study.id, "resume")
     third = quick.claim("w", study_id=study.id)
     assert third is not None and third.number == 2
-
-
-@contextmanager
-def _statements(store: Store) -> Iterator[list[str]]:
-    """The SQL statements run on the store's database inside the block."""
-    statements: list[str] = []
-
-    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(store.db.engine, "before_cursor_execute", listener)
-    try:
-        yield statements
-    finally:
-        event.remove(store.db.engine, "before_cursor_execute", listener)
 
 
 def test_a_claim_that_samples_one_trial_at_a_time_skips_the_empty_queue_next_time(
@@ -260,7 +242,7 @@ def test_a_claim_that_samples_one_trial_at_a_time_skips_the_empty_queue_next_tim
     first = quick.claim("w", study_id=study.id)
     assert first is not None and not first.queue_may_hold_more
     quick.complete(first.trial_id, "w", first.attempt, DONE)
-    with _statements(store) as statements:
+    with statements_run(store) as statements:
         second = quick.claim("w", study_id=study.id, after=first.trial_id)
     assert second is not None and second.number == 1 and not second.queue_may_hold_more
     # Which studies run; the study row, locked; its live trials (none queued); and the new
