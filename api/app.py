@@ -62,7 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
 
-    for module in (health, studies, regions, export, trials, artifacts, evaluations, workers):
+    # Routers are matched in order, route by route: the workers' (nearly every request a
+    # study makes) come first.
+    for module in (workers, trials, evaluations, artifacts, health, studies, regions, export):
         app.include_router(module.router, prefix="/api/v1", responses=errors.EVERY_ROUTE)
     app.include_router(login.router)
     app.include_router(web.router)

@@ -23,6 +23,7 @@ from api.schemas import (
 from hpsearch.settings import Settings
 from hpsearch.store import Store
 from hpsearch.store.clock import utcnow
+from hpsearch.store.models import Trial
 
 router = APIRouter(prefix="/trials", tags=["trials"])
 
@@ -95,17 +96,33 @@ async def complete_trial(
 def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn) -> CompleteOut:
     received = utcnow()
     steps = [(s.step, s.metrics) for s in body.steps]
-    trial = store.complete(trial_id, body.worker_id, body.attempt, body.metrics, body.pruned, steps)
-    out = CompleteOut.of(trial)
-    if body.claim_next is not None:
-        resent = trial.finished_at is not None and trial.finished_at < received
-        held = store.claimed_after(trial_id, body.worker_id) if resent else None
-        out.next = (
-            ClaimOut(trial=claimed_trial(held, settings), open_studies=True)
-            if held is not None
-            else claim_for(store, settings, body.worker_id, body.claim_next, after=trial_id)
+
+    def end() -> Trial:
+        return store.complete(
+            trial_id, body.worker_id, body.attempt, body.metrics, body.pruned, steps
         )
-    return out
+
+    if body.claim_next is None:
+        return CompleteOut.of(end())
+    ended = False
+    try:
+        with store.together():
+            trial = end()
+            ended = True
+            out = CompleteOut.of(trial)
+            resent = trial.finished_at is not None and trial.finished_at < received
+            held = store.claimed_after(trial_id, body.worker_id) if resent else None
+            out.next = (
+                ClaimOut(trial=claimed_trial(held, settings), open_studies=True)
+                if held is not None
+                else claim_for(store, settings, body.worker_id, body.claim_next, after=trial_id)
+            )
+            return out
+    except Exception:
+        if ended:
+            # The claim failed, and with it (on SQLite) the completion: never lose that.
+            end()
+        raise
 
 
 @router.post("/{trial_id}/fail", responses=_ERRORS, tags=["workers"])

@@ -73,6 +73,8 @@ class Database:
         self._write_lock: AbstractContextManager[object] = (
             threading.Lock() if self.engine.dialect.name == "sqlite" else nullcontext()
         )
+        # The session of this thread's one_transaction(), while one is open.
+        self._joined = threading.local()
 
     @property
     def is_postgres(self) -> bool:
@@ -80,14 +82,36 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        joined: Session | None = getattr(self._joined, "session", None)
+        if joined is not None:
+            yield joined
+            return
         with self._reads() as session, session.begin():
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that will write: committed on success, rolled back on error."""
+        joined: Session | None = getattr(self._joined, "session", None)
+        if joined is not None:
+            yield joined
+            return
         with self._write_lock, self._writes() as session, session.begin():
             yield session
+
+    @contextmanager
+    def one_transaction(self) -> Iterator[None]:
+        """Every read and write this thread opens inside joins one write transaction,
+        committed at the end (rolled back, all of it, on error): one BEGIN, one commit."""
+        if getattr(self._joined, "session", None) is not None:
+            yield
+            return
+        with self.write() as session:
+            self._joined.session = session
+            try:
+                yield
+            finally:
+                self._joined.session = None
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:

@@ -1,8 +1,10 @@
-"""The store's public face: each method is one transaction over the repository functions."""
+"""The store's public face: each method is one transaction over the repository functions
+(or joins the one that ``Store.together`` holds open)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,11 +95,11 @@ class Store:
         self._evaluation_probe = Throttle(probe_seconds)
         self._worker_touch = Throttle(10 * probe_seconds)
         # The running studies (per study id, or None: any study), as a claim through this
-        # process last read them, for up to ``probe_seconds``: the one-statement claim goes
-        # by them. That statement takes nothing from a study no longer running, and a claim
-        # it cannot make reads them again in its transaction; a study started or resumed
-        # through another server process may wait that long for workers that are busy with
-        # an older one.
+        # process last read them, for up to ``probe_seconds``: claims go by them (on
+        # PostgreSQL the one-statement claim, on SQLite the claim's transaction). A claim
+        # takes nothing from a study no longer running, and one that finds nothing reads them
+        # again in its transaction; a study started or resumed through another server
+        # process may wait that long for workers that are busy with an older one.
         self._running: Recent[list[StudyKey]] = Recent(probe_seconds)
         # Each study's objective in words, for its views.
         self._objectives: dict[StudyKey, str] = {}
@@ -264,6 +266,19 @@ class Store:
 
     # -- the queue -----------------------------------------------------------------------
 
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """On SQLite, the store calls made inside commit as one transaction (a completion and
+        the claim it carries: one BEGIN, one commit, the write lock taken once); an error
+        rolls back all of them. On PostgreSQL, whose hot writes are each one statement
+        outside a transaction block (holding their row locks for no round trip longer), they
+        stay apart."""
+        if self.db.is_postgres:
+            yield
+            return
+        with self.db.one_transaction():
+            yield
+
     def claim(
         self,
         worker_id: str,
@@ -318,21 +333,30 @@ class Store:
         with self.db.write() as s:
             if touch:
                 claims.touch_worker(s, worker_id, host, list(devices))
-            # Read afresh, in the transaction: whatever the one-statement claim missed.
-            running = claims.running_studies(s.connection(), study_id)
-            self._running.put(study_id, running)
-            claimed = claims.claim(
-                s,
-                worker_id,
-                self.lease,
-                self._rules.get,
-                running,
-                self._history.history,
-                look_for_expired=look_for_expired,
-                after=after,
-                entry_points=entry_points,
-                queue_first=likely_queued,
-            )
+
+            def claim_by(running: list[StudyKey], look_for_expired: bool) -> claims.Claim | None:
+                return claims.claim(
+                    s,
+                    worker_id,
+                    self.lease,
+                    self._rules.get,
+                    running,
+                    self._history.history,
+                    look_for_expired=look_for_expired,
+                    after=after,
+                    entry_points=entry_points,
+                    queue_first=likely_queued,
+                )
+
+            # SQLite has no one-statement claim: the kept studies are tried here first.
+            kept = None if self.db.is_postgres else self._running.kept(study_id)
+            claimed = claim_by(kept, look_for_expired) if kept is not None else None
+            if claimed is None:
+                # Read afresh, in the transaction: whatever a claim by the kept ones missed.
+                running = claims.running_studies(s.connection(), study_id)
+                self._running.put(study_id, running)
+                if running != kept:
+                    claimed = claim_by(running, look_for_expired and kept is None)
         if claimed is None or claimed.queue_may_hold_more:
             self._queue_found_empty.discard(study_id)
         else:

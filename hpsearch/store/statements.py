@@ -94,12 +94,18 @@ RUNNING_STUDIES = (
     )
 )
 
-# The oldest queued trial of a study, leased in one statement. ``SKIP LOCKED`` (PostgreSQL;
-# SQLite has no row locks and serializes writers instead) means claimers never wait on each
-# other here. Parameters: study_id, worker_id, now, expires.
+# The oldest queued trial of a study, leased in one statement, if the study still runs (the
+# claim may go by running studies read a moment before: see Store._running). ``SKIP LOCKED``
+# (PostgreSQL; SQLite has no row locks and serializes writers instead) means claimers never
+# wait on each other here. Parameters: study_id, worker_id, now, expires.
+_study_runs = (
+    select(STUDIES.c.id)
+    .where(STUDIES.c.id == bindparam("b_study_id"), STUDIES.c.state == "running")
+    .exists()
+)
 _oldest_queued = (
     select(_t.id)
-    .where(_t.study_id == bindparam("b_study_id"), _t.state == "queued")
+    .where(_t.study_id == bindparam("b_study_id"), _t.state == "queued", _study_runs)
     .order_by(_t.number)
     .limit(1)
     .with_for_update(skip_locked=True)
@@ -120,11 +126,10 @@ CLAIM_QUEUED = (
 )
 
 
-# CLAIM_QUEUED and the claim's event in one statement (PostgreSQL). It checks that the study
-# still runs: the claim read the running studies before (perhaps a moment before: the store
-# keeps them briefly), and a pause or stop committed since must hand out nothing (on SQLite
-# the claim's transaction holds the only write lock throughout). Parameters: study_id,
-# worker_id, now, expires, detail.
+# CLAIM_QUEUED and the claim's event in one statement (PostgreSQL). Like CLAIM_QUEUED, it
+# checks that the study still runs: a pause or stop committed since the claim read the
+# running studies must hand out nothing. Parameters: study_id, worker_id, now, expires,
+# detail.
 CLAIM_QUEUED_WITH_EVENT_PG = (
     sql_text(
         """

@@ -48,16 +48,21 @@ class Recent(Generic[V]):
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, read: Callable[[], V]) -> V:
-        if self.seconds <= 0:
-            return read()
-        now = time.monotonic()
-        with self._lock:
-            kept = self._values.get(key)
-        if kept is not None and now - kept[0] < self.seconds:
-            return kept[1]
+        kept = self.kept(key)
+        if kept is not None:
+            return kept
         value = read()
         self.put(key, value)
         return value
+
+    def kept(self, key: Hashable) -> V | None:
+        """The value for ``key`` if it is less than ``seconds`` old, else None."""
+        if self.seconds <= 0:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            kept = self._values.get(key)
+        return kept[1] if kept is not None and now - kept[0] < self.seconds else None
 
     def put(self, key: Hashable, value: V) -> None:
         """``value``, just read elsewhere, as the one to give for the next ``seconds``."""

@@ -207,9 +207,10 @@ def test_between_probes_a_claim_from_the_queue_is_one_statement_and_still_sees_a
     store: Store,
 ) -> None:
     # A server's store keeps the running studies it read until its next probe: a claim from
-    # the queue is then one statement on PostgreSQL. That statement checks the study still
-    # runs, so a pause through another server process (another store on the database) hands
-    # out nothing all the same, and a resume there is seen by the next claim.
+    # the queue is then one statement on PostgreSQL, and on SQLite it need not read them in
+    # its transaction. The claim checks the study still runs, so a pause through another
+    # server process (another store on the database) hands out nothing all the same, and a
+    # resume there is seen by the next claim.
     quick = Store(store.db, lease_seconds=60, probe_seconds=3600)
     other = Store(store.db, lease_seconds=60)
     study = other.create_study(digits_spec(budget={"max_trials": 20, "parallelism": 20}))
@@ -218,9 +219,9 @@ def test_between_probes_a_claim_from_the_queue_is_one_statement_and_still_sees_a
     with statements_run(store) as statements:
         second = quick.claim("w", study_id=study.id)
     assert second is not None and second.number == 1
-    # SQLite claims in its write transaction: it begins, reads which studies run, and takes
-    # the trial and records its event in two more.
-    assert len(statements) == (1 if store.db.is_postgres else 4), statements
+    # SQLite claims in its write transaction: it begins, then takes the trial and records
+    # its event in two more.
+    assert len(statements) == (1 if store.db.is_postgres else 3), statements
     other.set_study_state(study.id, "pause")
     assert quick.claim("w", study_id=study.id) is None
     assert other.get_study(study.id).counts.queued == AHEAD - 2
@@ -245,10 +246,11 @@ def test_a_claim_that_samples_one_trial_at_a_time_skips_the_empty_queue_next_tim
     with statements_run(store) as statements:
         second = quick.claim("w", study_id=study.id, after=first.trial_id)
     assert second is not None and second.number == 1 and not second.queue_may_hold_more
-    # Which studies run; the study row, locked; its live trials (none queued); and the new
-    # trial, leased, with the study's next number and the claim's event: one statement on
-    # PostgreSQL, three on SQLite (which also begins its transaction with a statement).
-    expected = 4 if store.db.is_postgres else 7
+    # Which studies run (PostgreSQL: SQLite goes by those it kept); the study row, locked;
+    # its live trials (none queued); and the new trial, leased, with the study's next number
+    # and the claim's event: one statement on PostgreSQL, three on SQLite (which also begins
+    # its transaction with a statement).
+    expected = 4 if store.db.is_postgres else 6
     assert len(statements) == expected, statements
     again = quick.claimed_after(first.trial_id, "w")
     assert again is not None and again.trial_id == second.trial_id
@@ -261,3 +263,29 @@ def test_a_claim_that_samples_one_trial_at_a_time_skips_the_empty_queue_next_tim
     assert [e.kind for e in quick.trial(third.trial_id).events] == ["claimed"]
     again = quick.claimed_after(second.trial_id, "w")
     assert again is not None and again.trial_id == third.trial_id
+
+
+def test_a_completion_and_its_claim_together_are_one_transaction_on_sqlite(
+    store: Store,
+) -> None:
+    # A completion that claims the next trial runs both through store.together(): on SQLite
+    # one BEGIN and one commit, and an error inside rolls back both; on PostgreSQL each stays
+    # its own (one statement apiece, outside a transaction block) and the completion stands.
+    study = store.create_study(digits_spec(budget={"max_trials": 20, "parallelism": 20}))
+    first = store.claim("w", study_id=study.id)
+    assert first is not None
+    with statements_run(store) as statements, store.together():
+        store.complete(first.trial_id, "w", first.attempt, DONE)
+        second = store.claim("w", study_id=study.id, after=first.trial_id)
+    assert second is not None and second.number == 1
+    assert store.trial(first.trial_id).trial.state == "completed"
+    begins = [s for s in statements if s.startswith("BEGIN")]
+    assert len(begins) == (0 if store.db.is_postgres else 1), statements
+
+    with pytest.raises(RuntimeError), store.together():
+        store.complete(second.trial_id, "w", second.attempt, DONE)
+        assert store.trial(second.trial_id).trial.state == "completed"  # seen inside
+        raise RuntimeError("the claim failed")
+    after = store.trial(second.trial_id).trial
+    assert after.state == ("completed" if store.db.is_postgres else "running")
+    assert (after.worker_id, after.attempt) == ("w", second.attempt)
