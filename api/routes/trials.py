@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from api.deps import SettingsDep, StoreDep, run_queue_work
-from api.routes.workers import claim_for, claimed_trial
+from api.routes.workers import claim_for, claimed
 from api.schemas import (
     AckOut,
     ClaimOut,
@@ -113,7 +113,7 @@ def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn)
             resent = trial.finished_at is not None and trial.finished_at < received
             held = store.claimed_after(trial_id, body.worker_id) if resent else None
             out.next = (
-                ClaimOut(trial=claimed_trial(held, settings), open_studies=True)
+                ClaimOut(trial=claimed(held, settings), open_studies=True)
                 if held is not None
                 else claim_for(store, settings, body.worker_id, body.claim_next, after=trial_id)
             )

@@ -37,7 +37,7 @@ def claim_for(
     study_id = where.study_id
     job = store.claim_final_evaluation(worker_id, study_id)
     if job is not None:
-        return ClaimOut(trial=_evaluation(job), open_studies=True)
+        return ClaimOut(trial=claimed(job, settings), open_studies=True)
     c = store.claim(worker_id, where.host, where.devices, study_id, after, where.entry_points)
     if c is None:
         waiting = store.has_open_studies(study_id) or store.has_pending_final_evaluation(study_id)
@@ -46,10 +46,16 @@ def claim_for(
             for sid, entry_point in store.passed_over(where.entry_points, study_id)
         ]
         return ClaimOut(trial=None, open_studies=waiting, passed_over=passed)
-    return ClaimOut(trial=claimed_trial(c, settings), open_studies=True)
+    return ClaimOut(trial=claimed(c, settings), open_studies=True)
 
 
-def claimed_trial(c: Claim, settings: Settings) -> ClaimedTrial:
+def claimed(c: Claim | EvaluationClaim, settings: Settings) -> ClaimedTrial:
+    """What a worker is told of the trial, or the final test evaluation, it was given."""
+    if isinstance(c, EvaluationClaim):
+        kind, resume_step, interval = "evaluate_test", c.last_step, 0.0
+    else:
+        kind, resume_step = "train", c.resume_step
+        interval = 0.0 if c.judges_each_step else settings.report_interval_s
     return ClaimedTrial(
         trial_id=c.trial_id,
         study_id=c.study_id,
@@ -58,22 +64,9 @@ def claimed_trial(c: Claim, settings: Settings) -> ClaimedTrial:
         params=c.params,
         task=c.task,
         lease_expires_at=c.lease_expires_at,
-        resume_step=c.resume_step,
-        report_interval_s=0.0 if c.judges_each_step else settings.report_interval_s,
-    )
-
-
-def _evaluation(job: EvaluationClaim) -> ClaimedTrial:
-    return ClaimedTrial(
-        trial_id=job.trial_id,
-        study_id=job.study_id,
-        number=job.number,
-        attempt=job.attempt,
-        params=job.params,
-        task=job.task,
-        lease_expires_at=job.lease_expires_at,
-        resume_step=job.last_step,
-        kind="evaluate_test",
+        resume_step=resume_step,
+        kind=kind,
+        report_interval_s=interval,
     )
 
 

@@ -139,23 +139,45 @@ def claim(
                 )
                 evaluation.lease_expires_at = None
                 continue
-        trial = session.get(Trial, evaluation.trial_id)
-        assert trial is not None  # the foreign key cascades
         evaluation.state = "running"
         evaluation.attempt += 1
         evaluation.worker_id = worker_id
         evaluation.lease_expires_at = now + lease
-        return EvaluationClaim(
-            trial_id=trial.id,
-            study_id=study.id,
-            number=trial.number,
-            attempt=evaluation.attempt,
-            params=dict(trial.params),
-            task=dict(study.spec["task"]),
-            lease_expires_at=evaluation.lease_expires_at,
-            last_step=trial.last_step,
-        )
+        return _claim_of(session, evaluation, study)
     return None
+
+
+def held_by(session: Session, worker_id: str, now: datetime) -> EvaluationClaim | None:
+    """The evaluation leased to ``worker_id``, if its lease still runs."""
+    evaluation = session.scalars(
+        select(FinalEvaluation)
+        .where(
+            FinalEvaluation.state == "running",
+            FinalEvaluation.worker_id == worker_id,
+            FinalEvaluation.lease_expires_at >= now,
+        )
+        .order_by(FinalEvaluation.id)
+        .limit(1)
+    ).first()
+    if evaluation is None:
+        return None
+    return _claim_of(session, evaluation, _study(session, evaluation.study_id))
+
+
+def _claim_of(session: Session, evaluation: FinalEvaluation, study: Study) -> EvaluationClaim:
+    trial = session.get(Trial, evaluation.trial_id)
+    assert trial is not None  # the foreign key cascades
+    assert evaluation.lease_expires_at is not None  # a running evaluation is leased
+    return EvaluationClaim(
+        trial_id=trial.id,
+        study_id=study.id,
+        number=trial.number,
+        attempt=evaluation.attempt,
+        params=dict(trial.params),
+        task=dict(study.spec["task"]),
+        lease_expires_at=evaluation.lease_expires_at,
+        last_step=trial.last_step,
+    )
 
 
 def heartbeat(

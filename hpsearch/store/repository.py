@@ -363,10 +363,16 @@ class Store:
             self._queue_found_empty.add(study_id)
         return claimed
 
-    def claimed_after(self, trial_id: int, worker_id: str) -> claims.Claim | None:
-        """The claim made with the completion of ``trial_id``, if ``worker_id`` holds it."""
+    def claimed_after(
+        self, trial_id: int, worker_id: str
+    ) -> claims.Claim | evaluations.EvaluationClaim | None:
+        """The claim made with the completion of ``trial_id``, if ``worker_id`` holds it: a
+        trial (found by its claim's event) or a final test evaluation. A worker runs one job
+        at a time, so an evaluation it holds while it resends a completion was handed out to
+        it with that completion's lost reply (or with an earlier claim's)."""
         with self.db.read() as s:
-            return claims.claimed_after(s, trial_id, worker_id, self._rules.get)
+            trial = claims.claimed_after(s, trial_id, worker_id, self._rules.get)
+            return trial or evaluations.held_by(s, worker_id, utcnow())
 
     def passed_over(
         self, entry_points: Collection[str], study_id: int | None = None

@@ -66,3 +66,26 @@ def test_a_resent_completion_answers_with_the_claim_it_made_the_first_time(
         assert again["next"]["trial"]["trial_id"] == first["next"]["trial"]["trial_id"]
         running = [t["id"] for t in client.trials(study["id"]) if t["state"] == "running"]
         assert running == [first["next"]["trial"]["trial_id"]]
+
+
+def test_a_resent_completion_answers_with_the_test_evaluation_it_handed_out(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    # The last trial's completion ends the study, and its reply hands out the study's final
+    # test evaluation; that reply lost, the resent completion hands out the same evaluation
+    # (not nothing, leaving it leased to a worker that never heard of it).
+    server = make_server(HPSEARCH_PROBE_SECONDS="0")
+    with Client(server.url) as client:
+        spec = digits_spec(budget={"max_trials": 1, "parallelism": 1}, evaluate_test=True)
+        study = client.create_study(spec)
+        trial = client.claim("w", "h", [], study["id"])["trial"]
+        next_claim = {"host": "h", "devices": [], "study_id": study["id"]}
+        first = client.complete(
+            trial["trial_id"], "w", trial["attempt"], DONE, claim_next=next_claim
+        )
+        job = first["next"]["trial"]
+        assert job["kind"] == "evaluate_test" and job["trial_id"] == trial["trial_id"]
+        again = client.complete(
+            trial["trial_id"], "w", trial["attempt"], DONE, claim_next=next_claim
+        )
+        assert again["next"]["trial"] == job

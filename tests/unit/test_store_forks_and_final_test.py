@@ -13,6 +13,7 @@ from sqlalchemy import update
 from hpsearch.errors import InvalidInput, InvalidState, LeaseLost
 from hpsearch.store import Store
 from hpsearch.store.clock import utcnow
+from hpsearch.store.evaluations import EvaluationClaim
 from hpsearch.store.models import FinalEvaluation, Trial
 from tests.conftest import digits_spec
 
@@ -67,6 +68,17 @@ def test_the_evaluation_is_leased_like_a_trial(store: Store) -> None:
     assert not store.has_pending_final_evaluation()
     final = store.get_study(study_id).final_evaluation
     assert final is not None and final.trial_id == best
+
+
+def test_a_resent_completion_finds_the_evaluation_its_reply_handed_out(store: Store) -> None:
+    study_id, (_, best) = finished_study(store)
+    store.request_final_evaluation(study_id, None)
+    job = store.claim_final_evaluation("w1", study_id)  # as the completion of `best` did
+    held = store.claimed_after(best, "w1")
+    assert isinstance(held, EvaluationClaim) and held == job
+    assert store.claimed_after(best, "w2") is None
+    expire_evaluation(store, study_id)
+    assert store.claimed_after(best, "w1") is None  # no longer held
 
 
 def test_one_final_trial_per_study(store: Store) -> None:
