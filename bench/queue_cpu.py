@@ -23,21 +23,20 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import event  # noqa: E402
 
 from api.app import create_app  # noqa: E402
 from hpsearch.settings import Settings  # noqa: E402
 from hpsearch.store import Database, Store, upgrade  # noqa: E402
 from tests.conftest import digits_spec  # noqa: E402
 from tests.pg import PostgresCluster  # noqa: E402
+from tests.unit.conftest import statements_run  # noqa: E402
 
 EPOCHS = 10
 METRICS = {"dev_accuracy": 0.5, "train_accuracy": 0.6, "latency_ms": 1.0}
@@ -100,20 +99,6 @@ class Asgi:
         return reply
 
 
-@contextmanager
-def counted(db: Database) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", listener)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine, "before_cursor_execute", listener)
-
-
 class ThroughApp:
     """Batched trials through the app, one after another, as one worker sends them."""
 
@@ -174,7 +159,7 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, float]:
         await through_app.start()
         await through_app.run(args.warmup)
         through_store.run(args.warmup)
-        with counted(app.state.store.db) as app_sql, counted(store.db) as store_sql:
+        with statements_run(app.state.store) as app_sql, statements_run(store) as store_sql:
             for _ in range(args.rounds):  # alternating, a round of each at a time
                 start = time.process_time()
                 await through_app.run(args.trials)

@@ -160,7 +160,9 @@ def claim(
     queue_first: bool = True,
 ) -> Claim | None:
     """Leases one trial of the first of the ``running`` studies (:func:`running_studies`, read
-    in this transaction) that has one for ``worker_id``, sampling a new one when it needs it.
+    in this transaction or kept from a moment before: the statements that take or sample a
+    trial check that its study still runs) that has one for ``worker_id``, sampling a new one
+    when it needs it.
 
     ``rules_for`` gives a study's parsed spec and sampler (cached); ``history_for(session,
     study)`` the study's ended trials (a cache that reads only new ones); without it they are

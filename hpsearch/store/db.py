@@ -80,9 +80,13 @@ class Database:
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
+    def _joined_session(self) -> Session | None:
+        session: Session | None = getattr(self._joined, "session", None)
+        return session
+
     @contextmanager
     def read(self) -> Iterator[Session]:
-        joined: Session | None = getattr(self._joined, "session", None)
+        joined = self._joined_session()
         if joined is not None:
             yield joined
             return
@@ -92,7 +96,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that will write: committed on success, rolled back on error."""
-        joined: Session | None = getattr(self._joined, "session", None)
+        joined = self._joined_session()
         if joined is not None:
             yield joined
             return
@@ -103,7 +107,7 @@ class Database:
     def one_transaction(self) -> Iterator[None]:
         """Every read and write this thread opens inside joins one write transaction,
         committed at the end (rolled back, all of it, on error): one BEGIN, one commit."""
-        if getattr(self._joined, "session", None) is not None:
+        if self._joined_session() is not None:
             yield
             return
         with self.write() as session:
