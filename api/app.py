@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         threads = settings.queue_threads
         if threads is None:
-            threads = 0 if db.engine.dialect.name == "sqlite" else 4
+            threads = 0 if db.engine.dialect.name == "sqlite" else 2
         app.state.queue_threads = CapacityLimiter(threads) if threads > 0 else None
         yield
         db.dispose()

@@ -21,8 +21,11 @@ class Settings(BaseSettings):
     # as its trials are claimed and completed). Pages and the rest of the API have threads of
     # their own. 0: on the event loop itself, which suits SQLite: one writer at a time,
     # statements run inside this process, so a trip to a thread and back costs more than
-    # threads overlap. Unset: 0 on SQLite, 4 elsewhere. Give SQLite threads when other
-    # processes write to its file often (a writer may then wait for them, up to 30 s).
+    # threads overlap. Unset: 0 on SQLite, 2 elsewhere: each hot request is one or two
+    # statements, so two threads keep the GIL busy while one waits on the database, and more
+    # cost more CPU per request than they overlap (docs/performance.md). A database far
+    # away (long round trips) may want more. Give SQLite threads when other processes write
+    # to its file often (a writer may then wait for them, up to 30 s).
     queue_threads: int | None = None
     # How often one server process looks for expired leases and queued test evaluations (and
     # refreshes a claiming worker's row, at a tenth of this rate) rather than on every claim.

@@ -143,12 +143,7 @@ WITH l AS (
       OR EXISTS (SELECT 1 FROM b WHERE state = 'completed'))
   RETURNING *
 ), s AS (
-  INSERT INTO trial_intermediates (trial_id, step, attempt, metrics, created_at)
-  SELECT t.id, x.step, :attempt, x.metrics, :now
-  FROM t, json_to_recordset(CAST(:steps AS json)) AS x(step integer, metrics json)
-  ON CONFLICT (trial_id, step) DO UPDATE
-  SET metrics = excluded.metrics, attempt = excluded.attempt
-), e AS (
+{sql.UPSERT_STEPS_OF_T_PG}), e AS (
   INSERT INTO trial_events (trial_id, kind, attempt, worker_id, detail, created_at)
   SELECT t.id, x.kind, :attempt, :worker_id, x.detail, :now
   FROM t, json_to_recordset(CAST(:events AS json)) AS x(kind text, detail text)

@@ -43,7 +43,7 @@ def prune_decision(
 
     A decision to stop is also written to the trial's history, with its reason.
     """
-    # The report has loaded the study already: this is an identity-map hit, not a query.
+    # The study row, read once per report the pruner judges: its spec names the pruner.
     study = session.get(Study, trial.study_id)
     if study is None:
         return None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import InvalidState, LeaseLost, NotFound
@@ -47,7 +47,7 @@ class ReportAck:
     lease_expires_at: datetime
 
 
-def _held(session: Session, trial_id: int, worker_id: str, attempt: int) -> Trial:
+def held(session: Session, trial_id: int, worker_id: str, attempt: int) -> Trial:
     """The trial, if ``worker_id`` still holds its lease for ``attempt``; else LeaseLost."""
     return check_held(get_trial(session, trial_id, lock=True), worker_id, attempt)
 
@@ -96,7 +96,7 @@ def _extend_lease(
         statement, params["b_step"] = sql.EXTEND_LEASE_TO_STEP, step
     row = session.connection().execute(statement, params).first()
     if row is None:
-        _held(session, trial_id, worker_id, attempt)  # raises, saying why
+        held(session, trial_id, worker_id, attempt)  # raises, saying why
         raise LeaseLost(f"trial {trial_id} is no longer leased to {worker_id}")
     return row[0], bool(row[1]), expires
 
@@ -144,13 +144,63 @@ def report(
     store_steps(session, trial_id, attempt, cleaned)
     state, pruner = connection.execute(sql.STUDY_STATE_AND_PRUNER, {"b_study_id": study_id}).one()
     reason = _stop_reason(state, stop_requested)
-    if reason is None and prune is not None and pruner and pruner.get("kind") != "none":
-        trial = get_trial(session, trial_id)
-        for step, clean in sorted(cleaned, key=lambda s: s[0]):
-            reason = prune(session, trial, step, clean)
-            if reason is not None:
-                break
+    if reason is None and prune is not None and judged_by(pruner):
+        reason = judge(session, get_trial(session, trial_id), cleaned, prune)
     return ReportAck(reason is not None, reason, expires)
+
+
+def report_at_once(
+    connection: Connection,
+    trial_id: int,
+    worker_id: str,
+    attempt: int,
+    steps: Steps,
+    lease: timedelta,
+) -> tuple[ReportAck, Steps] | None:
+    """A report (or, with no ``steps``, a heartbeat) in one statement on a PostgreSQL
+    connection in autocommit mode: the lease checked and extended, the steps stored, the
+    study's state read. ``None`` when the worker does not hold the lease (:func:`report`, in
+    a transaction, then says why). With the reply, the steps (as stored) that the study's
+    pruner must still judge (:func:`judge`; none when it has none): stored already, whatever
+    it decides."""
+    now = utcnow()
+    expires = now + lease
+    cleaned = [(step, finite_metrics(metrics)) for step, metrics in steps]
+    row = connection.execute(
+        sql.REPORT_AT_ONCE_PG,
+        {
+            "trial_id": trial_id,
+            "worker_id": worker_id,
+            "attempt": attempt,
+            "now": now,
+            "expires": expires,
+            "step": max((step for step, _ in cleaned), default=None),
+            "steps": _steps_json(cleaned),
+        },
+    ).first()
+    if row is None:
+        return None
+    stop_requested, state, pruner = row
+    reason = _stop_reason(state, bool(stop_requested))
+    ack = ReportAck(reason is not None, reason, expires)
+    return ack, cleaned if reason is None and judged_by(pruner) else []
+
+
+def judged_by(pruner: dict[str, Any] | None) -> bool:
+    """Whether a study's ``pruner`` (its spec's entry) judges reported steps."""
+    if not pruner:
+        return False
+    return pruner.get("kind") != "none"
+
+
+def judge(session: Session, trial: Trial, steps: Steps, prune: Any) -> str | None:
+    """Why the pruner stops ``trial`` at one of ``steps`` (judged in order: the first it
+    stops ends the judging), or None. ``prune(session, trial, step, metrics)``."""
+    for step, metrics in sorted(steps, key=lambda s: s[0]):
+        reason: str | None = prune(session, trial, step, metrics)
+        if reason is not None:
+            return reason
+    return None
 
 
 def store_steps(
@@ -161,16 +211,17 @@ def store_steps(
     if not steps:
         return
     connection = session.connection()
-    unique = {step: metrics for step, metrics in steps}
     connection.execute(
         sql.upsert_steps(connection.dialect.name),
-        {
-            "trial_id": trial_id,
-            "attempt": attempt,
-            "now": utcnow(),
-            "steps": json.dumps([{"step": k, "metrics": m} for k, m in unique.items()]),
-        },
+        {"trial_id": trial_id, "attempt": attempt, "now": utcnow(), "steps": _steps_json(steps)},
     )
+
+
+def _steps_json(steps: Steps) -> str:
+    """Steps as the upserts read them: one entry per step (one statement may not upsert a
+    row twice), the later of a step sent twice in one batch."""
+    unique = {step: metrics for step, metrics in steps}
+    return json.dumps([{"step": k, "metrics": m} for k, m in unique.items()])
 
 
 def lock_study_then_trial(session: Session, trial_id: int) -> tuple[Study, Trial]:
@@ -201,7 +252,7 @@ def fail(session: Session, trial_id: int, worker_id: str, attempt: int, error: s
 
 def release(session: Session, trial_id: int, worker_id: str, attempt: int, why: str) -> Trial:
     """A worker hands a trial back unfinished (SIGTERM): it returns to the queue at once."""
-    trial = _held(session, trial_id, worker_id, attempt)
+    trial = held(session, trial_id, worker_id, attempt)
     trial.state = "queued"
     trial.lease_expires_at = None
     record_event(session, trial, "released", why)

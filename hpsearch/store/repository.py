@@ -391,6 +391,14 @@ class Store:
             return s.scalars(query.limit(1)).first() is not None
 
     def heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> queue.ReportAck:
+        if self.db.is_postgres:
+            with self.db.autocommit() as connection:
+                done = queue.report_at_once(
+                    connection, trial_id, worker_id, attempt, (), self.lease
+                )
+            if done is not None:
+                return done[0]
+        # Elsewhere, or to say why the lease is not held.
         with self.db.write() as s:
             return queue.heartbeat(s, trial_id, worker_id, attempt, self.lease)
 
@@ -404,8 +412,23 @@ class Store:
         earlier: queue.Steps = (),
     ) -> queue.ReportAck:
         """One step's metrics, after the ``earlier`` steps the worker held back, if any."""
+        steps = [*earlier, (step, metrics)]
+        if self.db.is_postgres:
+            with self.db.autocommit() as connection:
+                done = queue.report_at_once(
+                    connection, trial_id, worker_id, attempt, steps, self.lease
+                )
+            if done is not None:
+                ack, to_judge = done
+                if not to_judge:
+                    return ack
+                with self.db.write() as s:
+                    # Locked and checked again: the lease may have been lost since.
+                    trial = queue.held(s, trial_id, worker_id, attempt)
+                    reason = queue.judge(s, trial, to_judge, prune_decision)
+                return queue.ReportAck(reason is not None, reason, ack.lease_expires_at)
+        # Elsewhere, or to say why the lease is not held.
         with self.db.write() as s:
-            steps = [*earlier, (step, metrics)]
             return queue.report(
                 s, trial_id, worker_id, attempt, steps, self.lease, prune=prune_decision
             )

@@ -73,6 +73,45 @@ EXTEND_LEASE_TO_STEP = EXTEND_LEASE.values(
     )
 )
 
+# The steps (JSON text, one entry per step) of the trial a statement's CTE ``t`` returns,
+# upserted: a clause of the one-statement report and completion on PostgreSQL.
+UPSERT_STEPS_OF_T_PG = """\
+  INSERT INTO trial_intermediates (trial_id, step, attempt, metrics, created_at)
+  SELECT t.id, x.step, :attempt, x.metrics, :now
+  FROM t, json_to_recordset(CAST(:steps AS json)) AS x(step integer, metrics json)
+  ON CONFLICT (trial_id, step) DO UPDATE
+  SET metrics = excluded.metrics, attempt = excluded.attempt
+"""
+
+# A report or a heartbeat on PostgreSQL, in one statement run outside a transaction block
+# (as the completion and the claim are): the holder's lease checked and extended (with
+# ``last_step`` moved to ``step``, when one is given), the steps upserted, and what the reply
+# says of the study. No row: the worker does not hold the lease. Parameters: trial_id,
+# worker_id, attempt, now, expires, step (or None), steps (JSON text, one entry per step).
+REPORT_AT_ONCE_PG = (
+    sql_text(
+        f"""
+WITH t AS (
+  UPDATE trials SET lease_expires_at = :expires,
+    last_step = CASE WHEN COALESCE(last_step, 0) < :step THEN :step ELSE last_step END
+  WHERE id = :trial_id AND worker_id = :worker_id AND attempt = :attempt
+    AND state = 'running' AND lease_expires_at >= :now
+  RETURNING id, study_id, stop_requested
+), s AS (
+{UPSERT_STEPS_OF_T_PG})
+SELECT t.stop_requested, studies.state, studies.spec -> 'pruner' AS pruner
+FROM t JOIN studies ON studies.id = t.study_id
+"""
+    )
+    .bindparams(
+        bindparam("step", type_=Integer()),
+        bindparam("now", type_=DateTime()),
+        bindparam("expires", type_=DateTime()),
+        bindparam("steps", type_=Text()),
+    )
+    .columns(*result_columns("stop_requested", "state", "pruner"))
+)
+
 # Parameters: study_id.
 STUDY_STATE_AND_PRUNER = select(STUDIES.c.state, STUDIES.c.spec["pruner"]).where(
     STUDIES.c.id == bindparam("b_study_id")

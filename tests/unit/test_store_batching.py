@@ -3,12 +3,15 @@ steps carried by a completion, trials sampled ahead, the claim made with a compl
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import func, select
+from typing import Any
 
+import pytest
+from sqlalchemy import event, func, select, update
+
+from hpsearch.errors import LeaseLost
 from hpsearch.samplers import make_sampler
 from hpsearch.spec import parse_spec
-from hpsearch.store import Store
+from hpsearch.store import Database, Store
 from hpsearch.store.claims import AHEAD
 from hpsearch.store.models import Trial
 from hpsearch.store.throttle import Recent, Throttle
@@ -94,6 +97,88 @@ def test_held_back_steps_are_judged_in_order_and_judging_stops_at_the_first_prun
     prunes = [e for e in store.trial(late.trial_id).events if e.kind == "prune"]
     assert len(prunes) == 1  # judged at step 1 and not again at step 2
     assert _curve(store, late.trial_id) == {1: 0.1, 2: 0.9}  # every step is kept
+
+
+def test_a_report_and_a_heartbeat_are_one_statement_on_postgresql(store: Store) -> None:
+    # Like the completion and the claim, a report (the lease checked and extended, the steps
+    # stored, the study's state read) is one statement outside a transaction block on
+    # PostgreSQL, and so is a heartbeat; SQLite runs them as a transaction of plain
+    # statements (its BEGIN is one).
+    study = store.create_study(digits_spec())
+    c = store.claim("w", study_id=study.id)
+    assert c is not None
+    before = store.trial(c.trial_id).trial.lease_expires_at
+    assert before is not None
+    with statements_run(store) as statements:
+        ack = store.report(c.trial_id, "w", c.attempt, 2, {"dev_accuracy": 0.2}, [(1, {})])
+    assert len(statements) == (1 if store.db.is_postgres else 4), statements
+    assert not ack.should_stop and ack.lease_expires_at > before
+    trial = store.trial(c.trial_id).trial
+    assert trial.last_step == 2 and trial.lease_expires_at == ack.lease_expires_at
+    assert {p.step: p.metrics for p in store.trial(c.trial_id).intermediates} == {
+        1: {},
+        2: {"dev_accuracy": 0.2},
+    }
+
+    store.stop_trial(c.trial_id)
+    with statements_run(store) as statements:
+        beat = store.heartbeat(c.trial_id, "w", c.attempt)
+    assert len(statements) == (1 if store.db.is_postgres else 3), statements
+    assert beat.should_stop and beat.reason == "stop requested"
+    assert store.trial(c.trial_id).trial.last_step == 2  # a heartbeat moves no step
+    store.set_study_state(study.id, "stop")
+    late = store.report(c.trial_id, "w", c.attempt, 3, {"dev_accuracy": 0.3})
+    assert late.should_stop and late.reason == "study stopped"
+
+    # Another worker's report is refused and stores nothing.
+    with pytest.raises(LeaseLost):
+        store.report(c.trial_id, "impostor", c.attempt, 4, {"dev_accuracy": 0.4})
+    with pytest.raises(LeaseLost):
+        store.heartbeat(c.trial_id, "w", c.attempt + 1)
+    assert 4 not in {p.step for p in store.trial(c.trial_id).intermediates}
+
+
+@pytest.mark.postgres
+def test_a_lease_lost_before_the_pruner_judges_a_report_refuses_it(postgres_url: str) -> None:
+    # On PostgreSQL the pruner judges a report after its one statement has committed, in a
+    # transaction that locks the trial and checks the lease again: a trial lost in between
+    # (here: its lease ran out and another server process put it back in the queue) is
+    # neither judged nor marked pruned, and its worker is told so (409), its steps kept.
+    store = Store(Database(postgres_url), lease_seconds=60)
+    study = store.create_study(
+        digits_spec(
+            pruner={"kind": "asha", "min_resource": 1, "reduction_factor": 2},
+            task={"trainer": "mlp_classifier", "epochs": 4},
+        )
+    )
+    c = store.claim("w", study_id=study.id)
+    assert c is not None
+    requeue = (
+        update(Trial)
+        .where(Trial.id == c.trial_id)
+        .values(state="queued", worker_id=None, lease_expires_at=None)
+    )
+
+    lost: list[str] = []
+
+    def lose_the_lease(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not lost and "FOR UPDATE" in statement and "FROM trials" in statement:
+            lost.append(statement)
+            with store.db.autocommit() as other:
+                other.execute(requeue)
+
+    event.listen(store.db.engine, "before_cursor_execute", lose_the_lease)
+    try:
+        with pytest.raises(LeaseLost, match="no longer leased to w"):
+            store.report(c.trial_id, "w", c.attempt, 1, {"dev_accuracy": 0.1})
+    finally:
+        event.remove(store.db.engine, "before_cursor_execute", lose_the_lease)
+    assert lost  # the lease was lost where the test meant it to be
+    detail = store.trial(c.trial_id)
+    assert detail.trial.state == "queued"
+    assert [e.kind for e in detail.events] == ["claimed"]
+    assert _curve(store, c.trial_id) == {1: 0.1}
+    store.db.dispose()
 
 
 def test_a_history_free_sampler_samples_ahead_exactly_what_it_would_one_by_one(

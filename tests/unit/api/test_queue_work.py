@@ -36,4 +36,4 @@ def test_sqlite_runs_queue_work_on_the_event_loop_unless_given_threads(tmp_path:
 
 @pytest.mark.postgres
 def test_postgres_runs_queue_work_on_threads(postgres_url: str) -> None:
-    assert _threads(Settings(database_url=postgres_url)) == 4
+    assert _threads(Settings(database_url=postgres_url)) == 2
