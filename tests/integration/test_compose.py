@@ -50,6 +50,8 @@ def test_compose_names_existing_dockerfiles_and_the_extras_they_need() -> None:
 def test_every_hpsearch_command_parses(service: str) -> None:
     for part in command_of(service).split("&&"):
         argv = shlex.split(part)
+        if argv[0] == "exec":  # the shell's last command takes its place (and its signals)
+            argv = argv[1:]
         assert argv[0] == "hpsearch", part
         args = _parser().parse_args(argv[1:])
         assert hasattr(args, "run"), part
@@ -117,6 +119,12 @@ def test_the_compose_commands_start_the_stack_without_docker(
             return bool(s["state"] == "completed")
 
         wait_for(done, 180, "the study to complete", interval=0.5)
+        # `docker compose stop` sends SIGTERM to the service's command, the shell: the server
+        # it started must stop with it, not live on unsupervised.
+        procs[0].terminate()
+        procs[0].wait(timeout=30)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{url}/api/v1/health", timeout=2)
     finally:
         for p in reversed(procs):
             p.terminate()
