@@ -390,15 +390,20 @@ class Store:
                 query = query.where(Study.id == study_id)
             return s.scalars(query.limit(1)).first() is not None
 
+    def _report_at_once(
+        self, trial_id: int, worker_id: str, attempt: int, steps: queue.Steps
+    ) -> tuple[queue.ReportAck, queue.Steps] | None:
+        """A report or heartbeat as one statement on PostgreSQL (:func:`queue.report_at_once`);
+        None elsewhere, or when the lease is not held: the transaction then says why."""
+        if not self.db.is_postgres:
+            return None
+        with self.db.autocommit() as connection:
+            return queue.report_at_once(connection, trial_id, worker_id, attempt, steps, self.lease)
+
     def heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> queue.ReportAck:
-        if self.db.is_postgres:
-            with self.db.autocommit() as connection:
-                done = queue.report_at_once(
-                    connection, trial_id, worker_id, attempt, (), self.lease
-                )
-            if done is not None:
-                return done[0]
-        # Elsewhere, or to say why the lease is not held.
+        done = self._report_at_once(trial_id, worker_id, attempt, ())
+        if done is not None:
+            return done[0]
         with self.db.write() as s:
             return queue.heartbeat(s, trial_id, worker_id, attempt, self.lease)
 
@@ -413,21 +418,16 @@ class Store:
     ) -> queue.ReportAck:
         """One step's metrics, after the ``earlier`` steps the worker held back, if any."""
         steps = [*earlier, (step, metrics)]
-        if self.db.is_postgres:
-            with self.db.autocommit() as connection:
-                done = queue.report_at_once(
-                    connection, trial_id, worker_id, attempt, steps, self.lease
-                )
-            if done is not None:
-                ack, to_judge = done
-                if not to_judge:
-                    return ack
-                with self.db.write() as s:
-                    # Locked and checked again: the lease may have been lost since.
-                    trial = queue.held(s, trial_id, worker_id, attempt)
-                    reason = queue.judge(s, trial, to_judge, prune_decision)
-                return queue.ReportAck(reason is not None, reason, ack.lease_expires_at)
-        # Elsewhere, or to say why the lease is not held.
+        done = self._report_at_once(trial_id, worker_id, attempt, steps)
+        if done is not None:
+            ack, to_judge = done
+            if not to_judge:
+                return ack
+            with self.db.write() as s:
+                # Locked and checked again: the lease may have been lost since.
+                trial = queue.held(s, trial_id, worker_id, attempt)
+                reason = queue.judge(s, trial, to_judge, prune_decision)
+            return queue.ReportAck(reason is not None, reason, ack.lease_expires_at)
         with self.db.write() as s:
             return queue.report(
                 s, trial_id, worker_id, attempt, steps, self.lease, prune=prune_decision
