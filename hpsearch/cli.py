@@ -214,8 +214,7 @@ def _server(args: argparse.Namespace) -> int:
         print(refusal, file=sys.stderr)
         return 2
     if args.workers > 1:
-        _serve_processes(settings, args.workers)
-        return 0
+        return _serve_processes(settings, args.workers)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -310,12 +309,11 @@ def _token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_processes(settings: Settings, processes: int) -> None:
+def _serve_processes(settings: Settings, processes: int) -> int:
     """Several uvicorn processes on one port; each builds its app from the environment."""
-    import socket
-
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
+
+    from api.processes import serve
 
     for key in ("host", "port", "database_url"):
         os.environ[f"HPSEARCH_{key.upper()}"] = str(getattr(settings, key))
@@ -324,15 +322,10 @@ def _serve_processes(settings: Settings, processes: int) -> None:
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=processes,
         log_level="warning",
         access_log=False,
     )
-    bound = config.bind_socket()
-    # uvicorn binds this listener with proto 0, so asyncio skips TCP_NODELAY on accepted
-    # connections and each keep-alive request waits ~40 ms for a delayed ACK (uvicorn#3149).
-    listener = socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, bound.detach())
-    Multiprocess(config, sockets=[listener]).run()
+    return serve(config, processes)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
