@@ -23,6 +23,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+POOL_SIZE = 10
+# autocommit()'s connections kept out of the pool at most: the queue's threads
+# (Settings.queue_threads, 2 by default) and some to spare, while sessions keep the rest.
+KEEP_AUTOCOMMIT = POOL_SIZE // 2
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -36,7 +40,7 @@ def make_engine(url: str, echo: bool = False) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, echo=echo, pool_size=10, max_overflow=20)
+    return create_engine(url, echo=echo, pool_size=POOL_SIZE, max_overflow=20)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -75,6 +79,8 @@ class Database:
         )
         # The session of this thread's one_transaction(), while one is open.
         self._joined = threading.local()
+        # autocommit()'s connections between uses. A list's append and pop are atomic.
+        self._idle_autocommit: list[Connection] = []
 
     @property
     def is_postgres(self) -> bool:
@@ -120,11 +126,39 @@ class Database:
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:
         """A connection on which each statement is its own transaction: for a write that is
-        one statement, which then holds its row locks for no round trip longer."""
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        one statement, which then holds its row locks for no round trip longer.
+
+        Kept between uses rather than returned to the engine's pool: the pool's check-out
+        and check-in, with the isolation level set and reset, cost about a tenth of a batched
+        trial's server CPU (``bench/queue_cpu.py``). Up to ``KEEP_AUTOCOMMIT`` are kept; more
+        in use at once go back to the pool. One that fails goes back too, not kept in whatever
+        state it was left; one whose connection was lost closes those kept, likely lost alike."""
+        try:
+            conn = self._idle_autocommit.pop()
+        except IndexError:
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
             yield conn
+        except BaseException:
+            lost = conn.invalidated
+            conn.close()
+            if lost:
+                self._close_idle_autocommit()
+            raise
+        if len(self._idle_autocommit) < KEEP_AUTOCOMMIT:
+            self._idle_autocommit.append(conn)
+        else:
+            conn.close()
+
+    def _close_idle_autocommit(self) -> None:
+        while self._idle_autocommit:
+            try:
+                self._idle_autocommit.pop().close()
+            except IndexError:  # another thread took the last one
+                break
 
     def dispose(self) -> None:
+        self._close_idle_autocommit()
         self.engine.dispose()
 
 
