@@ -20,7 +20,7 @@ from hpsearch.space import SpaceError
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Trial
 from hpsearch.store.queue import lock_study_then_trial
-from hpsearch.store.studies import add_to_budget, spec_of
+from hpsearch.store.studies import add_to_budget, queue_ahead_of_sampler, spec_of
 
 
 def fork(
@@ -62,7 +62,7 @@ def fork(
     now = utcnow()
     trial = Trial(
         study_id=study.id,
-        number=study.next_number,
+        number=queue_ahead_of_sampler(session, study),
         params=params,
         state="queued",
         source="fork",
@@ -73,7 +73,6 @@ def fork(
         parent_trial_id=parent.id,
         checkpoint_step=checkpoint_step,
     )
-    study.next_number += 1
     # Like an enqueued guess, a fork adds to the budget rather than displacing a trial.
     add_to_budget(study, 1)
     if study.state == "completed":

@@ -47,6 +47,7 @@ from hpsearch.store.studies import (
     finish_if_done,
     get_study,
     get_trial,
+    queue_ahead_of_sampler,
     spec_of,
     study_row,
     trials_page,
@@ -165,7 +166,7 @@ class Store:
             s.execute(delete(Study).where(Study.id == study_id))
 
     def enqueue(self, study_id: int, params: Mapping[str, Any]) -> Trial:
-        """Queues a user's configuration ahead of the sampler's next proposal."""
+        """Queues a user's configuration ahead of the sampler's trials, sampled or not."""
         with self.db.write() as s:
             study = get_study(s, study_id, lock=True)
             if study.state in ("stopped", "completed"):
@@ -176,7 +177,7 @@ class Store:
                 raise InvalidInput("params", str(e)) from None
             trial = Trial(
                 study_id=study_id,
-                number=study.next_number,
+                number=queue_ahead_of_sampler(s, study),
                 params=clean,
                 state="queued",
                 source="user",
@@ -185,7 +186,6 @@ class Store:
                 metrics={},
                 created_at=utcnow(),
             )
-            study.next_number += 1
             # An enqueued guess adds to the budget rather than displacing a sampled trial.
             add_to_budget(study, 1)
             s.add(trial)

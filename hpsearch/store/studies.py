@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, not_, select, true, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, not_, select, true, update
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import NotFound
@@ -217,18 +217,48 @@ def time_is_up(time_limit_s: float | None, created_at: datetime, now: datetime) 
     return time_limit_s is not None and (now - created_at).total_seconds() >= time_limit_s
 
 
-def drop_sampled_ahead(session: Session, study_id: int) -> None:
-    """Deletes the trials a claim sampled ahead (claims.AHEAD) that never ran, when their
-    study ends: they were never part of it, and must not count as failures. Their numbers
-    stay unused."""
-    session.execute(
-        delete(Trial).where(
-            Trial.study_id == study_id,
-            Trial.state == "queued",
-            Trial.source == "sampler",
-            Trial.attempt == 0,
-        )
+def _sampled_ahead(study_id: int) -> tuple[ColumnElement[bool], ...]:
+    """The trials of a study that a claim sampled ahead (claims.AHEAD) and nobody ran."""
+    return (
+        Trial.study_id == study_id,
+        Trial.state == "queued",
+        Trial.source == "sampler",
+        Trial.attempt == 0,
     )
+
+
+def drop_sampled_ahead(session: Session, study_id: int) -> None:
+    """Deletes the trials sampled ahead that never ran, when their study ends: they were
+    never part of it, and must not count as failures. Their numbers stay unused."""
+    session.execute(delete(Trial).where(*_sampled_ahead(study_id)))
+
+
+def queue_ahead_of_sampler(session: Session, study: Study) -> int:
+    """The number for a trial a user adds (an enqueued guess, a fork), which must run before
+    the sampler's trials: the trials sampled ahead at the end of the queue are taken back and
+    the study's next number rewound over them, so the user's trial is next in the queue
+    (after any re-queued ones) and the numbers after it are sampled again.
+
+    The study must be locked. Only a run of numbers at the end is taken back: a number left
+    unused inside a study would keep its ``max_trials`` from ever being reached. So the
+    trials sampled ahead are locked first (a claim then skips them); one a claim took
+    meanwhile is running, and the numbers below it stay queued."""
+    ahead = dict(
+        session.execute(
+            select(Trial.id, Trial.number).where(*_sampled_ahead(study.id)).with_for_update()
+        ).all()
+    )
+    kept = select(func.max(Trial.number)).where(Trial.study_id == study.id)
+    if ahead:
+        kept = kept.where(Trial.id.not_in(list(ahead)))
+    last = session.scalar(kept)
+    tail = [i for i, number in ahead.items() if last is None or number > last]
+    if tail:
+        session.execute(delete(Trial).where(Trial.id.in_(tail)))
+        study.next_number = 0 if last is None else last + 1
+    number = study.next_number
+    study.next_number += 1
+    return number
 
 
 def _request_stop_running(session: Session, study_id: int) -> None:

@@ -225,6 +225,38 @@ def test_trials_sampled_ahead_are_dropped_unrun_when_the_study_ends(store: Store
     assert store.get_study(enqueued.id).counts.queued == 1
 
 
+def test_a_users_guess_and_a_fork_run_before_the_trials_sampled_ahead(store: Store) -> None:
+    # Between probes, as a busy server claims: PostgreSQL takes queued trials in one statement.
+    quick = Store(store.db, lease_seconds=60, probe_seconds=3600)
+    spec = digits_spec(budget={"max_trials": 100, "parallelism": 100})
+    study = quick.create_study(spec)
+    first = quick.claim("w1", study_id=study.id)
+    assert first is not None and quick.get_study(study.id).counts.queued == AHEAD - 1
+    guess = {"lr": 0.01, "beta": 0.99, "hidden_units": 64, "layers": 2, "batch_size": 64}
+    enqueued = quick.enqueue(study.id, guess)
+    # The trials sampled ahead were taken back and the numbers they held given out again.
+    assert enqueued.number == 1 and quick.get_study(study.id).counts.queued == 1
+    claimed = quick.claim("w2", study_id=study.id)
+    assert claimed is not None and (claimed.trial_id, claimed.params) == (enqueued.id, guess)
+    one_by_one = make_sampler(parse_spec(spec))
+    sampled = quick.claim("w3", study_id=study.id)  # samples ahead again, after the guess
+    assert sampled is not None and sampled.number == 2
+    assert sampled.params == one_by_one.propose(2, [], [])
+    assert quick.get_study(study.id).counts.queued == AHEAD - 1
+
+    quick.record_checkpoint(first.trial_id, "w1", first.attempt, 3, lambda fresh: None)
+    fork = quick.fork_trial(first.trial_id, {"lr": 0.001}, 3, lambda trial: None)
+    assert fork.number == 3 and quick.get_study(study.id).counts.queued == 1
+    forked = quick.claim("w4", study_id=study.id)
+    assert forked is not None and forked.trial_id == fork.id
+    after = [quick.claim(f"w{i}", study_id=study.id) for i in range(5, 8)]
+    assert [c.number for c in after if c is not None] == [4, 5, 6]
+    assert all(c.params == one_by_one.propose(c.number, [], []) for c in after if c)
+    # Nothing was lost on the way: every number once, the guess and the fork among them.
+    numbers = sorted(t.number for t in quick.trials(study.id, limit=200))
+    assert numbers == list(range(len(numbers)))
+
+
 def test_the_claim_made_with_a_completion_is_found_again_for_its_worker(store: Store) -> None:
     store.create_study(digits_spec(budget={"max_trials": 5, "parallelism": 1}))
     first = store.claim("w")

@@ -129,5 +129,34 @@ def test_a_claim_takes_nothing_from_a_study_paused_after_it_read_the_running_one
     assert resumed is not None and resumed.trial_id == queued.id
 
 
+def test_a_guess_takes_back_only_the_trials_sampled_ahead_above_one_claimed_meanwhile(
+    store: Store, other_thread: Callable[..., Future[Any]]
+) -> None:
+    """A claim holds a trial sampled ahead (number 3, its neighbours 1 and 2 taken by other
+    claims at that moment) while a user enqueues a guess. The guess must not leave numbers
+    unused below a claimed one: those would keep ``max_trials`` from ever being reached."""
+    study = store.create_study(digits_spec(budget={"max_trials": 100, "parallelism": 100}))
+    first = store.claim("w1", study_id=study.id)  # 0 runs, 1 to AHEAD - 1 are queued
+    assert first is not None and first.number == 0
+    guess = {"lr": 0.01, "beta": 0.99, "hidden_units": 64, "layers": 2, "batch_size": 64}
+    with store.db.write() as s:
+        s.execute(
+            text(
+                "UPDATE trials SET state = 'running', attempt = 1, worker_id = 'w2' "
+                "WHERE study_id = :study AND number = 3"
+            ),
+            {"study": study.id},
+        )
+        enqueued = other_thread(store.enqueue, study.id, guess)
+        wait_for(_waits_for_a_lock(store), 30, "the guess to wait for the claimed trial")
+    assert enqueued.result(timeout=30).number == 4
+    queued = store.trials(study.id, states=["queued"])
+    assert [t.number for t in queued] == [1, 2, 4]
+    later = [store.claim(f"w{i}", study_id=study.id) for i in range(3, 7)]
+    assert [c.number for c in later if c is not None] == [1, 2, 4, 5]
+    numbers = sorted(t.number for t in store.trials(study.id, limit=100))
+    assert numbers == list(range(len(numbers)))
+
+
 def _running(s: Session, study_id: int) -> list[StudyKey]:
     return claims.running_studies(s.connection(), study_id)
