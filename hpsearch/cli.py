@@ -422,7 +422,8 @@ def _trainers(args: argparse.Namespace) -> int:
     from hpsearch import tasks
 
     for trainer in tasks.TRAINERS:
-        print(f"### `{trainer}`\n\n{tasks.markdown_table(trainer)}\n")
+        table = tasks.markdown_table(trainer)
+        print(f"### `{trainer}`\n\n{table}\n\n{tasks.metrics_line(trainer)}\n")
     return 0
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import math
 import re
+import typing
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from hpsearch import tasks
 from hpsearch.objective import Constraint, ConstraintOp, Direction, Objective
@@ -256,13 +258,19 @@ class TaskSpec(_Strict):
     # Save a checkpoint (to the server) every this many epochs, and after the last or a stop;
     # a re-queued trial resumes from it. 0: never (a lost trial restarts from scratch).
     checkpoint_every: int = Field(default=1, ge=0, le=100_000)
+    # The metrics a custom trainer reports: declared, they are checked against the objective,
+    # constraints and pruner at submit, as a built-in trainer's are (see tasks.METRICS).
+    metrics: list[Annotated[str, Field(pattern=_NAME.pattern)]] | None = Field(
+        default=None, max_length=200
+    )
 
     @field_validator("trainer")
     @classmethod
     def _known_trainer(cls, v: str) -> str:
         if v not in tasks.TRAINERS and v != tasks.CUSTOM:
+            hint = tasks.did_you_mean(v, [*tasks.TRAINERS, tasks.CUSTOM])
             raise ValueError(
-                f"unknown trainer {v!r}; built-in trainers: {sorted(tasks.TRAINERS)}, "
+                f"unknown trainer {v!r}{hint}; built-in trainers: {sorted(tasks.TRAINERS)}, "
                 f"or {tasks.CUSTOM!r} with an entry_point"
             )
         return v
@@ -278,7 +286,8 @@ class TaskSpec(_Strict):
     @classmethod
     def _known_dataset(cls, v: str) -> str:
         if v not in tasks.DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; known: {list(tasks.DATASETS)}")
+            hint = tasks.did_you_mean(v, tasks.DATASETS)
+            raise ValueError(f"unknown dataset {v!r}{hint}; known: {list(tasks.DATASETS)}")
         return v
 
 
@@ -321,6 +330,25 @@ PrunerSpec = Annotated[
 ]
 
 
+class RequiresSpec(_Strict):
+    """What a worker needs to be given the study's trials (see :func:`hpsearch.tasks.unmet`):
+    a device kind, at least ``gpus`` GPUs, and every one of ``labels`` among its ``--label``s.
+    A latency constraint is then measured on that device."""
+
+    device: Literal["cpu", "cuda"] | None = None
+    gpus: int = Field(default=0, ge=0, le=64)
+    labels: dict[
+        Annotated[str, Field(pattern=_NAME.pattern)], Annotated[str, Field(max_length=200)]
+    ] = Field(default_factory=dict, max_length=20)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_need_cuda(cls, v: int, info: Any) -> int:
+        if v and info.data.get("device") == "cpu":
+            raise ValueError("device cpu has no GPUs: use device cuda, or gpus 0")
+        return v
+
+
 class StudySpec(_Strict):
     name: str = Field(pattern=_NAME.pattern)
     objective: ObjectiveSpec
@@ -330,6 +358,7 @@ class StudySpec(_Strict):
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     pruner: PrunerSpec = Field(default_factory=lambda: NoPrunerSpec(kind="none"))
     task: TaskSpec
+    requires: RequiresSpec = Field(default_factory=RequiresSpec)
     reference_error: float | None = Field(default=None, ge=0, le=1)
     description: str = Field(default="", max_length=10_000)
     # Evaluate the best feasible trial on the test set once the study completes (otherwise
@@ -363,11 +392,68 @@ def parse_spec(data: Any) -> StudySpec:
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(_field_errors(e)) from None
+        # Every error at once: the parts that did validate are still checked against the
+        # trainer, so a user fixes one round of errors, not one round per layer of checks.
+        raise SpecError(_field_errors(e) + _catalogue_errors(_Parts.of_data(data))) from None
     errors = _cross_field_errors(spec)
     if errors:
         raise SpecError(errors)
     return spec
+
+
+_PARAM: TypeAdapter[Any] = TypeAdapter(ParamSpec)
+_PRUNER: TypeAdapter[Any] = TypeAdapter(PrunerSpec)
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The sections of a spec that the trainer's catalogue checks, each one that validated
+    on its own (a spec with errors elsewhere is still checked here)."""
+
+    task: TaskSpec | None
+    space: dict[str, Any]
+    objective: ObjectiveSpec | None
+    constraints: list[tuple[int, ConstraintSpec]]
+    pruner: Any
+
+    @classmethod
+    def of_spec(cls, spec: StudySpec) -> _Parts:
+        constraints = list(enumerate(spec.constraints))
+        return cls(spec.task, dict(spec.space), spec.objective, constraints, spec.pruner)
+
+    @classmethod
+    def of_data(cls, data: Mapping[str, Any]) -> _Parts:
+        space = data.get("space")
+        constraints = data.get("constraints")
+        return cls(
+            task=_valid_or_none(TaskSpec.model_validate, data.get("task")),
+            space={
+                name: p
+                for name, raw in (space.items() if isinstance(space, dict) else [])
+                if (p := _valid_or_none(_PARAM.validate_python, raw)) is not None
+            },
+            objective=_valid_or_none(ObjectiveSpec.model_validate, data.get("objective")),
+            constraints=[
+                (i, c)
+                for i, raw in enumerate(constraints if isinstance(constraints, list) else [])
+                if (c := _valid_or_none(ConstraintSpec.model_validate, raw)) is not None
+            ],
+            pruner=_valid_or_none(_PRUNER.validate_python, data.get("pruner", {"kind": "none"})),
+        )
+
+
+def _valid_or_none(validate: Any, raw: Any) -> Any:
+    try:
+        return validate(raw)
+    except ValidationError:
+        return None
+
+
+def _catalogue_errors(parts: _Parts) -> list[FieldError]:
+    """What the trainer knows: its hyperparameters' names and values, and its metrics."""
+    if parts.task is None:
+        return []
+    return _trainer_errors(parts) + _metric_errors(parts)
 
 
 def _cross_field_errors(spec: StudySpec) -> list[FieldError]:
@@ -378,7 +464,7 @@ def _cross_field_errors(spec: StudySpec) -> list[FieldError]:
             p.build(name)
         except SpaceError as e:
             errors.append(FieldError(("space", name), str(e).removeprefix(f"{name}: ")))
-    errors.extend(_trainer_errors(spec))
+    errors.extend(_catalogue_errors(_Parts.of_spec(spec)))
     errors.extend(_test_set_errors(spec))
     errors.extend(_pruner_errors(spec))
     overlap = sorted(set(spec.space) & set(spec.task.fixed))
@@ -412,9 +498,11 @@ def _shuffled_grid_errors(sampler: GridSamplerSpec, space: Space) -> list[FieldE
     ]
 
 
-def _trainer_errors(spec: StudySpec) -> list[FieldError]:
-    """A built-in trainer knows its hyperparameters; a custom one needs its entry point."""
-    task = spec.task
+def _trainer_errors(parts: _Parts) -> list[FieldError]:
+    """A built-in trainer knows its hyperparameters and their values; a custom one needs its
+    entry point."""
+    task = parts.task
+    assert task is not None
     if task.trainer == tasks.CUSTOM:
         if task.entry_point is None:
             return [FieldError(("task", "entry_point"), "trainer custom needs 'module:function'")]
@@ -422,13 +510,79 @@ def _trainer_errors(spec: StudySpec) -> list[FieldError]:
     if task.entry_point is not None:
         return [FieldError(("task", "entry_point"), "only trainer custom runs an entry_point")]
     known = tasks.known_hyperparameters(task.trainer)
-    named = [(("space", n), n) for n in spec.space] + [
-        (("task", "fixed", n), n) for n in task.fixed
+    errors = []
+    named: list[tuple[tuple[str | int, ...], str, Any]] = [
+        (("space", n), n, p) for n, p in parts.space.items()
     ]
+    named += [(("task", "fixed", n), n, v) for n, v in task.fixed.items()]
+    for loc, name, given in named:
+        h = tasks.hyperparameter(task.trainer, name)
+        if h is None:
+            hint = tasks.did_you_mean(name, known)
+            errors.append(
+                FieldError(
+                    loc,
+                    f"trainer {task.trainer} has no hyperparameter {name!r}{hint}; known: {known}",
+                )
+            )
+        else:
+            errors.extend(_value_errors(loc, h, given))
+    return errors
+
+
+def _value_errors(
+    loc: tuple[str | int, ...], h: tasks.Hyperparameter, given: Any
+) -> list[FieldError]:
+    """Each value a searched or fixed hyperparameter can take, against what its trainer
+    accepts: a categorical's choices, a range's bounds, a fixed value."""
+    if isinstance(given, CategoricalParamSpec):
+        values: list[tuple[tuple[str | int, ...], Any]] = [
+            ((*loc, "choices", i), c) for i, c in enumerate(given.choices)
+        ]
+    elif isinstance(given, FloatParamSpec | IntParamSpec):
+        if h.kind in ("str", "bool"):
+            kind = "a choice" if h.kind == "str" else "a flag"
+            return [FieldError((*loc, "type"), f"{h.name} is {kind}: use type categorical")]
+        if h.kind == "int" and isinstance(given, FloatParamSpec):
+            return [FieldError((*loc, "type"), f"{h.name} is an integer: use type int")]
+        values = [((*loc, "low"), given.low), ((*loc, "high"), given.high)]
+    else:
+        values = [(loc, given)]
+    errors = []
+    for where, value in values:
+        problem = tasks.value_problem(h, value)
+        if problem is not None:
+            errors.append(FieldError(where, f"{h.name} {problem}"))
+    return errors
+
+
+def _metric_errors(parts: _Parts) -> list[FieldError]:
+    """The objective, constraints and pruner name metrics the trainer reports (a built-in
+    one's catalogue, or a custom one's ``task.metrics``); a typo is caught here, not after a
+    whole budget of trials that could never count."""
+    assert parts.task is not None
+    reported = tasks.reported_metrics(parts.task.model_dump())
+    if reported is None:
+        return []
+    named: list[tuple[tuple[str | int, ...], str, tuple[str, ...]]] = []
+    if parts.objective is not None:
+        named.append((("objective", "metric"), parts.objective.metric, reported))
+    named += [(("constraints", i, "metric"), c.metric, reported) for i, c in parts.constraints]
+    pruner = parts.pruner
+    if pruner is not None and not isinstance(pruner, NoPrunerSpec) and pruner.metric is not None:
+        per_step = reported if parts.task.metrics is not None else reported + tasks.STEP_METRICS
+        named.append((("pruner", "metric"), pruner.metric, per_step))
+    declared = parts.task.metrics is not None
+    source = "task.metrics" if declared else f"trainer {parts.task.trainer}"
+    listed = "" if declared else " (`hpsearch trainers` lists them)"
     return [
-        FieldError(loc, f"trainer {task.trainer} has no hyperparameter {name!r}; known: {known}")
-        for loc, name in named
-        if name not in known
+        FieldError(
+            loc,
+            f"{metric!r} is not reported by {source}{tasks.did_you_mean(metric, known)}; "
+            f"it reports: {', '.join(known)}{listed}",
+        )
+        for loc, metric, known in named
+        if metric not in known and not metric.startswith("test_")  # see _test_set_errors
     ]
 
 
@@ -491,7 +645,54 @@ def spec_to_json(spec: StudySpec) -> dict[str, Any]:
 
 
 def _field_errors(e: ValidationError) -> list[FieldError]:
-    return [FieldError(user_loc(loc), message) for loc, message in plain_errors(e.errors())]
+    return [
+        FieldError(user_loc(loc), message)
+        for loc, message in plain_errors([_with_suggestion(err) for err in e.errors()])
+    ]
+
+
+def _with_suggestion(err: Any) -> Any:
+    """An unknown key's error, with the known key it was most likely meant to be."""
+    if err["type"] != "extra_forbidden":
+        return err
+    model = _model_at(tuple(err["loc"][:-1]))
+    if model is None:
+        return err
+    key = str(err["loc"][-1])
+    hint = tasks.did_you_mean(key, model.model_fields)
+    return {**err, "msg": f"unknown key{hint}; known: {', '.join(model.model_fields)}"}
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The spec model that pydantic's raw location ``loc`` points into, if it is one."""
+    kind: Any = StudySpec
+    for part in loc:
+        kind = _inside(kind, part)
+        if kind is None:
+            return None
+    return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+
+
+def _inside(kind: Any, part: str | int) -> Any:
+    """The type at ``part`` of a value of type ``kind``: a model's field, a dict's or list's
+    item, or the member of a tagged union that the tag ``part`` names."""
+    while typing.get_origin(kind) is Annotated:
+        kind = typing.get_args(kind)[0]
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        info = kind.model_fields.get(str(part))
+        return None if info is None else info.annotation
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is dict:
+        return args[1]
+    if origin is list:
+        return args[0]
+    for member in args:  # a union: the member whose tag (type or kind) is ``part``
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            for tag in ("type", "kind"):
+                info = member.model_fields.get(tag)
+                if info is not None and typing.get_args(info.annotation) == (part,):
+                    return member
+    return None
 
 
 _SCALAR_MEMBERS = frozenset({"bool", "int", "float", "str"})

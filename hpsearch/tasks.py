@@ -7,8 +7,10 @@ keeps the two in step.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+import difflib
+import math
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hpsearch.space import ParamValue
@@ -17,8 +19,40 @@ Kind = Literal["float", "int", "bool", "str"]
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a numeric knob can run with: ``low``/``high`` (None: unbounded), each end
+    included unless it is ``open``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, v: object) -> bool:
+        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+            return False
+        above = self.low is None or (v > self.low if self.low_open else v >= self.low)
+        below = self.high is None or (v < self.high if self.high_open else v <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        left = "(" if self.low_open else "["
+        right = ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+_POSITIVE = Range(0, low_open=True)
+_NON_NEGATIVE = Range(0)
+_BELOW_ONE = Range(0, 1, high_open=True)
+_AT_LEAST_ONE = Range(1)
+
+
+@dataclass(frozen=True)
 class Hyperparameter:
-    """One knob of a trainer: its JSON type, and for a ``str`` knob the values it accepts."""
+    """One knob of a trainer: its JSON type, and for a ``str`` knob the values it accepts
+    (for a number, the values it can run with are in ``RANGES``)."""
 
     name: str
     default: ParamValue | None
@@ -96,6 +130,26 @@ _CNN = (
     Hyperparameter("batch_norm", False, "batch normalization after each conv", kind="bool"),
 )
 
+RANGES: dict[str, Range] = {
+    "lr": _POSITIVE,
+    "beta": _BELOW_ONE,
+    "beta1": _BELOW_ONE,
+    "beta2": _BELOW_ONE,
+    "eps": _POSITIVE,
+    "batch_size": _AT_LEAST_ONE,
+    "weight_decay": _NON_NEGATIVE,
+    "lr_decay_rate": _NON_NEGATIVE,
+    "lr_decay_every": _AT_LEAST_ONE,
+    "layers": _NON_NEGATIVE,
+    "hidden_units": _AT_LEAST_ONE,
+    "channels": _AT_LEAST_ONE,
+    "dropout": _BELOW_ONE,
+    "keep_prob": Range(0, 1, low_open=True),
+    "weight_scale": _POSITIVE,
+}
+"""The values each numeric hyperparameter can run with, checked when a study is submitted
+(every bound of its space) and again by the worker (every value it is given)."""
+
 TRAINERS: dict[str, tuple[Hyperparameter, ...]] = {
     "mlp_classifier": _OPTIMIZATION + _MLP,
     "softmax_regression": _OPTIMIZATION,
@@ -113,10 +167,126 @@ weights, may not change them."""
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "file")
 
 
+METRICS: tuple[str, ...] = (
+    "train_loss",
+    "train_accuracy",
+    "train_error",
+    "dev_loss",
+    "dev_accuracy",
+    "dev_error",
+    "dev_precision",
+    "dev_recall",
+    "dev_f1",
+    "latency_ms",
+    "n_params",
+    "model_bytes",
+    "train_seconds",
+    "epochs",
+)
+"""The final metrics every built-in trainer reports (``workers.training``; a test keeps the
+two in step). Each epoch's report has ``lr`` and the ``*_loss``/``*_accuracy`` ones."""
+
+TRAIN_DEV_METRICS: tuple[str, ...] = ("train_dev_loss", "train_dev_accuracy", "train_dev_error")
+"""Reported besides, when the task carves a train-dev set (``split.train_dev`` > 0)."""
+
+STEP_METRICS: tuple[str, ...] = ("lr",)
+"""Reported with each epoch only (a pruner may judge them)."""
+
+
+def reported_metrics(task: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The metrics a study's trainer reports, or None when it cannot be known: a custom
+    trainer reports what the user's code returns, unless the spec declares it in
+    ``task.metrics``."""
+    declared = task.get("metrics")
+    if declared is not None:
+        return tuple(declared)
+    if task.get("trainer") not in TRAINERS:
+        return None
+    split = task.get("split") or {}
+    return METRICS + (TRAIN_DEV_METRICS if split.get("train_dev", 0) > 0 else ())
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name ``name`` was most likely meant to be (a typo), if any is close."""
+    found = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a known name is close to ``name``, else ``""``."""
+    guess = closest(name, known)
+    return f" (did you mean {guess!r}?)" if guess is not None else ""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a worker can run, as its claim says: its devices (``cpu``, ``cuda:0``, …), its
+    ``--label key=value`` pairs and the custom code its command line allows."""
+
+    devices: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    entry_points: frozenset[str] = frozenset()
+
+    @property
+    def gpus(self) -> int:
+        return sum(1 for d in self.devices if d.startswith("cuda"))
+
+
+def unmet(
+    requires: Mapping[str, Any] | None, task: Mapping[str, Any], worker: Capabilities
+) -> str | None:
+    """Why ``worker`` may not run the trials of a study (its spec's ``requires`` and
+    ``task``), in words that finish "waiting for a worker with …"; None when it may.
+
+    The one rule of the claim: a worker is only given trials it satisfies."""
+    if not runnable(task, worker.entry_points):
+        return f"--allow {task.get('entry_point')}"
+    requires = requires or {}
+    device, gpus = requires.get("device"), int(requires.get("gpus") or 0)
+    if device == "cuda" or gpus:
+        if worker.gpus < max(gpus, 1):
+            return f"{max(gpus, 1)} GPU{'s' if gpus > 1 else ''} (device cuda)"
+    elif device == "cpu" and "cpu" not in worker.devices:
+        return "device cpu"
+    labels = requires.get("labels") or {}
+    missing = [f"{k}={v}" for k, v in sorted(labels.items()) if worker.labels.get(k) != v]
+    if missing:
+        return "label " + ", ".join(missing)
+    return None
+
+
 def runnable(task: Mapping[str, Any], entry_points: Collection[str]) -> bool:
     """Whether a worker whose command line allows ``entry_points`` can run ``task``: every
     worker runs the built-in trainers; a custom one only the entry points it allows."""
     return task.get("trainer") != CUSTOM or task.get("entry_point") in entry_points
+
+
+def value_problem(h: Hyperparameter, v: ParamValue) -> str | None:
+    """What is wrong with ``v`` as a value of ``h`` (its type, choices, range), or None.
+
+    As strict as the worker (``workers.training.hyperparameters``): an int may come as 64.0,
+    a flag as 0 or 1, nothing looser."""
+    if h.kind == "str":
+        if not isinstance(v, str):
+            return f"must be one of {list(h.choices)}" if h.choices else "must be a string"
+        if h.choices and v not in h.choices:
+            return f"{v!r} is not one of {list(h.choices)}{did_you_mean(v, h.choices)}"
+        return None
+    if h.kind == "bool":
+        ok = isinstance(v, bool) or (isinstance(v, int) and v in (0, 1))
+        return None if ok else "must be true or false"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return "must be an integer" if h.kind == "int" else "must be a number"
+    if h.kind == "int" and not float(v).is_integer():
+        return f"must be an integer, got {v!r}"
+    valid = RANGES.get(h.name)
+    if valid is not None and v not in valid:
+        return f"must be {valid}, got {v!r}"
+    return None
+
+
+def hyperparameter(trainer: str, name: str) -> Hyperparameter | None:
+    return next((h for h in TRAINERS[trainer] if h.name == name), None)
 
 
 def known_hyperparameters(trainer: str) -> list[str]:
@@ -125,6 +295,15 @@ def known_hyperparameters(trainer: str) -> list[str]:
 
 def defaults(trainer: str) -> dict[str, ParamValue | None]:
     return {h.name: h.default for h in TRAINERS[trainer]}
+
+
+def metrics_line(trainer: str) -> str:
+    """The metrics a built-in trainer reports, as ``hpsearch trainers`` and the docs list them."""
+    extra = ", ".join(TRAIN_DEV_METRICS)
+    return (
+        f"Reports: {', '.join(METRICS)} (and {extra} with a train-dev split); "
+        f"each epoch: {', '.join(STEP_METRICS)} and the loss and accuracy ones."
+    )
 
 
 def markdown_table(trainer: str) -> str:

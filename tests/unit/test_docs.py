@@ -35,6 +35,7 @@ SECTIONS = {
     "BudgetSpec": spec.BudgetSpec,
     "TaskSpec": spec.TaskSpec,
     "SplitSpec": spec.SplitSpec,
+    "RequiresSpec": spec.RequiresSpec,
 }
 
 

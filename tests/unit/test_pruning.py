@@ -233,7 +233,7 @@ def test_make_pruner_defaults_to_the_objective() -> None:
         ),
         ({"kind": "asha", "min_resource": 0}, "pruner.min_resource", "greater than or equal to 1"),
         ({"kind": "median", "interval": 0}, "pruner.interval", "greater than or equal to 1"),
-        ({"kind": "median", "n_warmup": 3}, "pruner.n_warmup", "Extra inputs"),
+        ({"kind": "median", "n_warmup": 3}, "pruner.n_warmup", "unknown key"),
         ({"kind": "median", "metric": "dev_loss"}, "pruner.direction", "required when"),
     ],
 )

@@ -2,13 +2,13 @@
 trial's sampled ``params``; each value checked against its type, choices and valid range.
 
 The names, types and choices come from :mod:`hpsearch.tasks` (the server validates studies with
-the same catalogue); the ranges below are what the trainers can actually run with.
+the same catalogue, ranges included).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from hpsearch import tasks
@@ -19,42 +19,6 @@ Value = ParamValue | None
 
 class HyperparameterError(ValueError):
     """A hyperparameter the trainer does not know, or a value it cannot use."""
-
-
-def _positive(v: float) -> bool:
-    return v > 0
-
-
-def _non_negative(v: float) -> bool:
-    return v >= 0
-
-
-def _below_one(v: float) -> bool:
-    return 0 <= v < 1
-
-
-def _at_least_one(v: float) -> bool:
-    return v >= 1
-
-
-# Ranges as (predicate, how the message states it).
-_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "lr": (_positive, "> 0"),
-    "beta": (_below_one, "in [0, 1)"),
-    "beta1": (_below_one, "in [0, 1)"),
-    "beta2": (_below_one, "in [0, 1)"),
-    "eps": (_positive, "> 0"),
-    "batch_size": (_at_least_one, ">= 1"),
-    "weight_decay": (_non_negative, ">= 0"),
-    "lr_decay_rate": (_non_negative, ">= 0"),
-    "lr_decay_every": (_at_least_one, ">= 1"),
-    "layers": (_non_negative, ">= 0"),
-    "hidden_units": (_at_least_one, ">= 1"),
-    "channels": (_at_least_one, ">= 1"),
-    "dropout": (_below_one, "in [0, 1)"),
-    "keep_prob": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "weight_scale": (_positive, "> 0"),
-}
 
 
 @dataclass(frozen=True)
@@ -131,9 +95,9 @@ def _check(h: tasks.Hyperparameter, v: Value) -> Value:
         raise HyperparameterError(
             f"hyperparameter {h.name}={v!r} is not allowed; allowed values: {list(h.choices)}"
         )
-    rule = _RANGES.get(h.name)
-    if rule is not None and isinstance(value, int | float) and not rule[0](value):
-        raise HyperparameterError(f"hyperparameter {h.name}={v!r} must be {rule[1]}")
+    valid = tasks.RANGES.get(h.name)
+    if valid is not None and isinstance(value, int | float) and value not in valid:
+        raise HyperparameterError(f"hyperparameter {h.name}={v!r} must be {valid}")
     return value
 
 

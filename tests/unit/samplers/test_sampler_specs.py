@@ -54,7 +54,7 @@ def test_every_optuna_kind_parses_with_defaults(kind: str) -> None:
         ({"kind": "tpe", "n_startup_trials": -1}, "sampler.n_startup_trials", "greater"),
         ({"kind": "qmc", "qmc_type": "lattice"}, "sampler.qmc_type", "'sobol'"),
         ({"kind": "cmaes", "sigma0": 0}, "sampler.sigma0", "greater than 0"),
-        ({"kind": "gp", "colour": "red"}, "sampler.colour", "Extra inputs"),
+        ({"kind": "gp", "colour": "red"}, "sampler.colour", "unknown key"),
     ],
 )
 def test_bad_sampler_keys_name_the_field(sampler: dict[str, Any], field: str, reason: str) -> None:

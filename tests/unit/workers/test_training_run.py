@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import precision_recall_fscore_support
 
+from hpsearch import tasks
 from workers.training import (
     TrainingDiverged,
     TrainingStopped,
@@ -90,6 +91,9 @@ def test_report_once_per_epoch_with_the_documented_metrics(blobs_npz: Path) -> N
     assert result.metrics["train_dev_error"] == pytest.approx(
         1 - reports[-1][1]["train_dev_accuracy"]
     )
+    # The server's catalogue, which checks a study's metrics at submit, says the same.
+    assert set(result.metrics) == set(tasks.reported_metrics(task) or ())
+    assert set(reports[-1][1]) <= {*tasks.METRICS, *tasks.TRAIN_DEV_METRICS, *tasks.STEP_METRICS}
 
 
 def test_final_metrics(blobs_npz: Path) -> None:
@@ -107,6 +111,7 @@ def test_final_metrics(blobs_npz: Path) -> None:
         "dev_precision", "dev_recall", "dev_f1",
         "latency_ms", "n_params", "model_bytes", "train_seconds", "epochs",
     }  # fmt: skip
+    assert set(m) == set(tasks.reported_metrics(task) or ())  # the server's catalogue
     assert m["n_params"] == 64 * 16 + 16 + 16 * 16 + 16 + 16 * 3 + 3
     assert m["model_bytes"] == 4 * m["n_params"]
     assert m["latency_ms"] > 0 and m["train_seconds"] > 0 and m["epochs"] == 2
