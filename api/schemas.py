@@ -9,6 +9,7 @@ from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from hpsearch.client import MAX_ERROR_CHARS
+from hpsearch.objective import diverged
 from hpsearch.store.models import (
     FinalEvaluation,
     Study,
@@ -92,6 +93,8 @@ class TrialOut(BaseModel):
     """The epoch its latest checkpoint ends (GET /trials/{id}/checkpoint); None: none yet."""
     test_metrics: Metrics | None = None
     """Set only on the study's final trial, by the test evaluation; never used to select."""
+    diverged: bool = False
+    """Completed with a NaN or infinite objective: it ranks below every finite value."""
 
     @classmethod
     def of(cls, t: Trial) -> Self:
@@ -116,6 +119,7 @@ class TrialOut(BaseModel):
             parent_trial_id=t.parent_trial_id,
             checkpoint_step=t.checkpoint_step,
             test_metrics=t.test_metrics,
+            diverged=diverged(t.state, t.value),
         )
 
 

@@ -408,6 +408,8 @@ def format_status(study: dict[str, Any], top: list[dict[str, Any]]) -> str:
     for t in top:
         mark = {True: "feasible", False: "INFEASIBLE", None: ""}[t["feasible"]]
         value = "—" if t["value"] is None else f"{t['value']:.4g}"
+        if t.get("diverged"):
+            value, mark = "diverged", mark if mark == "INFEASIBLE" else ""
         lines.append(f"    #{t['number']:<4} {t['state']:<9} {value:>8} {mark}")
     return "\n".join(lines)
 

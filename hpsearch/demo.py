@@ -125,7 +125,7 @@ def follow(
         if line.split("] ", 1)[1] != last:
             print(line, flush=True)
             last = line.split("] ", 1)[1]
-        if study["state"] in ("completed", "stopped"):
+        if study["state"] in ("completed", "stopped", "failed"):
             return study
         if all(w.poll() is not None for w in workers):
             print("all workers exited before the study ended; see their logs", flush=True)

@@ -103,14 +103,23 @@ T = TypeVar("T", bound=Rankable)
 
 
 def rank_key(trial: Rankable, direction: Direction) -> tuple[int, float, float, int]:
-    """Sort key: smaller is better. Feasible before infeasible, then objective, then number."""
+    """Sort key: smaller is better. Feasible before infeasible, then objective, then number;
+    a trial without a value (diverged) after both."""
     missing = trial.value is None
     value = math.inf if trial.value is None else trial.value
     signed = value if direction == "minimize" or missing else -value
     if trial.feasible and not missing:
         return (0, signed, 0.0, trial.number)
     violation = trial.violation if math.isfinite(trial.violation) else math.inf
+    if missing:  # diverged: below every trial with a finite value, feasible or not
+        return (2, violation, 0.0, trial.number)
     return (1, violation, signed, trial.number)
+
+
+def diverged(state: str, value: float | None) -> bool:
+    """Whether a trial diverged: it completed with a NaN or infinite objective (stored as no
+    value; a trial that never reported its objective fails instead)."""
+    return state == "completed" and value is None
 
 
 def rank(trials: Iterable[T], direction: Direction) -> list[T]:

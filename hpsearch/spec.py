@@ -218,6 +218,11 @@ class BudgetSpec(_Strict):
     target_value: float | None = None
 
 
+def failure_limit(max_failures: int | None, max_trials: int) -> int:
+    """``budget.max_failures``, or its default: half of ``max_trials``, at least 3."""
+    return max_failures if max_failures is not None else max(3, max_trials // 2)
+
+
 class SplitSpec(_Strict):
     """Train/dev/test fractions (the rest of 1 is unused); ``train_dev`` is carved from train."""
 

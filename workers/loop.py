@@ -39,6 +39,7 @@ from workers.custom import EntryPointNotAllowed, run_custom
 from workers.devices import bind
 from workers.final_evaluation import run_final_evaluation
 from workers.lease import Lease
+from workers.outcomes import TrainingDiverged
 from workers.progress import Progress
 
 log = logging.getLogger("hpsearch.worker")
@@ -240,6 +241,9 @@ class Worker:
             except HandBackNow:
                 self._release(lease, "worker interrupted")
                 return None
+            except TrainingDiverged as e:
+                self._say(f"trial {number} diverged: {e}")
+                result = e.result(claim["task"])
             except EntryPointNotAllowed as e:
                 self._say(f"trial {number} refused: {e}")
                 self._fail(lease, str(e))
@@ -334,9 +338,12 @@ class Worker:
         following: dict[str, Any] | None = out.get("next") if asked and out is not None else None
         if asked and following is None:  # not answered, or a server without claim_next
             self.budget.give_back()
-        if out is not None:
+        if out is not None and out["state"] == "failed":  # e.g. it never reported the objective
+            self._say(f"trial {number} failed: {out.get('error')}")
+        elif out is not None:
             verdict = "pruned" if pruned else ("feasible" if out["feasible"] else "INFEASIBLE")
-            self._say(f"trial {number} {out['state']}: value={_num(out['value'])} {verdict}")
+            value = "diverged" if out.get("diverged") else _num(out["value"])
+            self._say(f"trial {number} {out['state']}: value={value} {verdict}")
         return following
 
     def _fail(self, lease: Lease, error: str) -> None:

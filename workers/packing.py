@@ -32,6 +32,7 @@ from hpsearch.packing import PackKey, pack_key
 from workers.devices import bind
 from workers.lease import Lease
 from workers.loop import HandBackNow, Worker, _short
+from workers.outcomes import TrainingDiverged
 
 Claim = dict[str, Any]
 
@@ -136,6 +137,9 @@ def _spec(worker: Worker, claim: Claim, lease: Lease) -> Any:
 def _finish(worker: Worker, claim: Claim, lease: Lease, outcome: Any) -> None:
     """As Worker.run_trial ends a trial, for one trial of a pack."""
     number = claim["number"]
+    if isinstance(outcome, TrainingDiverged):  # a real outcome, not a crash
+        worker._say(f"trial {number} diverged: {outcome}")
+        outcome = outcome.result(claim["task"])
     if isinstance(outcome, ApiError) and outcome.status == 409:
         worker._say(f"trial {number}: lease lost ({outcome.message}); dropping it")
     elif isinstance(outcome, Exception):

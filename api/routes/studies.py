@@ -40,7 +40,7 @@ def create_study(spec: StudySpec, store: StoreDep, response: Response) -> Create
 @router.get("")
 def list_studies(
     store: StoreDep,
-    state: Literal["running", "paused", "stopped", "completed"] | None = None,
+    state: Literal["running", "paused", "stopped", "completed", "failed"] | None = None,
 ) -> list[StudyOut]:
     return [StudyOut.of(v) for v in store.list_studies(state)]
 

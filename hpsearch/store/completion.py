@@ -63,6 +63,8 @@ class Ending:
     violation: float
     steps: list[tuple[int, dict[str, float | None]]]
     events: list[tuple[str, str | None]]
+    # Why the trial failed instead of completing (it never reported its objective).
+    error: str | None = None
 
     @property
     def last_step(self) -> int | None:
@@ -86,9 +88,17 @@ def ending(
     evaluation = rules.objective.evaluate(clean)
     state = "pruned" if pruned else "completed"
     events: list[tuple[str, str | None]] = []
-    if not evaluation.feasible:
-        events.append(("infeasible", "broke " + ", ".join(evaluation.broken)))
-    events.append((state, None))
+    error = None if pruned else never_reported(rules.objective.metric, metrics)
+    if error is not None:
+        # A trial without its objective cannot count: it fails, saying what it did report.
+        state, events = "failed", [("failed", error)]
+    else:
+        if not evaluation.feasible:
+            events.append(("infeasible", "broke " + ", ".join(evaluation.broken)))
+        if not pruned and evaluation.value is None:
+            metric = rules.objective.metric
+            events.append(("diverged", f"objective {metric} was not a finite number"))
+        events.append((state, None))
     return Ending(
         trial_id=trial_id,
         worker_id=worker_id,
@@ -101,7 +111,19 @@ def ending(
         violation=min(evaluation.violation, STORED_INFINITY),
         steps=[(step, finite_metrics(m)) for step, m in steps],
         events=events,
+        error=error,
     )
+
+
+def never_reported(objective: str, metrics: Mapping[str, float | None]) -> str | None:
+    """Why a trial whose final ``metrics`` lack the ``objective`` fails, or None.
+
+    A reported but non-finite objective (NaN, infinity: sent as null) is no failure: the
+    trial diverged, a real outcome (see :func:`hpsearch.objective.diverged`)."""
+    if objective in metrics:
+        return None
+    reported = ", ".join(sorted(metrics)) or "nothing"
+    return f"objective {objective} was never reported; reported: {reported}"
 
 
 # -- PostgreSQL: one statement ---------------------------------------------------------------
@@ -136,6 +158,7 @@ WITH l AS (
 ), t AS (
   UPDATE trials SET state = :state, metrics = CAST(:metrics AS json), value = :value,
     feasible = :feasible, violation = :violation, finished_at = :now, lease_expires_at = NULL,
+    error = :error,
     last_step = CASE WHEN COALESCE(last_step, 0) < :step THEN :step ELSE last_step END
   WHERE id = :trial_id AND worker_id = :worker_id AND attempt = :attempt
     AND state = 'running' AND lease_expires_at >= :now AND EXISTS (SELECT 1 FROM l)
@@ -151,6 +174,7 @@ WITH l AS (
   UPDATE studies SET
     n_completed = n_completed + :completed,
     n_pruned = n_pruned + :pruned,
+    n_failed = n_failed + :failed,
     best_trial_id = CASE
       WHEN :candidate AND NOT EXISTS (
         SELECT 1 FROM b WHERE b.value {better} :value OR (b.value = :value AND b.number < t.number)
@@ -221,6 +245,8 @@ def complete_at_once(
             "events": json.dumps([{"kind": k, "detail": d} for k, d in e.events]),
             "completed": int(e.state == "completed"),
             "pruned": int(e.state == "pruned"),
+            "failed": int(e.state == "failed"),
+            "error": e.error,
             "candidate": e.may_be_best,
         },
     ).first()
@@ -265,6 +291,8 @@ def complete(
         return _resent_or_refused(session, trial_id, worker_id, attempt)
     if e.state == "pruned":
         n_pruned += 1
+    elif e.state == "failed":
+        n_failed += 1
     else:
         n_completed += 1
         if e.may_be_best:
@@ -307,6 +335,7 @@ def _end_trial(session: Session, e: Ending) -> Row[Any] | None:
             "b_feasible": e.feasible,
             "b_violation": e.violation,
             "b_step": e.last_step,
+            "b_error": e.error,
         },
     ).one_or_none()
     if row is None:

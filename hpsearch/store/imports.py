@@ -25,7 +25,7 @@ def import_history(
     session: Session, study: Study, records: Sequence[Mapping[str, Any]]
 ) -> list[Trial]:
     """Adds ``records`` (``{params, metrics, state}``) as ended trials of ``study``."""
-    if study.state in ("stopped", "completed"):
+    if study.state in ("stopped", "completed", "failed"):
         raise InvalidState(f"study {study.id} is {study.state}")
     spec = spec_of(study)
     space, objective = spec.build_space(), spec.build_objective()

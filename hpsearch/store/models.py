@@ -24,7 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-STUDY_STATES = ("running", "paused", "stopped", "completed")
+STUDY_STATES = ("running", "paused", "stopped", "completed", "failed")
+# A study ends "failed" when every trial of it failed: none completed, none was pruned.
 TRIAL_STATES = ("queued", "running", "completed", "pruned", "failed")
 ENDED_STATES = ("completed", "pruned", "failed")
 

@@ -102,7 +102,7 @@ def _extend_lease(
 
 
 def _stop_reason(state: str, stop_requested: bool) -> str | None:
-    if state in ("stopped", "completed"):
+    if state in ("stopped", "completed", "failed"):
         return f"study {state}"
     return "stop requested" if stop_requested else None
 

@@ -169,7 +169,7 @@ class Store:
         """Queues a user's configuration ahead of the sampler's trials, sampled or not."""
         with self.db.write() as s:
             study = get_study(s, study_id, lock=True)
-            if study.state in ("stopped", "completed"):
+            if study.state in ("stopped", "completed", "failed"):
                 raise InvalidState(f"study {study_id} is {study.state}")
             try:
                 clean = spec_of(study).build_space().validate(params)

@@ -378,6 +378,7 @@ END_HELD_TRIAL = (
         value=bindparam("b_value"),
         feasible=bindparam("b_feasible"),
         violation=bindparam("b_violation"),
+        error=bindparam("b_error"),
         finished_at=bindparam("b_now"),
         lease_expires_at=None,
         # The last steps may come with the completion; b_step is NULL when none did.

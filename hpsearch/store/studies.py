@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from hpsearch.errors import NotFound
 from hpsearch.objective import rank_key
-from hpsearch.spec import BudgetSpec, StudySpec, parse_spec
+from hpsearch.spec import BudgetSpec, StudySpec, failure_limit, parse_spec
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.evaluations import request_automatic
@@ -129,7 +129,8 @@ def finish_if_done(
     exhausted: bool = False,
     live: tuple[int, int] | None = None,
 ) -> bool:
-    """Marks a running or paused study completed (or stopped) when its budget says so.
+    """Marks a running or paused study completed (or stopped) when its budget says so, or
+    ``failed`` when every trial of it failed; pauses a study that only fails.
 
     ``exhausted`` is set by the claim path when the sampler has nothing left to propose;
     ``live`` is (queued, running) when the caller has just counted them.
@@ -145,8 +146,18 @@ def finish_if_done(
         reason = f"max_trials ({budget['max_trials']}) reached"
     elif exhausted and not (queued or running):
         reason = "the sampler has proposed every configuration"
-    elif budget.get("max_failures") and study.n_failed >= budget["max_failures"]:
-        study.state, study.reason = "stopped", f"max_failures ({budget['max_failures']}) reached"
+    elif _failing_from_the_start(study):
+        # A broken setup (a typo, missing data) would burn the whole budget one failure at a
+        # time: stop handing out trials until someone looks. Running trials go on.
+        study.state, study.updated_at = "paused", utcnow()
+        study.reason = (
+            f"paused: the first {study.n_failed} trials all failed "
+            f"({_last_failure(session, study.id)}); fix the cause, then resume"
+        )
+        return True
+    elif study.n_failed >= (limit := failure_limit(budget.get("max_failures"), study.max_trials)):
+        study.state = "stopped" if study.n_completed + study.n_pruned else "failed"
+        study.reason = f"max_failures ({limit}) reached"
         study.finished_at = utcnow()
         _request_stop_running(session, study.id)
         drop_sampled_ahead(session, study.id)
@@ -168,9 +179,42 @@ def finish_if_done(
             .values(state="failed", error=f"study ended: {reason}", finished_at=utcnow())
         )
         study.n_failed += failed.rowcount  # type: ignore[attr-defined]
+    if not (study.n_completed or study.n_pruned or running):  # every trial failed
+        study.state, study.reason = "failed", f"{reason}, every trial failed"
+        study.finished_at = utcnow()
+        return True
     study.state, study.reason, study.finished_at = "completed", reason, utcnow()
     request_automatic(session, study)  # the test evaluation, if the spec asks for it
     return True
+
+
+FAILURES_BEFORE_PAUSE = 3
+"""A study whose first trials all fail, this many of them, pauses itself."""
+
+
+def _failing_from_the_start(study: Study) -> bool:
+    """Whether ``study`` has had only failures, enough to pause it; once only (it keeps the
+    reason when resumed, and the ``max_failures`` budget then decides)."""
+    return (
+        study.state == "running"
+        and study.reason is None
+        and study.n_completed + study.n_pruned == 0
+        and study.n_failed >= FAILURES_BEFORE_PAUSE
+    )
+
+
+def _last_failure(session: Session, study_id: int) -> str:
+    """The last line of the latest failure of a study: the reason users need to see."""
+    row = session.execute(
+        select(Trial.number, Trial.error)
+        .where(Trial.study_id == study_id, Trial.state == "failed")
+        .order_by(Trial.finished_at.desc(), Trial.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return "no failed trial"
+    lines = (row[1] or "").strip().splitlines()
+    return f"trial {row[0]}: {lines[-1] if lines else 'no error text'}"
 
 
 def may_finish(
@@ -190,7 +234,8 @@ def may_finish(
     n_completed, n_pruned, n_failed = counters
     return bool(
         n_completed + n_pruned + n_failed >= max_trials
-        or (budget.max_failures and n_failed >= budget.max_failures)
+        or n_failed >= failure_limit(budget.max_failures, max_trials)
+        or (n_completed + n_pruned == 0 and n_failed >= FAILURES_BEFORE_PAUSE)
         or (budget.target_value is not None and best_trial_id is not None)
         or time_is_up(budget.time_limit_s, created_at, now)
     )
@@ -331,10 +376,16 @@ def trials_page(
     if not page:  # the page starts past the feasible trials: how far past?
         counted = select(func.count()).select_from(query.where(feasible).subquery())
         n_feasible = session.scalar(counted) or 0
-    group = case((Trial.state == "completed", 1), else_=2)
+    # Completed with a value (infeasible), then completed without one (diverged), then the
+    # rest; the completed ones by violation.
+    group = case(
+        (and_(Trial.state == "completed", Trial.value.is_not(None)), 1),
+        (Trial.state == "completed", 2),
+        else_=3,
+    )
     rest = query.where(others).order_by(
         group,
-        case((group == 1, Trial.violation), else_=0.0),
+        case((group < 3, Trial.violation), else_=0.0),
         Trial.value.is_(None),
         by_value,
         Trial.number,

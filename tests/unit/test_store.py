@@ -131,7 +131,7 @@ def test_trial_fails_after_max_attempts(store: Store) -> None:
         _expire(store, c.trial_id)
     assert store.claim("w3") is None
     view = store.get_study(study.id)
-    assert view.counts.failed == 1 and view.study.state == "completed"
+    assert view.counts.failed == 1 and view.study.state == "failed"  # no trial completed
     (trial,) = store.trials(study.id)
     assert trial.error is not None and "2 attempts" in trial.error
 
@@ -219,6 +219,9 @@ def test_enqueued_configuration_runs_first_and_is_validated(store: Store) -> Non
 def test_max_failures_stops_the_study(store: Store) -> None:
     spec = digits_spec(budget={"max_trials": 10, "parallelism": 1, "max_failures": 2})
     study = store.create_study(spec)
+    c = store.claim("w")
+    assert c is not None
+    store.complete(c.trial_id, "w", 1, {"dev_accuracy": 0.5, "latency_ms": 1})
     for i in range(2):
         c = store.claim("w")
         assert c is not None
@@ -226,6 +229,75 @@ def test_max_failures_stops_the_study(store: Store) -> None:
     view = store.get_study(study.id)
     assert view.study.state == "stopped" and "max_failures" in (view.study.reason or "")
     assert store.claim("w") is None
+
+
+def test_max_failures_defaults_to_half_the_trials_and_a_study_with_no_success_fails(
+    store: Store,
+) -> None:
+    study = store.create_study(digits_spec(budget={"max_trials": 10, "parallelism": 1}))
+    for i in range(5):
+        if i == 3:  # the pause after the first 3 failures: resumed, failures go on
+            assert store.get_study(study.id).study.state == "paused"
+            store.set_study_state(study.id, "resume")
+        c = store.claim("w")
+        assert c is not None
+        store.fail(c.trial_id, "w", 1, f"crash {i}")
+    view = store.get_study(study.id)
+    assert (view.study.state, view.study.reason) == ("failed", "max_failures (5) reached")
+
+
+def test_a_study_whose_first_trials_all_fail_pauses_itself(store: Store) -> None:
+    study = store.create_study(digits_spec(budget={"max_trials": 20, "parallelism": 4}))
+    claims = [store.claim(f"w{i}") for i in range(4)]
+    for i, c in enumerate(claims[:3]):
+        assert c is not None
+        if i == 1:  # one that never reports its objective fails too
+            store.complete(c.trial_id, "w1", 1, {"dev_accuracy_top1": 0.5})
+        else:
+            store.fail(c.trial_id, f"w{i}", 1, f"Traceback ...\nFileNotFoundError: data {i}")
+    view = store.get_study(study.id)
+    assert view.study.state == "paused"
+    assert view.study.reason == (
+        "paused: the first 3 trials all failed (trial 2: FileNotFoundError: data 2); "
+        "fix the cause, then resume"
+    )
+    assert store.claim("w9") is None
+    last = claims[3]
+    assert last is not None  # a running trial goes on, and counts
+    store.complete(last.trial_id, "w3", 1, {"dev_accuracy": 0.5, "latency_ms": 1})
+    assert store.get_study(study.id).counts.completed == 1
+
+
+def test_a_trial_without_its_objective_fails_saying_what_it_reported(store: Store) -> None:
+    study = store.create_study(digits_spec(budget={"max_trials": 5, "parallelism": 1}))
+    c = store.claim("w")
+    assert c is not None
+    trial = store.complete(c.trial_id, "w", 1, {"dev_accuracy_top1": 0.9, "latency_ms": 1.0})
+    assert trial.state == "failed"
+    assert trial.error == (
+        "objective dev_accuracy was never reported; reported: dev_accuracy_top1, latency_ms"
+    )
+    view = store.get_study(study.id)
+    assert (view.counts.failed, view.counts.completed, view.study.n_failed) == (1, 0, 1)
+
+
+def test_a_diverged_trial_completes_and_ranks_below_every_finite_value(store: Store) -> None:
+    study = store.create_study(digits_spec(budget={"max_trials": 3, "parallelism": 3}))
+    claims = [store.claim(f"w{i}") for i in range(3)]
+    outcomes = [
+        {"dev_accuracy": None, "latency_ms": 1.0},  # NaN, as JSON carries it
+        {"dev_accuracy": 0.2, "latency_ms": 500.0},  # infeasible, but a finite value
+        {"dev_accuracy": 0.9, "latency_ms": 1.0},
+    ]
+    for i, (c, metrics) in enumerate(zip(claims, outcomes, strict=True)):
+        assert c is not None
+        assert store.complete(c.trial_id, f"w{i}", 1, metrics).state == "completed"
+    ranked = store.trials(study.id, order="rank")
+    assert [t.number for t in ranked] == [2, 1, 0]
+    assert [t.number for t in rank([_Rankable(t) for t in ranked], "maximize")] == [2, 1, 0]
+    view = store.get_study(study.id)
+    assert view.study.state == "completed" and view.best is not None and view.best.number == 2
+    assert "diverged" in [e.kind for e in store.trial(ranked[2].id).events]
 
 
 def test_time_limit_ends_the_study_and_tells_running_trials_to_stop(store: Store) -> None:

@@ -23,6 +23,7 @@ from torch.nn import functional
 
 from hpsearch.space import ParamValue
 from hpsearch.spec import TaskSpec
+from workers.outcomes import TrainingDiverged
 from workers.training.checkpoint import (
     CheckpointError,
     Checkpoints,
@@ -46,11 +47,6 @@ Report = Callable[[int, dict[str, float]], bool]
 class TrainingStopped(Exception):
     """Raised by a ``report`` callback to end training at once, like returning True: the
     trial still returns its metrics so far, with ``stopped_early`` set."""
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: this configuration cannot train (lr too high, most
-    often). Raised instead of reporting numbers no objective can rank."""
 
 
 @dataclass
@@ -306,7 +302,8 @@ def _check_finite(metrics: Mapping[str, float], epoch: int, lr: float) -> None:
     if bad:
         raise TrainingDiverged(
             f"training diverged in epoch {epoch} at lr={lr:g} ({bad}); "
-            "a lower learning rate (or batch norm) usually fixes it"
+            "a lower learning rate (or batch norm) usually fixes it",
+            metrics,
         )
 
 
