@@ -247,10 +247,17 @@ class WorkerOut(BaseModel):
     host: str
     devices: list[Any]
     last_seen_at: UtcDateTime
+    labels: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def of(cls, w: Worker) -> WorkerOut:
-        return cls(id=w.id, host=w.host, devices=w.devices, last_seen_at=w.last_seen_at)
+        return cls(
+            id=w.id,
+            host=w.host,
+            devices=w.devices,
+            last_seen_at=w.last_seen_at,
+            labels=w.labels or {},
+        )
 
 
 class EnqueueIn(_Body):
@@ -268,6 +275,15 @@ class NextClaimIn(_Body):
         max_length=64,
         description="the custom trainers (`module:function`) the worker's command line allows "
         "(`--allow`): it is only given trials of built-in trainers and of these",
+    )
+    labels: dict[
+        Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$")],
+        Annotated[str, Field(max_length=200)],
+    ] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="the worker's `--label key=value` pairs: it is only given trials of "
+        "studies whose `requires.labels` it has (and whose device and GPU count it meets)",
     )
 
 
@@ -298,6 +314,10 @@ class ClaimedTrial(BaseModel):
 class PassedOver(BaseModel):
     study_id: int
     entry_point: str
+    """The custom entry point the worker would need to allow ("" when it needs more)."""
+    needs: str = ""
+    """What the worker would need, finishing "a worker with …": ``--allow X``, ``device
+    cpu``, ``1 GPU (device cuda)``, ``label site=lab2``."""
 
 
 class ClaimOut(BaseModel):
@@ -306,8 +326,12 @@ class ClaimOut(BaseModel):
     open_studies: bool
     passed_over: list[PassedOver] = Field(
         default_factory=list,
-        description="with no trial: the running studies whose custom entry point the worker "
-        "does not allow (it is never given their trials)",
+        description="with no trial: the running studies the worker is never given trials "
+        "of (a custom entry point it does not allow, a device, GPUs or labels it lacks)",
+    )
+    waiting: list[str] = Field(
+        default_factory=list,
+        description="with no trial: what the worker waits for, in words ('study 18 is paused')",
     )
 
 

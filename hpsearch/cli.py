@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hpsearch.client import DEFAULT_SERVER, ApiError, Client, ServerUnreachable
+from hpsearch.client import DEFAULT_SERVER, ApiError, BadServerUrl, Client, ServerUnreachable
 from hpsearch.errors import HpsearchError
 from hpsearch.settings import Settings
 from hpsearch.spec import SpecError, load_spec_file
@@ -39,6 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ServerUnreachable, HpsearchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except BadServerUrl as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file the user named: missing, a folder, not readable
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     return code
 
 
@@ -130,6 +137,23 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="wait for new studies instead of exiting when none has work",
     )
+    w.add_argument(
+        "--idle-exit",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="without --keep-alive: exit once nothing was claimable for this worker for this "
+        "long, saying what it waited for (default 60)",
+    )
+    w.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        type=_label,
+        metavar="KEY=VALUE",
+        help="a label of this worker (repeatable); it is given the trials of studies whose "
+        "requires.labels it has",
+    )
     w.add_argument("--max-trials", type=int, default=None, help="exit after this many trials")
     w.add_argument("--heartbeat", type=float, default=10.0, help="seconds between heartbeats")
     w.add_argument("--quiet", action="store_true")
@@ -181,6 +205,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     dm.set_defaults(run=_demo)
     return p
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. site=lab2")
+    return key.strip(), value.strip()
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -351,6 +382,8 @@ def _worker(args: argparse.Namespace) -> int:
         allow=tuple(args.allow),
         threads=args.threads,
         keep_alive=args.keep_alive,
+        idle_exit=args.idle_exit,
+        labels=dict(args.label),
         max_trials=args.max_trials,
         heartbeat_seconds=args.heartbeat,
         quiet=args.quiet,
@@ -365,7 +398,7 @@ def _submit(args: argparse.Namespace) -> int:
     spec = load_spec_file(args.spec)
     with Client(args.server, token=os.environ.get("HPSEARCH_TOKEN"), retry_for=5) as client:
         created = client.create_study(spec.model_dump(mode="json"))
-    print(f"study {created['id']} submitted: {args.server.rstrip('/')}{created['url']}")
+    print(f"study {created['id']} submitted: {client.server}{created['url']}")
     return 0
 
 
@@ -430,10 +463,21 @@ def _trainers(args: argparse.Namespace) -> int:
 
 
 def _export_optuna(args: argparse.Namespace) -> int:
+    from optuna.exceptions import DuplicatedStudyError
+
     from hpsearch.optuna_interop import export_study
 
     with Client(args.server, token=os.environ.get("HPSEARCH_TOKEN"), retry_for=5) as client:
-        name = export_study(client, args.study, args.storage, args.name)
+        try:
+            name = export_study(client, args.study, args.storage, args.name)
+        except DuplicatedStudyError:
+            taken = args.name or "the default name"
+            print(
+                f"error: {args.storage} already has a study named {taken}: "
+                "choose another with --name",
+                file=sys.stderr,
+            )
+            return 2
     print(
         f"exported study {args.study} to {args.storage} as '{name}' "
         f"(optuna-dashboard {args.storage})"
@@ -442,8 +486,16 @@ def _export_optuna(args: argparse.Namespace) -> int:
 
 
 def _import_optuna(args: argparse.Namespace) -> int:
+    import optuna
+
     from hpsearch.optuna_interop import import_study
 
+    if args.optuna_study not in optuna.study.get_all_study_names(storage=args.storage):
+        print(
+            f"error: {args.storage} has no Optuna study named {args.optuna_study!r}",
+            file=sys.stderr,
+        )
+        return 2
     with Client(args.server, token=os.environ.get("HPSEARCH_TOKEN"), retry_for=5) as client:
         n = import_study(client, args.storage, args.optuna_study, args.into)
     print(f"imported {n} trials of '{args.optuna_study}' into study {args.into}")

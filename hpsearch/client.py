@@ -8,8 +8,9 @@ are not retried, they are raised as :class:`ApiError` with the server's ``code``
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +23,7 @@ MAX_ERROR_CHARS = 50_000
 # Answers that mean "not now", retried like a refused connection: the server's database is
 # restarting (503, sent only when nothing was changed) or a proxy has no server (502, 504).
 _NOT_NOW = frozenset({502, 503, 504})
+_FIRST_DELAY = 0.2
 
 Steps = Sequence[tuple[int, Mapping[str, float | None]]]
 """Reported steps, oldest first: (step, metrics)."""
@@ -40,6 +42,32 @@ class ServerUnreachable(RuntimeError):
     pass
 
 
+class Interrupted(ServerUnreachable):
+    """Retrying was cut short by the caller (a worker told to stop)."""
+
+
+class BadServerUrl(ValueError):
+    """A server address that cannot be reached as given; the message says the fix."""
+
+
+def server_url(url: str) -> str:
+    """The server's base address from what a user typed: a missing ``http://`` is added and
+    a trailing ``/api/v1`` (the API's own prefix) dropped; anything else that cannot be an
+    HTTP server's address raises :class:`BadServerUrl` saying what to write."""
+    given = url.strip()
+    base = given.rstrip("/")
+    if "://" not in base:
+        base = f"http://{base}"
+    base = base.removesuffix("/api/v1").rstrip("/")
+    try:
+        parsed = httpx.URL(base)
+    except httpx.InvalidURL as e:
+        raise BadServerUrl(f"server {given!r} is not a URL ({e}): write http://HOST:PORT") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise BadServerUrl(f"server {given!r} is not an HTTP address: write http://HOST:PORT")
+    return base
+
+
 class Client:
     def __init__(
         self,
@@ -47,13 +75,20 @@ class Client:
         token: str | None = None,
         timeout: float = 30.0,
         retry_for: float = 120.0,
+        on_retry: Callable[[str], None] | None = None,
+        interrupt: threading.Event | None = None,
     ) -> None:
+        """``server``: see :func:`server_url`. ``on_retry(message)`` is told when a request
+        fails and will be retried (for up to ``retry_for`` s); setting ``interrupt`` ends
+        the retrying at once (:class:`Interrupted`)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.server = server.rstrip("/")
+        self.server = server_url(server)
         self._http = httpx.Client(
             base_url=self.server + "/api/v1", headers=headers, timeout=timeout
         )
         self.retry_for = retry_for
+        self._on_retry = on_retry
+        self._interrupt = interrupt or threading.Event()
 
     def close(self) -> None:
         self._http.close()
@@ -138,15 +173,19 @@ class Client:
         devices: list[str],
         study_id: int | None = None,
         entry_points: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """The worker's next trial; ``entry_points``: the custom trainers it may run."""
-        body = {
+        """The worker's next trial; ``entry_points``: the custom trainers it may run;
+        ``labels``: its ``--label``s."""
+        body: dict[str, Any] = {
             "worker_id": worker_id,
             "host": host,
             "devices": devices,
             "study_id": study_id,
             "entry_points": list(entry_points),
         }
+        if labels:  # only when there are any: a server older than labels refuses the field
+            body["labels"] = dict(labels)
         return self._obj("POST", "/claims", json=body)
 
     def heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> dict[str, Any]:
@@ -279,7 +318,7 @@ class Client:
 
     def _response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         deadline = time.monotonic() + self.retry_for
-        delay = 0.2
+        delay = _FIRST_DELAY
         while True:
             try:
                 response = self._http.request(method, path, **kwargs)
@@ -297,7 +336,11 @@ class Client:
                 why = f"{self.server} unavailable: {response.status_code} {response.text[:200]}"
             if time.monotonic() + delay > deadline:
                 raise ServerUnreachable(why)
-            time.sleep(delay)
+            if delay == _FIRST_DELAY and self._on_retry is not None:
+                left = deadline - time.monotonic()
+                self._on_retry(f"{why}; retrying for {left:.0f} s")
+            if self._interrupt.wait(delay):
+                raise Interrupted(f"{why}; stopped retrying")
             delay = min(delay * 2, 5.0)
         if response.status_code >= 400:
             try:

@@ -232,6 +232,18 @@ class Capabilities:
         return sum(1 for d in self.devices if d.startswith("cuda"))
 
 
+BARE_WORKER = Capabilities()
+"""A worker that says nothing of itself: it runs the trials of studies that require nothing."""
+
+
+def capabilities(
+    devices: Iterable[str],
+    labels: Mapping[str, str] | None = None,
+    entry_points: Iterable[str] = (),
+) -> Capabilities:
+    return Capabilities(tuple(devices), dict(labels or {}), frozenset(entry_points))
+
+
 def unmet(
     requires: Mapping[str, Any] | None, task: Mapping[str, Any], worker: Capabilities
 ) -> str | None:

@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
@@ -34,7 +35,7 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
-from hpsearch.client import ApiError, Client, ServerUnreachable
+from hpsearch.client import ApiError, Client, Interrupted, ServerUnreachable
 from workers.custom import EntryPointNotAllowed, run_custom
 from workers.devices import bind
 from workers.final_evaluation import run_final_evaluation
@@ -59,6 +60,10 @@ class WorkerOptions:
     """torch intra-op threads per trial (default: OMP_NUM_THREADS, else 1)."""
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
     keep_alive: bool = False
+    idle_exit: float = 60.0
+    """Without ``keep_alive``: exit once nothing was claimable for this worker this long."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """``--label key=value``: matched against a study's ``requires.labels``."""
     poll_seconds: float = 1.0
     heartbeat_seconds: float = 10.0
     max_trials: int | None = None
@@ -111,7 +116,11 @@ class Worker:
     ) -> None:
         self.opts = opts
         self.device = opts.device or "cpu"
-        self.client = Client(opts.server, token=opts.token)
+        # Set by a signal: a request being retried (an unreachable server) gives up at once.
+        self._interrupt = threading.Event()
+        self.client = Client(
+            opts.server, token=opts.token, on_retry=self._say, interrupt=self._interrupt
+        )
         self.stopping = False
         self._handing_back = False
         self._wake = threading.Event()
@@ -125,6 +134,7 @@ class Worker:
             if not self.stopping:
                 self.stopping = True
                 self._wake.set()
+                self._interrupt.set()
                 self._say(
                     f"signal {signum}: handing back the current trial after this epoch "
                     "(signal again to hand it back now)"
@@ -142,11 +152,14 @@ class Worker:
             "study_id": self.opts.study_id,
             "entry_points": list(self.opts.allow),
         }
-        self._say(f"worker {self.opts.worker_id} on {self.device}, server {self.opts.server}")
+        if self.opts.labels:
+            where["labels"] = dict(self.opts.labels)
+        self._say(f"worker {self.opts.worker_id} on {self.device}, server {self.client.server}")
         # A claim's reply: from POST /claims, or from the last completion (its claim_next).
         # Either way the budget was taken for it, and is given back if it holds no trial.
         reply: dict[str, Any] | None = None
         said: set[tuple[int, str]] = set()
+        idle = _Idle(self.opts.idle_exit, self._say)
         try:
             while True:
                 if reply is None:
@@ -155,6 +168,7 @@ class Worker:
                     reply = self.client.claim(self.opts.worker_id, **where)
                 claim, open_studies = reply["trial"], reply["open_studies"]
                 passed_over = reply.get("passed_over", [])
+                waiting = reply.get("waiting", [])
                 reply = None
                 if claim is None:
                     self.budget.give_back()
@@ -163,35 +177,48 @@ class Worker:
                     if not open_studies and not self.opts.keep_alive:
                         self._say("no study has work left: exiting")
                         break
+                    if idle.over(waiting) and not self.opts.keep_alive:
+                        break
                     self._wake.wait(self.opts.poll_seconds)
                     continue
+                idle.reset()
                 # A claim in hand is run even when the worker is stopping: run_trial hands it
                 # back at once.
                 reply = self._run_claim(claim, where)
                 self.trials_run += 1
         except HandBackNow:
             pass  # a second signal between trials: nothing is held, just leave
+        except Interrupted:
+            pass  # a signal while the server could not be reached: nothing is held
         finally:
             self.client.close()
         return 0
 
     def _never_runs(self, passed_over: list[dict[str, Any]], said: set[tuple[int, str]]) -> bool:
-        """Says (once each) which studies a claim passed over for want of an ``--allow``; True
-        when the worker is bound to such a study (``--study``), so it will never run a thing."""
+        """Says (once each) which studies a claim passed over, and why (an ``--allow``, a
+        device, labels it lacks); True when the worker is bound to such a study (``--study``),
+        so it will never run a thing."""
         for p in passed_over:
             study_id, entry_point = p["study_id"], p["entry_point"]
+            needs = p.get("needs") or f"--allow {entry_point}"
             if self.opts.study_id == study_id:
-                self._say(
-                    f"study {study_id} runs entry point {entry_point}, which this worker does "
-                    f"not allow: start it with --allow {entry_point}"
-                )
+                if entry_point:
+                    self._say(
+                        f"study {study_id} runs entry point {entry_point}, which this worker "
+                        f"does not allow: start it with --allow {entry_point}"
+                    )
+                else:
+                    self._say(f"study {study_id} needs a worker with {needs}; this one has not")
                 return True
-            if (study_id, entry_point) not in said:
-                said.add((study_id, entry_point))
-                self._say(
-                    f"passing over study {study_id}: its trials run entry point {entry_point} "
-                    f"(a worker started with --allow {entry_point} runs them)"
-                )
+            if (study_id, needs) not in said:
+                said.add((study_id, needs))
+                if entry_point:
+                    self._say(
+                        f"passing over study {study_id}: its trials run entry point "
+                        f"{entry_point} (a worker started with --allow {entry_point} runs them)"
+                    )
+                else:
+                    self._say(f"passing over study {study_id}: it needs a worker with {needs}")
         return False
 
     def _run_claim(self, claim: dict[str, Any], where: dict[str, Any]) -> dict[str, Any] | None:
@@ -382,6 +409,29 @@ class Worker:
 
     def _say(self, text: str) -> None:
         self.progress.say(text)
+
+
+class _Idle:
+    """How long a worker has found nothing to claim; over ``limit`` seconds, it says what it
+    waited for (the server's words) and is done."""
+
+    def __init__(self, limit: float, say: Callable[[str], None]) -> None:
+        self.limit = limit
+        self._say = say
+        self._since: float | None = None
+
+    def reset(self) -> None:
+        self._since = None
+
+    def over(self, waiting: list[str]) -> bool:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        if now - self._since < self.limit:
+            return False
+        why = "; ".join(waiting) or "no study has work for this worker"
+        self._say(f"nothing to claim for {self.limit:g} s ({why}): exiting (--idle-exit)")
+        return True
 
 
 def _builtin_train(device: str, threads: int | None) -> Callable[..., Any]:

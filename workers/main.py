@@ -14,6 +14,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
+from hpsearch.client import ApiError, Client
 from workers.custom import EntryPointError, check_importable
 from workers.devices import DeviceError, slots, worker_devices
 from workers.loop import TrialBudget, Worker, WorkerOptions
@@ -27,7 +28,8 @@ def main(opts: WorkerOptions) -> int:
         devices = worker_devices(opts.device, opts.gpus)
         worker_slots = slots(devices, opts.concurrency)
         check_importable(opts.allow)
-    except (DeviceError, EntryPointError) as e:
+        check_study(opts)
+    except (DeviceError, EntryPointError, StudyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # Threads per trial: small models gain little from more than one, and the slots of a
@@ -42,6 +44,24 @@ def main(opts: WorkerOptions) -> int:
         worker.install_signal_handlers()
         return worker.run()
     return _supervise(opts, worker_slots, budget)
+
+
+class StudyError(ValueError):
+    """``--study`` names a study the server does not have."""
+
+
+def check_study(opts: WorkerOptions) -> None:
+    """A worker bound to a study that does not exist would wait for nothing: say so now."""
+    if opts.study_id is None:
+        return
+    say = logging.getLogger("hpsearch.worker").info
+    with Client(opts.server, token=opts.token, on_retry=say) as client:
+        try:
+            client.study(opts.study_id)
+        except ApiError as e:
+            if e.status == 404:
+                raise StudyError(f"--study {opts.study_id}: {e.message}") from None
+            # A token that may not read studies (403) claims anyway; the claims will tell.
 
 
 def _supervise(opts: WorkerOptions, worker_slots: list[str], budget: TrialBudget) -> int:

@@ -54,7 +54,13 @@ def run_pack(worker: Worker, first: Claim, size: int) -> int:
     with ExitStack() as held:
         leases = {first["trial_id"]: held.enter_context(worker._lease(first))}
         while len(claims) < size and not worker.stopping and worker.budget.take():
-            reply = worker.client.claim(worker.opts.worker_id, host, devices, first["study_id"])
+            reply = worker.client.claim(
+                worker.opts.worker_id,
+                host,
+                devices,
+                first["study_id"],
+                labels=worker.opts.labels,
+            )
             claim = reply["trial"]
             if claim is None:
                 worker.budget.give_back()

@@ -10,6 +10,7 @@ from hpsearch.settings import Settings
 from hpsearch.store import Store
 from hpsearch.store.claims import Claim
 from hpsearch.store.evaluations import EvaluationClaim
+from hpsearch.tasks import capabilities
 
 router = APIRouter(tags=["workers"])
 
@@ -38,14 +39,23 @@ def claim_for(
     job = store.claim_final_evaluation(worker_id, study_id)
     if job is not None:
         return ClaimOut(trial=claimed(job, settings), open_studies=True)
-    c = store.claim(worker_id, where.host, where.devices, study_id, after, where.entry_points)
+    c = store.claim(
+        worker_id, where.host, where.devices, study_id, after, where.entry_points, where.labels
+    )
     if c is None:
-        waiting = store.has_open_studies(study_id) or store.has_pending_final_evaluation(study_id)
+        open_studies = store.has_open_studies(study_id) or store.has_pending_final_evaluation(
+            study_id
+        )
+        worker = capabilities(where.devices, where.labels, where.entry_points)
         passed = [
-            PassedOver(study_id=sid, entry_point=entry_point)
-            for sid, entry_point in store.passed_over(where.entry_points, study_id)
+            PassedOver(study_id=sid, entry_point=entry_point, needs=needs)
+            for sid, needs, entry_point in store.passed_over(worker, study_id)
         ]
-        return ClaimOut(trial=None, open_studies=waiting, passed_over=passed)
+        skipped = {p.study_id for p in passed}
+        waiting = [f"study {p.study_id} needs a worker with {p.needs}" for p in passed] + [
+            why for sid, why in store.waiting(study_id) if sid not in skipped
+        ]
+        return ClaimOut(trial=None, open_studies=open_studies, passed_over=passed, waiting=waiting)
     return ClaimOut(trial=claimed(c, settings), open_studies=True)
 
 

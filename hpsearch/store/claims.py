@@ -3,7 +3,8 @@
 Rules (data, not code scattered through the worker):
 
 - A claim takes the oldest queued trial of the oldest running study whose trials the worker
-  can run (a built-in trainer, or a custom one its command line allows); if there is none and
+  can run (:func:`hpsearch.tasks.unmet`: the study's required device, GPUs and labels, and
+  custom code its command line allows); if there is none and
   the study may grow (budget, parallelism), it samples a new trial *inside the same
   transaction*, with the study row locked, so parallel claimers never receive the same
   suggestion.
@@ -16,7 +17,7 @@ Rules (data, not code scattered through the worker):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,7 +40,7 @@ from hpsearch.store.studies import (
     record_ended,
     time_is_up,
 )
-from hpsearch.tasks import runnable
+from hpsearch.tasks import BARE_WORKER, Capabilities, unmet
 
 HistoryFor = Callable[[Session, StudyKey], list[FinishedTrial]]
 
@@ -95,11 +96,23 @@ def _record_claimed(connection: Connection, lease: _Lease, trial_id: int, attemp
     )
 
 
-def touch_worker(session: Session, worker_id: str, host: str, devices: list[str]) -> None:
+def touch_worker(
+    session: Session,
+    worker_id: str,
+    host: str,
+    devices: list[str],
+    labels: dict[str, str] | None = None,
+) -> None:
     connection = session.connection()
     connection.execute(
         sql.upsert_worker(connection.dialect.name),
-        {"b_id": worker_id, "b_host": host, "b_devices": devices, "b_now": utcnow()},
+        {
+            "b_id": worker_id,
+            "b_host": host,
+            "b_devices": devices,
+            "b_labels": labels or {},
+            "b_now": utcnow(),
+        },
     )
 
 
@@ -156,7 +169,7 @@ def claim(
     *,
     look_for_expired: bool = True,
     after: int | None = None,
-    entry_points: Collection[str] = (),
+    worker: Capabilities = BARE_WORKER,
     queue_first: bool = True,
 ) -> Claim | None:
     """Leases one trial of the first of the ``running`` studies (:func:`running_studies`, read
@@ -168,8 +181,8 @@ def claim(
     study)`` the study's ended trials (a cache that reads only new ones); without it they are
     read whole. ``look_for_expired=False`` skips the probe for expired leases (a caller that
     probed a moment ago). ``after``: the trial whose completion asked for this claim (see
-    :func:`claimed_after`). ``entry_points``: the custom trainers the worker may run; studies
-    whose trials it cannot run are passed over (see :func:`hpsearch.tasks.runnable`).
+    :func:`claimed_after`). ``worker``: what the worker offers; studies whose trials it may
+    not run are passed over (see :func:`hpsearch.tasks.unmet`).
     ``queue_first=False``: the queue was likely empty at the last claim, so look at it only
     once the study is locked and counted, and only if it then holds trials (a statement fewer
     when it does not; a queued trial is still taken before a new one is sampled).
@@ -196,7 +209,7 @@ def claim(
             # Out of time: no more trials, not even queued ones; the study ends here.
             finish_if_done(session, get_study(session, sid, lock=True))
             continue
-        if not runnable(rules.task, entry_points):
+        if unmet(rules.requires, rules.task, worker) is not None:
             continue
         from_queue = _claim_queued(connection, sid, rules, granted) if queue_first else None
         claimed = from_queue or _sample_new(
@@ -220,7 +233,7 @@ def claim_queued_at_once(
     rules_for: RulesFor,
     running: Sequence[StudyKey],
     after: int | None = None,
-    entry_points: Collection[str] = (),
+    worker: Capabilities = BARE_WORKER,
 ) -> Claim | None:
     """The common claim on PostgreSQL, outside a transaction block: the oldest queued trial of
     the first of the ``running`` studies (:func:`running_studies`, perhaps read a moment ago)
@@ -234,7 +247,7 @@ def claim_queued_at_once(
     now = utcnow()
     for sid, created in running:
         rules = rules_for(connection, (sid, created))
-        if runnable(rules.task, entry_points):
+        if unmet(rules.requires, rules.task, worker) is None:
             break
     else:
         return None
@@ -245,15 +258,17 @@ def claim_queued_at_once(
 
 
 def passed_over(
-    session: Session, rules_for: RulesFor, entry_points: Collection[str], study_id: int | None
-) -> list[tuple[int, str]]:
-    """The running studies (``study_id``, if given) a worker allowing ``entry_points`` is
-    never given trials of: (study id, the entry point it would need)."""
+    session: Session, rules_for: RulesFor, worker: Capabilities, study_id: int | None
+) -> list[tuple[int, str, str]]:
+    """The running studies (``study_id``, if given) whose trials ``worker`` is never given:
+    (study id, what it would need, the entry point it would need to allow or "")."""
     found = []
     for sid, created in running_studies(session.connection(), study_id):
-        task = rules_for(session, (sid, created)).task
-        if not runnable(task, entry_points):
-            found.append((sid, str(task.get("entry_point"))))
+        rules = rules_for(session, (sid, created))
+        needs = unmet(rules.requires, rules.task, worker)
+        if needs is not None:
+            code = rules.task.get("entry_point") if needs.startswith("--allow") else None
+            found.append((sid, needs, str(code or "")))
     return found
 
 

@@ -59,8 +59,8 @@ class Ending:
     state: str
     metrics: dict[str, float | None]
     value: float | None
-    feasible: bool
-    violation: float
+    feasible: bool | None
+    violation: float | None
     steps: list[tuple[int, dict[str, float | None]]]
     events: list[tuple[str, str | None]]
     # Why the trial failed instead of completing (it never reported its objective).
@@ -72,7 +72,7 @@ class Ending:
 
     @property
     def may_be_best(self) -> bool:
-        return self.state == "completed" and self.feasible and self.value is not None
+        return self.state == "completed" and bool(self.feasible) and self.value is not None
 
 
 def ending(
@@ -99,6 +99,7 @@ def ending(
             metric = rules.objective.metric
             events.append(("diverged", f"objective {metric} was not a finite number"))
         events.append((state, None))
+    failed = state == "failed"  # unranked, as a trial failed by its worker is
     return Ending(
         trial_id=trial_id,
         worker_id=worker_id,
@@ -107,8 +108,8 @@ def ending(
         state=state,
         metrics=clean,
         value=evaluation.value,
-        feasible=evaluation.feasible,
-        violation=min(evaluation.violation, STORED_INFINITY),
+        feasible=None if failed else evaluation.feasible,
+        violation=None if failed else min(evaluation.violation, STORED_INFINITY),
         steps=[(step, finite_metrics(m)) for step, m in steps],
         events=events,
         error=error,

@@ -174,6 +174,8 @@ class Worker(Base):
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     host: Mapped[str] = mapped_column(String(255))
     devices: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Its ``--label key=value`` pairs, matched against a study's ``requires.labels``.
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime())
     last_seen_at: Mapped[datetime] = mapped_column(DateTime())
 

@@ -53,6 +53,7 @@ from hpsearch.store.studies import (
     trials_page,
 )
 from hpsearch.store.throttle import Recent, Throttle
+from hpsearch.tasks import Capabilities, capabilities
 
 _TRANSITIONS = {
     "pause": ({"running"}, "paused"),
@@ -287,10 +288,13 @@ class Store:
         study_id: int | None = None,
         after: int | None = None,
         entry_points: Collection[str] = (),
+        labels: Mapping[str, str] | None = None,
     ) -> claims.Claim | None:
         """The worker's next trial; ``after``: the trial whose completion asks for it;
-        ``entry_points``: the custom trainers the worker's command line allows."""
-        claimed = self._claim(worker_id, host, devices, study_id, after, entry_points)
+        ``entry_points``: the custom trainers the worker's command line allows; ``labels``:
+        its ``--label``s (with ``devices``, matched against a study's ``requires``)."""
+        worker = capabilities(devices, labels, entry_points)
+        claimed = self._claim(worker_id, host, study_id, after, worker)
         if claimed is not None and claimed.study_key is not None:
             # Its completion, likely through this process, then need not read its study.
             if len(self._claimed_studies) > 100_000:
@@ -302,12 +306,12 @@ class Store:
         self,
         worker_id: str,
         host: str,
-        devices: Sequence[str],
         study_id: int | None,
         after: int | None,
-        entry_points: Collection[str],
+        worker: Capabilities,
     ) -> claims.Claim | None:
-        touch = self._worker_touch.due((worker_id, host, tuple(devices)))
+        labels = tuple(sorted(worker.labels.items()))
+        touch = self._worker_touch.due((worker_id, host, worker.devices, labels))
         look_for_expired = self._expired_probe.due(None)
         # The one-statement claim only takes a queued trial. Where the last claim found none
         # (a study whose parallelism leaves nothing to sample ahead), it would be a wasted
@@ -326,13 +330,13 @@ class Store:
                     self._rules.get,
                     running,
                     after,
-                    entry_points,
+                    worker,
                 )
             if claimed is not None:
                 return claimed
         with self.db.write() as s:
             if touch:
-                claims.touch_worker(s, worker_id, host, list(devices))
+                claims.touch_worker(s, worker_id, host, list(worker.devices), dict(labels))
 
             def claim_by(running: list[StudyKey], look_for_expired: bool) -> claims.Claim | None:
                 return claims.claim(
@@ -344,7 +348,7 @@ class Store:
                     self._history.history,
                     look_for_expired=look_for_expired,
                     after=after,
-                    entry_points=entry_points,
+                    worker=worker,
                     queue_first=likely_queued,
                 )
 
@@ -375,12 +379,33 @@ class Store:
             return trial or evaluations.held_by(s, worker_id, utcnow())
 
     def passed_over(
-        self, entry_points: Collection[str], study_id: int | None = None
-    ) -> list[tuple[int, str]]:
-        """Running studies whose trials need a custom entry point not in ``entry_points``:
-        (study id, entry point). Claims pass them over; a worker says why it waits."""
+        self, worker: Capabilities, study_id: int | None = None
+    ) -> list[tuple[int, str, str]]:
+        """Running studies whose trials ``worker`` may not run: (study id, what it would
+        need, the entry point it would need to allow or ""). Claims pass them over; a worker
+        says why it waits."""
         with self.db.read() as s:
-            return claims.passed_over(s, self._rules.get, entry_points, study_id)
+            return claims.passed_over(s, self._rules.get, worker, study_id)
+
+    def waiting(self, study_id: int | None = None) -> list[tuple[int, str]]:
+        """What a worker that found nothing to claim waits for: the open studies
+        (``study_id`` alone, if given) that hand out nothing now, and why in words."""
+        with self.db.read() as s:
+            query = select(Study.id, Study.state, Study.reason).where(
+                Study.state.in_(("running", "paused"))
+            )
+            if study_id is not None:
+                query = query.where(Study.id == study_id)
+            rows = s.execute(query.order_by(Study.id).limit(20)).all()
+        return [
+            (
+                sid,
+                f"study {sid} is paused" + (f" ({reason})" if reason else "")
+                if state == "paused"
+                else f"study {sid} has no trial to hand out now (its trials are all running)",
+            )
+            for sid, state, reason in rows
+        ]
 
     def has_open_studies(self, study_id: int | None = None) -> bool:
         """Whether a worker should wait for more work (a study could still produce trials)."""

@@ -38,6 +38,8 @@ class StudyRules:
     task: dict[str, Any]
     # A pruner judges each step as it is reported: a worker must not hold reports back.
     judges_each_step: bool
+    # What a worker needs to be given the study's trials (the spec's ``requires``).
+    requires: dict[str, Any] = field(default_factory=dict)
     # The ranking columns of trials that have been the study's best, by trial id: ended
     # trials never change, so a completion compares with the best without reading it.
     best_ranks: dict[int, Ranked] = field(default_factory=dict)
@@ -77,6 +79,7 @@ def _rules_of(key: StudyKey, spec_json: dict[str, Any]) -> StudyRules:
         sampler=make_sampler(spec),
         task=dict(spec_json["task"]),
         judges_each_step=spec.pruner.kind != "none",
+        requires=dict(spec_json.get("requires") or {}),
     )
 
 

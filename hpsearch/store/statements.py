@@ -303,12 +303,13 @@ def upsert_steps(dialect: str) -> Any:
 
 @cache
 def upsert_worker(dialect: str) -> Any:
-    """Registers a worker or refreshes it. Parameters: id, host, devices, now."""
+    """Registers a worker or refreshes it. Parameters: id, host, devices, labels, now."""
     w = WORKERS.c
     statement = _insert(dialect)(WORKERS).values(
         id=bindparam("b_id"),
         host=bindparam("b_host"),
         devices=bindparam("b_devices", type_=w.devices.type),
+        labels=bindparam("b_labels", type_=w.labels.type),
         created_at=bindparam("b_now"),
         last_seen_at=bindparam("b_now"),
     )
@@ -317,6 +318,7 @@ def upsert_worker(dialect: str) -> Any:
         set_={
             "host": statement.excluded.host,
             "devices": statement.excluded.devices,
+            "labels": statement.excluded.labels,
             "last_seen_at": statement.excluded.last_seen_at,
         },
     )

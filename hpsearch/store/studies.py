@@ -151,7 +151,7 @@ def finish_if_done(
         # time: stop handing out trials until someone looks. Running trials go on.
         study.state, study.updated_at = "paused", utcnow()
         study.reason = (
-            f"paused: the first {study.n_failed} trials all failed "
+            f"the first {study.n_failed} trials all failed "
             f"({_last_failure(session, study.id)}); fix the cause, then resume"
         )
         return True

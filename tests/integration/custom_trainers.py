@@ -59,3 +59,14 @@ def stubborn(trial: Any) -> dict[str, float]:
 def crash(trial: Any) -> dict[str, float]:
     trial.report(1, {"dev_accuracy": 0.5})
     raise ZeroDivisionError("the user's training code divided by zero")
+
+
+def outcome(trial: Any) -> dict[str, float] | None:
+    """Ends as ``params.outcome`` says: ``good`` reports the objective, ``typo`` a near miss
+    of its name, ``nan`` a NaN objective, ``silent`` nothing at all."""
+    kind = trial.params["outcome"]
+    if kind == "silent":
+        return None
+    if kind == "typo":
+        return {"dev_acc": 0.9}
+    return {"dev_accuracy": float("nan") if kind == "nan" else 0.5}

@@ -18,6 +18,7 @@ from hpsearch.store import Database, SchemaOutOfDate, Store, check_schema
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import initialize_if_empty
 from hpsearch.store.models import Base, Study, Trial
+from hpsearch.tasks import capabilities
 from tests.conftest import digits_spec
 
 
@@ -81,11 +82,34 @@ def test_a_worker_is_only_given_trials_it_can_run(database_url: str) -> None:
         plain = [store.claim("plain") for _ in range(4)]
         assert [c.study_id if c else None for c in plain] == [builtin.id] * 4
         assert store.claim("plain") is None  # the built-in study's parallelism is taken
-        assert store.passed_over(()) == [(custom.id, "lab.train:fit")]
-        assert store.passed_over(("lab.train:fit",)) == []
+        needs = "--allow lab.train:fit"
+        assert store.passed_over(capabilities(["cpu"])) == [(custom.id, needs, "lab.train:fit")]
+        assert store.passed_over(capabilities(["cpu"], entry_points=["lab.train:fit"])) == []
         allowed = store.claim("lab", entry_points=("other:fn", "lab.train:fit"))
         assert allowed is not None and allowed.study_id == custom.id
         assert allowed.task["entry_point"] == "lab.train:fit"
+    finally:
+        store.db.dispose()
+
+
+def test_a_worker_is_only_given_trials_whose_requirements_it_meets(database_url: str) -> None:
+    store = Store(Database(database_url), lease_seconds=60, probe_seconds=3600)
+    budget = {"max_trials": 10, "parallelism": 10}
+    gpu = store.create_study(digits_spec(budget=budget, requires={"device": "cuda", "gpus": 2}))
+    lab2 = store.create_study(digits_spec(budget=budget, requires={"labels": {"site": "lab2"}}))
+    try:
+        assert store.claim("cpu", devices=["cpu"]) is None
+        for _ in range(2):  # the second through the one-statement claim on PostgreSQL
+            labelled = store.claim("cpu", devices=["cpu"], labels={"site": "lab2", "x": "y"})
+            assert labelled is not None and labelled.study_id == lab2.id
+        assert store.claim("cpu", devices=["cpu"], labels={"site": "lab1"}) is None
+        one_gpu = store.claim("g1", devices=["cuda:0"], labels={"site": "lab2"})
+        assert one_gpu is not None and one_gpu.study_id == lab2.id
+        for _ in range(2):
+            two = store.claim("g2", devices=["cuda:0", "cuda:1"])
+            assert two is not None and two.study_id == gpu.id
+        lacking = store.passed_over(capabilities(["cpu"], {"site": "lab1"}))
+        assert lacking == [(gpu.id, "2 GPUs (device cuda)", ""), (lab2.id, "label site=lab2", "")]
     finally:
         store.db.dispose()
 
@@ -258,7 +282,7 @@ def test_a_study_whose_first_trials_all_fail_pauses_itself(store: Store) -> None
     view = store.get_study(study.id)
     assert view.study.state == "paused"
     assert view.study.reason == (
-        "paused: the first 3 trials all failed (trial 2: FileNotFoundError: data 2); "
+        "the first 3 trials all failed (trial 2: FileNotFoundError: data 2); "
         "fix the cause, then resume"
     )
     assert store.claim("w9") is None
