@@ -171,6 +171,10 @@ class StudyOut(BaseModel):
     created_at: UtcDateTime
     updated_at: UtcDateTime
     finished_at: UtcDateTime | None
+    waiting_for: str | None = None
+    """A running study whose ``requires`` no live worker meets: what it waits for, finishing
+    "waiting for a worker with …" (``device cuda, label site=lab2``). Read by GET
+    /studies/{id}, not the list."""
 
     @classmethod
     def of(cls, v: StudyView) -> StudyOut:
@@ -197,6 +201,7 @@ class StudyOut(BaseModel):
             created_at=s.created_at,
             updated_at=s.updated_at,
             finished_at=s.finished_at,
+            waiting_for=v.waiting_for,
         )
 
 

@@ -430,6 +430,8 @@ def format_status(study: dict[str, Any], top: list[dict[str, Any]]) -> str:
         f"{c['pruned']} pruned, {c['failed']} failed), {c['running']} running, "
         f"{c['queued']} queued",
     ]
+    if study.get("waiting_for"):
+        lines.insert(2, f"  waiting for a worker with {study['waiting_for']}")
     best = study.get("best")
     if best:
         lines.append(

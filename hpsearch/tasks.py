@@ -267,6 +267,21 @@ def unmet(
     return None
 
 
+def describe_requires(requires: Mapping[str, Any] | None) -> str | None:
+    """A study's ``requires`` in words that finish "a worker with …"; None if it has none."""
+    requires = requires or {}
+    parts = []
+    gpus = int(requires.get("gpus") or 0)
+    if gpus:
+        parts.append(f"{gpus} GPU{'s' if gpus > 1 else ''} (device cuda)")
+    elif requires.get("device"):
+        parts.append(f"device {requires['device']}")
+    labels = requires.get("labels") or {}
+    if labels:
+        parts.append("label " + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
+    return ", ".join(parts) or None
+
+
 def runnable(task: Mapping[str, Any], entry_points: Collection[str]) -> bool:
     """Whether a worker whose command line allows ``entry_points`` can run ``task``: every
     worker runs the built-in trainers; a custom one only the entry points it allows."""

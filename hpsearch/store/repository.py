@@ -53,7 +53,7 @@ from hpsearch.store.studies import (
     trials_page,
 )
 from hpsearch.store.throttle import Recent, Throttle
-from hpsearch.tasks import Capabilities, capabilities
+from hpsearch.tasks import Capabilities, capabilities, describe_requires, unmet
 
 _TRANSITIONS = {
     "pause": ({"running"}, "paused"),
@@ -71,6 +71,9 @@ class StudyView:
     """The objective and constraints in words (hpsearch.objective.Objective.describe)."""
     final_evaluation: FinalEvaluation | None = None
     """Read by ``get_study`` only (a study page), not for each study of a list."""
+    waiting_for: str | None = None
+    """Read by ``get_study`` only: what a running study's ``requires`` asks of a worker,
+    when no live worker meets it ("device cuda, label site=lab2")."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,26 @@ class Store:
     def get_study(self, study_id: int) -> StudyView:
         with self.db.read() as s:
             view = self._view(s, get_study(s, study_id))
-            return replace(view, final_evaluation=evaluations.of_study(s, study_id))
+            return replace(
+                view,
+                final_evaluation=evaluations.of_study(s, study_id),
+                waiting_for=self._waiting_for(s, view.study),
+            )
+
+    def _waiting_for(self, s: Session, study: Study) -> str | None:
+        """What ``study`` waits for in a worker, if it requires what no live worker has: one
+        heard from within two leases (a claim), or holding a trial (its heartbeats)."""
+        requires = study.spec.get("requires") or {}
+        wanted = describe_requires(requires)
+        if wanted is None or study.state != "running":
+            return None
+        since = utcnow() - 2 * self.lease
+        busy = select(Trial.worker_id).where(Trial.state == "running")
+        live = s.scalars(select(Worker).where((Worker.last_seen_at >= since) | Worker.id.in_(busy)))
+        for w in live:
+            if unmet(requires, {}, capabilities(w.devices, w.labels)) is None:
+                return None
+        return wanted
 
     def spec(self, study_id: int) -> StudySpec:
         with self.db.read() as s:

@@ -133,6 +133,13 @@ def test_workers_take_only_the_studies_whose_requirements_they_meet(
         at_lab2 = run_worker(server, *allow, "--label", "site=lab2")
         lab2_states = [t["state"] for t in client.trials(lab2["id"])]
         gpu_trials = client.trials(gpu["id"])
+        # No live worker has a GPU: REST, CLI and web say what the study waits for.
+        assert client.study(gpu["id"])["waiting_for"] == "device cuda"
+        assert client.study(lab2["id"])["waiting_for"] is None  # the lab2 worker was heard
+    status = run_cli(server, "status", str(gpu["id"]), "--server", server.url)
+    assert "  waiting for a worker with device cuda" in status.stdout
+    page = httpx.get(f"{server.url}/studies/{gpu['id']}").text
+    assert "waiting for a worker with device cuda" in page
     assert elsewhere.returncode == at_lab2.returncode == 0
     assert untouched == [] and gpu_trials == []  # no CPU worker ever claimed the cuda study
     assert lab2_states == ["completed", "completed"]
