@@ -253,6 +253,8 @@ class WorkerOut(BaseModel):
     devices: list[Any]
     last_seen_at: UtcDateTime
     labels: dict[str, str] = Field(default_factory=dict)
+    unhealthy: str | None = None
+    """Why the worker stopped claiming (its last trials all failed); None while healthy."""
 
     @classmethod
     def of(cls, w: Worker) -> WorkerOut:
@@ -262,6 +264,7 @@ class WorkerOut(BaseModel):
             devices=w.devices,
             last_seen_at=w.last_seen_at,
             labels=w.labels or {},
+            unhealthy=w.unhealthy,
         )
 
 
@@ -289,6 +292,12 @@ class NextClaimIn(_Body):
         max_length=20,
         description="the worker's `--label key=value` pairs: it is only given trials of "
         "studies whose `requires.labels` it has (and whose device and GPU count it meets)",
+    )
+    refused_studies: list[Id] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="studies the worker found it cannot set up (a missing dataset, an import "
+        "error, no CUDA): it is given none of their trials",
     )
 
 
@@ -405,7 +414,18 @@ class CheckpointOut(BaseModel):
     saved_at: UtcDateTime
 
 
-class CompleteOut(TrialOut):
+class EndedOut(TrialOut):
+    """A trial as its worker ended it (failed or completed), and whether that worker is now
+    unhealthy: it then stops claiming."""
+
+    worker_unhealthy: str | None = Field(
+        default=None,
+        description="why the worker is unhealthy (its last trials all failed, of studies "
+        "whose trials do complete): it should claim no more",
+    )
+
+
+class CompleteOut(EndedOut):
     next: ClaimOut | None = Field(
         default=None, description="the next claim, when the completion asked for one"
     )

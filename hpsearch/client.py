@@ -174,9 +174,10 @@ class Client:
         study_id: int | None = None,
         entry_points: Sequence[str] = (),
         labels: Mapping[str, str] | None = None,
+        refused_studies: Sequence[int] = (),
     ) -> dict[str, Any]:
         """The worker's next trial; ``entry_points``: the custom trainers it may run;
-        ``labels``: its ``--label``s."""
+        ``labels``: its ``--label``s; ``refused_studies``: those it cannot set up."""
         body: dict[str, Any] = {
             "worker_id": worker_id,
             "host": host,
@@ -184,8 +185,11 @@ class Client:
             "study_id": study_id,
             "entry_points": list(entry_points),
         }
-        if labels:  # only when there are any: a server older than labels refuses the field
+        # Only when there are any: a server older than these fields refuses them.
+        if labels:
             body["labels"] = dict(labels)
+        if refused_studies:
+            body["refused_studies"] = list(refused_studies)
         return self._obj("POST", "/claims", json=body)
 
     def heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> dict[str, Any]:

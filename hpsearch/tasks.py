@@ -226,6 +226,8 @@ class Capabilities:
     devices: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     entry_points: frozenset[str] = frozenset()
+    refused_studies: frozenset[int] = frozenset()
+    """Studies the worker found it cannot set up (a missing dataset, an import error)."""
 
     @property
     def gpus(self) -> int:
@@ -240,8 +242,11 @@ def capabilities(
     devices: Iterable[str],
     labels: Mapping[str, str] | None = None,
     entry_points: Iterable[str] = (),
+    refused_studies: Iterable[int] = (),
 ) -> Capabilities:
-    return Capabilities(tuple(devices), dict(labels or {}), frozenset(entry_points))
+    return Capabilities(
+        tuple(devices), dict(labels or {}), frozenset(entry_points), frozenset(refused_studies)
+    )
 
 
 def unmet(

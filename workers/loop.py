@@ -40,7 +40,7 @@ from workers.custom import EntryPointNotAllowed, run_custom
 from workers.devices import bind
 from workers.final_evaluation import run_final_evaluation
 from workers.lease import Lease
-from workers.outcomes import TrainingDiverged
+from workers.outcomes import TrainingDiverged, setup_problem
 from workers.progress import Progress
 
 log = logging.getLogger("hpsearch.worker")
@@ -128,6 +128,10 @@ class Worker:
         self.budget = budget or TrialBudget(opts.max_trials)
         self.progress = Progress(label=opts.slot, quiet=opts.quiet)
         self.trials_run = 0
+        # Studies this worker could not set up (by id, why): it claims none of their trials.
+        self.refused: dict[int, str] = {}
+        # Why the server calls this worker unhealthy (its last trials failed): it stops.
+        self.unhealthy: str | None = None
 
     def install_signal_handlers(self, *, sigint: bool = True) -> None:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -162,6 +166,13 @@ class Worker:
         idle = _Idle(self.opts.idle_exit, self._say)
         try:
             while True:
+                if self.unhealthy is not None:
+                    self._say(f"this worker is unhealthy ({self.unhealthy}): it stops claiming")
+                    return 1
+                if self.opts.study_id is not None and self.opts.study_id in self.refused:
+                    return 1  # bound to a study it cannot set up: said when it was refused
+                if self.refused:
+                    where["refused_studies"] = sorted(self.refused)
                 if reply is None:
                     if self.stopping or not self.budget.take():
                         break
@@ -281,7 +292,11 @@ class Worker:
                     return None
                 self._fail(lease, traceback.format_exc())
                 return None
-            except Exception:
+            except Exception as e:
+                problem = setup_problem(e)
+                if problem is not None:  # the worker's, not the trial's: another may run it
+                    self._refuse_study(lease, claim, problem)
+                    return None
                 error = traceback.format_exc()
                 self._say(f"trial {number} failed:\n{error}")
                 self._fail(lease, error)
@@ -365,6 +380,7 @@ class Worker:
         following: dict[str, Any] | None = out.get("next") if asked and out is not None else None
         if asked and following is None:  # not answered, or a server without claim_next
             self.budget.give_back()
+        self._note_health(out)
         if out is not None and out["state"] == "failed":  # e.g. it never reported the objective
             self._say(f"trial {number} failed: {out.get('error')}")
         elif out is not None:
@@ -373,11 +389,28 @@ class Worker:
             self._say(f"trial {number} {out['state']}: value={value} {verdict}")
         return following
 
+    def _refuse_study(self, lease: Lease, claim: dict[str, Any], problem: str) -> None:
+        """Hands back a trial this worker could not even set up, and claims no more of its
+        study."""
+        study_id = claim["study_id"]
+        self.refused[study_id] = problem
+        self._say(
+            f"study {study_id}: {problem}; handing trial {claim['number']} back, and this "
+            f"worker claims no more of study {study_id}"
+        )
+        self._release(lease, f"setup error on worker {self.opts.worker_id}: {problem}")
+        self._handing_back = False  # the worker goes on: a second signal may cut it short again
+
     def _fail(self, lease: Lease, error: str) -> None:
         self._send_held(lease)
-        self._send(
+        out = self._send(
             lambda: self.client.fail(lease.trial_id, self.opts.worker_id, lease.attempt, error)
         )
+        self._note_health(out)
+
+    def _note_health(self, out: dict[str, Any] | None) -> None:
+        if out is not None and out.get("worker_unhealthy"):
+            self.unhealthy = str(out["worker_unhealthy"])
 
     def _release(self, lease: Lease, why: str) -> None:
         self._handing_back = True  # a further signal must not cut the hand-back short

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,3 +30,21 @@ class TrainingDiverged(RuntimeError):
 class DivergedResult:
     metrics: dict[str, float | None] = field(default_factory=dict)
     stopped_early: bool = False
+
+
+def setup_problem(error: BaseException) -> str | None:
+    """Why ``error`` is this worker's setup and not the trial's (a missing dataset, code that
+    will not import here, no CUDA), in words; None for a crash of the trial itself.
+
+    Such a trial is handed back, not failed: another worker may well run it."""
+    if isinstance(error, FileNotFoundError):
+        return f"a file is missing on this worker: {error}"
+    if isinstance(error, ImportError):
+        return f"the study's code cannot be imported on this worker: {error}"
+    text = str(error)
+    if isinstance(error, RuntimeError) and "CUDA" in text and _NO_CUDA.search(text):
+        return f"CUDA is unavailable on this worker: {text.splitlines()[0]}"
+    return None
+
+
+_NO_CUDA = re.compile(r"not available|no CUDA GPUs|NVIDIA driver|not compiled with CUDA", re.I)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from fastapi import APIRouter, Request
 
 from api.deps import SettingsDep, StoreDep, run_queue_work
@@ -11,6 +13,7 @@ from api.schemas import (
     ClaimOut,
     CompleteIn,
     CompleteOut,
+    EndedOut,
     ErrorBody,
     FailIn,
     LeaseIn,
@@ -26,6 +29,7 @@ from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Trial
 
 router = APIRouter(prefix="/trials", tags=["trials"])
+EndedT = TypeVar("EndedT", bound=EndedOut)
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorBody},
@@ -103,13 +107,15 @@ def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn)
         )
 
     if body.claim_next is None:
-        return CompleteOut.of(end())
+        return _with_health(CompleteOut.of(end()), store, body.worker_id)
     ended = False
     try:
         with store.together():
             trial = end()
             ended = True
-            out = CompleteOut.of(trial)
+            out = _with_health(CompleteOut.of(trial), store, body.worker_id)
+            if out.worker_unhealthy is not None:
+                return out  # a worker that stops claiming is given nothing more
             resent = trial.finished_at is not None and trial.finished_at < received
             held = store.claimed_after(trial_id, body.worker_id) if resent else None
             out.next = (
@@ -126,8 +132,16 @@ def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn)
 
 
 @router.post("/{trial_id}/fail", responses=_ERRORS, tags=["workers"])
-def fail_trial(trial_id: TrialId, body: FailIn, store: StoreDep) -> TrialOut:
-    return TrialOut.of(store.fail(trial_id, body.worker_id, body.attempt, body.error))
+def fail_trial(trial_id: TrialId, body: FailIn, store: StoreDep) -> EndedOut:
+    trial = store.fail(trial_id, body.worker_id, body.attempt, body.error)
+    return _with_health(EndedOut.of(trial), store, body.worker_id)
+
+
+def _with_health(out: EndedT, store: Store, worker_id: str) -> EndedT:
+    """A failed trial may have made its worker unhealthy: say so in the reply."""
+    if out.state == "failed":
+        out.worker_unhealthy = store.worker_unhealthy(worker_id)
+    return out
 
 
 @router.post("/{trial_id}/release", responses=_ERRORS, tags=["workers"])

@@ -39,14 +39,21 @@ def claim_for(
     job = store.claim_final_evaluation(worker_id, study_id)
     if job is not None:
         return ClaimOut(trial=claimed(job, settings), open_studies=True)
+    worker = capabilities(where.devices, where.labels, where.entry_points, where.refused_studies)
     c = store.claim(
-        worker_id, where.host, where.devices, study_id, after, where.entry_points, where.labels
+        worker_id,
+        where.host,
+        where.devices,
+        study_id,
+        after,
+        where.entry_points,
+        where.labels,
+        where.refused_studies,
     )
     if c is None:
         open_studies = store.has_open_studies(study_id) or store.has_pending_final_evaluation(
             study_id
         )
-        worker = capabilities(where.devices, where.labels, where.entry_points)
         passed = [
             PassedOver(study_id=sid, entry_point=entry_point, needs=needs)
             for sid, needs, entry_point in store.passed_over(worker, study_id)

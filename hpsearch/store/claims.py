@@ -209,7 +209,7 @@ def claim(
             # Out of time: no more trials, not even queued ones; the study ends here.
             finish_if_done(session, get_study(session, sid, lock=True))
             continue
-        if unmet(rules.requires, rules.task, worker) is not None:
+        if sid in worker.refused_studies or unmet(rules.requires, rules.task, worker):
             continue
         from_queue = _claim_queued(connection, sid, rules, granted) if queue_first else None
         claimed = from_queue or _sample_new(
@@ -247,7 +247,7 @@ def claim_queued_at_once(
     now = utcnow()
     for sid, created in running:
         rules = rules_for(connection, (sid, created))
-        if unmet(rules.requires, rules.task, worker) is None:
+        if sid not in worker.refused_studies and unmet(rules.requires, rules.task, worker) is None:
             break
     else:
         return None
@@ -266,6 +266,8 @@ def passed_over(
     for sid, created in running_studies(session.connection(), study_id):
         rules = rules_for(session, (sid, created))
         needs = unmet(rules.requires, rules.task, worker)
+        if sid in worker.refused_studies:
+            needs = "a setup that works (this one could not set it up)"
         if needs is not None:
             code = rules.task.get("entry_point") if needs.startswith("--allow") else None
             found.append((sid, needs, str(code or "")))

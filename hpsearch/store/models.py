@@ -176,6 +176,9 @@ class Worker(Base):
     devices: Mapped[list[Any]] = mapped_column(JSON, default=list)
     # Its ``--label key=value`` pairs, matched against a study's ``requires.labels``.
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")
+    # Why it is unhealthy (its last trials all failed, of studies that succeed elsewhere);
+    # None while healthy. Set once: a restarted worker has a new id.
+    unhealthy: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime())
     last_seen_at: Mapped[datetime] = mapped_column(DateTime())
 

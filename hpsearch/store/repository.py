@@ -22,6 +22,7 @@ from hpsearch.store import (
     completion,
     evaluations,
     forks,
+    health,
     imports,
     queue,
     results,
@@ -311,11 +312,13 @@ class Store:
         after: int | None = None,
         entry_points: Collection[str] = (),
         labels: Mapping[str, str] | None = None,
+        refused_studies: Collection[int] = (),
     ) -> claims.Claim | None:
         """The worker's next trial; ``after``: the trial whose completion asks for it;
         ``entry_points``: the custom trainers the worker's command line allows; ``labels``:
-        its ``--label``s (with ``devices``, matched against a study's ``requires``)."""
-        worker = capabilities(devices, labels, entry_points)
+        its ``--label``s (with ``devices``, matched against a study's ``requires``);
+        ``refused_studies``: those it found it cannot set up."""
+        worker = capabilities(devices, labels, entry_points, refused_studies)
         claimed = self._claim(worker_id, host, study_id, after, worker)
         if claimed is not None and claimed.study_key is not None:
             # Its completion, likely through this process, then need not read its study.
@@ -505,19 +508,32 @@ class Store:
                     study_key,
                 )
             if done is not None:
-                if done.may_end_study:
+                if done.may_end_study or done.trial.state == "failed":
                     with self.db.write() as s:
-                        finish_if_done(s, get_study(s, done.trial.study_id, lock=True))
+                        if done.may_end_study:
+                            finish_if_done(s, get_study(s, done.trial.study_id, lock=True))
+                        if done.trial.state == "failed":
+                            health.note_failure(s, worker_id)
                 return done.trial
         # Elsewhere, or to say why that ended nothing (a lost lease, a resent completion).
         with self.db.write() as s:
-            return completion.complete(
+            trial = completion.complete(
                 s, trial_id, worker_id, attempt, metrics, self._rules.get, pruned, steps
             )
+            if trial.state == "failed":  # it never reported its objective
+                health.note_failure(s, worker_id)
+            return trial
 
     def fail(self, trial_id: int, worker_id: str, attempt: int, error: str) -> Trial:
         with self.db.write() as s:
-            return queue.fail(s, trial_id, worker_id, attempt, error)
+            trial = queue.fail(s, trial_id, worker_id, attempt, error)
+            health.note_failure(s, worker_id)
+            return trial
+
+    def worker_unhealthy(self, worker_id: str) -> str | None:
+        """Why ``worker_id`` is unhealthy (see :mod:`hpsearch.store.health`), or None."""
+        with self.db.read() as s:
+            return health.unhealthy(s, worker_id)
 
     def release(self, trial_id: int, worker_id: str, attempt: int, why: str) -> Trial:
         with self.db.write() as s:

@@ -91,6 +91,8 @@ class WorkerActivity:
     created_at: datetime
     last_seen_at: datetime
     running: list[RunningTrial] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    unhealthy: str | None = None
 
 
 def trial_points(
@@ -200,7 +202,14 @@ def worker_activity(session: Session) -> list[WorkerActivity]:
         )
     return [
         WorkerActivity(
-            w.id, w.host, list(w.devices or []), w.created_at, w.last_seen_at, running.get(w.id, [])
+            w.id,
+            w.host,
+            list(w.devices or []),
+            w.created_at,
+            w.last_seen_at,
+            running.get(w.id, []),
+            dict(w.labels or {}),
+            w.unhealthy,
         )
         for w in session.scalars(select(Worker).order_by(Worker.last_seen_at.desc()))
     ]

@@ -70,3 +70,15 @@ def outcome(trial: Any) -> dict[str, float] | None:
     if kind == "typo":
         return {"dev_acc": 0.9}
     return {"dev_accuracy": float("nan") if kind == "nan" else 0.5}
+
+
+def missing_data(trial: Any) -> dict[str, float]:
+    """A trial whose data is not on this worker: a setup error, not the trial's."""
+    raise FileNotFoundError(f"dataset folder {trial.params['quality']:.2f}/ does not exist")
+
+
+def broken_here(trial: Any) -> dict[str, float]:
+    """Trains on a healthy worker; crashes on one started with HPSEARCH_TEST_BROKEN set."""
+    if os.environ.get("HPSEARCH_TEST_BROKEN"):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    return {"dev_accuracy": float(trial.params["quality"])}

@@ -195,3 +195,53 @@ def test_worker_command_line_mistakes_are_answered(server: ServerProcess) -> Non
     done = run_worker(server, "--server", address, "--idle-exit", "0")
     assert done.returncode == 0, done.stderr
     assert f"server {server.url}" in done.stdout and "no study has work left" in done.stdout
+
+
+def test_a_setup_error_hands_the_trial_back_and_the_worker_passes_the_study_over(
+    make_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    server = make_server(**worker_env(tmp_path))
+    allow = ("--allow", f"{MODULE}:missing_data", "--idle-exit", "1")
+    with server.client() as client:
+        study = client.create_study(custom_spec("missing_data", trials=3))
+        done = run_worker(server, *allow)
+        (trial,) = client.trials(study["id"])
+        events = client.trial(trial["id"])["events"]
+        counts = client.study(study["id"])["counts"]
+    assert done.returncode == 0, done.stderr
+    # Handed back, not failed: a worker that has the data may run it.
+    assert trial["state"] == "queued" and counts["failed"] == 0
+    assert events[-1]["kind"] == "released"
+    assert "setup error on worker" in events[-1]["detail"]
+    assert "a file is missing on this worker: dataset folder" in events[-1]["detail"]
+    assert f"this worker claims no more of study {study['id']}" in done.stdout
+    assert f"study {study['id']} needs a worker with a setup that works" in done.stdout
+
+
+def test_a_worker_whose_last_trials_fail_where_others_succeed_stops_and_shows_unhealthy(
+    make_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    server = make_server(**worker_env(tmp_path))
+    allow = ("--allow", f"{MODULE}:broken_here", "--worker-id")
+    with server.client() as client:
+        study = client.create_study(custom_spec("broken_here", trials=10))
+        healthy = run_worker(server, *allow, "healthy", "--max-trials", "1")
+        command = [sys.executable, "-m", "hpsearch.cli", "worker", "--server", server.url]
+        broken = subprocess.run(
+            [*command, *allow, "broken"],
+            env={**server.env, "HPSEARCH_TEST_BROKEN": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        workers = {w["id"]: w for w in client._list("GET", "/workers")}
+        final = client.study(study["id"])
+    assert healthy.returncode == 0 and broken.returncode == 1, broken.stdout
+    assert final["state"] == "running" and final["counts"]["failed"] == 3  # not paused
+    reason = workers["broken"]["unhealthy"]
+    assert reason.startswith("its last 3 trials failed, of studies whose trials do complete")
+    assert reason.endswith("RuntimeError: CUDA error: an illegal memory access was encountered)")
+    assert workers["healthy"]["unhealthy"] is None
+    assert f"this worker is unhealthy ({reason}): it stops claiming" in broken.stdout
+    page = httpx.get(f"{server.url}/workers").text
+    assert "unhealthy: its last 3 trials failed" in page

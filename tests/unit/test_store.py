@@ -388,3 +388,24 @@ def test_claims_read_only_the_trials_that_ended_since(store: Store) -> None:
         store.complete(c.trial_id, "w", c.attempt, {"dev_accuracy": i / 30, "latency_ms": 1})
     # 29 claims saw a history; each ended trial's row was read once, not once per claim.
     assert store._history.rows_read == 29
+
+
+def test_a_worker_whose_last_trials_fail_where_others_complete_is_unhealthy(
+    store: Store,
+) -> None:
+    store.create_study(digits_spec(budget={"max_trials": 10, "parallelism": 1}))
+    good = {"dev_accuracy": 0.5, "latency_ms": 1.0}
+    c = store.claim("healthy")
+    assert c is not None
+    store.complete(c.trial_id, "healthy", 1, good)
+    for i in range(3):
+        c = store.claim("broken")
+        assert c is not None and store.worker_unhealthy("broken") is None
+        if i == 2:  # a completion without the objective counts as a failure too
+            store.complete(c.trial_id, "broken", 1, {"latency_ms": 1.0})
+        else:
+            store.fail(c.trial_id, "broken", 1, "Traceback ...\nRuntimeError: CUDA error")
+    reason = store.worker_unhealthy("broken")
+    assert reason is not None and reason.startswith("its last 3 trials failed")
+    assert store.worker_unhealthy("healthy") is None
+    assert {w.id: w.unhealthy for w in store.workers()}["broken"] == reason
