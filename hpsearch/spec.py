@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hpsearch import tasks
+from hpsearch import commands, tasks
 from hpsearch.objective import Constraint, ConstraintOp, Direction, Objective
 from hpsearch.space import (
     CategoricalParam,
@@ -243,10 +243,21 @@ class TaskSpec(_Strict):
     ``trainer: custom`` runs the user's function ``entry_point`` (``module:function``) instead;
     only workers started with ``--allow module:function`` run it, and its hyperparameter names
     are the user's own.
+
+    ``trainer: command`` runs the user's program ``command`` (an argv with ``{name}``
+    placeholders) in ``workdir``; only workers started with an ``--allow-command`` prefix of it
+    run it. See ``workers/command.py``.
     """
 
     trainer: str
     entry_point: str | None = Field(default=None, max_length=300)
+    command: list[Annotated[str, Field(min_length=1, max_length=4096)]] | None = Field(
+        default=None, min_length=1, max_length=1000
+    )
+    workdir: str | None = Field(default=None, min_length=1, max_length=4096)
+    # SIGTERM, then SIGKILL this many seconds later, when a command trial is pruned or stopped.
+    grace_seconds: float = Field(default=30.0, ge=0, le=3600)
+    metrics_format: Literal["json", "key_value"] = "json"
     dataset: str = "digits"
     data_path: str | None = Field(default=None, max_length=4096)
     split: SplitSpec = Field(default_factory=SplitSpec)
@@ -260,10 +271,10 @@ class TaskSpec(_Strict):
     @field_validator("trainer")
     @classmethod
     def _known_trainer(cls, v: str) -> str:
-        if v not in tasks.TRAINERS and v != tasks.CUSTOM:
+        if v not in tasks.TRAINERS and v not in tasks.USER_CODE:
             raise ValueError(
                 f"unknown trainer {v!r}; built-in trainers: {sorted(tasks.TRAINERS)}, "
-                f"or {tasks.CUSTOM!r} with an entry_point"
+                f"{tasks.CUSTOM!r} with an entry_point, or {tasks.COMMAND!r} with a command"
             )
         return v
 
@@ -390,7 +401,7 @@ def _cross_field_errors(spec: StudySpec) -> list[FieldError]:
                 errors.append(FieldError(("sampler", "values", name), "not in the space"))
         if spec.sampler.shuffle and not errors:
             errors.extend(_shuffled_grid_errors(spec.sampler, spec.build_space()))
-    elif spec.sampler.pack > 1 and spec.task.trainer == tasks.CUSTOM:
+    elif spec.sampler.pack > 1 and spec.task.trainer in tasks.USER_CODE:
         errors.append(FieldError(("sampler", "pack"), "packing needs a built-in trainer"))
     return errors
 
@@ -413,23 +424,56 @@ def _shuffled_grid_errors(sampler: GridSamplerSpec, space: Space) -> list[FieldE
 
 
 def _trainer_errors(spec: StudySpec) -> list[FieldError]:
-    """A built-in trainer knows its hyperparameters; a custom one needs its entry point."""
+    """A built-in trainer knows its hyperparameters; a custom one needs its entry point, a
+    command one its command."""
     task = spec.task
-    if task.trainer == tasks.CUSTOM:
-        if task.entry_point is None:
-            return [FieldError(("task", "entry_point"), "trainer custom needs 'module:function'")]
-        return []  # the names are the user's own
-    if task.entry_point is not None:
-        return [FieldError(("task", "entry_point"), "only trainer custom runs an entry_point")]
+    errors = _user_code_errors(spec)
+    if task.trainer in tasks.USER_CODE:
+        return errors  # the names are the user's own
     known = tasks.known_hyperparameters(task.trainer)
     named = [(("space", n), n) for n in spec.space] + [
         (("task", "fixed", n), n) for n in task.fixed
     ]
-    return [
+    return errors + [
         FieldError(loc, f"trainer {task.trainer} has no hyperparameter {name!r}; known: {known}")
         for loc, name in named
         if name not in known
     ]
+
+
+def _user_code_errors(spec: StudySpec) -> list[FieldError]:
+    """``entry_point`` belongs to trainer custom; ``command`` (and its placeholders, each a
+    parameter or one the worker fills) and ``workdir`` to trainer command."""
+    task, errors = spec.task, []
+    if task.trainer == tasks.CUSTOM and task.entry_point is None:
+        errors.append(FieldError(("task", "entry_point"), "trainer custom needs 'module:function'"))
+    if task.trainer != tasks.CUSTOM and task.entry_point is not None:
+        errors.append(
+            FieldError(("task", "entry_point"), "only trainer custom runs an entry_point")
+        )
+    if task.trainer == tasks.COMMAND and task.command is None:
+        errors.append(
+            FieldError(
+                ("task", "command"), 'trainer command needs an argv, e.g. ["python", "train.py"]'
+            )
+        )
+    if task.trainer != tasks.COMMAND:
+        for key in ("command", "workdir"):
+            if getattr(task, key) is not None:
+                errors.append(FieldError(("task", key), "only trainer command takes a " + key))
+        return errors
+    known = {*spec.space, *task.fixed, *commands.BUILTIN_PLACEHOLDERS}
+    for i, item in enumerate(task.command or ()):
+        for name in commands.PLACEHOLDER.findall(item):
+            if name not in known:
+                errors.append(
+                    FieldError(
+                        ("task", "command", i),
+                        f"placeholder {{{name}}} is not a parameter of the space, a fixed value "
+                        f"or one of {{{'}, {'.join(commands.BUILTIN_PLACEHOLDERS)}}}",
+                    )
+                )
+    return errors
 
 
 def _test_set_errors(spec: StudySpec) -> list[FieldError]:

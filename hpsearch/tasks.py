@@ -7,10 +7,11 @@ keeps the two in step.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from hpsearch.commands import allowed
 from hpsearch.space import ParamValue
 
 Kind = Literal["float", "int", "bool", "str"]
@@ -106,6 +107,13 @@ CUSTOM = "custom"
 """The trainer that runs a user's ``task.entry_point`` (see ``workers/custom.py``); it has no
 catalogue: its hyperparameter names are the user's own."""
 
+COMMAND = "command"
+"""The trainer that runs a user's program, ``task.command``, as a process (see
+``workers/command.py``); like ``custom``, its hyperparameter names are the user's own."""
+
+USER_CODE = frozenset({CUSTOM, COMMAND})
+"""Trainers that run the user's code: only workers whose command line allows it run them."""
+
 MODEL_SHAPE: frozenset[str] = frozenset({"layers", "hidden_units", "channels", "batch_norm"})
 """Hyperparameters that change the network's tensors: a fork, which continues its parent's
 weights, may not change them."""
@@ -113,10 +121,31 @@ weights, may not change them."""
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "file")
 
 
-def runnable(task: Mapping[str, Any], entry_points: Collection[str]) -> bool:
-    """Whether a worker whose command line allows ``entry_points`` can run ``task``: every
-    worker runs the built-in trainers; a custom one only the entry points it allows."""
-    return task.get("trainer") != CUSTOM or task.get("entry_point") in entry_points
+def runnable(
+    task: Mapping[str, Any],
+    entry_points: Collection[str],
+    commands: Collection[Sequence[str]] = (),
+) -> bool:
+    """Whether a worker whose command line allows ``entry_points`` (``--allow``) and
+    ``commands`` (``--allow-command`` argv prefixes) can run ``task``: every worker runs the
+    built-in trainers; a custom one only the entry points it allows; a command one only a
+    command that starts with a prefix it allows."""
+    trainer = task.get("trainer")
+    if trainer == CUSTOM:
+        return task.get("entry_point") in entry_points
+    if trainer == COMMAND:
+        return allowed(task.get("command") or (), commands)
+    return True
+
+
+def needed_code(task: Mapping[str, Any]) -> tuple[str | None, list[str] | None]:
+    """What a worker must allow to run ``task``: (entry point, command), at most one given."""
+    trainer = task.get("trainer")
+    if trainer == CUSTOM:
+        return str(task.get("entry_point")), None
+    if trainer == COMMAND:
+        return None, list(task.get("command") or ())
+    return None, None
 
 
 def known_hyperparameters(trainer: str) -> list[str]:

@@ -23,6 +23,7 @@ import logging
 import math
 import multiprocessing
 import os
+import shlex
 import signal
 import socket
 import threading
@@ -35,6 +36,9 @@ from types import FrameType
 from typing import Any
 
 from hpsearch.client import ApiError, Client, ServerUnreachable
+from hpsearch.commands import parse_prefix
+from hpsearch.tasks import COMMAND, CUSTOM
+from workers.command import CommandFailed, CommandNotAllowed, run_command, suggested_prefix
 from workers.custom import EntryPointNotAllowed, run_custom
 from workers.devices import bind
 from workers.final_evaluation import run_final_evaluation
@@ -54,6 +58,8 @@ class WorkerOptions:
     concurrency: int = 1
     allow: tuple[str, ...] = ()
     """Custom entry points (``module:function``) this worker may run."""
+    allow_commands: tuple[str, ...] = ()
+    """``--allow-command`` as given: the argv prefixes of the programs this worker may run."""
     threads: int | None = None
     """torch intra-op threads per trial (default: OMP_NUM_THREADS, else 1)."""
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
@@ -118,6 +124,8 @@ class Worker:
         self.budget = budget or TrialBudget(opts.max_trials)
         self.progress = Progress(label=opts.slot, quiet=opts.quiet)
         self.trials_run = 0
+        # Checked at the worker's start (workers/main.py): here they parse.
+        self.commands = [parse_prefix(p) for p in opts.allow_commands]
 
     def install_signal_handlers(self, *, sigint: bool = True) -> None:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -140,6 +148,7 @@ class Worker:
             "devices": list(self.opts.devices or (self.device,)),
             "study_id": self.opts.study_id,
             "entry_points": list(self.opts.allow),
+            "commands": [list(p) for p in self.commands],
         }
         self._say(f"worker {self.opts.worker_id} on {self.device}, server {self.opts.server}")
         # A claim's reply: from POST /claims, or from the last completion (its claim_next).
@@ -151,7 +160,7 @@ class Worker:
                 if reply is None:
                     if self.stopping or not self.budget.take():
                         break
-                    reply = self.client.claim(self.opts.worker_id, **where)
+                    reply = self.client.claim(self.opts.worker_id, **_claim_body(where))
                 claim, open_studies = reply["trial"], reply["open_studies"]
                 passed_over = reply.get("passed_over", [])
                 reply = None
@@ -175,21 +184,22 @@ class Worker:
         return 0
 
     def _never_runs(self, passed_over: list[dict[str, Any]], said: set[tuple[int, str]]) -> bool:
-        """Says (once each) which studies a claim passed over for want of an ``--allow``; True
-        when the worker is bound to such a study (``--study``), so it will never run a thing."""
+        """Says (once each) which studies a claim passed over for want of an ``--allow`` or
+        ``--allow-command``; True when the worker is bound to such a study (``--study``), so
+        it will never run a thing."""
         for p in passed_over:
-            study_id, entry_point = p["study_id"], p["entry_point"]
+            study_id, runs, flag = _needs(p)
             if self.opts.study_id == study_id:
                 self._say(
-                    f"study {study_id} runs entry point {entry_point}, which this worker does "
-                    f"not allow: start it with --allow {entry_point}"
+                    f"study {study_id} runs {runs}, which this worker does not allow: "
+                    f"start it with {flag}"
                 )
                 return True
-            if (study_id, entry_point) not in said:
-                said.add((study_id, entry_point))
+            if (study_id, runs) not in said:
+                said.add((study_id, runs))
                 self._say(
-                    f"passing over study {study_id}: its trials run entry point {entry_point} "
-                    f"(a worker started with --allow {entry_point} runs them)"
+                    f"passing over study {study_id}: its trials run {runs} (a worker started "
+                    f"with {flag} runs them)"
                 )
         return False
 
@@ -240,7 +250,7 @@ class Worker:
             except HandBackNow:
                 self._release(lease, "worker interrupted")
                 return None
-            except EntryPointNotAllowed as e:
+            except (EntryPointNotAllowed, CommandNotAllowed) as e:
                 self._say(f"trial {number} refused: {e}")
                 self._fail(lease, str(e))
                 return None
@@ -250,9 +260,14 @@ class Worker:
                     return None
                 self._fail(lease, traceback.format_exc())
                 return None
+            except CommandFailed as e:
+                self._say(f"trial {number} failed: {e}")
+                self._fail(lease, str(e))
+                return None
             except Exception:
                 error = traceback.format_exc()
                 self._say(f"trial {number} failed:\n{error}")
+                lease.log.write(error)
                 self._fail(lease, error)
                 return None
             if lease.lost:
@@ -269,7 +284,11 @@ class Worker:
         number, task = claim["number"], claim["task"]
         report = self._reporter(lease, number, int(task.get("epochs", 0)))
         train = self._trainer_for(task, number, lease)
-        return train(claim["params"], task, report, device=self.device, seed=number)
+        if task.get("trainer") == COMMAND and self._train is None:
+            # The program's own output is the log; nothing of this process's.
+            return train(claim["params"], task, report, device=self.device, seed=number)
+        with lease.log.capture():
+            return train(claim["params"], task, report, device=self.device, seed=number)
 
     def _reporter(
         self, lease: Lease, number: int, epochs: int
@@ -296,12 +315,27 @@ class Worker:
     ) -> Callable[..., Any]:
         if self._train is not None:
             return self._train
-        if task.get("trainer") == "custom":
+
+        def should_stop() -> bool:
+            return self.stopping or lease.stop_reason is not None
+
+        if task.get("trainer") == CUSTOM:
             return partial(
                 run_custom,
                 allowed=self.opts.allow,
                 number=number,
-                should_stop=lambda: self.stopping or lease.stop_reason is not None,
+                should_stop=should_stop,
+                checkpoints=lease.checkpoints(self._say),
+            )
+        if task.get("trainer") == COMMAND:
+            return partial(
+                run_command,
+                allowed=self.commands,
+                trial_id=lease.trial_id,
+                number=number,
+                checkpoints=lease.checkpoints(self._say),
+                log=lease.log.write,
+                should_stop=should_stop,
             )
         train = _builtin_train(self.device, self.opts.threads)
         return partial(train, checkpoints=lease.checkpoints(self._say))
@@ -316,6 +350,7 @@ class Worker:
         """Sends the trial's outcome with the steps still held back; see run_trial for
         ``claim_next`` and what is returned."""
         pruned = bool(result.stopped_early)
+        lease.log.close()
         steps = lease.reports.take()
         # The next trial's budget is taken now, as for POST /claims; the run loop gives it
         # back if the claim finds no trial, and so does this method if none was made.
@@ -328,7 +363,7 @@ class Worker:
                 _json_metrics(result.metrics),
                 pruned,
                 steps=steps,
-                claim_next=claim_next if asked else None,
+                claim_next=_claim_body(claim_next) if asked and claim_next else None,
             )
         )
         following: dict[str, Any] | None = out.get("next") if asked and out is not None else None
@@ -340,6 +375,7 @@ class Worker:
         return following
 
     def _fail(self, lease: Lease, error: str) -> None:
+        lease.log.close()
         self._send_held(lease)
         self._send(
             lambda: self.client.fail(lease.trial_id, self.opts.worker_id, lease.attempt, error)
@@ -347,6 +383,7 @@ class Worker:
 
     def _release(self, lease: Lease, why: str) -> None:
         self._handing_back = True  # a further signal must not cut the hand-back short
+        lease.log.close()
         self._send_held(lease)
         out = self._send(
             lambda: self.client.release(lease.trial_id, self.opts.worker_id, lease.attempt, why)
@@ -393,6 +430,21 @@ def _json_metrics(metrics: Mapping[str, float | None]) -> dict[str, float | None
     return {
         k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in metrics.items()
     }
+
+
+def _claim_body(where: Mapping[str, Any]) -> dict[str, Any]:
+    # Only when there are any: a server older than `commands` refuses the key.
+    return {k: v for k, v in where.items() if k != "commands" or v}
+
+
+def _needs(passed: Mapping[str, Any]) -> tuple[int, str, str]:
+    """A passed-over study as (its id, what its trials run, the flag that allows it)."""
+    study_id, command = passed["study_id"], passed.get("command")
+    if command:
+        prefix = shlex.quote(shlex.join(suggested_prefix(command)))
+        return study_id, f"command {shlex.join(command)!r}", f"--allow-command {prefix}"
+    entry_point = passed["entry_point"]
+    return study_id, f"entry point {entry_point}", f"--allow {entry_point}"
 
 
 def _short(params: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
+from hpsearch.commands import CommandError, parse_prefix
 from workers.custom import EntryPointError, check_importable
 from workers.devices import DeviceError, slots, worker_devices
 from workers.loop import TrialBudget, Worker, WorkerOptions
@@ -27,7 +28,9 @@ def main(opts: WorkerOptions) -> int:
         devices = worker_devices(opts.device, opts.gpus)
         worker_slots = slots(devices, opts.concurrency)
         check_importable(opts.allow)
-    except (DeviceError, EntryPointError) as e:
+        for prefix in opts.allow_commands:
+            parse_prefix(prefix)
+    except (DeviceError, EntryPointError, CommandError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # Threads per trial: small models gain little from more than one, and the slots of a

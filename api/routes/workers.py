@@ -38,12 +38,16 @@ def claim_for(
     job = store.claim_final_evaluation(worker_id, study_id)
     if job is not None:
         return ClaimOut(trial=claimed(job, settings), open_studies=True)
-    c = store.claim(worker_id, where.host, where.devices, study_id, after, where.entry_points)
+    c = store.claim(
+        worker_id, where.host, where.devices, study_id, after, where.entry_points, where.commands
+    )
     if c is None:
         waiting = store.has_open_studies(study_id) or store.has_pending_final_evaluation(study_id)
         passed = [
-            PassedOver(study_id=sid, entry_point=entry_point)
-            for sid, entry_point in store.passed_over(where.entry_points, study_id)
+            PassedOver(study_id=sid, entry_point=entry_point, command=command)
+            for sid, entry_point, command in store.passed_over(
+                where.entry_points, study_id, where.commands
+            )
         ]
         return ClaimOut(trial=None, open_studies=waiting, passed_over=passed)
     return ClaimOut(trial=claimed(c, settings), open_studies=True)

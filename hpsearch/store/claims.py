@@ -39,7 +39,7 @@ from hpsearch.store.studies import (
     record_ended,
     time_is_up,
 )
-from hpsearch.tasks import runnable
+from hpsearch.tasks import needed_code, runnable
 
 HistoryFor = Callable[[Session, StudyKey], list[FinishedTrial]]
 
@@ -157,6 +157,7 @@ def claim(
     look_for_expired: bool = True,
     after: int | None = None,
     entry_points: Collection[str] = (),
+    commands: Collection[Sequence[str]] = (),
     queue_first: bool = True,
 ) -> Claim | None:
     """Leases one trial of the first of the ``running`` studies (:func:`running_studies`, read
@@ -168,8 +169,9 @@ def claim(
     study)`` the study's ended trials (a cache that reads only new ones); without it they are
     read whole. ``look_for_expired=False`` skips the probe for expired leases (a caller that
     probed a moment ago). ``after``: the trial whose completion asked for this claim (see
-    :func:`claimed_after`). ``entry_points``: the custom trainers the worker may run; studies
-    whose trials it cannot run are passed over (see :func:`hpsearch.tasks.runnable`).
+    :func:`claimed_after`). ``entry_points`` and ``commands``: the user code the worker may
+    run; studies whose trials it cannot run are passed over (see
+    :func:`hpsearch.tasks.runnable`).
     ``queue_first=False``: the queue was likely empty at the last claim, so look at it only
     once the study is locked and counted, and only if it then holds trials (a statement fewer
     when it does not; a queued trial is still taken before a new one is sampled).
@@ -196,7 +198,7 @@ def claim(
             # Out of time: no more trials, not even queued ones; the study ends here.
             finish_if_done(session, get_study(session, sid, lock=True))
             continue
-        if not runnable(rules.task, entry_points):
+        if not runnable(rules.task, entry_points, commands):
             continue
         from_queue = _claim_queued(connection, sid, rules, granted) if queue_first else None
         claimed = from_queue or _sample_new(
@@ -221,6 +223,7 @@ def claim_queued_at_once(
     running: Sequence[StudyKey],
     after: int | None = None,
     entry_points: Collection[str] = (),
+    commands: Collection[Sequence[str]] = (),
 ) -> Claim | None:
     """The common claim on PostgreSQL, outside a transaction block: the oldest queued trial of
     the first of the ``running`` studies (:func:`running_studies`, perhaps read a moment ago)
@@ -234,7 +237,7 @@ def claim_queued_at_once(
     now = utcnow()
     for sid, created in running:
         rules = rules_for(connection, (sid, created))
-        if runnable(rules.task, entry_points):
+        if runnable(rules.task, entry_points, commands):
             break
     else:
         return None
@@ -245,15 +248,20 @@ def claim_queued_at_once(
 
 
 def passed_over(
-    session: Session, rules_for: RulesFor, entry_points: Collection[str], study_id: int | None
-) -> list[tuple[int, str]]:
-    """The running studies (``study_id``, if given) a worker allowing ``entry_points`` is
-    never given trials of: (study id, the entry point it would need)."""
+    session: Session,
+    rules_for: RulesFor,
+    entry_points: Collection[str],
+    study_id: int | None,
+    commands: Collection[Sequence[str]] = (),
+) -> list[tuple[int, str | None, list[str] | None]]:
+    """The running studies (``study_id``, if given) a worker allowing ``entry_points`` and
+    ``commands`` is never given trials of: (study id, the entry point or the command it
+    would need to allow)."""
     found = []
     for sid, created in running_studies(session.connection(), study_id):
         task = rules_for(session, (sid, created)).task
-        if not runnable(task, entry_points):
-            found.append((sid, str(task.get("entry_point"))))
+        if not runnable(task, entry_points, commands):
+            found.append((sid, *needed_code(task)))
     return found
 
 

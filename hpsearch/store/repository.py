@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from hpsearch.errors import InvalidInput, InvalidState
+from hpsearch.errors import InvalidInput, InvalidState, NotFound
 from hpsearch.samplers import FinishedTrial, make_sampler
 from hpsearch.space import SpaceError
 from hpsearch.spec import StudySpec, parse_spec, spec_to_json
@@ -287,10 +287,12 @@ class Store:
         study_id: int | None = None,
         after: int | None = None,
         entry_points: Collection[str] = (),
+        commands: Collection[Sequence[str]] = (),
     ) -> claims.Claim | None:
         """The worker's next trial; ``after``: the trial whose completion asks for it;
-        ``entry_points``: the custom trainers the worker's command line allows."""
-        claimed = self._claim(worker_id, host, devices, study_id, after, entry_points)
+        ``entry_points`` and ``commands``: the custom trainers and the command prefixes the
+        worker's command line allows."""
+        claimed = self._claim(worker_id, host, devices, study_id, after, entry_points, commands)
         if claimed is not None and claimed.study_key is not None:
             # Its completion, likely through this process, then need not read its study.
             if len(self._claimed_studies) > 100_000:
@@ -306,6 +308,7 @@ class Store:
         study_id: int | None,
         after: int | None,
         entry_points: Collection[str],
+        commands: Collection[Sequence[str]],
     ) -> claims.Claim | None:
         touch = self._worker_touch.due((worker_id, host, tuple(devices)))
         look_for_expired = self._expired_probe.due(None)
@@ -327,6 +330,7 @@ class Store:
                     running,
                     after,
                     entry_points,
+                    commands,
                 )
             if claimed is not None:
                 return claimed
@@ -345,6 +349,7 @@ class Store:
                     look_for_expired=look_for_expired,
                     after=after,
                     entry_points=entry_points,
+                    commands=commands,
                     queue_first=likely_queued,
                 )
 
@@ -375,12 +380,15 @@ class Store:
             return trial or evaluations.held_by(s, worker_id, utcnow())
 
     def passed_over(
-        self, entry_points: Collection[str], study_id: int | None = None
-    ) -> list[tuple[int, str]]:
-        """Running studies whose trials need a custom entry point not in ``entry_points``:
-        (study id, entry point). Claims pass them over; a worker says why it waits."""
+        self,
+        entry_points: Collection[str],
+        study_id: int | None = None,
+        commands: Collection[Sequence[str]] = (),
+    ) -> list[tuple[int, str | None, list[str] | None]]:
+        """Running studies whose trials need user code the worker does not allow: (study
+        id, entry point, command). Claims pass them over; a worker says why it waits."""
         with self.db.read() as s:
-            return claims.passed_over(s, self._rules.get, entry_points, study_id)
+            return claims.passed_over(s, self._rules.get, entry_points, study_id, commands)
 
     def has_open_studies(self, study_id: int | None = None) -> bool:
         """Whether a worker should wait for more work (a study could still produce trials)."""
@@ -493,6 +501,14 @@ class Store:
     ) -> None:
         with self.db.write() as s:
             checkpoints.record(s, trial_id, worker_id, attempt, step, self.lease, publish)
+
+    def trial_state(self, trial_id: int) -> str:
+        """The trial's state; NotFound for an unknown trial."""
+        with self.db.read() as s:
+            state = s.scalars(select(Trial.state).where(Trial.id == trial_id)).first()
+            if state is None:
+                raise NotFound(f"trial {trial_id} does not exist")
+            return state
 
     def checkpoint_step(self, trial_id: int) -> int | None:
         with self.db.read() as s:

@@ -81,7 +81,7 @@ def test_a_worker_is_only_given_trials_it_can_run(database_url: str) -> None:
         plain = [store.claim("plain") for _ in range(4)]
         assert [c.study_id if c else None for c in plain] == [builtin.id] * 4
         assert store.claim("plain") is None  # the built-in study's parallelism is taken
-        assert store.passed_over(()) == [(custom.id, "lab.train:fit")]
+        assert store.passed_over(()) == [(custom.id, "lab.train:fit", None)]
         assert store.passed_over(("lab.train:fit",)) == []
         allowed = store.claim("lab", entry_points=("other:fn", "lab.train:fit"))
         assert allowed is not None and allowed.study_id == custom.id
