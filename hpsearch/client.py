@@ -145,15 +145,14 @@ class Client:
     ) -> dict[str, Any]:
         """The worker's next trial; ``entry_points`` and ``commands``: the custom trainers and
         the command prefixes it may run."""
-        body: dict[str, Any] = {
+        body = {
             "worker_id": worker_id,
             "host": host,
             "devices": devices,
             "study_id": study_id,
             "entry_points": list(entry_points),
+            "commands": [list(c) for c in commands],
         }
-        if commands:  # only when there are any: a server older than `commands` refuses it
-            body["commands"] = [list(c) for c in commands]
         return self._obj("POST", "/claims", json=body)
 
     def heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> dict[str, Any]:

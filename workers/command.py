@@ -126,8 +126,7 @@ def run_command(
         check_allowed(argv, allowed)
         restored = _restore(checkpoints, checkpoint_dir)
         env = _environment(values, trial_id, number, seed, device, checkpoint_dir, task)
-        run = _Run(argv, workdir, env, task, report, checkpoints, checkpoint_dir, log)
-        run.snapshot_taken = restored
+        run = _Run(argv, workdir, env, task, report, checkpoints, checkpoint_dir, restored, log)
         return run.to_end(should_stop)
 
 
@@ -144,6 +143,7 @@ class _Run:
         report: Report,
         checkpoints: Checkpoints | None,
         checkpoint_dir: Path,
+        restored: str | None,
         log: Callable[[str], None],
     ) -> None:
         self.argv = argv
@@ -159,7 +159,8 @@ class _Run:
         self.last_step = 0
         self.step_metrics: dict[str, float] = {}
         self.final_metrics: dict[str, float] = {}
-        self.snapshot_taken: str | None = None
+        # The fingerprint of the folder as last uploaded (or restored): unchanged, not sent.
+        self.snapshot_taken = restored
         try:
             self.proc = subprocess.Popen(
                 argv,

@@ -160,7 +160,7 @@ class Worker:
                 if reply is None:
                     if self.stopping or not self.budget.take():
                         break
-                    reply = self.client.claim(self.opts.worker_id, **_claim_body(where))
+                    reply = self.client.claim(self.opts.worker_id, **where)
                 claim, open_studies = reply["trial"], reply["open_studies"]
                 passed_over = reply.get("passed_over", [])
                 reply = None
@@ -363,7 +363,7 @@ class Worker:
                 _json_metrics(result.metrics),
                 pruned,
                 steps=steps,
-                claim_next=_claim_body(claim_next) if asked and claim_next else None,
+                claim_next=claim_next if asked else None,
             )
         )
         following: dict[str, Any] | None = out.get("next") if asked and out is not None else None
@@ -430,11 +430,6 @@ def _json_metrics(metrics: Mapping[str, float | None]) -> dict[str, float | None
     return {
         k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in metrics.items()
     }
-
-
-def _claim_body(where: Mapping[str, Any]) -> dict[str, Any]:
-    # Only when there are any: a server older than `commands` refuses the key.
-    return {k: v for k, v in where.items() if k != "commands" or v}
 
 
 def _needs(passed: Mapping[str, Any]) -> tuple[int, str, str]:
