@@ -18,6 +18,7 @@ from api.routes import (
     export,
     health,
     login,
+    logs,
     regions,
     studies,
     trials,
@@ -64,7 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Routers are matched in order, route by route: the workers' (nearly every request a
     # study makes) come first.
-    for module in (workers, trials, evaluations, artifacts, health, studies, regions, export):
+    routers = (workers, trials, logs, evaluations, artifacts, health, studies, regions, export)
+    for module in routers:
         app.include_router(module.router, prefix="/api/v1", responses=errors.EVERY_ROUTE)
     app.include_router(login.router)
     app.include_router(web.router)

@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from hpsearch.artifacts import ArtifactStore
 from hpsearch.settings import Settings
 from hpsearch.store import Store
+from hpsearch.trial_logs import TrialLogs
 
 
 async def get_store(request: Request) -> Store:
@@ -47,5 +48,13 @@ async def run_queue_work(request: Request, fn: Callable[..., T], *args: Any) -> 
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
+
+
+async def get_trial_logs(request: Request) -> TrialLogs:
+    settings: Settings = request.app.state.settings
+    return TrialLogs(settings.artifact_dir)
+
+
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
+TrialLogsDep = Annotated[TrialLogs, Depends(get_trial_logs)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Self
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from hpsearch.client import MAX_ERROR_CHARS
+from hpsearch.client import MAX_ERROR_CHARS, MAX_LOG_PIECE_CHARS
 from hpsearch.objective import diverged
 from hpsearch.store.models import (
     FinalEvaluation,
@@ -43,6 +43,7 @@ def _utc(value: datetime) -> datetime:
 
 UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
 EntryPoint = Annotated[str, StringConstraints(min_length=1, max_length=300)]
+ArgvItem = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 ParamValues = dict[str, bool | int | float | str]
 
 
@@ -284,6 +285,12 @@ class NextClaimIn(_Body):
         description="the custom trainers (`module:function`) the worker's command line allows "
         "(`--allow`): it is only given trials of built-in trainers and of these",
     )
+    commands: list[Annotated[list[ArgvItem], Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="the argv prefixes the worker's command line allows (`--allow-command`): "
+        "it is given trials of trainer `command` only when their command starts with one",
+    )
     labels: dict[
         Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$")],
         Annotated[str, Field(max_length=200)],
@@ -327,8 +334,10 @@ class ClaimedTrial(BaseModel):
 
 class PassedOver(BaseModel):
     study_id: int
-    entry_point: str
-    """The custom entry point the worker would need to allow ("" when it needs more)."""
+    entry_point: str | None = Field(default=None, description="the entry point to --allow")
+    command: list[str] | None = Field(
+        default=None, description="the study's command, for which to --allow-command a prefix"
+    )
     needs: str = ""
     """What the worker would need, finishing "a worker with …": ``--allow X``, ``device
     cpu``, ``1 GPU (device cuda)``, ``label site=lab2``."""
@@ -341,7 +350,7 @@ class ClaimOut(BaseModel):
     passed_over: list[PassedOver] = Field(
         default_factory=list,
         description="with no trial: the running studies the worker is never given trials "
-        "of (a custom entry point it does not allow, a device, GPUs or labels it lacks)",
+        "of (user code it does not allow, a device, GPUs or labels it lacks)",
     )
     waiting: list[str] = Field(
         default_factory=list,
@@ -386,6 +395,29 @@ class CompleteIn(LeaseIn):
 class FailIn(LeaseIn):
     # Bounded so that any such body fits the request limit, whatever its characters.
     error: str = Field(max_length=MAX_ERROR_CHARS)
+
+
+class LogAppendIn(LeaseIn):
+    offset: int = Field(ge=0, le=2**62, description="where `text` starts in the attempt's output")
+    # Bounded so that any such body fits the request limit, whatever its characters.
+    text: str = Field(max_length=MAX_LOG_PIECE_CHARS)
+
+
+class LogAppendOut(BaseModel):
+    next_offset: int
+
+
+class LogOut(BaseModel):
+    trial_id: int
+    state: str = Field(description="the trial's state: a follower stops once it has ended")
+    attempt: int | None = Field(description="the attempt read; null: no log yet")
+    attempts: list[int] = Field(description="every attempt with a log")
+    offset: int = Field(description="where `text` starts in the attempt's output (bytes)")
+    next_offset: int = Field(description="the offset to ask for next, to follow the log")
+    truncated: bool = Field(
+        description="part of what was asked for was dropped (the last MiB of each attempt is kept)"
+    )
+    text: str
 
 
 class ReleaseIn(LeaseIn):

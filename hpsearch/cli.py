@@ -126,6 +126,14 @@ def _parser() -> argparse.ArgumentParser:
         "task.entry_point with trainer: custom",
     )
     w.add_argument(
+        "--allow-command",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="programs this worker may run (repeatable): a study's task.command (trainer: "
+        "command) must start with one of these argv prefixes, e.g. 'python train.py'",
+    )
+    w.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -167,6 +175,15 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a study spec without submitting it")
     v.add_argument("spec")
     v.set_defaults(run=_validate)
+
+    lg = sub.add_parser("logs", help="what a trial printed (stdout and stderr)")
+    lg.add_argument("trial", type=int, help="the trial's id (as in /trials/ID)")
+    lg.add_argument("--attempt", type=int, default=None, help="default: the latest attempt")
+    lg.add_argument(
+        "--follow", "-f", action="store_true", help="keep printing until the trial ends"
+    )
+    lg.add_argument("--server", default=server_url)
+    lg.set_defaults(run=_logs)
 
     st = sub.add_parser("status", help="a study's state, counts and best trials")
     st.add_argument("study", type=int)
@@ -380,6 +397,7 @@ def _worker(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         pack=args.pack,
         allow=tuple(args.allow),
+        allow_commands=tuple(args.allow_command),
         threads=args.threads,
         keep_alive=args.keep_alive,
         idle_exit=args.idle_exit,
@@ -405,6 +423,14 @@ def _submit(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     spec = load_spec_file(args.spec)
     print(f"{args.spec}: ok ({spec.build_objective().describe()})")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    with Client(args.server, token=os.environ.get("HPSEARCH_TOKEN"), retry_for=5) as client:
+        for text in client.follow_logs(args.trial, args.attempt, follow=args.follow):
+            sys.stdout.write(text)
+            sys.stdout.flush()
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,6 +20,9 @@ DEFAULT_SERVER = "http://127.0.0.1:8765"
 # The longest failure text the server stores (in characters); a longer traceback is cut to
 # its end, where the exception is, rather than refused and lost.
 MAX_ERROR_CHARS = 50_000
+# The most characters of a trial's output sent in one request: with JSON's escapes at their
+# worst, still well inside the server's request limit.
+MAX_LOG_PIECE_CHARS = 65_536
 # Answers that mean "not now", retried like a refused connection: the server's database is
 # restarting (503, sent only when nothing was changed) or a proxy has no server (502, 504).
 _NOT_NOW = frozenset({502, 503, 504})
@@ -173,17 +176,20 @@ class Client:
         devices: list[str],
         study_id: int | None = None,
         entry_points: Sequence[str] = (),
+        commands: Sequence[Sequence[str]] = (),
         labels: Mapping[str, str] | None = None,
         refused_studies: Sequence[int] = (),
     ) -> dict[str, Any]:
-        """The worker's next trial; ``entry_points``: the custom trainers it may run;
-        ``labels``: its ``--label``s; ``refused_studies``: those it cannot set up."""
+        """The worker's next trial; ``entry_points`` and ``commands``: the custom trainers and
+        the command prefixes it may run; ``labels``: its ``--label``s; ``refused_studies``:
+        those it cannot set up."""
         body: dict[str, Any] = {
             "worker_id": worker_id,
             "host": host,
             "devices": devices,
             "study_id": study_id,
             "entry_points": list(entry_points),
+            "commands": [list(c) for c in commands],
         }
         # Only when there are any: a server older than these fields refuses them.
         if labels:
@@ -278,6 +284,48 @@ class Client:
             if e.status == 404 and e.code == "not_found":
                 return None
             raise
+
+    def append_log(
+        self, trial_id: int, worker_id: str, attempt: int, offset: int, text: str
+    ) -> dict[str, Any]:
+        """Appends a piece (at most MAX_LOG_PIECE_CHARS) of the attempt's output that starts
+        at byte ``offset``; a resent piece is not appended twice."""
+        return self._obj(
+            "POST",
+            f"/trials/{trial_id}/logs",
+            json={"worker_id": worker_id, "attempt": attempt, "offset": offset, "text": text},
+        )
+
+    def logs(self, trial_id: int, attempt: int | None = None, offset: int = 0) -> dict[str, Any]:
+        """What the trial's attempt (default: the latest) printed, from ``offset`` on; follow
+        it by asking again from the reply's ``next_offset``."""
+        params: dict[str, Any] = {"offset": offset}
+        if attempt is not None:
+            params["attempt"] = attempt
+        return self._obj("GET", f"/trials/{trial_id}/logs", params=params)
+
+    def follow_logs(
+        self, trial_id: int, attempt: int | None = None, follow: bool = False, every: float = 1.0
+    ) -> Iterator[str]:
+        """The trial's log as it grows: what is there, then (``follow``) what comes until the
+        trial ends, moving on to a new attempt when the trial is retried (unless ``attempt``
+        names one). A part dropped meanwhile (the server keeps the last MiB of an attempt)
+        is said in a line of its own."""
+        reading, offset = attempt, 0
+        while True:
+            chunk = self.logs(trial_id, reading, offset)
+            if chunk["truncated"]:
+                yield f"[... output before byte {chunk['offset']} was not kept ...]\n"
+            yield chunk["text"]
+            offset, reading = chunk["next_offset"], chunk["attempt"]
+            newer = [a for a in chunk["attempts"] if reading is not None and a > reading]
+            if attempt is None and newer:
+                reading, offset = newer[0], 0
+                yield f"[... attempt {reading} ...]\n"
+                continue
+            if not follow or chunk["state"] not in ("queued", "running"):
+                return
+            time.sleep(every)
 
     def test_evaluation_heartbeat(
         self, trial_id: int, worker_id: str, attempt: int

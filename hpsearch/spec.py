@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from hpsearch import tasks
+from hpsearch import commands, tasks
 from hpsearch.objective import Constraint, ConstraintOp, Direction, Objective
 from hpsearch.space import (
     CategoricalParam,
@@ -250,10 +250,21 @@ class TaskSpec(_Strict):
     ``trainer: custom`` runs the user's function ``entry_point`` (``module:function``) instead;
     only workers started with ``--allow module:function`` run it, and its hyperparameter names
     are the user's own.
+
+    ``trainer: command`` runs the user's program ``command`` (an argv with ``{name}``
+    placeholders) in ``workdir``; only workers started with an ``--allow-command`` prefix of it
+    run it. See ``workers/command.py``.
     """
 
     trainer: str
     entry_point: str | None = Field(default=None, max_length=300)
+    command: list[Annotated[str, Field(min_length=1, max_length=4096)]] | None = Field(
+        default=None, min_length=1, max_length=1000
+    )
+    workdir: str | None = Field(default=None, min_length=1, max_length=4096)
+    # SIGTERM, then SIGKILL this many seconds later, when a command trial is pruned or stopped.
+    grace_seconds: float = Field(default=30.0, ge=0, le=3600)
+    metrics_format: Literal["json", "key_value"] = "json"
     dataset: str = "digits"
     data_path: str | None = Field(default=None, max_length=4096)
     split: SplitSpec = Field(default_factory=SplitSpec)
@@ -263,8 +274,9 @@ class TaskSpec(_Strict):
     # Save a checkpoint (to the server) every this many epochs, and after the last or a stop;
     # a re-queued trial resumes from it. 0: never (a lost trial restarts from scratch).
     checkpoint_every: int = Field(default=1, ge=0, le=100_000)
-    # The metrics a custom trainer reports: declared, they are checked against the objective,
-    # constraints and pruner at submit, as a built-in trainer's are (see tasks.METRICS).
+    # The metrics a custom or command trainer reports: declared, the objective, constraints
+    # and pruner are checked against them at submit, as a built-in trainer's are
+    # (see tasks.METRICS).
     metrics: list[Annotated[str, Field(pattern=_NAME.pattern)]] | None = Field(
         default=None, max_length=200
     )
@@ -272,11 +284,11 @@ class TaskSpec(_Strict):
     @field_validator("trainer")
     @classmethod
     def _known_trainer(cls, v: str) -> str:
-        if v not in tasks.TRAINERS and v != tasks.CUSTOM:
-            hint = tasks.did_you_mean(v, [*tasks.TRAINERS, tasks.CUSTOM])
+        if v not in tasks.TRAINERS and v not in tasks.USER_CODE:
+            hint = tasks.did_you_mean(v, [*tasks.TRAINERS, *tasks.USER_CODE])
             raise ValueError(
                 f"unknown trainer {v!r}{hint}; built-in trainers: {sorted(tasks.TRAINERS)}, "
-                f"or {tasks.CUSTOM!r} with an entry_point"
+                f"{tasks.CUSTOM!r} with an entry_point, or {tasks.COMMAND!r} with a command"
             )
         return v
 
@@ -481,7 +493,7 @@ def _cross_field_errors(spec: StudySpec) -> list[FieldError]:
                 errors.append(FieldError(("sampler", "values", name), "not in the space"))
         if spec.sampler.shuffle and not errors:
             errors.extend(_shuffled_grid_errors(spec.sampler, spec.build_space()))
-    elif spec.sampler.pack > 1 and spec.task.trainer == tasks.CUSTOM:
+    elif spec.sampler.pack > 1 and spec.task.trainer in tasks.USER_CODE:
         errors.append(FieldError(("sampler", "pack"), "packing needs a built-in trainer"))
     return errors
 
@@ -505,17 +517,13 @@ def _shuffled_grid_errors(sampler: GridSamplerSpec, space: Space) -> list[FieldE
 
 def _trainer_errors(parts: _Parts) -> list[FieldError]:
     """A built-in trainer knows its hyperparameters and their values; a custom one needs its
-    entry point."""
+    entry point, a command one its command."""
     task = parts.task
     assert task is not None
-    if task.trainer == tasks.CUSTOM:
-        if task.entry_point is None:
-            return [FieldError(("task", "entry_point"), "trainer custom needs 'module:function'")]
-        return []  # the names are the user's own
-    if task.entry_point is not None:
-        return [FieldError(("task", "entry_point"), "only trainer custom runs an entry_point")]
+    errors = _user_code_errors(parts)
+    if task.trainer in tasks.USER_CODE:
+        return errors  # the names are the user's own
     known = tasks.known_hyperparameters(task.trainer)
-    errors = []
     named: list[tuple[tuple[str | int, ...], str, Any]] = [
         (("space", n), n, p) for n, p in parts.space.items()
     ]
@@ -589,6 +597,42 @@ def _metric_errors(parts: _Parts) -> list[FieldError]:
         for loc, metric, known in named
         if metric not in known and not metric.startswith("test_")  # see _test_set_errors
     ]
+
+
+def _user_code_errors(parts: _Parts) -> list[FieldError]:
+    """``entry_point`` belongs to trainer custom; ``command`` (and its placeholders, each a
+    parameter or one the worker fills) and ``workdir`` to trainer command."""
+    task, errors = parts.task, []
+    assert task is not None
+    if task.trainer == tasks.CUSTOM and task.entry_point is None:
+        errors.append(FieldError(("task", "entry_point"), "trainer custom needs 'module:function'"))
+    if task.trainer != tasks.CUSTOM and task.entry_point is not None:
+        errors.append(
+            FieldError(("task", "entry_point"), "only trainer custom runs an entry_point")
+        )
+    if task.trainer == tasks.COMMAND and task.command is None:
+        errors.append(
+            FieldError(
+                ("task", "command"), 'trainer command needs an argv, e.g. ["python", "train.py"]'
+            )
+        )
+    if task.trainer != tasks.COMMAND:
+        for key in ("command", "workdir"):
+            if getattr(task, key) is not None:
+                errors.append(FieldError(("task", key), "only trainer command takes a " + key))
+        return errors
+    known = {*parts.space, *task.fixed, *commands.BUILTIN_PLACEHOLDERS}
+    for i, item in enumerate(task.command or ()):
+        for name in commands.PLACEHOLDER.findall(item):
+            if name not in known:
+                errors.append(
+                    FieldError(
+                        ("task", "command", i),
+                        f"placeholder {{{name}}} is not a parameter of the space, a fixed value "
+                        f"or one of {{{'}, {'.join(commands.BUILTIN_PLACEHOLDERS)}}}",
+                    )
+                )
+    return errors
 
 
 def _test_set_errors(spec: StudySpec) -> list[FieldError]:

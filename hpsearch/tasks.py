@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Collection, Iterable, Mapping
+import shlex
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hpsearch.commands import allowed
 from hpsearch.space import ParamValue
 
 Kind = Literal["float", "int", "bool", "str"]
@@ -160,6 +162,13 @@ CUSTOM = "custom"
 """The trainer that runs a user's ``task.entry_point`` (see ``workers/custom.py``); it has no
 catalogue: its hyperparameter names are the user's own."""
 
+COMMAND = "command"
+"""The trainer that runs a user's program, ``task.command``, as a process (see
+``workers/command.py``); like ``custom``, its hyperparameter names are the user's own."""
+
+USER_CODE = frozenset({CUSTOM, COMMAND})
+"""Trainers that run the user's code: only workers whose command line allows it run them."""
+
 MODEL_SHAPE: frozenset[str] = frozenset({"layers", "hidden_units", "channels", "batch_norm"})
 """Hyperparameters that change the network's tensors: a fork, which continues its parent's
 weights, may not change them."""
@@ -221,11 +230,13 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 @dataclass(frozen=True)
 class Capabilities:
     """What a worker can run, as its claim says: its devices (``cpu``, ``cuda:0``, …), its
-    ``--label key=value`` pairs and the custom code its command line allows."""
+    ``--label key=value`` pairs and the user code its command line allows."""
 
     devices: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     entry_points: frozenset[str] = frozenset()
+    commands: tuple[tuple[str, ...], ...] = ()
+    """``--allow-command`` argv prefixes."""
     refused_studies: frozenset[int] = frozenset()
     """Studies the worker found it cannot set up (a missing dataset, an import error)."""
 
@@ -243,9 +254,14 @@ def capabilities(
     labels: Mapping[str, str] | None = None,
     entry_points: Iterable[str] = (),
     refused_studies: Iterable[int] = (),
+    commands: Iterable[Sequence[str]] = (),
 ) -> Capabilities:
     return Capabilities(
-        tuple(devices), dict(labels or {}), frozenset(entry_points), frozenset(refused_studies)
+        tuple(devices),
+        dict(labels or {}),
+        frozenset(entry_points),
+        tuple(tuple(c) for c in commands),
+        frozenset(refused_studies),
     )
 
 
@@ -256,8 +272,11 @@ def unmet(
     ``task``), in words that finish "waiting for a worker with …"; None when it may.
 
     The one rule of the claim: a worker is only given trials it satisfies."""
-    if not runnable(task, worker.entry_points):
-        return f"--allow {task.get('entry_point')}"
+    if not runnable(task, worker.entry_points, worker.commands):
+        entry_point, command = needed_code(task)
+        if entry_point is not None:
+            return f"--allow {entry_point}"
+        return f"--allow-command for {shlex.join(command or [])}"
     requires = requires or {}
     device, gpus = requires.get("device"), int(requires.get("gpus") or 0)
     if device == "cuda" or gpus:
@@ -287,10 +306,31 @@ def describe_requires(requires: Mapping[str, Any] | None) -> str | None:
     return ", ".join(parts) or None
 
 
-def runnable(task: Mapping[str, Any], entry_points: Collection[str]) -> bool:
-    """Whether a worker whose command line allows ``entry_points`` can run ``task``: every
-    worker runs the built-in trainers; a custom one only the entry points it allows."""
-    return task.get("trainer") != CUSTOM or task.get("entry_point") in entry_points
+def runnable(
+    task: Mapping[str, Any],
+    entry_points: Collection[str],
+    commands: Collection[Sequence[str]] = (),
+) -> bool:
+    """Whether a worker whose command line allows ``entry_points`` (``--allow``) and
+    ``commands`` (``--allow-command`` argv prefixes) can run ``task``: every worker runs the
+    built-in trainers; a custom one only the entry points it allows; a command one only a
+    command that starts with a prefix it allows."""
+    trainer = task.get("trainer")
+    if trainer == CUSTOM:
+        return task.get("entry_point") in entry_points
+    if trainer == COMMAND:
+        return allowed(task.get("command") or (), commands)
+    return True
+
+
+def needed_code(task: Mapping[str, Any]) -> tuple[str | None, list[str] | None]:
+    """What a worker must allow to run ``task``: (entry point, command), at most one given."""
+    trainer = task.get("trainer")
+    if trainer == CUSTOM:
+        return str(task.get("entry_point")), None
+    if trainer == COMMAND:
+        return None, list(task.get("command") or ())
+    return None, None
 
 
 def value_problem(h: Hyperparameter, v: ParamValue) -> str | None:

@@ -9,27 +9,40 @@ entry point fails the trial with the reason, and its module is never imported.
 The function receives a :class:`Trial` and returns its final metrics::
 
     def train(trial):
-        for epoch in range(1, trial.epochs + 1):
+        state = trial.load_checkpoint()  # None on a first attempt
+        first = 1 if state is None else state["epoch"] + 1
+        for epoch in range(first, trial.epochs + 1):
             ...  # one epoch with trial.params["lr"], ...
+            trial.save_checkpoint({"epoch": epoch, "model": model.state_dict()})
             if trial.report(epoch, {"dev_accuracy": acc}):
                 break  # pruned, stopped by the user, or the worker is shutting down
         return {"dev_accuracy": acc, "latency_ms": ms}
+
+A checkpoint goes to the server's artifact store, as the built-in trainers' do: a trial
+re-queued after its worker died resumes from it on another worker, and a fork starts from it.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
 import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from hpsearch.spec import ENTRY_POINT
 
 Report = Callable[[int, dict[str, float]], bool]
+
+
+class Checkpoints(Protocol):
+    def load(self) -> bytes | None: ...
+
+    def save(self, step: int, data: bytes) -> None: ...
 
 
 class EntryPointNotAllowed(Exception):
@@ -66,6 +79,7 @@ class Trial:
     """Whether a report has asked to stop."""
     last_step: int = 0
     last_metrics: dict[str, float] = field(default_factory=dict)
+    _checkpoints: Checkpoints | None = field(default=None, repr=False)
 
     @property
     def epochs(self) -> int:
@@ -78,6 +92,39 @@ class Trial:
         heartbeat), without a report: for code whose epochs are long, to check mid-epoch.
         Report (and return) soon after it becomes True."""
         return self.stop_requested or self._should_stop()
+
+    def save_checkpoint(self, state: Any, step: int | None = None) -> None:
+        """Keeps ``state`` (tensors, ``state_dict()``s, numbers, strings, and lists and dicts
+        of them: what ``torch.load(weights_only=True)`` reads back) as the trial's checkpoint
+        after ``step`` (default: the last step reported, so call it after that step's
+        report). It is stored once the reports up to it are, so a trial resumed from it
+        reports from the step after it."""
+        import torch
+
+        step = self.last_step if step is None else step
+        if step < 1:
+            raise ValueError("save_checkpoint: report a step first, or give step=N (N >= 1)")
+        if self._checkpoints is None:
+            return  # run outside a worker (a test of the user's own): nothing to keep it
+        every = int(self.task.get("checkpoint_every", 1))
+        if every == 0:
+            return
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self._checkpoints.save(step, buffer.getvalue())
+
+    def load_checkpoint(self) -> Any | None:
+        """The state the last :meth:`save_checkpoint` of this trial kept (on this attempt or
+        one before it, or the parent's for a fork); None when there is none."""
+        import torch
+
+        if self._checkpoints is None:
+            return None
+        data = self._checkpoints.load()
+        if not data:
+            return None
+        # Never unpickle arbitrary objects: the bytes come over the network.
+        return torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
 
     def report(self, step: int, metrics: Mapping[str, Any]) -> bool:
         """Sends one step's metrics to the server; True asks the function to stop now."""
@@ -147,6 +194,7 @@ def run_custom(
     seed: int = 0,
     number: int = 0,
     should_stop: Callable[[], bool] = lambda: False,
+    checkpoints: Checkpoints | None = None,
 ) -> CustomResult:
     """Runs ``task.entry_point`` if ``allowed`` names it; its returned metrics are final.
 
@@ -163,6 +211,7 @@ def run_custom(
         seed=seed,
         _report=report,
         _should_stop=should_stop,
+        _checkpoints=checkpoints,
     )
     returned = function(trial)
     if returned is None:

@@ -11,6 +11,7 @@ from hpsearch.client import ApiError, Client, ServerUnreachable
 from workers.checkpoints import ServerCheckpoints
 from workers.heartbeat import Heartbeat
 from workers.reports import Metrics, ReportsFirst, Step, TrialReports
+from workers.trial_log import TrialLog
 
 
 class Lease(Heartbeat):
@@ -25,6 +26,7 @@ class Lease(Heartbeat):
         # Made at the claim, which starts the first report interval. A server that predates
         # report_interval_s sends none: every report at once, as it expects.
         self.reports = TrialReports(self._report, float(claim.get("report_interval_s") or 0.0))
+        self.log = TrialLog(self._append_log)
         self.lost = False
 
     @property
@@ -35,9 +37,11 @@ class Lease(Heartbeat):
     def __enter__(self) -> Self:
         super().__enter__()
         self.reports.start()
+        self.log.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.log.close()
         self.reports.close()
         super().__exit__(*exc)
 
@@ -67,6 +71,9 @@ class Lease(Heartbeat):
         except ServerUnreachable as e:
             return str(e)
         return None
+
+    def _append_log(self, offset: int, text: str) -> dict[str, Any]:
+        return self.client.append_log(self.trial_id, self.worker_id, self.attempt, offset, text)
 
     def _report(self, step: int, metrics: Metrics, earlier: list[Step]) -> dict[str, Any]:
         return self.client.report(

@@ -23,6 +23,7 @@ import logging
 import math
 import multiprocessing
 import os
+import shlex
 import signal
 import socket
 import threading
@@ -36,6 +37,9 @@ from types import FrameType
 from typing import Any
 
 from hpsearch.client import ApiError, Client, Interrupted, ServerUnreachable
+from hpsearch.commands import parse_prefix
+from hpsearch.tasks import COMMAND, CUSTOM
+from workers.command import CommandFailed, CommandNotAllowed, run_command, suggested_prefix
 from workers.custom import EntryPointNotAllowed, run_custom
 from workers.devices import bind
 from workers.final_evaluation import run_final_evaluation
@@ -56,6 +60,8 @@ class WorkerOptions:
     concurrency: int = 1
     allow: tuple[str, ...] = ()
     """Custom entry points (``module:function``) this worker may run."""
+    allow_commands: tuple[str, ...] = ()
+    """``--allow-command`` as given: the argv prefixes of the programs this worker may run."""
     threads: int | None = None
     """torch intra-op threads per trial (default: OMP_NUM_THREADS, else 1)."""
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
@@ -128,6 +134,8 @@ class Worker:
         self.budget = budget or TrialBudget(opts.max_trials)
         self.progress = Progress(label=opts.slot, quiet=opts.quiet)
         self.trials_run = 0
+        # Checked at the worker's start (workers/main.py): here they parse.
+        self.commands = [parse_prefix(p) for p in opts.allow_commands]
         # Studies this worker could not set up (by id, why): it claims none of their trials.
         self.refused: dict[int, str] = {}
         # Why the server calls this worker unhealthy (its last trials failed): it stops.
@@ -155,6 +163,7 @@ class Worker:
             "devices": list(self.opts.devices or (self.device,)),
             "study_id": self.opts.study_id,
             "entry_points": list(self.opts.allow),
+            "commands": [list(p) for p in self.commands],
         }
         if self.opts.labels:
             where["labels"] = dict(self.opts.labels)
@@ -206,30 +215,26 @@ class Worker:
         return 0
 
     def _never_runs(self, passed_over: list[dict[str, Any]], said: set[tuple[int, str]]) -> bool:
-        """Says (once each) which studies a claim passed over, and why (an ``--allow``, a
-        device, labels it lacks); True when the worker is bound to such a study (``--study``),
-        so it will never run a thing."""
+        """Says (once each) which studies a claim passed over, and why (an ``--allow`` or
+        ``--allow-command``, a device, labels it lacks); True when the worker is bound to such
+        a study (``--study``), so it will never run a thing."""
         for p in passed_over:
-            study_id, entry_point = p["study_id"], p["entry_point"]
-            needs = p.get("needs") or f"--allow {entry_point}"
+            study_id = p["study_id"]
+            if p.get("entry_point") or p.get("command"):
+                _, why, flag = _needs(p)
+                bound = f"study {study_id} runs {why}, which this worker does not allow: "
+                bound += f"start it with {flag}"
+                passing = f"its trials run {why} (a worker started with {flag} runs them)"
+            else:
+                why = p.get("needs") or "what this worker lacks"
+                bound = f"study {study_id} needs a worker with {why}; this one has not"
+                passing = f"it needs a worker with {why}"
             if self.opts.study_id == study_id:
-                if entry_point:
-                    self._say(
-                        f"study {study_id} runs entry point {entry_point}, which this worker "
-                        f"does not allow: start it with --allow {entry_point}"
-                    )
-                else:
-                    self._say(f"study {study_id} needs a worker with {needs}; this one has not")
+                self._say(bound)
                 return True
-            if (study_id, needs) not in said:
-                said.add((study_id, needs))
-                if entry_point:
-                    self._say(
-                        f"passing over study {study_id}: its trials run entry point "
-                        f"{entry_point} (a worker started with --allow {entry_point} runs them)"
-                    )
-                else:
-                    self._say(f"passing over study {study_id}: it needs a worker with {needs}")
+            if (study_id, why) not in said:
+                said.add((study_id, why))
+                self._say(f"passing over study {study_id}: {passing}")
         return False
 
     def _run_claim(self, claim: dict[str, Any], where: dict[str, Any]) -> dict[str, Any] | None:
@@ -282,7 +287,7 @@ class Worker:
             except TrainingDiverged as e:
                 self._say(f"trial {number} diverged: {e}")
                 result = e.result(claim["task"])
-            except EntryPointNotAllowed as e:
+            except (EntryPointNotAllowed, CommandNotAllowed) as e:
                 self._say(f"trial {number} refused: {e}")
                 self._fail(lease, str(e))
                 return None
@@ -292,6 +297,10 @@ class Worker:
                     return None
                 self._fail(lease, traceback.format_exc())
                 return None
+            except CommandFailed as e:
+                self._say(f"trial {number} failed: {e}")
+                self._fail(lease, str(e))
+                return None
             except Exception as e:
                 problem = setup_problem(e)
                 if problem is not None:  # the worker's, not the trial's: another may run it
@@ -299,6 +308,7 @@ class Worker:
                     return None
                 error = traceback.format_exc()
                 self._say(f"trial {number} failed:\n{error}")
+                lease.log.write(error)
                 self._fail(lease, error)
                 return None
             if lease.lost:
@@ -315,7 +325,11 @@ class Worker:
         number, task = claim["number"], claim["task"]
         report = self._reporter(lease, number, int(task.get("epochs", 0)))
         train = self._trainer_for(task, number, lease)
-        return train(claim["params"], task, report, device=self.device, seed=number)
+        if task.get("trainer") == COMMAND and self._train is None:
+            # The program's own output is the log; nothing of this process's.
+            return train(claim["params"], task, report, device=self.device, seed=number)
+        with lease.log.capture():
+            return train(claim["params"], task, report, device=self.device, seed=number)
 
     def _reporter(
         self, lease: Lease, number: int, epochs: int
@@ -342,12 +356,27 @@ class Worker:
     ) -> Callable[..., Any]:
         if self._train is not None:
             return self._train
-        if task.get("trainer") == "custom":
+
+        def should_stop() -> bool:
+            return self.stopping or lease.stop_reason is not None
+
+        if task.get("trainer") == CUSTOM:
             return partial(
                 run_custom,
                 allowed=self.opts.allow,
                 number=number,
-                should_stop=lambda: self.stopping or lease.stop_reason is not None,
+                should_stop=should_stop,
+                checkpoints=lease.checkpoints(self._say),
+            )
+        if task.get("trainer") == COMMAND:
+            return partial(
+                run_command,
+                allowed=self.commands,
+                trial_id=lease.trial_id,
+                number=number,
+                checkpoints=lease.checkpoints(self._say),
+                log=lease.log.write,
+                should_stop=should_stop,
             )
         train = _builtin_train(self.device, self.opts.threads)
         return partial(train, checkpoints=lease.checkpoints(self._say))
@@ -362,6 +391,7 @@ class Worker:
         """Sends the trial's outcome with the steps still held back; see run_trial for
         ``claim_next`` and what is returned."""
         pruned = bool(result.stopped_early)
+        lease.log.close()
         steps = lease.reports.take()
         # The next trial's budget is taken now, as for POST /claims; the run loop gives it
         # back if the claim finds no trial, and so does this method if none was made.
@@ -402,6 +432,7 @@ class Worker:
         self._handing_back = False  # the worker goes on: a second signal may cut it short again
 
     def _fail(self, lease: Lease, error: str) -> None:
+        lease.log.close()
         self._send_held(lease)
         out = self._send(
             lambda: self.client.fail(lease.trial_id, self.opts.worker_id, lease.attempt, error)
@@ -414,6 +445,7 @@ class Worker:
 
     def _release(self, lease: Lease, why: str) -> None:
         self._handing_back = True  # a further signal must not cut the hand-back short
+        lease.log.close()
         self._send_held(lease)
         out = self._send(
             lambda: self.client.release(lease.trial_id, self.opts.worker_id, lease.attempt, why)
@@ -483,6 +515,16 @@ def _json_metrics(metrics: Mapping[str, float | None]) -> dict[str, float | None
     return {
         k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in metrics.items()
     }
+
+
+def _needs(passed: Mapping[str, Any]) -> tuple[int, str, str]:
+    """A passed-over study as (its id, what its trials run, the flag that allows it)."""
+    study_id, command = passed["study_id"], passed.get("command")
+    if command:
+        prefix = shlex.quote(shlex.join(suggested_prefix(command)))
+        return study_id, f"command {shlex.join(command)!r}", f"--allow-command {prefix}"
+    entry_point = passed["entry_point"]
+    return study_id, f"entry point {entry_point}", f"--allow {entry_point}"
 
 
 def _short(params: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any
 
 from hpsearch.client import ApiError, Client
+from hpsearch.commands import CommandError, parse_prefix
 from workers.custom import EntryPointError, check_importable
 from workers.devices import DeviceError, slots, worker_devices
 from workers.loop import TrialBudget, Worker, WorkerOptions
@@ -28,8 +29,10 @@ def main(opts: WorkerOptions) -> int:
         devices = worker_devices(opts.device, opts.gpus)
         worker_slots = slots(devices, opts.concurrency)
         check_importable(opts.allow)
+        for prefix in opts.allow_commands:
+            parse_prefix(prefix)
         check_study(opts)
-    except (DeviceError, EntryPointError, StudyError) as e:
+    except (DeviceError, EntryPointError, CommandError, StudyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # Threads per trial: small models gain little from more than one, and the slots of a

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from api.deps import SettingsDep, StoreDep
+from api.deps import SettingsDep, StoreDep, TrialLogsDep
 from api.schemas import MAX_ID, StudyId, TrialId
 from api.views import bias_variance
 from api.views.curves import CurveTrial, curves_figure, default_family, families
@@ -294,8 +294,18 @@ def _curves_payload(
 # -- one trial -------------------------------------------------------------------------------
 
 
+_PAGE_LOG_CHARS = 64 * 1024
+"""The end of a trial's output shown on its page (the rest: ``hpsearch logs``, the API)."""
+
+
 @router.get("/trials/{trial_id}", response_class=HTMLResponse)
-def trial_page(request: Request, trial_id: TrialId, store: StoreDep) -> HTMLResponse:
+def trial_page(
+    request: Request,
+    trial_id: TrialId,
+    store: StoreDep,
+    logs: TrialLogsDep,
+    attempt: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+) -> HTMLResponse:
     view = store.trial(trial_id)
     study = store.get_study(view.trial.study_id)
     spec = parse_spec(study.study.spec)
@@ -318,6 +328,8 @@ def trial_page(request: Request, trial_id: TrialId, store: StoreDep) -> HTMLResp
             "fork_url": fork_url,
             "checkpoint_step": store.checkpoint_step(t.id) if fork_url else None,
             "fork_fields": enqueue_fields(spec.build_space(), t.params),
+            "log": logs.read(t.id, attempt),
+            "log_chars": _PAGE_LOG_CHARS,
         },
     )
 

@@ -39,7 +39,9 @@ def claim_for(
     job = store.claim_final_evaluation(worker_id, study_id)
     if job is not None:
         return ClaimOut(trial=claimed(job, settings), open_studies=True)
-    worker = capabilities(where.devices, where.labels, where.entry_points, where.refused_studies)
+    worker = capabilities(
+        where.devices, where.labels, where.entry_points, where.refused_studies, where.commands
+    )
     c = store.claim(
         worker_id,
         where.host,
@@ -47,16 +49,17 @@ def claim_for(
         study_id,
         after,
         where.entry_points,
-        where.labels,
-        where.refused_studies,
+        where.commands,
+        labels=where.labels,
+        refused_studies=where.refused_studies,
     )
     if c is None:
         open_studies = store.has_open_studies(study_id) or store.has_pending_final_evaluation(
             study_id
         )
         passed = [
-            PassedOver(study_id=sid, entry_point=entry_point, needs=needs)
-            for sid, needs, entry_point in store.passed_over(worker, study_id)
+            PassedOver(study_id=sid, needs=needs, entry_point=entry_point, command=command)
+            for sid, needs, entry_point, command in store.passed_over(worker, study_id)
         ]
         skipped = {p.study_id for p in passed}
         waiting = [f"study {p.study_id} needs a worker with {p.needs}" for p in passed] + [

@@ -53,6 +53,28 @@
     });
   }
 
+  // The output's live tail: what the attempt shown printed since the page was rendered.
+  const logEl = document.getElementById("trial-log");
+  const logEmpty = document.getElementById("trial-log-empty");
+  async function tail() {
+    const params = new URLSearchParams({ offset: logEl.dataset.offset });
+    if (logEl.dataset.attempt) params.set("attempt", logEl.dataset.attempt);
+    const result = await hp.get(`/api/v1/trials/${cfg.trial_id}/logs?${params}`);
+    if (!result.ok) return true;
+    const d = result.data;
+    if (!logEl.dataset.attempt && d.attempt) logEl.dataset.attempt = d.attempt;
+    if (d.text) {
+      const atBottom = logEl.scrollTop + logEl.clientHeight >= logEl.scrollHeight - 4;
+      logEl.textContent += d.text;  // text, never markup
+      logEl.hidden = false;
+      logEmpty.hidden = true;
+      if (atBottom) logEl.scrollTop = logEl.scrollHeight;
+    }
+    logEl.dataset.offset = d.next_offset;
+    return d.state === "running" || d.state === "queued";
+  }
+  if (cfg.state === "running" || cfg.state === "queued") hp.ready(() => hp.poller(tail, 2000));
+
   select.addEventListener("change", () => { family = select.value; load(); });
   document.addEventListener("hp:changed", () => window.location.reload());
   hp.ready(() => load().then((again) => { if (again) hp.poller(load, 2000); }));

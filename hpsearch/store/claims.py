@@ -40,7 +40,7 @@ from hpsearch.store.studies import (
     record_ended,
     time_is_up,
 )
-from hpsearch.tasks import BARE_WORKER, Capabilities, unmet
+from hpsearch.tasks import BARE_WORKER, Capabilities, needed_code, unmet
 
 HistoryFor = Callable[[Session, StudyKey], list[FinishedTrial]]
 
@@ -259,9 +259,10 @@ def claim_queued_at_once(
 
 def passed_over(
     session: Session, rules_for: RulesFor, worker: Capabilities, study_id: int | None
-) -> list[tuple[int, str, str]]:
+) -> list[tuple[int, str, str | None, list[str] | None]]:
     """The running studies (``study_id``, if given) whose trials ``worker`` is never given:
-    (study id, what it would need, the entry point it would need to allow or "")."""
+    (study id, what it would need, the entry point or the command it would need to allow,
+    if that is what it lacks)."""
     found = []
     for sid, created in running_studies(session.connection(), study_id):
         rules = rules_for(session, (sid, created))
@@ -269,8 +270,8 @@ def passed_over(
         if sid in worker.refused_studies:
             needs = "a setup that works (this one could not set it up)"
         if needs is not None:
-            code = rules.task.get("entry_point") if needs.startswith("--allow") else None
-            found.append((sid, needs, str(code or "")))
+            code = needed_code(rules.task) if needs.startswith("--allow") else (None, None)
+            found.append((sid, needs, *code))
     return found
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from hpsearch.errors import InvalidInput, InvalidState
+from hpsearch.errors import InvalidInput, InvalidState, NotFound
 from hpsearch.samplers import FinishedTrial, make_sampler
 from hpsearch.space import SpaceError
 from hpsearch.spec import StudySpec, parse_spec, spec_to_json
@@ -311,14 +311,16 @@ class Store:
         study_id: int | None = None,
         after: int | None = None,
         entry_points: Collection[str] = (),
+        commands: Collection[Sequence[str]] = (),
         labels: Mapping[str, str] | None = None,
         refused_studies: Collection[int] = (),
     ) -> claims.Claim | None:
         """The worker's next trial; ``after``: the trial whose completion asks for it;
-        ``entry_points``: the custom trainers the worker's command line allows; ``labels``:
-        its ``--label``s (with ``devices``, matched against a study's ``requires``);
-        ``refused_studies``: those it found it cannot set up."""
-        worker = capabilities(devices, labels, entry_points, refused_studies)
+        ``entry_points`` and ``commands``: the custom trainers and the command prefixes the
+        worker's command line allows; ``labels``: its ``--label``s (with ``devices``,
+        matched against a study's ``requires``); ``refused_studies``: those it found it
+        cannot set up."""
+        worker = capabilities(devices, labels, entry_points, refused_studies, commands)
         claimed = self._claim(worker_id, host, study_id, after, worker)
         if claimed is not None and claimed.study_key is not None:
             # Its completion, likely through this process, then need not read its study.
@@ -405,10 +407,10 @@ class Store:
 
     def passed_over(
         self, worker: Capabilities, study_id: int | None = None
-    ) -> list[tuple[int, str, str]]:
+    ) -> list[tuple[int, str, str | None, list[str] | None]]:
         """Running studies whose trials ``worker`` may not run: (study id, what it would
-        need, the entry point it would need to allow or ""). Claims pass them over; a worker
-        says why it waits."""
+        need, the entry point or command it would need to allow, if that is what it lacks).
+        Claims pass them over; a worker says why it waits."""
         with self.db.read() as s:
             return claims.passed_over(s, self._rules.get, worker, study_id)
 
@@ -556,6 +558,14 @@ class Store:
     ) -> None:
         with self.db.write() as s:
             checkpoints.record(s, trial_id, worker_id, attempt, step, self.lease, publish)
+
+    def trial_state(self, trial_id: int) -> str:
+        """The trial's state; NotFound for an unknown trial."""
+        with self.db.read() as s:
+            state = s.scalars(select(Trial.state).where(Trial.id == trial_id)).first()
+            if state is None:
+                raise NotFound(f"trial {trial_id} does not exist")
+            return state
 
     def checkpoint_step(self, trial_id: int) -> int | None:
         with self.db.read() as s:

@@ -61,6 +61,23 @@ def crash(trial: Any) -> dict[str, float]:
     raise ZeroDivisionError("the user's training code divided by zero")
 
 
+def checkpointed(trial: Any) -> dict[str, float]:
+    """Reports steps 1..epochs, saving a checkpoint after each; a first attempt (no
+    checkpoint to resume from) stops making progress after step ``params.hold_at`` until the
+    worker is killed or asks it to stop."""
+    state = trial.load_checkpoint()
+    first = 1 if state is None else int(state["step"]) + 1
+    for step in range(first, trial.epochs + 1):
+        trial.report(step, {"dev_accuracy": 0.1 * step})
+        trial.save_checkpoint({"step": step})
+        if state is None and step == int(trial.params["hold_at"]):
+            deadline = time.monotonic() + 120
+            while not trial.should_stop and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return {"dev_accuracy": 0.1 * step}
+    return {"dev_accuracy": 0.1 * trial.epochs, "first_step": float(first)}
+
+
 def outcome(trial: Any) -> dict[str, float] | None:
     """Ends as ``params.outcome`` says: ``good`` reports the objective, ``typo`` a near miss
     of its name, ``nan`` a NaN objective, ``silent`` nothing at all."""

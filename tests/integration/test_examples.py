@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +35,18 @@ def one_trial(path: Path, data_dir: Path) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_runs_a_trial(server: ServerProcess, path: Path, tmp_path: Path) -> None:
+def test_example_runs_a_trial(
+    make_server: Callable[..., ServerProcess], path: Path, tmp_path: Path
+) -> None:
     load_spec_file(path)
     spec = one_trial(path, tmp_path / "data")
+    # `python` in a command example is this environment's, as in a shell that activated it.
+    server = make_server(
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    )
     with server.client() as client:
         study_id = client.create_study(spec)["id"]
-        allow = ["--allow", "examples.custom_train:train"]
+        allow = ["--allow", "examples.custom_train:train", "--allow-command", "python train.py"]
         worker = server.start_worker("--study", str(study_id), *allow)
         assert worker.wait(timeout=180) == 0
         (trial,) = client.trials(study_id)

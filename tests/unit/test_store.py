@@ -83,7 +83,8 @@ def test_a_worker_is_only_given_trials_it_can_run(database_url: str) -> None:
         assert [c.study_id if c else None for c in plain] == [builtin.id] * 4
         assert store.claim("plain") is None  # the built-in study's parallelism is taken
         needs = "--allow lab.train:fit"
-        assert store.passed_over(capabilities(["cpu"])) == [(custom.id, needs, "lab.train:fit")]
+        lacking = [(custom.id, needs, "lab.train:fit", None)]
+        assert store.passed_over(capabilities(["cpu"])) == lacking
         assert store.passed_over(capabilities(["cpu"], entry_points=["lab.train:fit"])) == []
         allowed = store.claim("lab", entry_points=("other:fn", "lab.train:fit"))
         assert allowed is not None and allowed.study_id == custom.id
@@ -109,7 +110,10 @@ def test_a_worker_is_only_given_trials_whose_requirements_it_meets(database_url:
             two = store.claim("g2", devices=["cuda:0", "cuda:1"])
             assert two is not None and two.study_id == gpu.id
         lacking = store.passed_over(capabilities(["cpu"], {"site": "lab1"}))
-        assert lacking == [(gpu.id, "2 GPUs (device cuda)", ""), (lab2.id, "label site=lab2", "")]
+        assert lacking == [
+            (gpu.id, "2 GPUs (device cuda)", None, None),
+            (lab2.id, "label site=lab2", None, None),
+        ]
     finally:
         store.db.dispose()
 

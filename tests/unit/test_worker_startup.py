@@ -108,7 +108,7 @@ def test_a_custom_trainer_names_its_entry_point_and_any_hyperparameters() -> Non
         ({"trainer": "custom"}, "task.entry_point", "trainer custom needs 'module:function'"),
         ({**task, "entry_point": "mypkg.train"}, "task.entry_point", "is not 'module:function'"),
         ({**task, "trainer": "mlp_classifier"}, "task.entry_point", "only trainer custom"),
-        ({**task, "trainer": "my_net"}, "task.trainer", "or 'custom' with an entry_point"),
+        ({**task, "trainer": "my_net"}, "task.trainer", "'custom' with an entry_point"),
     ]:
         with pytest.raises(SpecError) as info:
             parse_spec(digits_spec(task=bad))

@@ -1,0 +1,59 @@
+"""What trials printed: the worker appends each attempt's output, anyone who may read results
+reads it (``hpsearch logs``, the trial page's live tail)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import StoreDep, TrialLogsDep
+from api.schemas import MAX_ID, ErrorBody, LogAppendIn, LogAppendOut, LogOut, TrialId
+
+router = APIRouter(prefix="/trials", tags=["trials"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorBody},
+    409: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+}
+
+
+@router.post("/{trial_id}/logs", responses=_ERRORS, tags=["workers"])
+async def append_log(
+    trial_id: TrialId, body: LogAppendIn, store: StoreDep, logs: TrialLogsDep
+) -> LogAppendOut:
+    """Appends a piece of the attempt's output that starts at ``offset`` (a piece resent after
+    a lost reply is not appended twice). 409 when the worker does not hold the lease."""
+    await run_in_threadpool(store.heartbeat, trial_id, body.worker_id, body.attempt)
+    size = await run_in_threadpool(logs.append, trial_id, body.attempt, body.offset, body.text)
+    return LogAppendOut(next_offset=size)
+
+
+@router.get("/{trial_id}/logs", responses=_ERRORS)
+def read_log(
+    trial_id: TrialId,
+    store: StoreDep,
+    logs: TrialLogsDep,
+    attempt: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="default: the latest attempt")
+    ] = None,
+    offset: Annotated[
+        int, Query(ge=0, description="continue from a previous reply's `next_offset`")
+    ] = 0,
+) -> LogOut:
+    """The attempt's stdout and stderr (the last MiB of each attempt is kept), from
+    ``offset`` on; ``truncated`` when the part asked for was dropped."""
+    state = store.trial_state(trial_id)  # 404 for an unknown trial
+    chunk = logs.read(trial_id, attempt, offset)
+    return LogOut(
+        trial_id=trial_id,
+        state=state,
+        attempt=chunk.attempt,
+        attempts=chunk.attempts,
+        offset=chunk.offset,
+        next_offset=chunk.next_offset,
+        truncated=chunk.truncated,
+        text=chunk.text,
+    )
