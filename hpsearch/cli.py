@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     tc.add_argument("--name", required=True)
     tc.add_argument("--role", required=True, choices=["admin", "user", "worker", "viewer"])
     tc.add_argument(
+        "--workers",
+        default=None,
+        metavar="PATTERN",
+        help="worker tokens: the worker ids the token may use, one id or a prefix ending in * "
+        "(e.g. 'box1-*'); without it, any worker id",
+    )
+    tc.add_argument(
         "--from-env",
         default=None,
         metavar="VAR",
@@ -281,11 +288,12 @@ def _token_create(args: argparse.Namespace) -> int:
             return 2
     db = _token_db(args)
     with db.write() as session:
-        row, token = create_token(session, args.name, args.role, given)
+        row, token = create_token(session, args.name, args.role, given, args.workers)
         if given is not None:
             print(f"token {row.id} ({row.role}) for {row.name} registered from ${args.from_env}")
             return 0
-        print(f"token {row.id} ({args.role}) for {args.name}; shown once, keep it secret:")
+        bound = f" for workers {args.workers!r}" if args.workers else ""
+        print(f"token {row.id} ({args.role}{bound}) for {args.name}; shown once, keep it secret:")
     print(token)
     return 0
 
@@ -296,7 +304,8 @@ def _token_list(args: argparse.Namespace) -> int:
     with _token_db(args).read() as session:
         for row in list_tokens(session):
             state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-            print(f"{row.id:>4}  {row.role:<7} {row.name:<30} {state}")
+            workers = f"  workers {row.workers}" if row.workers else ""
+            print(f"{row.id:>4}  {row.role:<7} {row.name:<30} {state}{workers}")
     return 0
 
 

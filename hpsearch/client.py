@@ -227,10 +227,15 @@ class Client:
             headers={"Content-Type": "application/octet-stream"},
         )
 
-    def download_checkpoint(self, trial_id: int) -> bytes | None:
-        """The trial's latest checkpoint, or None when it has none."""
+    def download_checkpoint(
+        self, trial_id: int, worker_id: str | None = None, attempt: int | None = None
+    ) -> bytes | None:
+        """The trial's latest checkpoint, or None when it has none. A worker token downloads it
+        as the holder of a lease: the trial's, or its final test evaluation's (``worker_id``,
+        ``attempt``); a token that reads results needs neither."""
+        params = {"worker_id": worker_id, "attempt": attempt} if worker_id is not None else None
         try:
-            return self._response("GET", f"/trials/{trial_id}/checkpoint").content
+            return self._response("GET", f"/trials/{trial_id}/checkpoint", params=params).content
         except ApiError as e:
             if e.status == 404 and e.code == "not_found":
                 return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from api.auth import act_as
 from api.deps import SettingsDep, StoreDep, run_queue_work
 from api.schemas import ClaimedTrial, ClaimIn, ClaimOut, NextClaimIn, PassedOver, WorkerOut
 from hpsearch.settings import Settings
@@ -22,6 +23,7 @@ async def claim(
 
     A requested final test evaluation comes first (``kind: evaluate_test``): it is short, and
     someone is waiting for it."""
+    act_as(request, body.worker_id)
     return await run_queue_work(request, claim_for, store, settings, body.worker_id, body)
 
 

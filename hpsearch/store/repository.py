@@ -494,6 +494,12 @@ class Store:
         with self.db.write() as s:
             checkpoints.record(s, trial_id, worker_id, attempt, step, self.lease, publish)
 
+    def holds_lease(self, trial_id: int, worker_id: str, attempt: int) -> bool:
+        """Whether ``worker_id`` holds ``attempt`` of the trial's lease, or of its final test
+        evaluation's: a read, which extends nothing."""
+        with self.db.read() as s:
+            return checkpoints.readable_by_holder(s, trial_id, worker_id, attempt)
+
     def checkpoint_step(self, trial_id: int) -> int | None:
         with self.db.read() as s:
             return checkpoints.step_of(s, trial_id)
