@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -139,13 +140,18 @@ class Client:
         study_id: int | None = None,
         entry_points: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """The worker's next trial; ``entry_points``: the custom trainers it may run."""
+        """The worker's next trial; ``entry_points``: the custom trainers it may run.
+
+        Each call sends a new idempotency key, and its retries (a lost connection, a server
+        restarting) the same one: a claim the server made before its reply was lost is then
+        handed back, not made twice."""
         body = {
             "worker_id": worker_id,
             "host": host,
             "devices": devices,
             "study_id": study_id,
             "entry_points": list(entry_points),
+            "request_id": uuid.uuid4().hex,
         }
         return self._obj("POST", "/claims", json=body)
 

@@ -287,10 +287,13 @@ class Store:
         study_id: int | None = None,
         after: int | None = None,
         entry_points: Collection[str] = (),
+        request_id: str | None = None,
     ) -> claims.Claim | None:
         """The worker's next trial; ``after``: the trial whose completion asks for it;
-        ``entry_points``: the custom trainers the worker's command line allows."""
-        claimed = self._claim(worker_id, host, devices, study_id, after, entry_points)
+        ``entry_points``: the custom trainers the worker's command line allows;
+        ``request_id``: the claim's idempotency key, kept with the claim (see
+        :meth:`claimed_by_request`)."""
+        claimed = self._claim(worker_id, host, devices, study_id, after, entry_points, request_id)
         if claimed is not None and claimed.study_key is not None:
             # Its completion, likely through this process, then need not read its study.
             if len(self._claimed_studies) > 100_000:
@@ -306,6 +309,7 @@ class Store:
         study_id: int | None,
         after: int | None,
         entry_points: Collection[str],
+        request_id: str | None = None,
     ) -> claims.Claim | None:
         touch = self._worker_touch.due((worker_id, host, tuple(devices)))
         look_for_expired = self._expired_probe.due(None)
@@ -327,6 +331,7 @@ class Store:
                     running,
                     after,
                     entry_points,
+                    request_id,
                 )
             if claimed is not None:
                 return claimed
@@ -346,6 +351,7 @@ class Store:
                     after=after,
                     entry_points=entry_points,
                     queue_first=likely_queued,
+                    request_id=request_id,
                 )
 
             # SQLite has no one-statement claim: the kept studies are tried here first.
@@ -373,6 +379,12 @@ class Store:
         with self.db.read() as s:
             trial = claims.claimed_after(s, trial_id, worker_id, self._rules.get)
             return trial or evaluations.held_by(s, worker_id, utcnow())
+
+    def claimed_by_request(self, worker_id: str, request_id: str) -> claims.Claim | None:
+        """The trial a claim with idempotency key ``request_id`` was given, if ``worker_id``
+        still holds it: the answer to that claim resent."""
+        with self.db.read() as s:
+            return claims.claimed_by_request(s, worker_id, request_id, self._rules.get)
 
     def passed_over(
         self, entry_points: Collection[str], study_id: int | None = None
