@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         help="server processes sharing the port (the API is stateless; default 1)",
     )
     s.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        default=None,
+        help="no line per request on stderr (HPSEARCH_ACCESS_LOG=0)",
+    )
+    s.add_argument(
         "--insecure-no-auth",
         action="store_true",
         help="allow binding a non-loopback address with no token configured",
@@ -192,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for key in ("host", "port", "database_url"):
+    for key in ("host", "port", "database_url", "access_log"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
@@ -324,7 +331,7 @@ def _serve_processes(settings: Settings, processes: int) -> int:
 
     from api.processes import serve
 
-    for key in ("host", "port", "database_url"):
+    for key in ("host", "port", "database_url", "access_log"):
         os.environ[f"HPSEARCH_{key.upper()}"] = str(getattr(settings, key))
     config = uvicorn.Config(
         "api.app:create_app",
