@@ -133,8 +133,13 @@ def test_worker_with_a_worker_token_runs_a_trial(
         task={"trainer": "mlp_classifier", "dataset": "digits", "epochs": 1},
     )
     study = api(server, "POST", "/studies", t["user"], json=spec).json()
-    server.env["HPSEARCH_TOKEN"] = t["worker"]
-    worker = server.start_worker("--study", str(study["id"]))
+    # A token bound to the box's ids, as SECURITY.md advises.
+    db = Database(server.database_url)
+    with db.write() as session:
+        bound = create_token(session, "box1", "worker", workers="box1-*")[1]
+    db.dispose()
+    server.env["HPSEARCH_TOKEN"] = bound
+    worker = server.start_worker("--study", str(study["id"]), "--worker-id", "box1-a")
     assert worker.wait(timeout=120) == 0
     done = api(server, "GET", f"/studies/{study['id']}", t["viewer"]).json()
     assert done["counts"]["completed"] == 1
@@ -275,11 +280,22 @@ def test_a_checkpoint_goes_only_to_its_lease_holder_or_a_reader(
     for role in ("viewer", "user", "admin"):
         r = api(server, "GET", path, t[role])
         assert r.status_code == 200 and r.content == b"w1", role
+    # Handed back and claimed again (as a re-queued trial is): the new holder may read it, to
+    # resume from it; the old one no longer may.
+    released = api(server, "POST", f"/trials/{trial}/release", tokens["box1"], json=holder)
+    assert released.status_code == 200, released.text
+    claim = {"worker_id": "box1-1", "study_id": released.json()["study_id"]}
+    again = api(server, "POST", "/claims", tokens["box1"], json=claim).json()["trial"]
+    assert again["trial_id"] == trial and again["attempt"] == 2
+    resumer = {"worker_id": "box1-1", "attempt": again["attempt"]}
+    got = api(server, "GET", path, tokens["box1"], params=resumer)
+    assert got.status_code == 200 and got.content == b"w1"
+    assert api(server, "GET", path, tokens["box1"], params=holder).status_code == 403
     done = api(
-        server, "POST", f"/trials/{trial}/complete", tokens["box1"], json={**holder, "metrics": {}}
+        server, "POST", f"/trials/{trial}/complete", tokens["box1"], json={**resumer, "metrics": {}}
     )
     assert done.status_code == 200, done.text
-    assert api(server, "GET", path, tokens["box1"], params=holder).status_code == 403
+    assert api(server, "GET", path, tokens["box1"], params=resumer).status_code == 403
 
 
 def test_an_unknown_token_is_not_remembered(
