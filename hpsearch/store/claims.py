@@ -173,9 +173,9 @@ def claim(
     whose trials it cannot run are passed over (see :func:`hpsearch.tasks.runnable`).
     ``request_id``: the claim's idempotency key, kept in its event (see
     :func:`claimed_by_request`). ``queue_first=False``: the queue was likely empty at the last
-    claim, so look at it only
-    once the study is locked and counted, and only if it then holds trials (a statement fewer
-    when it does not; a queued trial is still taken before a new one is sampled).
+    claim, so look at it only once the study is locked and counted, and only if it then holds
+    trials (a statement fewer when it does not; a queued trial is still taken before a new one
+    is sampled).
 
     Lock order, the same in every transaction of the store: a study row before any of its
     trial rows, and study rows in ascending id. Claimers take queued trials with ``SKIP
