@@ -33,7 +33,7 @@ class ServerCheckpoints:
         self.say = say
 
     def load(self) -> bytes | None:
-        data = self.client.download_checkpoint(self.trial_id)
+        data = self.client.download_checkpoint(self.trial_id, self.worker_id, self.attempt)
         if data is not None:
             self.say(f"  resuming from the trial's checkpoint on the server ({len(data)} bytes)")
         return data

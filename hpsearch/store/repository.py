@@ -288,11 +288,15 @@ class Store:
         after: int | None = None,
         entry_points: Collection[str] = (),
         commands: Collection[Sequence[str]] = (),
+        request_id: str | None = None,
     ) -> claims.Claim | None:
         """The worker's next trial; ``after``: the trial whose completion asks for it;
         ``entry_points`` and ``commands``: the custom trainers and the command prefixes the
-        worker's command line allows."""
-        claimed = self._claim(worker_id, host, devices, study_id, after, entry_points, commands)
+        worker's command line allows; ``request_id``: the claim's idempotency key, kept with
+        the claim (see :meth:`claimed_by_request`)."""
+        claimed = self._claim(
+            worker_id, host, devices, study_id, after, entry_points, commands, request_id
+        )
         if claimed is not None and claimed.study_key is not None:
             # Its completion, likely through this process, then need not read its study.
             if len(self._claimed_studies) > 100_000:
@@ -309,6 +313,7 @@ class Store:
         after: int | None,
         entry_points: Collection[str],
         commands: Collection[Sequence[str]],
+        request_id: str | None = None,
     ) -> claims.Claim | None:
         touch = self._worker_touch.due((worker_id, host, tuple(devices)))
         look_for_expired = self._expired_probe.due(None)
@@ -331,6 +336,7 @@ class Store:
                     after,
                     entry_points,
                     commands,
+                    request_id,
                 )
             if claimed is not None:
                 return claimed
@@ -351,6 +357,7 @@ class Store:
                     entry_points=entry_points,
                     commands=commands,
                     queue_first=likely_queued,
+                    request_id=request_id,
                 )
 
             # SQLite has no one-statement claim: the kept studies are tried here first.
@@ -378,6 +385,12 @@ class Store:
         with self.db.read() as s:
             trial = claims.claimed_after(s, trial_id, worker_id, self._rules.get)
             return trial or evaluations.held_by(s, worker_id, utcnow())
+
+    def claimed_by_request(self, worker_id: str, request_id: str) -> claims.Claim | None:
+        """The trial a claim with idempotency key ``request_id`` was given, if ``worker_id``
+        still holds it: the answer to that claim resent."""
+        with self.db.read() as s:
+            return claims.claimed_by_request(s, worker_id, request_id, self._rules.get)
 
     def passed_over(
         self,
@@ -509,6 +522,12 @@ class Store:
             if state is None:
                 raise NotFound(f"trial {trial_id} does not exist")
             return state
+
+    def holds_lease(self, trial_id: int, worker_id: str, attempt: int) -> bool:
+        """Whether ``worker_id`` holds ``attempt`` of the trial's lease, or of its final test
+        evaluation's: a read, which extends nothing."""
+        with self.db.read() as s:
+            return checkpoints.readable_by_holder(s, trial_id, worker_id, attempt)
 
     def checkpoint_step(self, trial_id: int) -> int | None:
         with self.db.read() as s:
