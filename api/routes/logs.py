@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import ARTIFACTS, act_as, holder_or_reader
-
 from api.deps import StoreDep, TrialLogsDep
 from api.schemas import MAX_ID, ErrorBody, LogAppendIn, LogAppendOut, LogOut, TrialId
 
