@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api import errors
+from api.access_log import AccessLog
 from api.auth import authorize
 from api.limits import BodyLimit
 from api.routes import (
@@ -62,6 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    if settings.access_log:
+        # Added last, so outermost: it sees every answer, the size limit's too.
+        app.add_middleware(AccessLog)
 
     # Routers are matched in order, route by route: the workers' (nearly every request a
     # study makes) come first.

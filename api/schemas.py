@@ -310,6 +310,15 @@ class NextClaimIn(_Body):
 
 class ClaimIn(NextClaimIn):
     worker_id: str = Field(min_length=1, max_length=200)
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="an idempotency key, new for each claim and the same when it is resent: "
+        "a claim resent with it (its reply was lost) gets the trial and attempt the first "
+        "was given, while the worker holds it, rather than a second trial",
+    )
 
 
 class ClaimedTrial(BaseModel):

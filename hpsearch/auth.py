@@ -5,7 +5,8 @@ slow password hash buys nothing for a secret that cannot be guessed, and every r
 one. Roles, from least to most:
 
 - ``viewer``: read studies, trials and workers.
-- ``worker``: claim trials and report on the ones it holds, nothing else.
+- ``worker``: claim trials and report on the ones it holds, nothing else; a worker token
+  may be bound to worker ids (``--workers 'box1-*'``), and then acts only under those.
 - ``user``: read, submit studies, control them (pause, stop, enqueue, fork, evaluate test).
 - ``admin``: everything, including tokens.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -39,6 +41,9 @@ GRANTS: dict[Role, frozenset[Permission]] = {
 }
 
 _PREFIX = "hps_"
+# The worker ids a worker token may act under: one id, or a prefix ending in ``*``. Ids are
+# the free text a worker chooses (host name, pid, slot), so the pattern allows what they do.
+WORKERS_PATTERN = re.compile(r"^(\*|[^*\s]{1,199}\*?)$")
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,23 @@ class Principal:
     token_id: int
     name: str
     role: Role
+    # A worker token's ``--workers`` pattern; None: any worker id (tokens made without one).
+    workers: str | None = None
 
     def may(self, permission: Permission) -> bool:
         return permission in GRANTS[self.role]
+
+    def may_act_as(self, worker_id: str) -> bool:
+        """Whether this token may claim and report under ``worker_id``."""
+        return self.workers is None or covers(self.workers, worker_id)
+
+
+def covers(pattern: str, worker_id: str) -> bool:
+    """Whether a ``--workers`` pattern (an exact id, or a prefix ending in ``*``) names
+    ``worker_id``."""
+    if pattern.endswith("*"):
+        return worker_id.startswith(pattern[:-1])
+    return worker_id == pattern
 
 
 def digest(token: str) -> str:
@@ -56,17 +75,31 @@ def digest(token: str) -> str:
 
 
 def create_token(
-    session: Session, name: str, role: str, token: str | None = None
+    session: Session,
+    name: str,
+    role: str,
+    token: str | None = None,
+    workers: str | None = None,
 ) -> tuple[ApiToken, str]:
     """Stores a token's digest; returns the row and the token, which is never stored.
 
     ``token`` registers a value generated elsewhere (a deployment's env file) instead of a
-    new random one; registering the same value again returns the existing row.
+    new random one; registering the same value again returns the existing row. ``workers``
+    binds a worker token to the worker ids it may use (see :func:`covers`).
     """
     if role not in ROLES:
         raise InvalidInput("role", f"must be one of {list(ROLES)}, got {role!r}")
     if not name or len(name) > 100:
         raise InvalidInput("name", "must be 1 to 100 characters")
+    if workers is not None:
+        if role != "worker":
+            raise InvalidInput("workers", "binds worker tokens only (--role worker)")
+        if not WORKERS_PATTERN.match(workers):
+            raise InvalidInput(
+                "workers",
+                "must be a worker id, or a prefix ending in * (e.g. 'box1-*'), of at most "
+                f"200 characters without spaces; got {workers!r}",
+            )
     if token is None:
         token = _PREFIX + secrets.token_urlsafe(32)
     elif not token.startswith(_PREFIX) or len(token) < len(_PREFIX) + 32:
@@ -77,10 +110,16 @@ def create_token(
         )
     existing = session.scalars(select(ApiToken).where(ApiToken.token_hash == digest(token))).first()
     if existing is not None:
-        if existing.role != role:
-            raise InvalidInput("token", f"already registered with role {existing.role}")
+        if existing.role != role or existing.workers != workers:
+            raise InvalidInput(
+                "token",
+                f"already registered with role {existing.role}"
+                + (f" for workers {existing.workers!r}" if existing.workers else ""),
+            )
         return existing, token
-    row = ApiToken(name=name, role=role, token_hash=digest(token), created_at=utcnow())
+    row = ApiToken(
+        name=name, role=role, token_hash=digest(token), created_at=utcnow(), workers=workers
+    )
     session.add(row)
     session.flush()
     return row, token
@@ -95,7 +134,7 @@ def authenticate(session: Session, token: str) -> Principal | None:
     # The lookup is by digest; compare again in constant time so a near-miss is not faster.
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, wanted):
         return None
-    return Principal(row.id, row.name, row.role)  # type: ignore[arg-type]
+    return Principal(row.id, row.name, row.role, row.workers)  # type: ignore[arg-type]
 
 
 def any_tokens(session: Session) -> bool:
@@ -122,13 +161,17 @@ class Authenticator:
     Every API request checks a token; caching the answer for ``ttl`` seconds keeps that off
     the database's back. The price: a revoked token keeps working for up to ``ttl`` seconds,
     and the first token created turns authentication on within ``ttl`` seconds.
+
+    Only known tokens are cached, never a refusal: a token created a moment ago works at
+    once, and a stream of made-up tokens cannot fill the cache and push out the real ones
+    (each costs one indexed read, as it would without a cache).
     """
 
     def __init__(self, db: Database, ttl: float = 5.0) -> None:
         self.db = db
         self.ttl = ttl
         self._enabled: tuple[float, bool] | None = None
-        self._principals: dict[str, tuple[float, Principal | None]] = {}
+        self._principals: dict[str, tuple[float, Principal]] = {}
 
     def answers_from_cache(self, token: str | None) -> bool:
         """Whether :meth:`enabled` and :meth:`authenticate` (of ``token``) would not need the
@@ -154,7 +197,11 @@ class Authenticator:
         cached = self._principals.get(key)
         if cached is None or cached[0] < now:
             with self.db.read() as s:
-                cached = (now + self.ttl, authenticate(s, token))
+                principal = authenticate(s, token)
+            if principal is None:
+                self._principals.pop(key, None)  # revoked since it was cached
+                return None
+            cached = (now + self.ttl, principal)
             if len(self._principals) > 10_000:
                 self._principals.clear()
             self._principals[key] = cached

@@ -65,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         help="server processes sharing the port (the API is stateless; default 1)",
     )
     s.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        default=None,
+        help="no line per request on stderr (HPSEARCH_ACCESS_LOG=0)",
+    )
+    s.add_argument(
         "--insecure-no-auth",
         action="store_true",
         help="allow binding a non-loopback address with no token configured",
@@ -76,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     tc = tsub.add_parser("create", help="create a token; it is printed once")
     tc.add_argument("--name", required=True)
     tc.add_argument("--role", required=True, choices=["admin", "user", "worker", "viewer"])
+    tc.add_argument(
+        "--workers",
+        default=None,
+        metavar="PATTERN",
+        help="worker tokens: the worker ids the token may use, one id or a prefix ending in * "
+        "(e.g. 'box1-*'); without it, any worker id",
+    )
     tc.add_argument(
         "--from-env",
         default=None,
@@ -233,7 +247,7 @@ def _label(text: str) -> tuple[str, str]:
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for key in ("host", "port", "database_url"):
+    for key in ("host", "port", "database_url", "access_log"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
@@ -329,11 +343,12 @@ def _token_create(args: argparse.Namespace) -> int:
             return 2
     db = _token_db(args)
     with db.write() as session:
-        row, token = create_token(session, args.name, args.role, given)
+        row, token = create_token(session, args.name, args.role, given, args.workers)
         if given is not None:
             print(f"token {row.id} ({row.role}) for {row.name} registered from ${args.from_env}")
             return 0
-        print(f"token {row.id} ({args.role}) for {args.name}; shown once, keep it secret:")
+        bound = f" for workers {args.workers!r}" if args.workers else ""
+        print(f"token {row.id} ({args.role}{bound}) for {args.name}; shown once, keep it secret:")
     print(token)
     return 0
 
@@ -344,7 +359,8 @@ def _token_list(args: argparse.Namespace) -> int:
     with _token_db(args).read() as session:
         for row in list_tokens(session):
             state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-            print(f"{row.id:>4}  {row.role:<7} {row.name:<30} {state}")
+            workers = f"  workers {row.workers}" if row.workers else ""
+            print(f"{row.id:>4}  {row.role:<7} {row.name:<30} {state}{workers}")
     return 0
 
 
@@ -363,7 +379,7 @@ def _serve_processes(settings: Settings, processes: int) -> int:
 
     from api.processes import serve
 
-    for key in ("host", "port", "database_url"):
+    for key in ("host", "port", "database_url", "access_log"):
         os.environ[f"HPSEARCH_{key.upper()}"] = str(getattr(settings, key))
     config = uvicorn.Config(
         "api.app:create_app",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -182,7 +183,11 @@ class Client:
     ) -> dict[str, Any]:
         """The worker's next trial; ``entry_points`` and ``commands``: the custom trainers and
         the command prefixes it may run; ``labels``: its ``--label``s; ``refused_studies``:
-        those it cannot set up."""
+        those it cannot set up.
+
+        Each call sends a new idempotency key, and its retries (a lost connection, a server
+        restarting) the same one: a claim the server made before its reply was lost is then
+        handed back, not made twice."""
         body: dict[str, Any] = {
             "worker_id": worker_id,
             "host": host,
@@ -190,6 +195,7 @@ class Client:
             "study_id": study_id,
             "entry_points": list(entry_points),
             "commands": [list(c) for c in commands],
+            "request_id": uuid.uuid4().hex,
         }
         # Only when there are any: a server older than these fields refuses them.
         if labels:
@@ -276,10 +282,15 @@ class Client:
             headers={"Content-Type": "application/octet-stream"},
         )
 
-    def download_checkpoint(self, trial_id: int) -> bytes | None:
-        """The trial's latest checkpoint, or None when it has none."""
+    def download_checkpoint(
+        self, trial_id: int, worker_id: str | None = None, attempt: int | None = None
+    ) -> bytes | None:
+        """The trial's latest checkpoint, or None when it has none. A worker token downloads it
+        as the holder of a lease: the trial's, or its final test evaluation's (``worker_id``,
+        ``attempt``); a token that reads results needs neither."""
+        params = {"worker_id": worker_id, "attempt": attempt} if worker_id is not None else None
         try:
-            return self._response("GET", f"/trials/{trial_id}/checkpoint").content
+            return self._response("GET", f"/trials/{trial_id}/checkpoint", params=params).content
         except ApiError as e:
             if e.status == 404 and e.code == "not_found":
                 return None

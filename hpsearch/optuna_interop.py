@@ -2,7 +2,10 @@
 
 Export goes through the REST API (any running server), so `optuna-dashboard` and
 `optuna.visualization` work on an hpsearch study. Satisficing constraints become Optuna
-constraint values (``<= 0`` is feasible), which the dashboard and Optuna's samplers understand.
+constraint values (``<= 0`` is feasible), written in both of Optuna's forms: the list
+``system_attrs["constraints"]`` that a sampler's ``constraints_func`` writes (what
+optuna-dashboard reads, to grey infeasible trials), and Optuna 5's named values (one per
+constraint, ``trial.constraints``).
 Optuna has no reverse-log scale: such a parameter is exported as a linear float, with its scale
 kept in the study's user attributes.
 
@@ -16,10 +19,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from hpsearch.client import Client
+from hpsearch.errors import InvalidState, NotFound
 from hpsearch.objective import Constraint
 from hpsearch.spec import StudySpec, parse_spec
 
 _STATES = {"completed": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL"}
+# The violation of a constraint whose metric is missing: unbounded, but finite, so that it
+# survives every JSON reader (a browser's JSON.parse refuses Infinity), the dashboard's too.
+MISSING_VIOLATION = 1.7976931348623157e308
+# Where Optuna's constraints_func keeps a trial's constraint values, as a list.
+CONSTRAINTS_KEY = "constraints"
 
 
 def distributions(spec: StudySpec) -> dict[str, Any]:
@@ -51,7 +60,7 @@ def constraint_values(
     for c in constraints:
         v = metrics.get(c.metric)
         if v is None or not math.isfinite(v):
-            value = math.inf
+            value = MISSING_VIOLATION
         elif c.op in ("<=", "<"):
             value = v - c.threshold
         elif c.op in (">=", ">"):
@@ -71,9 +80,15 @@ def export_study(client: Client, study_id: int, storage: str, study_name: str | 
     spec = parse_spec(study["spec"])
     objective = spec.build_objective()
     name = study_name or f"hpsearch-{study_id}-{spec.name}"
-    target = optuna.create_study(
-        storage=storage, study_name=name, direction=objective.direction, load_if_exists=False
-    )
+    try:
+        target = optuna.create_study(
+            storage=storage, study_name=name, direction=objective.direction, load_if_exists=False
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        raise InvalidState(
+            f"{storage} already has an Optuna study named {name!r}: export under another "
+            "name (--name), or delete that one first (optuna delete-study)"
+        ) from None
     target.set_user_attr("hpsearch_objective", objective.describe())
     target.set_user_attr("hpsearch_scales", {n: p.scale for n, p in spec.build_space().items()})
     dists = distributions(spec)
@@ -94,6 +109,7 @@ def export_study(client: Client, study_id: int, storage: str, study_name: str | 
             value = t["value"] if state == "COMPLETE" else None
             if state == "COMPLETE" and value is None:
                 state = "FAIL"
+            named = constraint_values(list(objective.constraints), t["metrics"])
             trials.append(
                 create_trial(
                     state=TrialState[state],
@@ -101,10 +117,10 @@ def export_study(client: Client, study_id: int, storage: str, study_name: str | 
                     params=t["params"],
                     distributions=dists,
                     user_attrs={"hpsearch_trial": t["number"], **_finite(t["metrics"])},
+                    # The list form, in the constraints' order, as constraints_func writes it.
+                    system_attrs={CONSTRAINTS_KEY: list(named.values())} if named else None,
                     intermediate_values=intermediate,
-                    constraints=constraint_values(list(objective.constraints), t["metrics"])
-                    if objective.constraints
-                    else None,
+                    constraints=named or None,
                 )
             )
     target.add_trials(trials)
@@ -118,7 +134,14 @@ def read_optuna_trials(storage: str, study_name: str, metric: str) -> list[dict[
     from optuna.trial import TrialState
 
     states = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned"}
-    source = optuna.load_study(study_name=study_name, storage=storage)
+    try:
+        source = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = sorted(optuna.get_all_study_names(storage))
+        raise NotFound(
+            f"{storage} has no Optuna study named {study_name!r} "
+            f"(it has: {', '.join(names) if names else 'none'})"
+        ) from None
     out: list[dict[str, Any]] = []
     for t in source.get_trials(deepcopy=False, states=tuple(states)):
         metrics = _finite(t.user_attrs)

@@ -44,5 +44,8 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = 5.0
     # Marks the session cookie Secure; set when the server is reached over HTTPS.
     secure_cookies: bool = False
+    # One line per request on the server's stderr (method, path, status, duration);
+    # `hpsearch server --no-access-log` turns it off.
+    access_log: bool = True
     # SQL echo, for debugging the claim path.
     echo_sql: bool = False

@@ -35,6 +35,21 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$")
 ENTRY_POINT = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 """``package.module:function``: how a study names custom training code (and a worker allows it)."""
 
+# Ceilings on the numbers of a spec (docs/spec.md). Integers fit in 32 bits: far above any
+# layer width, batch size or epoch count a trainer takes, and what every SQL integer and
+# torch size holds, so a value that big is a typo to refuse, not a trial to crash. Float
+# bounds stay within 1e15, where linear sampling's ``high - low`` cannot overflow and a
+# double still counts every integer. Seeds are what numpy takes.
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+FLOAT_BOUND = 1e15
+SEED_MAX = 2**32 - 1
+Int32 = Annotated[int, Field(ge=INT_MIN, le=INT_MAX)]
+BoundedFloat = Annotated[float, Field(ge=-FLOAT_BOUND, le=FLOAT_BOUND)]
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+# A categorical choice, a grid value or a fixed hyperparameter: a number within the same
+# ceilings, a string, or a boolean.
+Choice = bool | Int32 | BoundedFloat | str
+
 
 class SpecError(ValueError):
     """A spec that does not validate; ``errors`` name each field (a path) and the reason."""
@@ -86,10 +101,10 @@ class ConstraintSpec(_Strict):
 
 class FloatParamSpec(_Strict):
     type: Literal["float"]
-    low: float
-    high: float
+    low: BoundedFloat
+    high: BoundedFloat
     scale: Scale = "linear"
-    step: float | None = None
+    step: BoundedFloat | None = None
 
     def build(self, name: str) -> Param:
         return FloatParam(name, self.low, self.high, self.scale, self.step)
@@ -97,10 +112,10 @@ class FloatParamSpec(_Strict):
 
 class IntParamSpec(_Strict):
     type: Literal["int"]
-    low: int
-    high: int
+    low: Int32
+    high: Int32
     scale: Literal["linear", "log"] = "linear"
-    step: int = 1
+    step: int = Field(default=1, le=INT_MAX)
 
     def build(self, name: str) -> Param:
         return IntParam(name, self.low, self.high, self.scale, self.step)
@@ -108,7 +123,7 @@ class IntParamSpec(_Strict):
 
 class CategoricalParamSpec(_Strict):
     type: Literal["categorical"]
-    choices: list[bool | int | float | str] = Field(min_length=1, max_length=1000)
+    choices: list[Choice] = Field(min_length=1, max_length=1000)
 
     def build(self, name: str) -> Param:
         return CategoricalParam(name, tuple(self.choices))
@@ -128,7 +143,7 @@ class _PackableSampler(_Strict):
 
 class RandomSamplerSpec(_PackableSampler):
     kind: Literal["random"]
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 class GridSamplerSpec(_Strict):
@@ -136,9 +151,9 @@ class GridSamplerSpec(_Strict):
 
     kind: Literal["grid"]
     n: int = Field(default=5, ge=1, le=1000)
-    values: dict[str, list[bool | int | float | str]] = Field(default_factory=dict)
+    values: dict[str, list[Choice]] = Field(default_factory=dict)
     shuffle: bool = False
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 class CoarseToFineSamplerSpec(_PackableSampler):
@@ -149,7 +164,7 @@ class CoarseToFineSamplerSpec(_PackableSampler):
     trials_per_round: int = Field(default=20, ge=1, le=1_000_000)
     top_k: int = Field(default=5, ge=1, le=1_000_000)
     margin: float = Field(default=0.1, ge=0, le=10)
-    seed: int | None = None
+    seed: Seed | None = None
 
     @field_validator("top_k")
     @classmethod
@@ -166,7 +181,7 @@ class TpeSamplerSpec(_PackableSampler):
     kind: Literal["tpe"]
     n_startup_trials: int = Field(default=10, ge=0, le=1_000_000)
     multivariate: bool = True
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 class QmcSamplerSpec(_PackableSampler):
@@ -175,7 +190,7 @@ class QmcSamplerSpec(_PackableSampler):
     kind: Literal["qmc"]
     qmc_type: Literal["sobol", "halton"] = "sobol"
     scramble: bool = True
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 class CmaesSamplerSpec(_PackableSampler):
@@ -185,7 +200,7 @@ class CmaesSamplerSpec(_PackableSampler):
     n_startup_trials: int = Field(default=1, ge=0, le=1_000_000)
     sigma0: float | None = Field(default=None, gt=0, le=1)
     popsize: int | None = Field(default=None, ge=2, le=100_000)
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 class GpSamplerSpec(_PackableSampler):
@@ -194,7 +209,7 @@ class GpSamplerSpec(_PackableSampler):
     kind: Literal["gp"]
     n_startup_trials: int = Field(default=10, ge=0, le=1_000_000)
     deterministic_objective: bool = False
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 SamplerSpec = Annotated[
@@ -212,9 +227,9 @@ SamplerSpec = Annotated[
 class BudgetSpec(_Strict):
     max_trials: int = Field(default=20, ge=1, le=10_000_000)
     parallelism: int = Field(default=1, ge=1, le=10_000)
-    max_failures: int | None = Field(default=None, ge=1)
+    max_failures: int | None = Field(default=None, ge=1, le=10_000_000)
     max_attempts: int = Field(default=3, ge=1, le=100)
-    time_limit_s: float | None = Field(default=None, gt=0)
+    time_limit_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86_400)
     target_value: float | None = None
 
 
@@ -230,7 +245,7 @@ class SplitSpec(_Strict):
     dev: float = Field(default=0.2, gt=0, lt=1)
     test: float = Field(default=0.2, ge=0, lt=1)
     train_dev: float = Field(default=0.0, ge=0, lt=1)
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("test")
     @classmethod
@@ -270,7 +285,7 @@ class TaskSpec(_Strict):
     split: SplitSpec = Field(default_factory=SplitSpec)
     normalize: bool = True
     epochs: int = Field(default=10, ge=1, le=100_000)
-    fixed: dict[str, bool | int | float | str] = Field(default_factory=dict)
+    fixed: dict[str, Choice] = Field(default_factory=dict)
     # Save a checkpoint (to the server) every this many epochs, and after the last or a stop;
     # a re-queued trial resumes from it. 0: never (a lost trial restarts from scratch).
     checkpoint_every: int = Field(default=1, ge=0, le=100_000)

@@ -11,10 +11,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from hpsearch.client import ApiError, Client, ServerUnreachable
 
 log = logging.getLogger("hpsearch.worker")
+
+
+class Checkpoints(Protocol):
+    """Where one trial's checkpoints are kept, as every trainer sees them: built-in, entry
+    point and command alike."""
+
+    def load(self) -> bytes | None:
+        """The trial's latest checkpoint, or None when it has none (a fresh start)."""
+
+    def save(self, step: int, data: bytes) -> None:
+        """Keeps ``data``, the checkpoint after step ``step``, as the trial's latest."""
 
 
 class ServerCheckpoints:
@@ -33,7 +45,7 @@ class ServerCheckpoints:
         self.say = say
 
     def load(self) -> bytes | None:
-        data = self.client.download_checkpoint(self.trial_id)
+        data = self.client.download_checkpoint(self.trial_id, self.worker_id, self.attempt)
         if data is not None:
             self.say(f"  resuming from the trial's checkpoint on the server ({len(data)} bytes)")
         return data

@@ -38,9 +38,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from hpsearch import commands
+from workers.checkpoints import Checkpoints
 from workers.custom import CustomResult, Report
 
 # How long a program's output may stay open after the program exited (a child it started
@@ -62,12 +63,6 @@ class CommandNotAllowed(Exception):
 class CommandFailed(Exception):
     """The program could not start, or exited with an error; the message says how, with the
     end of what it wrote to stderr."""
-
-
-class Checkpoints(Protocol):
-    def load(self) -> bytes | None: ...
-
-    def save(self, step: int, data: bytes) -> None: ...
 
 
 def check_allowed(argv: Sequence[str], allowed: Collection[Sequence[str]]) -> None:

@@ -32,17 +32,12 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from hpsearch.spec import ENTRY_POINT
+from workers.checkpoints import Checkpoints
 
 Report = Callable[[int, dict[str, float]], bool]
-
-
-class Checkpoints(Protocol):
-    def load(self) -> bytes | None: ...
-
-    def save(self, step: int, data: bytes) -> None: ...
 
 
 class EntryPointNotAllowed(Exception):

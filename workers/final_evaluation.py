@@ -34,7 +34,7 @@ def run_final_evaluation(
     error = ""
     with _Heartbeat(client, trial_id, worker_id, attempt, heartbeat_seconds):
         try:
-            metrics = _test_metrics(client, claim, device, threads, say)
+            metrics = _test_metrics(client, claim, worker_id, device, threads, say)
         except ApiError as e:
             if e.status == 409:
                 say(f"trial {number}: test evaluation lease lost ({e.message})")
@@ -58,6 +58,7 @@ def run_final_evaluation(
 def _test_metrics(
     client: Client,
     claim: dict[str, Any],
+    worker_id: str,
     device: str,
     threads: int | None,
     say: Callable[[str], None],
@@ -75,7 +76,8 @@ def _test_metrics(
 
     torch.set_num_threads(threads or int(os.environ.get("OMP_NUM_THREADS", "1")))
     bind(device)
-    data = client.download_checkpoint(claim["trial_id"])
+    # Read as the evaluation's lease holder: a worker token reads no other trial's model.
+    data = client.download_checkpoint(claim["trial_id"], worker_id, claim["attempt"])
     if data is not None:
         try:
             return evaluate_checkpoint(params, task, data, device, epoch=claim["resume_step"])

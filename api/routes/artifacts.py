@@ -1,17 +1,19 @@
 """Checkpoints of trials in the artifact store, and forks that start from them ("Panda").
 
 A worker uploads its trial's checkpoint with ``PUT`` (only the holder of the lease may); a
-worker that resumes the trial, or runs a fork of it, downloads it with ``GET``.
+worker that resumes the trial, or runs a fork of it, downloads it with ``GET`` as the holder
+of that lease (``worker_id`` and ``attempt`` in the query); so may a role that reads results.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import ARTIFACTS, act_as, holder_or_reader
 from api.deps import ArtifactsDep, StoreDep
 from api.schemas import MAX_ID, CheckpointOut, ErrorBody, ForkIn, TrialId, TrialOut
 from hpsearch.artifacts import ArtifactStore, CheckpointInfo
@@ -48,6 +50,7 @@ async def upload_checkpoint(
 ) -> CheckpointOut:
     """The body is the checkpoint's bytes (at most the server's HPSEARCH_MAX_ARTIFACT_BYTES).
     409 when the worker does not hold the trial's lease; it replaces the previous checkpoint."""
+    act_as(request, worker_id)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit():
         artifacts.check_size(int(declared))
@@ -72,10 +75,14 @@ async def upload_checkpoint(
     "/{trial_id}/checkpoint",
     responses={**_ERRORS, **_BYTES},
     response_class=FileResponse,
-    tags=["workers"],
+    tags=[ARTIFACTS],
+    dependencies=[Depends(holder_or_reader)],
 )
 def download_checkpoint(trial_id: TrialId, store: StoreDep, artifacts: ArtifactsDep) -> Response:
-    """The trial's latest checkpoint; headers X-Checkpoint-Step and -Attempt describe it."""
+    """The trial's latest checkpoint; headers X-Checkpoint-Step and -Attempt describe it.
+
+    A role that reads results may download it; a worker token only as the holder of the
+    trial's lease, or of its final test evaluation's (``worker_id`` and ``attempt``)."""
     info = _latest(trial_id, store, artifacts)
     return FileResponse(
         info.path,
@@ -85,7 +92,12 @@ def download_checkpoint(trial_id: TrialId, store: StoreDep, artifacts: Artifacts
     )
 
 
-@router.get("/{trial_id}/checkpoint/info", responses=_ERRORS)
+@router.get(
+    "/{trial_id}/checkpoint/info",
+    responses=_ERRORS,
+    tags=[ARTIFACTS],
+    dependencies=[Depends(holder_or_reader)],
+)
 def checkpoint_info(trial_id: TrialId, store: StoreDep, artifacts: ArtifactsDep) -> CheckpointOut:
     return _out(_latest(trial_id, store, artifacts))
 

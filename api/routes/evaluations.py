@@ -7,8 +7,9 @@ answer on the ``/trials/{id}/test-evaluation/...`` endpoints with that claim's a
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
+from api.auth import act_as
 from api.deps import StoreDep
 from api.schemas import (
     AckOut,
@@ -57,21 +58,26 @@ def get_final_evaluation(study_id: StudyId, store: StoreDep) -> FinalEvaluationO
 
 
 @router.post("/trials/{trial_id}/test-evaluation/heartbeat", responses=_ERRORS, tags=["workers"])
-def heartbeat(trial_id: TrialId, body: LeaseIn, store: StoreDep) -> AckOut:
+def heartbeat(trial_id: TrialId, body: LeaseIn, request: Request, store: StoreDep) -> AckOut:
+    act_as(request, body.worker_id)
     expires = store.final_evaluation_heartbeat(trial_id, body.worker_id, body.attempt)
     return AckOut(should_stop=False, reason=None, lease_expires_at=expires)
 
 
 @router.post("/trials/{trial_id}/test-evaluation/complete", responses=_ERRORS, tags=["workers"])
-def complete(trial_id: TrialId, body: FinalMetricsIn, store: StoreDep) -> FinalEvaluationOut:
+def complete(
+    trial_id: TrialId, body: FinalMetricsIn, request: Request, store: StoreDep
+) -> FinalEvaluationOut:
     """The test_* metrics of the trial's model; 409 when the worker lost the job's lease."""
+    act_as(request, body.worker_id)
     return FinalEvaluationOut.of(
         store.complete_final_evaluation(trial_id, body.worker_id, body.attempt, body.metrics)
     )
 
 
 @router.post("/trials/{trial_id}/test-evaluation/fail", responses=_ERRORS, tags=["workers"])
-def fail(trial_id: TrialId, body: FailIn, store: StoreDep) -> FinalEvaluationOut:
+def fail(trial_id: TrialId, body: FailIn, request: Request, store: StoreDep) -> FinalEvaluationOut:
+    act_as(request, body.worker_id)
     return FinalEvaluationOut.of(
         store.fail_final_evaluation(trial_id, body.worker_id, body.attempt, body.error)
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import ARTIFACTS, act_as, holder_or_reader
 from api.deps import StoreDep, TrialLogsDep
 from api.schemas import MAX_ID, ErrorBody, LogAppendIn, LogAppendOut, LogOut, TrialId
 
@@ -22,22 +23,34 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 @router.post("/{trial_id}/logs", responses=_ERRORS, tags=["workers"])
 async def append_log(
-    trial_id: TrialId, body: LogAppendIn, store: StoreDep, logs: TrialLogsDep
+    trial_id: TrialId, body: LogAppendIn, request: Request, store: StoreDep, logs: TrialLogsDep
 ) -> LogAppendOut:
     """Appends a piece of the attempt's output that starts at ``offset`` (a piece resent after
     a lost reply is not appended twice). 409 when the worker does not hold the lease."""
+    act_as(request, body.worker_id)
     await run_in_threadpool(store.heartbeat, trial_id, body.worker_id, body.attempt)
     size = await run_in_threadpool(logs.append, trial_id, body.attempt, body.offset, body.text)
     return LogAppendOut(next_offset=size)
 
 
-@router.get("/{trial_id}/logs", responses=_ERRORS)
+@router.get(
+    "/{trial_id}/logs",
+    responses=_ERRORS,
+    tags=[ARTIFACTS],
+    dependencies=[Depends(holder_or_reader)],
+)
 def read_log(
     trial_id: TrialId,
     store: StoreDep,
     logs: TrialLogsDep,
     attempt: Annotated[
-        int | None, Query(ge=1, le=MAX_ID, description="default: the latest attempt")
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_ID,
+            description="the attempt to read (default: the latest); a "
+            "worker reads only the attempt it holds",
+        ),
     ] = None,
     offset: Annotated[
         int, Query(ge=0, description="continue from a previous reply's `next_offset`")

@@ -6,6 +6,7 @@ from typing import TypeVar
 
 from fastapi import APIRouter, Request
 
+from api.auth import act_as
 from api.deps import SettingsDep, StoreDep, run_queue_work
 from api.routes.workers import claim_for, claimed
 from api.schemas import (
@@ -50,6 +51,7 @@ def stop_trial(trial_id: TrialId, store: StoreDep) -> TrialOut:
 
 @router.post("/{trial_id}/heartbeat", responses=_ERRORS, tags=["workers"])
 async def heartbeat(trial_id: TrialId, body: LeaseIn, request: Request, store: StoreDep) -> AckOut:
+    act_as(request, body.worker_id)
     ack = await run_queue_work(request, store.heartbeat, trial_id, body.worker_id, body.attempt)
     return AckOut(
         should_stop=ack.should_stop, reason=ack.reason, lease_expires_at=ack.lease_expires_at
@@ -63,6 +65,7 @@ async def report_intermediate(
     """One step's (epoch's) metrics, after any ``earlier`` steps the worker held back.
 
     409 when the worker no longer holds the lease."""
+    act_as(request, body.worker_id)
     earlier = [(s.step, s.metrics) for s in body.earlier]
     ack = await run_queue_work(
         request,
@@ -94,6 +97,7 @@ async def complete_trial(
     Resent (its first reply was lost), a completion changes nothing and answers with the
     trial as it ended; with ``claim_next``, with the trial the first request claimed, if the
     worker still holds it, rather than with another one."""
+    act_as(request, body.worker_id)
     return await run_queue_work(request, _complete, store, settings, trial_id, body)
 
 
@@ -132,7 +136,8 @@ def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn)
 
 
 @router.post("/{trial_id}/fail", responses=_ERRORS, tags=["workers"])
-def fail_trial(trial_id: TrialId, body: FailIn, store: StoreDep) -> EndedOut:
+def fail_trial(trial_id: TrialId, body: FailIn, request: Request, store: StoreDep) -> EndedOut:
+    act_as(request, body.worker_id)
     trial = store.fail(trial_id, body.worker_id, body.attempt, body.error)
     return _with_health(EndedOut.of(trial), store, body.worker_id)
 
@@ -145,5 +150,8 @@ def _with_health(out: EndedT, store: Store, worker_id: str) -> EndedT:
 
 
 @router.post("/{trial_id}/release", responses=_ERRORS, tags=["workers"])
-def release_trial(trial_id: TrialId, body: ReleaseIn, store: StoreDep) -> TrialOut:
+def release_trial(
+    trial_id: TrialId, body: ReleaseIn, request: Request, store: StoreDep
+) -> TrialOut:
+    act_as(request, body.worker_id)
     return TrialOut.of(store.release(trial_id, body.worker_id, body.attempt, body.reason))

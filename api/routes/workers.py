@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from api.auth import act_as
 from api.deps import SettingsDep, StoreDep, run_queue_work
 from api.schemas import ClaimedTrial, ClaimIn, ClaimOut, NextClaimIn, PassedOver, WorkerOut
 from hpsearch.settings import Settings
@@ -23,7 +24,10 @@ async def claim(
 
     A requested final test evaluation comes first (``kind: evaluate_test``): it is short, and
     someone is waiting for it."""
-    return await run_queue_work(request, claim_for, store, settings, body.worker_id, body)
+    act_as(request, body.worker_id)
+    return await run_queue_work(
+        request, claim_for, store, settings, body.worker_id, body, None, body.request_id
+    )
 
 
 def claim_for(
@@ -32,10 +36,16 @@ def claim_for(
     worker_id: str,
     where: NextClaimIn,
     after: int | None = None,
+    request_id: str | None = None,
 ) -> ClaimOut:
-    """A claim, as ``POST /claims`` and a completion's ``claim_next`` (``after`` the trial it
-    completed) make it."""
+    """A claim, as ``POST /claims`` (with its idempotency key ``request_id``, if any) and a
+    completion's ``claim_next`` (``after`` the trial it completed) make it."""
     study_id = where.study_id
+    if request_id is not None:
+        # A resend (its reply was lost): the lease it was given, if the worker still holds it.
+        held = store.claimed_by_request(worker_id, request_id)
+        if held is not None:
+            return ClaimOut(trial=claimed(held, settings), open_studies=True)
     job = store.claim_final_evaluation(worker_id, study_id)
     if job is not None:
         return ClaimOut(trial=claimed(job, settings), open_studies=True)
@@ -50,6 +60,7 @@ def claim_for(
         after,
         where.entry_points,
         where.commands,
+        request_id,
         labels=where.labels,
         refused_studies=where.refused_studies,
     )

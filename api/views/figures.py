@@ -75,7 +75,7 @@ def param_figure(
             return _level(param, p.params[name]) + _jitter(p.number)
 
         def label(p: TrialPoint) -> str:
-            return f"{name} = {p.params[name]}"
+            return f"{name} = {style.plot_text(p.params[name])}"
 
         data = point_traces(inside, objective, best_id, x_at, label)
     else:
@@ -135,7 +135,7 @@ def _param_axis(param: Param) -> tuple[Callable[[Any], Any], dict[str, Any]]:
         return float, style.axis(
             param.name,
             tickvals=list(range(len(levels))),
-            ticktext=[str(v) for v in levels],
+            ticktext=[style.plot_text(v) for v in levels],
             range=[-0.5, len(levels) - 0.5],
         )
     assert not isinstance(param, CategoricalParam)
@@ -310,6 +310,7 @@ def _param_dimension(param: Param, rows: Sequence[TrialPoint]) -> dict[str, Any]
             "label": param.name,
             "values": [param.to_unit(v) if param.contains(v) else 0.5 for v in raw],
             "tickvals": [param.to_unit(c) for c in param.choices],
+            # Parallel coordinates draw tick text as plain SVG text, unlike other axes.
             "ticktext": [str(c) for c in param.choices],
             "range": [0, 1],
         }

@@ -3,6 +3,7 @@ quiet layout. Marker shapes differ as well as colours, so nothing is told by col
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 FEASIBLE = "#0072B2"  # blue
@@ -17,6 +18,14 @@ SERIES = ["#009E73", "#0072B2", "#D55E00", "#CC79A7", "#E69F00", "#56B4E9", "#00
 FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", sans-serif'
 
 Figure = dict[str, Any]
+
+
+def plot_text(value: object) -> str:
+    """A value as Plotly text, shown literally: Plotly reads a subset of HTML in its text
+    (``<b>``, ``<br>``, ``<a href>``) and decodes entities, so a user's string (a categorical
+    choice) is escaped, as a page's template escapes it. Names need not be: specs and reports
+    allow only identifiers."""
+    return html.escape(str(value), quote=False)
 
 
 def axis(title: str, **extra: Any) -> dict[str, Any]:

@@ -14,8 +14,9 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hpsearch.store import queue
-from hpsearch.store.models import Trial
+from hpsearch.errors import LeaseLost
+from hpsearch.store import evaluations, queue
+from hpsearch.store.models import FinalEvaluation, Trial
 from hpsearch.store.studies import get_trial
 
 
@@ -42,3 +43,26 @@ def step_of(session: Session, trial_id: int) -> int | None:
     if step is None:
         get_trial(session, trial_id)  # raises NotFound when the trial does not exist
     return step
+
+
+def readable_by_holder(session: Session, trial_id: int, worker_id: str, attempt: int) -> bool:
+    """Whether ``worker_id`` holds, for ``attempt``, the lease of the trial (it resumes the
+    trial, or runs the fork that starts from it) or of the trial's final test evaluation (it
+    evaluates the trial's model): the workers that may read the trial's checkpoint."""
+    trial = session.get(Trial, trial_id)
+    if trial is None:
+        return False
+    try:
+        queue.check_held(trial, worker_id, attempt)
+        return True
+    except LeaseLost:
+        pass
+    query = select(FinalEvaluation).where(FinalEvaluation.trial_id == trial_id)
+    evaluation = session.scalars(query).first()
+    if evaluation is None:
+        return False
+    try:
+        evaluations.check_held(evaluation, worker_id, attempt)
+        return True
+    except LeaseLost:
+        return False

@@ -171,6 +171,7 @@ def claim(
     after: int | None = None,
     worker: Capabilities = BARE_WORKER,
     queue_first: bool = True,
+    request_id: str | None = None,
 ) -> Claim | None:
     """Leases one trial of the first of the ``running`` studies (:func:`running_studies`, read
     in this transaction or kept from a moment before: the statements that take or sample a
@@ -182,7 +183,8 @@ def claim(
     read whole. ``look_for_expired=False`` skips the probe for expired leases (a caller that
     probed a moment ago). ``after``: the trial whose completion asked for this claim (see
     :func:`claimed_after`). ``worker``: what the worker offers; studies whose trials it may
-    not run are passed over (see :func:`hpsearch.tasks.unmet`).
+    not run are passed over (see :func:`hpsearch.tasks.unmet`). ``request_id``: the claim's
+    idempotency key, kept in its event (see :func:`claimed_by_request`).
     ``queue_first=False``: the queue was likely empty at the last claim, so look at it only
     once the study is locked and counted, and only if it then holds trials (a statement fewer
     when it does not; a queued trial is still taken before a new one is sampled).
@@ -194,7 +196,7 @@ def claim(
     """
     now = utcnow()
     expires = now + lease
-    granted = _Lease(worker_id, now, expires, None if after is None else _claimed_after(after))
+    granted = _Lease(worker_id, now, expires, _detail(after, request_id))
     connection = session.connection()
     expired = _expired(session, now) if look_for_expired else {}
     runs = dict(running)
@@ -234,6 +236,7 @@ def claim_queued_at_once(
     running: Sequence[StudyKey],
     after: int | None = None,
     worker: Capabilities = BARE_WORKER,
+    request_id: str | None = None,
 ) -> Claim | None:
     """The common claim on PostgreSQL, outside a transaction block: the oldest queued trial of
     the first of the ``running`` studies (:func:`running_studies`, perhaps read a moment ago)
@@ -253,7 +256,7 @@ def claim_queued_at_once(
         return None
     if time_is_up(rules.spec.budget.time_limit_s, created, now):
         return None
-    detail = None if after is None else _claimed_after(after)
+    detail = _detail(after, request_id)
     return _claim_queued(connection, sid, rules, _Lease(worker_id, now, now + lease, detail))
 
 
@@ -279,6 +282,41 @@ def _claimed_after(trial_id: int) -> str:
     return f"after trial {trial_id}"
 
 
+def _by_request(request_id: str) -> str:
+    return f"request {request_id}"
+
+
+def _detail(after: int | None, request_id: str | None) -> str | None:
+    """The ``claimed`` event's detail: how a resent request finds the claim it made (a
+    completion's claim by the trial it completed, a plain claim by its idempotency key)."""
+    if after is not None:
+        return _claimed_after(after)
+    return None if request_id is None else _by_request(request_id)
+
+
+def claimed_by_request(
+    session: Session, worker_id: str, request_id: str, rules_for: RulesFor
+) -> Claim | None:
+    """The claim made under the idempotency key ``request_id``, if ``worker_id`` still holds
+    it: the answer to a resent claim whose first reply was lost (the server restarted, the
+    connection dropped), which would otherwise take a second trial and leave the first to
+    wait out its lease. Its event survives a restart; only the worker's running trials are
+    looked at (through the trials' state index), so the look-up stays small."""
+    found = session.execute(
+        select(TrialEvent.trial_id, TrialEvent.attempt)
+        .join(Trial, Trial.id == TrialEvent.trial_id)
+        .where(
+            Trial.state == "running",
+            Trial.worker_id == worker_id,
+            TrialEvent.kind == "claimed",
+            TrialEvent.attempt == Trial.attempt,
+            TrialEvent.detail == _by_request(request_id),
+        )
+        .limit(1)
+    ).first()
+    return _still_held(session, found, worker_id, rules_for)
+
+
 def claimed_after(
     session: Session, trial_id: int, worker_id: str, rules_for: RulesFor
 ) -> Claim | None:
@@ -294,6 +332,12 @@ def claimed_after(
         .order_by(TrialEvent.id.desc())
         .limit(1)
     ).first()
+    return _still_held(session, found, worker_id, rules_for)
+
+
+def _still_held(session: Session, found: Any, worker_id: str, rules_for: RulesFor) -> Claim | None:
+    """The claim of ``found`` (a claimed event's trial id and attempt), if ``worker_id`` still
+    holds that attempt's lease."""
     trial = session.get(Trial, found[0]) if found is not None else None
     if trial is None or found is None:
         return None

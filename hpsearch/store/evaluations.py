@@ -247,7 +247,12 @@ def _of_trial(session: Session, trial_id: int, *, lock: bool = False) -> FinalEv
 
 
 def _held(session: Session, trial_id: int, worker_id: str, attempt: int) -> FinalEvaluation:
-    evaluation = _of_trial(session, trial_id, lock=True)
+    return check_held(_of_trial(session, trial_id, lock=True), worker_id, attempt)
+
+
+def check_held(evaluation: FinalEvaluation, worker_id: str, attempt: int) -> FinalEvaluation:
+    """The evaluation, if ``worker_id`` still holds its lease for ``attempt``; else LeaseLost."""
+    trial_id = evaluation.trial_id
     if evaluation.worker_id != worker_id or evaluation.attempt != attempt:
         raise LeaseLost(
             f"the test evaluation of trial {trial_id} attempt {attempt} is no longer leased to "

@@ -194,3 +194,5 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    # A worker token's worker ids: one id or a prefix ending in ``*``; NULL: any.
+    workers: Mapped[str | None] = mapped_column(String(200), nullable=True)

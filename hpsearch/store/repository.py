@@ -312,16 +312,18 @@ class Store:
         after: int | None = None,
         entry_points: Collection[str] = (),
         commands: Collection[Sequence[str]] = (),
+        request_id: str | None = None,
         labels: Mapping[str, str] | None = None,
         refused_studies: Collection[int] = (),
     ) -> claims.Claim | None:
         """The worker's next trial; ``after``: the trial whose completion asks for it;
         ``entry_points`` and ``commands``: the custom trainers and the command prefixes the
-        worker's command line allows; ``labels``: its ``--label``s (with ``devices``,
-        matched against a study's ``requires``); ``refused_studies``: those it found it
-        cannot set up."""
+        worker's command line allows; ``request_id``: the claim's idempotency key, kept with
+        the claim (see :meth:`claimed_by_request`); ``labels``: its ``--label``s (with
+        ``devices``, matched against a study's ``requires``); ``refused_studies``: those it
+        found it cannot set up."""
         worker = capabilities(devices, labels, entry_points, refused_studies, commands)
-        claimed = self._claim(worker_id, host, study_id, after, worker)
+        claimed = self._claim(worker_id, host, study_id, after, worker, request_id)
         if claimed is not None and claimed.study_key is not None:
             # Its completion, likely through this process, then need not read its study.
             if len(self._claimed_studies) > 100_000:
@@ -336,6 +338,7 @@ class Store:
         study_id: int | None,
         after: int | None,
         worker: Capabilities,
+        request_id: str | None = None,
     ) -> claims.Claim | None:
         labels = tuple(sorted(worker.labels.items()))
         touch = self._worker_touch.due((worker_id, host, worker.devices, labels))
@@ -358,6 +361,7 @@ class Store:
                     running,
                     after,
                     worker,
+                    request_id,
                 )
             if claimed is not None:
                 return claimed
@@ -377,6 +381,7 @@ class Store:
                     after=after,
                     worker=worker,
                     queue_first=likely_queued,
+                    request_id=request_id,
                 )
 
             # SQLite has no one-statement claim: the kept studies are tried here first.
@@ -404,6 +409,12 @@ class Store:
         with self.db.read() as s:
             trial = claims.claimed_after(s, trial_id, worker_id, self._rules.get)
             return trial or evaluations.held_by(s, worker_id, utcnow())
+
+    def claimed_by_request(self, worker_id: str, request_id: str) -> claims.Claim | None:
+        """The trial a claim with idempotency key ``request_id`` was given, if ``worker_id``
+        still holds it: the answer to that claim resent."""
+        with self.db.read() as s:
+            return claims.claimed_by_request(s, worker_id, request_id, self._rules.get)
 
     def passed_over(
         self, worker: Capabilities, study_id: int | None = None
@@ -566,6 +577,12 @@ class Store:
             if state is None:
                 raise NotFound(f"trial {trial_id} does not exist")
             return state
+
+    def holds_lease(self, trial_id: int, worker_id: str, attempt: int) -> bool:
+        """Whether ``worker_id`` holds ``attempt`` of the trial's lease, or of its final test
+        evaluation's: a read, which extends nothing."""
+        with self.db.read() as s:
+            return checkpoints.readable_by_holder(s, trial_id, worker_id, attempt)
 
     def checkpoint_step(self, trial_id: int) -> int | None:
         with self.db.read() as s:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, digits_spec
+from hpsearch.client import wait_until_healthy
+from tests.conftest import ServerProcess, digits_spec, free_port, wait_for
+
+CLI = [sys.executable, "-m", "hpsearch.cli"]
 
 
 def post(server: ServerProcess, path: str, body: Any) -> httpx.Response:
@@ -93,3 +100,33 @@ def test_openapi_documents_the_routes(server: ServerProcess) -> None:
         "/api/v1/trials/{trial_id}/complete",
     ):
         assert path in paths
+
+
+def _logged(log: Path, what: str) -> str | None:
+    return next((line for line in log.read_text().splitlines() if what in line), None)
+
+
+def test_each_request_writes_an_access_log_line(server: ServerProcess, tmp_path: Path) -> None:
+    assert httpx.get(f"{server.url}/api/v1/studies/424242", timeout=10).status_code == 404
+    line = wait_for(
+        lambda: _logged(server.log, "GET /api/v1/studies/424242"), 10, "the access log line"
+    )
+    assert re.search(r"127\.0\.0\.1 GET /api/v1/studies/424242 404 \d+\.\dms$", line), line
+    # --no-access-log: the same request writes nothing.
+    port = free_port()
+    log = tmp_path / "quiet.log"
+    with open(log, "wb") as out:
+        quiet = subprocess.Popen(
+            [*CLI, "server", "--no-access-log", "--port", str(port)],
+            env=server.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(url, quiet, timeout=60, log=log)
+        assert httpx.get(f"{url}/api/v1/studies/424242", timeout=10).status_code == 404
+    finally:
+        quiet.terminate()
+        quiet.wait(timeout=30)
+    assert _logged(log, "/api/v1/") is None, log.read_text()

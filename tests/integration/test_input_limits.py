@@ -224,6 +224,42 @@ def test_a_non_finite_number_in_a_spec_is_refused_naming_it(
     assert len(http.get("/studies").json()) == len(before)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("space.hidden_units.high", 2**64),
+        ("space.hidden_units.low", -(2**31) - 1),
+        ("space.layers.step", 2**31),
+        ("space.lr.high", 1e16),
+        ("space.batch_size.choices.1", 2**60),
+        ("task.fixed.weight_decay", -1e300),
+        ("sampler.seed", 2**32),
+        ("budget.max_failures", 2**63),
+    ],
+)
+def test_a_number_past_its_ceiling_is_refused_naming_it(
+    http: httpx.Client, field: str, value: float
+) -> None:
+    spec = digits_spec(budget={"max_trials": 2})
+    spec["task"]["fixed"] = {}
+    _set(spec, field, value)
+    assert_error(http.post("/studies", json=spec), 422, "validation_error", field)
+
+
+def test_the_issues_huge_log_int_is_refused(http: httpx.Client) -> None:
+    spec = digits_spec(budget={"max_trials": 2})
+    spec["space"]["hidden_units"] = {
+        "type": "int",
+        "low": 16,
+        "high": 18446744073709551616,
+        "scale": "log",
+    }
+    body = assert_error(
+        http.post("/studies", json=spec), 422, "validation_error", "space.hidden_units.high"
+    )
+    assert "2147483647" in body["message"]
+
+
 def test_an_enqueued_non_finite_value_is_refused(http: httpx.Client) -> None:
     study_id = create(http, digits_spec(budget={"max_trials": 1}))
     params = {"lr": NAN, "beta": 0.95, "hidden_units": 32, "layers": 1, "batch_size": 32}

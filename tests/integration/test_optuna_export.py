@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import optuna
+import optuna_dashboard
 import pytest
 
-from hpsearch.optuna_interop import export_study
+from hpsearch.optuna_interop import MISSING_VIOLATION, export_study
 from tests.conftest import ServerProcess, digits_spec
 
 
@@ -34,12 +37,68 @@ def test_export_to_optuna_storage(server: ServerProcess, tmp_path: Path) -> None
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
     assert trials[0].params.keys() == digits_spec()["space"].keys()
     assert trials[0].intermediate_values == {1: 0.9}
-    # Optuna's convention: constraint values <= 0 are feasible.
-    assert trials[0].constraints == {"latency_ms ≤ 100": -50.0}
-    assert trials[1].constraints == {"latency_ms ≤ 100": 400.0}
+    # Optuna's convention: constraint values <= 0 are feasible; both of its forms are
+    # written, the list a constraints_func writes ("0") and the named one.
+    assert trials[0].constraints == {"0": -50.0, "latency_ms ≤ 100": -50.0}
+    assert trials[1].constraints == {"0": 400.0, "latency_ms ≤ 100": 400.0}
     # Optuna reads the constraints too: its best trial is our best feasible one.
     assert study.best_trial.value == 0.9
     assert study.user_attrs["hpsearch_scales"]["beta"] == "reverse_log"
+
+    # optuna-dashboard's own API, over the exported storage, reports every trial's
+    # constraint values (a missing metric as the largest finite violation: valid JSON).
+    dashboard = httpx.Client(
+        transport=httpx.WSGITransport(app=optuna_dashboard.wsgi(storage)),
+        base_url="http://dashboard",
+    )
+    listed = dashboard.get("/api/studies").json()["study_summaries"]
+    dashboard_id = next(s["study_id"] for s in listed if s["study_name"] == name)
+    detail = dashboard.get(f"/api/studies/{dashboard_id}")
+    assert detail.status_code == 200
+    shown = json.loads(detail.text, parse_constant=_no_constant)
+    assert [t["constraints"] for t in shown["trials"]] == [[-50.0], [400.0], [MISSING_VIOLATION]]
+
+    # Exporting again under the same name: one line, exit 1, no traceback.
+    again = _cli(
+        "export-optuna", str(study_id), "--storage", storage, "--name", name, "--server", server.url
+    )
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert again.stderr.count("\n") == 1 and name in again.stderr, again.stderr
+
+
+def _no_constant(token: str) -> float:
+    raise AssertionError(f"{token} in the dashboard's JSON")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hpsearch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_importing_an_unknown_optuna_study_says_so_in_one_line(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(storage=storage, study_name="there")
+    study_id = server.client().create_study(digits_spec())["id"]
+    out = _cli(
+        "import-optuna",
+        "--storage",
+        storage,
+        "--optuna-study",
+        "not-there",
+        "--into",
+        str(study_id),
+        "--server",
+        server.url,
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert "not-there" in out.stderr and "there" in out.stderr
 
 
 def test_import_optuna_study_as_history(server: ServerProcess, tmp_path: Path) -> None:

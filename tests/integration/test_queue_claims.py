@@ -225,3 +225,38 @@ def test_the_server_refuses_a_schema_behind_the_code_and_says_how_to_upgrade(
     assert upgraded.returncode == 0, upgraded.stderr
     server = make_server(url)
     assert httpx.get(f"{server.url}/api/v1/health").json()["status"] == "ok"
+
+
+def test_a_resent_claim_gets_the_same_lease_even_after_a_restart(
+    make_server: Callable[..., ServerProcess], database_url: str
+) -> None:
+    server = make_server(database_url)
+    spec = digits_spec(budget={"max_trials": 10, "parallelism": 10})
+    with server.client() as client:
+        study_id = client.create_study(spec)["id"]
+
+    def claim(request_id: str) -> tuple[int, int]:
+        body = {"worker_id": "w1", "study_id": study_id, "request_id": request_id}
+        r = httpx.post(f"{server.url}/api/v1/claims", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        trial = r.json()["trial"]
+        return trial["trial_id"], trial["attempt"]
+
+    # The first claim samples in a transaction; the second takes a queued trial (on
+    # PostgreSQL, in the one-statement claim): each keeps its key.
+    first, second = claim("key-1"), claim("key-2")
+    assert first != second
+    assert claim("key-1") == first and claim("key-2") == second
+    server.stop()  # as if it crashed after committing, before its reply arrived
+    server.start()
+    assert claim("key-2") == second and claim("key-1") == first
+    third = claim("key-3")
+    assert third not in (first, second)
+    with server.client() as client:
+        running = client.trials(study_id)
+        assert sorted(t["id"] for t in running if t["state"] == "running") == sorted(
+            [first[0], second[0], third[0]]
+        )
+        # A key whose trial the worker no longer holds claims afresh.
+        client.complete(first[0], "w1", first[1], METRICS)
+    assert claim("key-1") not in (first, second, third)
