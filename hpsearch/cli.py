@@ -507,21 +507,10 @@ def _trainers(args: argparse.Namespace) -> int:
 
 
 def _export_optuna(args: argparse.Namespace) -> int:
-    from optuna.exceptions import DuplicatedStudyError
-
     from hpsearch.optuna_interop import export_study
 
     with Client(args.server, token=os.environ.get("HPSEARCH_TOKEN"), retry_for=5) as client:
-        try:
-            name = export_study(client, args.study, args.storage, args.name)
-        except DuplicatedStudyError:
-            taken = args.name or "the default name"
-            print(
-                f"error: {args.storage} already has a study named {taken}: "
-                "choose another with --name",
-                file=sys.stderr,
-            )
-            return 2
+        name = export_study(client, args.study, args.storage, args.name)
     print(
         f"exported study {args.study} to {args.storage} as '{name}' "
         f"(optuna-dashboard {args.storage})"
@@ -530,16 +519,8 @@ def _export_optuna(args: argparse.Namespace) -> int:
 
 
 def _import_optuna(args: argparse.Namespace) -> int:
-    import optuna
-
     from hpsearch.optuna_interop import import_study
 
-    if args.optuna_study not in optuna.study.get_all_study_names(storage=args.storage):
-        print(
-            f"error: {args.storage} has no Optuna study named {args.optuna_study!r}",
-            file=sys.stderr,
-        )
-        return 2
     with Client(args.server, token=os.environ.get("HPSEARCH_TOKEN"), retry_for=5) as client:
         n = import_study(client, args.storage, args.optuna_study, args.into)
     print(f"imported {n} trials of '{args.optuna_study}' into study {args.into}")

@@ -3,7 +3,7 @@ a study whose ``requires`` no live worker meets can say so ("waiting for a worke
 why a worker is unhealthy (its last trials all failed), shown on the workers page.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-03
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

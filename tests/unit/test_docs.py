@@ -53,3 +53,15 @@ def test_spec_reference_covers_every_kind_and_option(field: str) -> None:
         assert f"`{kind}`" in SPEC_DOC, kind
         for key in member.model_fields:
             assert f"`{key}`" in SPEC_DOC, f"{kind}.{key}"
+
+
+def test_hpsearch_trainers_lists_what_each_trainer_reports(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from hpsearch.cli import main
+
+    assert main(["trainers"]) == 0
+    out = capsys.readouterr().out
+    for trainer in tasks.TRAINERS:
+        assert f"{tasks.markdown_table(trainer)}\n\n{tasks.metrics_line(trainer)}" in out
+    assert all(metric in tasks.metrics_line("mlp_classifier") for metric in tasks.METRICS)
