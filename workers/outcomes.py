@@ -42,9 +42,12 @@ def setup_problem(error: BaseException) -> str | None:
     if isinstance(error, ImportError):
         return f"the study's code cannot be imported on this worker: {error}"
     text = str(error)
-    if isinstance(error, RuntimeError) and "CUDA" in text and _NO_CUDA.search(text):
+    if isinstance(error, RuntimeError) and _NO_CUDA.search(text):
         return f"CUDA is unavailable on this worker: {text.splitlines()[0]}"
     return None
 
 
-_NO_CUDA = re.compile(r"not available|no CUDA GPUs|NVIDIA driver|not compiled with CUDA", re.I)
+# torch's words for a machine without a usable GPU (not a trial's own CUDA error).
+_NO_CUDA = re.compile(
+    r"CUDA.*not available|no CUDA GPUs|no NVIDIA driver|not compiled with CUDA", re.IGNORECASE
+)
