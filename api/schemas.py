@@ -33,6 +33,8 @@ Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Attempt = Annotated[int, Field(ge=1, le=MAX_ID)]
 StudyId = Annotated[int, Path(ge=1, le=MAX_ID)]
 TrialId = Annotated[int, Path(ge=1, le=MAX_ID)]
+# A trial's number in its study: from 0.
+TrialNumber = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 
 def _utc(value: datetime) -> datetime:
@@ -93,10 +95,13 @@ class TrialOut(BaseModel):
     """The epoch its latest checkpoint ends (GET /trials/{id}/checkpoint); None: none yet."""
     test_metrics: Metrics | None = None
     """Set only on the study's final trial, by the test evaluation; never used to select."""
+    url: str = ""
+    """The trial's web page, by the identity users see: /studies/{study_id}/trials/{number}."""
 
     @classmethod
     def of(cls, t: Trial) -> Self:
         return cls(
+            url=f"/studies/{t.study_id}/trials/{t.number}",
             id=t.id,
             study_id=t.study_id,
             number=t.number,
@@ -251,7 +256,18 @@ class WorkerOut(BaseModel):
 
 
 class EnqueueIn(_Body):
-    params: ParamValues
+    params: ParamValues = Field(
+        description="some or all of the space's parameters; the study's sampler proposes the rest"
+    )
+    add_to_budget: bool = Field(
+        default=True,
+        description="true: the trial adds one to the study's max_trials; false: it takes one "
+        "of the trials the budget still has (refused when none is left), as in Optuna",
+    )
+
+
+class ExtendIn(_Body):
+    n_trials: int = Field(ge=1, le=1_000_000, description="trials added to max_trials")
 
 
 class NextClaimIn(_Body):
