@@ -22,9 +22,10 @@ FIXED_COLUMNS = ("number", "state", "value")
 
 
 def trials_frame(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) -> pandas.DataFrame:
-    """One row per trial. Numbers are float64 (a metric not measured is NaN), ``number`` is
-    int64, ``feasible`` the nullable ``boolean`` (NA until a trial ends), ``broken`` a string
-    (empty when none is, NA until a trial ends), times ``datetime64[ns, UTC]``."""
+    """One row per trial. Metrics and ``value`` are float64 (not measured: NaN), ``number``
+    int64, ``feasible`` the nullable ``boolean`` (NA until a trial ends), ``state``, ``broken``
+    (empty when none is, NA until a trial ends) and ``error`` pandas' ``string``, times
+    datetime64 in UTC. Parameters keep their own types (float64, int64, a string)."""
     try:
         import pandas as pd
     except ImportError:
@@ -58,7 +59,8 @@ def trials_frame(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) -
     for name in ["value", *column.values()]:
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
     frame["feasible"] = frame["feasible"].astype("boolean")
-    frame["broken"] = frame["broken"].astype("string")
+    for name in ("state", "broken", "error"):
+        frame[name] = frame[name].astype("string")
     for name in ("datetime_start", "datetime_complete"):
         frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
     frame["duration"] = frame["datetime_complete"] - frame["datetime_start"]

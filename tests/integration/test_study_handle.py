@@ -4,16 +4,19 @@ ask/tell and its lease, optimize in threads, the DataFrame, partial enqueue and 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 import hpsearch
 from hpsearch.errors import LeaseLost
 from hpsearch.trial_lease import TrialLike
-from tests.conftest import ServerProcess, wait_for
+from tests.conftest import REPO, ServerProcess, wait_for
 
 
 def notebook_spec(**overrides: Any) -> dict[str, Any]:
@@ -76,6 +79,12 @@ def test_ask_in_a_with_block_completes_or_fails_the_trial(server: ServerProcess)
         f"/studies/{study.id}/trials/0",
     )
     assert second.state == "failed" and "ZeroDivisionError" in (second.error or "")
+    # The trial's page at the address users see, and at its global id.
+    by_number = httpx.get(server.url + first.url)
+    assert by_number.status_code == 200 and "<title>Trial 0 · notebook" in by_number.text
+    by_id = httpx.get(f"{server.url}/trials/{first.id}").text
+    assert "<title>Trial 0 · notebook" in by_id
+    assert httpx.get(f"{server.url}/studies/{study.id}/trials/99").status_code == 404
 
 
 def test_optimize_runs_trials_in_two_threads(server: ServerProcess) -> None:
@@ -152,6 +161,8 @@ def test_trials_dataframe_columns_dtypes_and_nan_metrics(server: ServerProcess) 
         assert str(df[column].dtype) == "float64", column
     assert str(df["params_units"].dtype) == "int64"
     assert str(df["feasible"].dtype) == "boolean"
+    for column in ("state", "broken", "error"):
+        assert str(df[column].dtype) == "string", column
     assert str(df["datetime_start"].dtype).startswith("datetime64")
     assert list(df["state"]) == ["completed", "completed", "failed"]
     assert math.isnan(df["loss"][1]) and df["value"][0] == 0.5
@@ -194,3 +205,19 @@ def test_partial_enqueue_and_extend(
     assert (info["state"], info["counts"]["max_trials"], info["reason"]) == ("running", 5, None)
     study.optimize(lambda trial: {"loss": 1.0})
     assert len(study.trials()) == 5 and study.info["state"] == "completed"
+
+
+def test_the_notebook_example_runs(server: ServerProcess) -> None:
+    done = subprocess.run(
+        [sys.executable, "examples/notebook.py"],
+        cwd=REPO,
+        env={**server.env, "HPSEARCH_SERVER": server.url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "best: study 1 trial" in done.stdout
+    assert (
+        "<study 1 on" in done.stdout and "completed, 15 trials" in done.stdout
+    )  # 12, 1 enqueued, 2 extended
