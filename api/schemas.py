@@ -304,7 +304,8 @@ class ClaimIn(NextClaimIn):
 
 
 class ClaimedTrial(BaseModel):
-    trial_id: int
+    id: int = Field(description="the trial's id, as everywhere else (/trials/{id})")
+    trial_id: int = Field(description="the same id, under the name older workers read")
     study_id: int
     number: int
     attempt: int
