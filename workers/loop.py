@@ -242,7 +242,7 @@ class Worker:
                 self._release(lease, "worker shutting down")
                 return None
             self._say(
-                f"trial {number} (study {claim['study_id']}, attempt {claim['attempt']}): "
+                f"study {claim['study_id']} trial {number} (attempt {claim['attempt']}): "
                 f"{_short(claim['params'])}"
             )
             try:
@@ -371,7 +371,10 @@ class Worker:
             self.budget.give_back()
         if out is not None:
             verdict = "pruned" if pruned else ("feasible" if out["feasible"] else "INFEASIBLE")
-            self._say(f"trial {number} {out['state']}: value={_num(out['value'])} {verdict}")
+            self._say(
+                f"study {out['study_id']} trial {number} {out['state']}: "
+                f"value={_num(out['value'])} {verdict}"
+            )
         return following
 
     def _fail(self, lease: Lease, error: str) -> None:
