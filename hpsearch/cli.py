@@ -202,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
         "--follow", "-f", action="store_true", help="keep printing until the trial ends"
     )
     lg.add_argument("--server", default=server_url)
+    lg.add_argument("--json", action="store_true", help="the log as the API returns it")
     lg.set_defaults(run=_logs)
 
     st = sub.add_parser("status", help="a study's state, counts and best trials")
@@ -444,6 +445,9 @@ def _validate(args: argparse.Namespace) -> int:
 def _logs(args: argparse.Namespace) -> int:
     with Client(args.server, token=os.environ.get("HPSEARCH_TOKEN"), retry_for=5) as client:
         trial_id = trial_id_of(client, args.trial)
+        if args.json:
+            print(json.dumps(client.logs(trial_id, args.attempt), indent=2))
+            return 0
         for text in client.follow_logs(trial_id, args.attempt, follow=args.follow):
             sys.stdout.write(text)
             sys.stdout.flush()

@@ -105,6 +105,7 @@ def test_every_study_command(server: ServerProcess, tmp_path: Path) -> None:
     status = cli(server, "status", t)
     assert f"web: {server.url}/studies/{t}" in status and f"/studies/{t}/trials/0" in status
     cli(server, "logs", f"{t}/0")
+    assert json.loads(cli(server, "logs", f"{t}/0", "--json"))["state"] == "completed"
     assert f"study {t} has no trial 7" in cli(server, "logs", f"{t}/7", code=1)
     assert "expected STUDY/NUMBER" in cli(server, "logs", "x/1", code=2)
 
