@@ -221,3 +221,15 @@ def test_the_notebook_example_runs(server: ServerProcess) -> None:
     assert (
         "<study 1 on" in done.stdout and "completed, 15 trials" in done.stdout
     )  # 12, 1 enqueued, 2 extended
+
+
+def test_wait_returns_when_the_study_ends(server: ServerProcess) -> None:
+    hs = hpsearch.connect(server.url)
+    study = hs.create_study(notebook_spec(name="waited"))
+    assert hs.load_study("waited").id == study.id
+    with pytest.raises(TimeoutError, match="still running"):
+        study.wait(timeout=0.1, progress=False)
+    elsewhere = threading.Thread(target=study.optimize, args=(lambda trial: {"loss": 1.0},))
+    elsewhere.start()
+    assert study.wait(timeout=60) == "completed"
+    elsewhere.join()
