@@ -20,13 +20,14 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.client import DEFAULT_SERVER, ApiError, Client
-from hpsearch.errors import HpsearchError, NotFound
+from hpsearch.errors import HpsearchError, InvalidState, LeaseLost, NotFound
 from hpsearch.spec import load_spec_file
 from hpsearch.trial_lease import TrialLease, TrialLike
 
@@ -169,7 +170,14 @@ class Study:
             claimed = reply.get("trial")
             if claimed is not None and claimed.get("kind", "train") == "train":
                 return TrialLease(self.client, claimed, self.worker_id, heartbeat=heartbeat)
-            if claimed is None and not reply.get("open_studies", True):
+            if claimed is not None:
+                # Handed the study's final test evaluation, which only a worker runs: left
+                # unheartbeated, it goes back to the queue for one when its lease expires.
+                raise InvalidState(
+                    f"study {self.id} has no trial to run, only its final test evaluation: "
+                    f"run it with `hpsearch worker --study {self.id}`"
+                )
+            if not reply.get("open_studies", True):
                 info = self.info
                 why = f" ({info['reason']})" if info.get("reason") else ""
                 raise StudyEnded(
@@ -213,7 +221,8 @@ class Study:
         ``n_trials``: how many this call runs (default: until the study has none left);
         ``n_jobs``: at once, in threads (-1: one per CPU); ``timeout``: no trial starts after
         it. An exception fails its trial; one not in ``catch`` then ends the call and is
-        raised, once the other jobs' trials end."""
+        raised, once the other jobs' trials end. A trial whose lease was lost (this process
+        stalled past it) is left to its new claimer, with a warning."""
         jobs = (os.cpu_count() or 1) if n_jobs == -1 else max(1, n_jobs)
         deadline = None if timeout is None else time.monotonic() + timeout
         lock, stop = threading.Lock(), threading.Event()
@@ -239,6 +248,10 @@ class Study:
                     return
                 try:
                     self._run(fn, trial)
+                except LeaseLost as e:
+                    # Not the function's fault: the trial is another claimer's now.
+                    warnings.warn(str(e), stacklevel=2)
+                    continue
                 except catch:
                     continue
                 except BaseException as e:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -227,9 +226,6 @@ def _heartbeat_interval(expires: str | None) -> float:
         return 10.0
     until = datetime.fromisoformat(expires.replace("Z", "+00:00"))
     lease = (until - datetime.now(UTC)).total_seconds()
+    if lease <= 0:  # the server's clock is ahead of ours: beat often, not in a loop
+        return 5.0
     return max(0.1, min(lease / 3, 30.0))
-
-
-def clock() -> float:
-    """Monotonic seconds, for deadlines (a name the handle shares)."""
-    return time.monotonic()
