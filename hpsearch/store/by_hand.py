@@ -17,9 +17,15 @@ from hpsearch.errors import InvalidInput, InvalidState
 from hpsearch.samplers import make_sampler
 from hpsearch.samplers.random import trial_rng
 from hpsearch.space import ParamValue, SpaceError
+from hpsearch.spec import BudgetSpec
 from hpsearch.store.claims import history
 from hpsearch.store.models import Study, Trial
 from hpsearch.store.studies import add_to_budget, finish_if_done, spec_of
+
+# The spec's ceiling on max_trials, which a study's budget keeps when trials are added.
+MAX_TRIALS: int = next(
+    m.le for m in BudgetSpec.model_fields["max_trials"].metadata if getattr(m, "le", None)
+)
 
 
 def complete_params(
@@ -57,6 +63,8 @@ def take_budget(study: Study, number: int, add: bool) -> None:
     """Makes room for trial ``number``, which a user adds: one more in the budget, or (``add``
     False) one of the trials the budget still has, refused when none is left."""
     if add:
+        if study.max_trials >= MAX_TRIALS:
+            raise InvalidState(f"study {study.id} has the most trials a study may ({MAX_TRIALS})")
         add_to_budget(study, 1)
         return
     if number >= study.max_trials:
@@ -71,6 +79,10 @@ def extend(session: Session, study: Study, n_trials: int) -> None:
     spent otherwise (time, target value), which is said. The study must be locked."""
     if study.state == "stopped":
         raise InvalidState(f"study {study.id} was stopped; a stopped study cannot be extended")
+    if study.max_trials + n_trials > MAX_TRIALS:
+        raise InvalidInput(
+            "n_trials", f"a study has at most {MAX_TRIALS} trials; it has {study.max_trials}"
+        )
     add_to_budget(study, n_trials)
     if study.state != "completed":
         return
