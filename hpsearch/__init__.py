@@ -6,7 +6,8 @@ From a notebook or a script, ``hpsearch.connect()`` (see docs/python.md)::
     study.optimize(train, n_trials=20)
 """
 
-from hpsearch.study_handle import Connection, Study, StudyEnded, TrialResult, connect
+from hpsearch.study_handle import Connection, Study, StudyEnded, connect
+from hpsearch.study_results import TrialResult
 from hpsearch.trial_lease import TrialLease, TrialLike
 
 __all__ = ["Connection", "Study", "StudyEnded", "TrialLease", "TrialLike", "TrialResult", "connect"]

@@ -460,7 +460,8 @@ def _status(args: argparse.Namespace) -> int:
         top = client.trials(args.study, order="rank", limit=args.top)
         tested = _test_metrics(client, study)
     if args.json:
-        print(json.dumps({"study": study, "top": top}, indent=2, default=str))
+        shown = {"study": study, "top": top, "test_metrics": tested}
+        print(json.dumps(shown, indent=2, default=str))
         return 0
     print(format_status(study, top, server=args.server, test_metrics=tested))
     return 0

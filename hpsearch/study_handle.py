@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import threading
 import time
 import traceback
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.client import DEFAULT_SERVER, ApiError, Client
 from hpsearch.errors import HpsearchError, InvalidState, LeaseLost, NotFound
 from hpsearch.spec import load_spec_file
+from hpsearch.study_results import Progress, TrialResult
 from hpsearch.trial_lease import TrialLease, TrialLike
 
 if TYPE_CHECKING:
@@ -84,39 +83,6 @@ class Connection:
 
     def close(self) -> None:
         self.client.close()
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    """A trial as read from the server (``best_trial``, ``trials()``)."""
-
-    id: int
-    study_id: int
-    number: int
-    state: str
-    value: float | None
-    params: dict[str, Any]
-    metrics: dict[str, float | None]
-    """A metric sent as NaN or infinity was recorded as not measured: it is left out."""
-    feasible: bool | None
-    error: str | None
-    url: str
-    """Its web page (``/studies/{study_id}/trials/{number}``), relative to the server."""
-
-    @classmethod
-    def of(cls, t: Mapping[str, Any]) -> TrialResult:
-        return cls(
-            id=t["id"],
-            study_id=t["study_id"],
-            number=t["number"],
-            state=t["state"],
-            value=t["value"],
-            params=dict(t["params"]),
-            metrics=dict(t["metrics"]),
-            feasible=t["feasible"],
-            error=t["error"],
-            url=t.get("url") or f"/studies/{t['study_id']}/trials/{t['number']}",
-        )
 
 
 class Study:
@@ -321,7 +287,7 @@ class Study:
         """Blocks until the study ends (workers elsewhere run its trials); returns its state.
         ``progress``: a bar of ended trials over the budget (tqdm when installed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        bar = _Progress(self.id) if progress else None
+        bar = Progress(self.id) if progress else None
         try:
             while True:
                 info = self.info
@@ -386,43 +352,6 @@ class Study:
         from workers.training.rebuild import rebuild_model
 
         return rebuild_model(found.params, self.spec["task"], data, device)
-
-
-class _Progress:
-    """Ended trials over the budget: a tqdm bar when tqdm is installed, else a line."""
-
-    def __init__(self, study_id: int) -> None:
-        self.study_id = study_id
-        self._bar: Any = None
-        try:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(desc=f"study {study_id}", unit="trial")
-        except ImportError:
-            pass
-
-    def show(self, info: Mapping[str, Any]) -> None:
-        c = info["counts"]
-        ended = c["completed"] + c["pruned"] + c["failed"]
-        best = info.get("best")
-        best_text = f"best {best['value']:.4g} (trial {best['number']})" if best else "no best"
-        if self._bar is not None:
-            self._bar.total = c["max_trials"]
-            self._bar.n = ended
-            self._bar.set_postfix_str(f"{c['running']} running, {best_text}")
-            self._bar.refresh()
-        else:
-            sys.stderr.write(
-                f"\rstudy {self.study_id}: {ended}/{c['max_trials']} trials ended, "
-                f"{c['running']} running, {best_text}   "
-            )
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        else:
-            sys.stderr.write("\n")
 
 
 __all__ = ["ApiError", "Connection", "Study", "StudyEnded", "TrialResult", "connect"]
