@@ -34,6 +34,8 @@ Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Attempt = Annotated[int, Field(ge=1, le=MAX_ID)]
 StudyId = Annotated[int, Path(ge=1, le=MAX_ID)]
 TrialId = Annotated[int, Path(ge=1, le=MAX_ID)]
+# A trial's number in its study: from 0.
+TrialNumber = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 
 def _utc(value: datetime) -> datetime:
@@ -96,10 +98,13 @@ class TrialOut(BaseModel):
     """Set only on the study's final trial, by the test evaluation; never used to select."""
     diverged: bool = False
     """Completed with a NaN or infinite objective: it ranks below every finite value."""
+    url: str = ""
+    """The trial's web page, by the identity users see: /studies/{study_id}/trials/{number}."""
 
     @classmethod
     def of(cls, t: Trial) -> Self:
         return cls(
+            url=f"/studies/{t.study_id}/trials/{t.number}",
             id=t.id,
             study_id=t.study_id,
             number=t.number,
@@ -270,7 +275,18 @@ class WorkerOut(BaseModel):
 
 
 class EnqueueIn(_Body):
-    params: ParamValues
+    params: ParamValues = Field(
+        description="some or all of the space's parameters; the study's sampler proposes the rest"
+    )
+    add_to_budget: bool = Field(
+        default=True,
+        description="true: the trial adds one to the study's max_trials; false: it takes one "
+        "of the trials the budget still has (refused when none is left), as in Optuna",
+    )
+
+
+class ExtendIn(_Body):
+    n_trials: int = Field(ge=1, le=1_000_000, description="trials added to max_trials")
 
 
 class NextClaimIn(_Body):
@@ -322,7 +338,8 @@ class ClaimIn(NextClaimIn):
 
 
 class ClaimedTrial(BaseModel):
-    trial_id: int
+    id: int = Field(description="the trial's id, as everywhere else (/trials/{id})")
+    trial_id: int = Field(description="the same id, under the name older workers read")
     study_id: int
     number: int
     attempt: int

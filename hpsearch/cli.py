@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from hpsearch.cli_studies import UsageError, add_commands, trial_id_of, trial_row, web_url
 from hpsearch.client import DEFAULT_SERVER, ApiError, BadServerUrl, Client, ServerUnreachable
 from hpsearch.errors import HpsearchError
 from hpsearch.settings import Settings
@@ -46,12 +47,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
+    except UsageError as e:
+        print(f"hpsearch: error: {e}", file=sys.stderr)
+        return 2
     return code
 
 
+_DESCRIPTION = """\
+Hyperparameter search for PyTorch as a service: submit a study, let workers train its
+trials, read the results on the web page, from a notebook (hpsearch.connect()) or here."""
+
+_EPILOG = """\
+a first run:
+  hpsearch demo                          a server, two workers and an example study
+  hpsearch server &                      then: hpsearch submit study.yaml
+  hpsearch worker                        trains the trials of every study
+  hpsearch trials 3                      study 3's trials, best first (--json for scripts)
+
+environment: HPSEARCH_SERVER (default http://127.0.0.1:8765), HPSEARCH_TOKEN.
+exit codes: 0 ok, 1 error (the server refused, or is unreachable), 2 usage (a command line
+or spec file that cannot be used)."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hpsearch", description=__doc__)
-    sub = p.add_subparsers(title="commands")
+    p = argparse.ArgumentParser(
+        prog="hpsearch",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
     server_url = os.environ.get("HPSEARCH_SERVER", DEFAULT_SERVER)
 
     s = sub.add_parser("server", help="run the API server and web view (uvicorn)")
@@ -190,13 +215,18 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("spec")
     v.set_defaults(run=_validate)
 
+    add_commands(sub, server_url)  # studies, pause | resume | stop | delete, enqueue, ...
+
     lg = sub.add_parser("logs", help="what a trial printed (stdout and stderr)")
-    lg.add_argument("trial", type=int, help="the trial's id (as in /trials/ID)")
+    lg.add_argument(
+        "trial", help="STUDY/NUMBER as in /studies/3/trials/18 (3/18), or the trial's id"
+    )
     lg.add_argument("--attempt", type=int, default=None, help="default: the latest attempt")
     lg.add_argument(
         "--follow", "-f", action="store_true", help="keep printing until the trial ends"
     )
     lg.add_argument("--server", default=server_url)
+    lg.add_argument("--json", action="store_true", help="the log as the API returns it")
     lg.set_defaults(run=_logs)
 
     st = sub.add_parser("status", help="a study's state, counts and best trials")
@@ -275,6 +305,9 @@ def _server(args: argparse.Namespace) -> int:
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{shown}:{settings.port}"
+    print(f"hpsearch server: {url}/ (API {url}/api/v1, workers: hpsearch worker --server {url})")
     if args.workers > 1:
         return _serve_processes(settings, args.workers)
     uvicorn.run(
@@ -444,7 +477,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _logs(args: argparse.Namespace) -> int:
     with Client(args.server, token=os.environ.get("HPSEARCH_TOKEN"), retry_for=5) as client:
-        for text in client.follow_logs(args.trial, args.attempt, follow=args.follow):
+        trial_id = trial_id_of(client, args.trial)
+        if args.json:
+            print(json.dumps(client.logs(trial_id, args.attempt), indent=2))
+            return 0
+        for text in client.follow_logs(trial_id, args.attempt, follow=args.follow):
             sys.stdout.write(text)
             sys.stdout.flush()
     return 0
@@ -454,14 +491,32 @@ def _status(args: argparse.Namespace) -> int:
     with Client(args.server, token=os.environ.get("HPSEARCH_TOKEN"), retry_for=5) as client:
         study = client.study(args.study)
         top = client.trials(args.study, order="rank", limit=args.top)
+        tested = _test_metrics(client, study)
     if args.json:
-        print(json.dumps({"study": study, "top": top}, indent=2, default=str))
+        shown = {"study": study, "top": top, "test_metrics": tested}
+        print(json.dumps(shown, indent=2, default=str))
         return 0
-    print(format_status(study, top))
+    print(format_status(study, top, server=args.server, test_metrics=tested))
     return 0
 
 
-def format_status(study: dict[str, Any], top: list[dict[str, Any]]) -> str:
+def _test_metrics(client: Client, study: dict[str, Any]) -> dict[str, Any] | None:
+    """The final test evaluation's metrics, once it has run."""
+    evaluation = study.get("final_evaluation")
+    if not evaluation or evaluation["state"] != "completed":
+        return None
+    metrics: dict[str, Any] | None = client.trial(evaluation["trial_id"]).get("test_metrics")
+    return metrics
+
+
+def format_status(
+    study: dict[str, Any],
+    top: list[dict[str, Any]],
+    server: str | None = None,
+    test_metrics: dict[str, Any] | None = None,
+) -> str:
+    """A study in a few lines: state, counts, the best trial (its test metrics once
+    evaluated), the top trials with the constraints they break, and (``server``) web URLs."""
     c = study["counts"]
     ended = c["completed"] + c["pruned"] + c["failed"]
     lines = [
@@ -474,20 +529,32 @@ def format_status(study: dict[str, Any], top: list[dict[str, Any]]) -> str:
     ]
     if study.get("waiting_for"):
         lines.insert(2, f"  waiting for a worker with {study['waiting_for']}")
+    if server:
+        lines.append(f"  web: {web_url(server, '/studies/' + str(study['id']))}")
     best = study.get("best")
     if best:
         lines.append(
             f"  best feasible: trial {best['number']} value={best['value']:.4g} "
             f"{_params(best['params'])}"
         )
+        if server:
+            lines.append(f"    {web_url(server, best.get('url') or '')}")
     else:
         lines.append("  best feasible: none yet")
+    if test_metrics:
+        lines.append(f"  test set (evaluated once): {_params(test_metrics)}")
     for t in top:
-        mark = {True: "feasible", False: "INFEASIBLE", None: ""}[t["feasible"]]
+        row = trial_row(study, t, server or "")
+        if t["feasible"] is None:
+            mark = ""
+        else:
+            mark = "feasible" if not row["broken"] else "broke " + ", ".join(row["broken"])
         value = "—" if t["value"] is None else f"{t['value']:.4g}"
         if t.get("diverged"):
-            value, mark = "diverged", mark if mark == "INFEASIBLE" else ""
+            value, mark = "diverged", mark if mark.startswith("broke") else ""
         lines.append(f"    #{t['number']:<4} {t['state']:<9} {value:>8} {mark}")
+        if row["error_line"]:
+            lines.append(f"          error: {row['error_line']}")
     return "\n".join(lines)
 
 

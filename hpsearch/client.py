@@ -7,6 +7,7 @@ are not retried, they are raised as :class:`ApiError` with the server's ``code``
 
 from __future__ import annotations
 
+import math
 import subprocess
 import threading
 import time
@@ -133,8 +134,25 @@ class Client:
     def control(self, study_id: int, action: str) -> dict[str, Any]:
         return self._obj("POST", f"/studies/{study_id}/{action}")
 
-    def enqueue(self, study_id: int, params: Mapping[str, Any]) -> dict[str, Any]:
-        return self._obj("POST", f"/studies/{study_id}/trials", json={"params": dict(params)})
+    def enqueue(
+        self, study_id: int, params: Mapping[str, Any], add_to_budget: bool = True
+    ) -> dict[str, Any]:
+        """Queues ``params`` (some or all of the space's; the study's sampler proposes the
+        rest) to run next. It adds one to the study's max_trials unless ``add_to_budget`` is
+        False, when it takes one of the trials left (refused when none is)."""
+        body = {"params": dict(params), "add_to_budget": add_to_budget}
+        return self._obj("POST", f"/studies/{study_id}/trials", json=body)
+
+    def extend(self, study_id: int, n_trials: int) -> dict[str, Any]:
+        """``n_trials`` more for the study; a completed one runs again."""
+        return self._obj("POST", f"/studies/{study_id}/extend", json={"n_trials": n_trials})
+
+    def delete_study(self, study_id: int) -> None:
+        self._call("DELETE", f"/studies/{study_id}")
+
+    def trial_by_number(self, study_id: int, number: int) -> dict[str, Any]:
+        """A trial by the identity users see: its study and its number there."""
+        return self._obj("GET", f"/studies/{study_id}/trials/{number}")
 
     def trial(self, trial_id: int) -> dict[str, Any]:
         return self._obj("GET", f"/trials/{trial_id}")
@@ -226,7 +244,7 @@ class Client:
             "worker_id": worker_id,
             "attempt": attempt,
             "step": step,
-            "metrics": dict(metrics),
+            "metrics": json_metrics(metrics),
         }
         if earlier:  # only when there are any: a server older than `earlier` refuses the field
             body["earlier"] = _steps(earlier)
@@ -248,7 +266,7 @@ class Client:
         body: dict[str, Any] = {
             "worker_id": worker_id,
             "attempt": attempt,
-            "metrics": dict(metrics),
+            "metrics": json_metrics(metrics),
             "pruned": pruned,
         }
         if steps:
@@ -353,7 +371,7 @@ class Client:
         return self._obj(
             "POST",
             f"/trials/{trial_id}/test-evaluation/complete",
-            json={"worker_id": worker_id, "attempt": attempt, "metrics": dict(metrics)},
+            json={"worker_id": worker_id, "attempt": attempt, "metrics": json_metrics(metrics)},
         )
 
     def fail_test_evaluation(
@@ -420,7 +438,18 @@ class Client:
 
 
 def _steps(steps: Steps) -> list[dict[str, Any]]:
-    return [{"step": step, "metrics": dict(metrics)} for step, metrics in steps]
+    return [{"step": step, "metrics": json_metrics(metrics)} for step, metrics in steps]
+
+
+def json_metrics(metrics: Mapping[str, float | None]) -> dict[str, float | None]:
+    """Metrics as the API takes them. JSON has no NaN or infinity, and the server records a
+    metric that is not a finite number as not measured, so NaN and ±inf are sent as ``null``
+    rather than failing the request; the trial's metrics then leave that metric out (NaN in
+    ``trials_dataframe()``)."""
+    return {
+        name: None if value is None or not math.isfinite(value) else value
+        for name, value in metrics.items()
+    }
 
 
 def _tail(error: str) -> str:

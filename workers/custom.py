@@ -6,7 +6,9 @@ mypkg.train:train``). A study can be submitted by anyone who can reach the serve
 worker's operator — not the study's author — decides which code runs on the box: any other
 entry point fails the trial with the reason, and its module is never imported.
 
-The function receives a :class:`Trial` and returns its final metrics::
+The function receives a :class:`Trial` and returns its final metrics. The same function runs
+in a notebook with ``study.optimize(train)``: both trials have the interface
+``hpsearch.TrialLike``::
 
     def train(trial):
         state = trial.load_checkpoint()  # None on a first attempt
@@ -121,9 +123,10 @@ class Trial:
         # Never unpickle arbitrary objects: the bytes come over the network.
         return torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
 
-    def report(self, step: int, metrics: Mapping[str, Any]) -> bool:
-        """Sends one step's metrics to the server; True asks the function to stop now."""
-        clean = _numbers(metrics, f"trial.report(step={step})")
+    def report(self, step: int, metrics: Mapping[str, Any] | None = None, /, **named: Any) -> bool:
+        """Sends one step's metrics to the server (``report(3, {"loss": 0.2})`` or
+        ``report(3, loss=0.2)``); True asks the function to stop now."""
+        clean = _numbers({**(metrics or {}), **named}, f"trial.report(step={step})")
         self.last_step, self.last_metrics = step, clean
         stop = bool(self._report(step, clean))
         self.stop_requested = self.stop_requested or stop

@@ -276,7 +276,7 @@ class Worker:
                 self._release(lease, "worker shutting down")
                 return None
             self._say(
-                f"trial {number} (study {claim['study_id']}, attempt {claim['attempt']}): "
+                f"study {claim['study_id']} trial {number} (attempt {claim['attempt']}): "
                 f"{_short(claim['params'])}"
             )
             try:
@@ -416,7 +416,9 @@ class Worker:
         elif out is not None:
             verdict = "pruned" if pruned else ("feasible" if out["feasible"] else "INFEASIBLE")
             value = "diverged" if out.get("diverged") else _num(out["value"])
-            self._say(f"trial {number} {out['state']}: value={value} {verdict}")
+            self._say(
+                f"study {out['study_id']} trial {number} {out['state']}: value={value} {verdict}"
+            )
         return following
 
     def _refuse_study(self, lease: Lease, claim: dict[str, Any], problem: str) -> None:

@@ -12,10 +12,13 @@ from api.schemas import (
     Created,
     EnqueueIn,
     ErrorBody,
+    ExtendIn,
     HistoryIn,
     ImportedOut,
     StudyId,
     StudyOut,
+    TrialDetailOut,
+    TrialNumber,
     TrialOut,
 )
 from hpsearch.spec import StudySpec
@@ -89,7 +92,22 @@ def list_trials(
 
 @router.post("/{study_id}/trials", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
 def enqueue_trial(study_id: StudyId, body: EnqueueIn, store: StoreDep) -> TrialOut:
-    return TrialOut.of(store.enqueue(study_id, body.params))
+    """Queues a configuration ahead of the sampler's; missing parameters are sampled. It adds
+    one to max_trials unless ``add_to_budget`` is false."""
+    return TrialOut.of(store.enqueue(study_id, body.params, body.add_to_budget))
+
+
+@router.get("/{study_id}/trials/{number}", responses=_ERRORS)
+def get_trial_by_number(study_id: StudyId, number: TrialNumber, store: StoreDep) -> TrialDetailOut:
+    """A trial by its number in the study (as users name it: study 3 trial 18)."""
+    return TrialDetailOut.of_view(store.trial_of_study(study_id, number))
+
+
+@router.post("/{study_id}/extend", responses=_ERRORS)
+def extend_study(study_id: StudyId, body: ExtendIn, store: StoreDep) -> StudyOut:
+    """Adds ``n_trials`` to max_trials; a completed study runs again (refused, saying why,
+    when its time limit or target value ended it)."""
+    return StudyOut.of(store.extend_study(study_id, body.n_trials))
 
 
 @router.post("/{study_id}/history", status_code=status.HTTP_201_CREATED, responses=_ERRORS)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from api.deps import SettingsDep, StoreDep, TrialLogsDep
-from api.schemas import MAX_ID, StudyId, TrialId
+from api.schemas import MAX_ID, StudyId, TrialId, TrialNumber
 from api.views import bias_variance
 from api.views.curves import CurveTrial, curves_figure, default_family, families
 from api.views.pages import (
@@ -296,6 +296,20 @@ def _curves_payload(
 
 _PAGE_LOG_CHARS = 64 * 1024
 """The end of a trial's output shown on its page (the rest: ``hpsearch logs``, the API)."""
+
+
+@router.get("/studies/{study_id}/trials/{number}", response_class=HTMLResponse)
+def study_trial_page(
+    request: Request,
+    study_id: StudyId,
+    number: TrialNumber,
+    store: StoreDep,
+    logs: TrialLogsDep,
+    attempt: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+) -> HTMLResponse:
+    """The trial page at the address users see (study 3 trial 18); /trials/{id} shows it too."""
+    trial_id = store.trial_of_study(study_id, number).trial.id
+    return trial_page(request, trial_id, store, logs, attempt)
 
 
 @router.get("/trials/{trial_id}", response_class=HTMLResponse)

@@ -88,6 +88,7 @@ def claimed(c: Claim | EvaluationClaim, settings: Settings) -> ClaimedTrial:
         kind, resume_step = "train", c.resume_step
         interval = 0.0 if c.judges_each_step else settings.report_interval_s
     return ClaimedTrial(
+        id=c.trial_id,
         trial_id=c.trial_id,
         study_id=c.study_id,
         number=c.number,

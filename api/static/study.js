@@ -297,7 +297,7 @@
     const result = await hp.post(form.dataset.url, { params });
     if (result.ok) {
       out.className = "small ok";
-      out.innerHTML = `Queued <a href="/trials/${result.data.id}">trial ${result.data.number}</a>.`;
+      out.innerHTML = `Queued <a href="${result.data.url}">trial ${result.data.number}</a>.`;
       live.now();
     } else {
       out.className = "small error";

@@ -45,7 +45,7 @@
       const result = await hp.post(form.dataset.url, { params: hp.formParams(form, true) });
       if (result.ok) {
         out.className = "small ok";
-        out.innerHTML = `Queued <a href="/trials/${result.data.id}">trial ${result.data.number}</a>, starting from this checkpoint.`;
+        out.innerHTML = `Queued <a href="${result.data.url}">trial ${result.data.number}</a>, starting from this checkpoint.`;
       } else {
         out.className = "small error";
         out.textContent = hp.errorText(result);

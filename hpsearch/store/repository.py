@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from hpsearch.errors import InvalidInput, InvalidState, NotFound
+from hpsearch.errors import InvalidState, NotFound
 from hpsearch.samplers import FinishedTrial, make_sampler
-from hpsearch.space import SpaceError
 from hpsearch.spec import StudySpec, parse_spec, spec_to_json
 from hpsearch.store import (
+    by_hand,
     checkpoints,
     claims,
     completion,
@@ -42,7 +42,6 @@ from hpsearch.store.pruning import prune_decision
 from hpsearch.store.rules import RulesCache, StudyKey
 from hpsearch.store.studies import (
     StudyCounts,
-    add_to_budget,
     counts,
     drop_sampled_ahead,
     finish_if_done,
@@ -189,19 +188,25 @@ class Store:
             get_study(s, study_id, lock=True)
             s.execute(delete(Study).where(Study.id == study_id))
 
-    def enqueue(self, study_id: int, params: Mapping[str, Any]) -> Trial:
-        """Queues a user's configuration ahead of the sampler's trials, sampled or not."""
+    def enqueue(
+        self, study_id: int, params: Mapping[str, Any], add_to_budget: bool = True
+    ) -> Trial:
+        """Queues a user's configuration ahead of the sampler's trials; parameters it leaves
+        out are proposed by the study's sampler. It adds one to the budget rather than
+        displacing a sampled trial, unless ``add_to_budget`` is False (see by_hand)."""
         with self.db.write() as s:
             study = get_study(s, study_id, lock=True)
             if study.state in ("stopped", "completed", "failed"):
-                raise InvalidState(f"study {study_id} is {study.state}")
-            try:
-                clean = spec_of(study).build_space().validate(params)
-            except SpaceError as e:
-                raise InvalidInput("params", str(e)) from None
+                raise InvalidState(
+                    f"study {study_id} is {study.state}"
+                    + ("; extend it to give it more trials" if study.state == "completed" else "")
+                )
+            number = queue_ahead_of_sampler(s, study)
+            clean = by_hand.complete_params(s, study, number, params)
+            by_hand.take_budget(study, number, add_to_budget)
             trial = Trial(
                 study_id=study_id,
-                number=queue_ahead_of_sampler(s, study),
+                number=number,
                 params=clean,
                 state="queued",
                 source="user",
@@ -210,11 +215,30 @@ class Store:
                 metrics={},
                 created_at=utcnow(),
             )
-            # An enqueued guess adds to the budget rather than displacing a sampled trial.
-            add_to_budget(study, 1)
             s.add(trial)
             s.flush()
             return trial
+
+    def extend_study(self, study_id: int, n_trials: int) -> StudyView:
+        """``n_trials`` more for the study; a completed one runs again."""
+        with self.db.write() as s:
+            study = get_study(s, study_id, lock=True)
+            by_hand.extend(s, study, n_trials)
+            view = self._view(s, study)
+        self._running.clear()  # as set_study_state: claims must see it running again
+        return view
+
+    def trial_of_study(self, study_id: int, number: int) -> TrialView:
+        """A trial by the identity users see: its study and its number there."""
+        with self.db.read() as s:
+            get_study(s, study_id)
+            trial_id = s.scalar(
+                select(Trial.id).where(Trial.study_id == study_id, Trial.number == number)
+            )
+            if trial_id is None:
+                raise NotFound(f"study {study_id} has no trial {number}")
+            trial = get_trial(s, trial_id)
+            return TrialView(trial, list(trial.intermediates), list(trial.events))
 
     def import_history(self, study_id: int, records: Sequence[Mapping[str, Any]]) -> int:
         """Adds ended trials from elsewhere (e.g. an Optuna study) as the study's history."""
