@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter, Request
 
 from api.auth import act_as
 from api.deps import SettingsDep, StoreDep, run_queue_work
+from api.metrics import COMPLETIONS, REPORTS
 from api.routes.workers import claim_for, claimed
 from api.schemas import (
     AckOut,
@@ -73,6 +76,7 @@ async def report_intermediate(
         body.metrics,
         earlier,
     )
+    REPORTS.inc()
     return AckOut(
         should_stop=ack.should_stop, reason=ack.reason, lease_expires_at=ack.lease_expires_at
     )
@@ -107,7 +111,7 @@ def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn)
         )
 
     if body.claim_next is None:
-        return CompleteOut.of(end())
+        return CompleteOut.of(_counted(end(), received))
     ended = False
     try:
         with store.together():
@@ -121,18 +125,29 @@ def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn)
                 if held is not None
                 else claim_for(store, settings, body.worker_id, body.claim_next, after=trial_id)
             )
-            return out
     except Exception:
         if ended:
             # The claim failed, and with it (on SQLite) the completion: never lose that.
-            end()
+            _counted(end(), received)
         raise
+    _counted(trial, received)
+    return out
+
+
+def _counted(trial: Trial, received: datetime) -> Trial:
+    """Counts a trial's end in the metrics, unless it had ended before ``received`` (a
+    resend, answered with the trial as it ended)."""
+    if trial.finished_at is None or trial.finished_at >= received:
+        COMPLETIONS.labels(trial.state).inc()
+    return trial
 
 
 @router.post("/{trial_id}/fail", responses=_ERRORS, tags=["workers"])
 def fail_trial(trial_id: TrialId, body: FailIn, request: Request, store: StoreDep) -> TrialOut:
     act_as(request, body.worker_id)
-    return TrialOut.of(store.fail(trial_id, body.worker_id, body.attempt, body.error))
+    received = utcnow()
+    trial = store.fail(trial_id, body.worker_id, body.attempt, body.error)
+    return TrialOut.of(_counted(trial, received))
 
 
 @router.post("/{trial_id}/release", responses=_ERRORS, tags=["workers"])

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 
 from api.auth import act_as
 from api.deps import SettingsDep, StoreDep, run_queue_work
+from api.metrics import CLAIMS
 from api.schemas import ClaimedTrial, ClaimIn, ClaimOut, NextClaimIn, PassedOver, WorkerOut
 from hpsearch.settings import Settings
 from hpsearch.store import Store
@@ -47,6 +48,7 @@ def claim_for(
             return ClaimOut(trial=claimed(held, settings), open_studies=True)
     job = store.claim_final_evaluation(worker_id, study_id)
     if job is not None:
+        CLAIMS.labels("evaluation").inc()
         return ClaimOut(trial=claimed(job, settings), open_studies=True)
     c = store.claim(
         worker_id,
@@ -66,7 +68,9 @@ def claim_for(
                 where.entry_points, study_id, where.commands
             )
         ]
+        CLAIMS.labels("none").inc()
         return ClaimOut(trial=None, open_studies=waiting, passed_over=passed)
+    CLAIMS.labels("trial").inc()
     return ClaimOut(trial=claimed(c, settings), open_studies=True)
 
 
