@@ -29,6 +29,7 @@ from api.routes import (
     workers,
 )
 from api.web_assets import STATIC_DIR
+from hpsearch.artifact_store import open_artifacts
 from hpsearch.auth import Authenticator
 from hpsearch.settings import Settings
 from hpsearch.store import Database, Store, check_schema
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = Store(
             db, lease_seconds=settings.lease_seconds, probe_seconds=settings.probe_seconds
         )
+        app.state.artifacts = open_artifacts(settings, db)
         app.state.auth = Authenticator(db, ttl=settings.auth_cache_seconds)
         app.state.settings = settings
         threads = settings.queue_threads
