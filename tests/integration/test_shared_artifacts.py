@@ -16,6 +16,7 @@ from hpsearch.store.models import ArtifactBlob, ArtifactChunk
 from tests.conftest import ServerProcess, digits_spec
 from tests.http_worker import WorkerOverHttp
 
+
 @pytest.mark.postgres
 def test_checkpoints_and_logs_written_through_one_server_are_read_through_another(
     make_server: Callable[..., ServerProcess], postgres_url: str
