@@ -25,7 +25,7 @@ from hpsearch.artifacts import CheckpointInfo
 from hpsearch.settings import Settings
 from hpsearch.store.artifacts import DatabaseArtifacts
 from hpsearch.store.db import Database
-from hpsearch.trial_logs import LogChunk, TrialLogs
+from hpsearch.trial_logs import MAX_LOG_BYTES, LogChunk, TrialLogs
 
 
 class Upload(Protocol):
@@ -87,9 +87,11 @@ class FolderArtifacts:
     """The ``folder`` backend: checkpoint files and log files under one directory, laid out as
     :mod:`hpsearch.artifacts` and :mod:`hpsearch.trial_logs` describe."""
 
-    def __init__(self, root: Path | str, max_bytes: int) -> None:
+    def __init__(
+        self, root: Path | str, max_bytes: int, max_log_bytes: int = MAX_LOG_BYTES
+    ) -> None:
         self.checkpoints = Folder(root, max_bytes)
-        self.logs = TrialLogs(root)
+        self.logs = TrialLogs(root, max_log_bytes)
         self.max_bytes = max_bytes
 
     def check_size(self, size: int) -> None:
