@@ -13,6 +13,7 @@ from api.metrics import exposition
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", response_class=Response)
+# Not in the OpenAPI document: a Prometheus endpoint, not part of the REST API.
+@router.get("/metrics", response_class=Response, include_in_schema=False)
 def metrics(store: StoreDep) -> Response:
     return Response(exposition(store.queue_gauges()), media_type=CONTENT_TYPE_LATEST)
