@@ -13,6 +13,7 @@ from api import errors
 from api.access_log import AccessLog
 from api.auth import authorize
 from api.limits import BodyLimit
+from api.metrics import RequestTimer
 from api.routes import (
     artifacts,
     evaluations,
@@ -20,6 +21,7 @@ from api.routes import (
     health,
     login,
     logs,
+    metrics,
     regions,
     studies,
     trials,
@@ -27,6 +29,7 @@ from api.routes import (
     workers,
 )
 from api.web_assets import STATIC_DIR
+from hpsearch.artifact_store import open_artifacts
 from hpsearch.auth import Authenticator
 from hpsearch.settings import Settings
 from hpsearch.store import Database, Store, check_schema
@@ -43,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = Store(
             db, lease_seconds=settings.lease_seconds, probe_seconds=settings.probe_seconds
         )
+        app.state.artifacts = open_artifacts(settings, db)
         app.state.auth = Authenticator(db, ttl=settings.auth_cache_seconds)
         app.state.settings = settings
         threads = settings.queue_threads
@@ -63,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    # Outside the size limit: its refusals are timed too.
+    app.add_middleware(RequestTimer)
     if settings.access_log:
         # Added last, so outermost: it sees every answer, the size limit's too.
         app.add_middleware(AccessLog)
@@ -73,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in routers:
         app.include_router(module.router, prefix="/api/v1", responses=errors.EVERY_ROUTE)
     app.include_router(login.router)
+    app.include_router(metrics.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

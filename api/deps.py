@@ -1,4 +1,4 @@
-"""What handlers receive through ``Depends``: the store and the settings.
+"""What handlers receive through ``Depends``: the store, the artifact store, the settings.
 
 Asynchronous, though they never wait: FastAPI runs a plain ``def`` dependency in a thread,
 a needless trip on every request.
@@ -13,10 +13,9 @@ from typing import Annotated, Any, TypeVar
 from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, Request
 
-from hpsearch.artifacts import ArtifactStore
+from hpsearch.artifact_store import ArtifactStore
 from hpsearch.settings import Settings
 from hpsearch.store import Store
-from hpsearch.trial_logs import TrialLogs
 
 
 async def get_store(request: Request) -> Store:
@@ -30,8 +29,8 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def get_artifacts(request: Request) -> ArtifactStore:
-    settings: Settings = request.app.state.settings
-    return ArtifactStore(settings.artifact_dir, settings.max_artifact_bytes)
+    artifacts: ArtifactStore = request.app.state.artifacts
+    return artifacts
 
 
 T = TypeVar("T")
@@ -50,11 +49,5 @@ async def run_queue_work(request: Request, fn: Callable[..., T], *args: Any) -> 
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-async def get_trial_logs(request: Request) -> TrialLogs:
-    settings: Settings = request.app.state.settings
-    return TrialLogs(settings.artifact_dir)
-
-
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
-TrialLogsDep = Annotated[TrialLogs, Depends(get_trial_logs)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -11,7 +11,8 @@ however the processes are scheduled, connections divide evenly between them. The
 are opened here, in the supervisor, and each outlives its process: connections that arrive
 while a process is being replaced wait in its socket's backlog for the replacement.
 Elsewhere (no ``SO_REUSEPORT``, or one that does not balance) the processes share one
-socket, as uvicorn's do.
+socket, as uvicorn's do. The processes count their metrics into files of a directory made
+here, which a scrape of any of them sums (api/metrics.py).
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
+
+from api.metrics import shared_between_processes
 
 # Linux balances a SO_REUSEPORT group; other systems may hand every connection to one socket.
 BALANCES = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
@@ -96,6 +100,16 @@ def serve(config: uvicorn.Config, processes: int) -> int:
         process.start()
         return process
 
+    with shared_between_processes():
+        return _supervise(start, processes, stop, sockets)
+
+
+def _supervise(
+    start: Callable[[int], BaseProcess],
+    processes: int,
+    stop: threading.Event,
+    sockets: list[socket.socket],
+) -> int:
     children = [start(i) for i in range(processes)]
     failed = False
     while not stop.wait(0.5):

@@ -39,7 +39,7 @@ _NAME = re.compile(r"^step-(\d{9})\.attempt-(\d{4})\.ckpt$")
 _UPLOAD_PREFIX = ".upload-"
 # The newest checkpoint plus one: a download that listed the previous newest a moment before
 # a new upload still finds its file.
-_KEEP = 2
+KEEP = 2
 
 
 class ArtifactTooLarge(HpsearchError):
@@ -60,7 +60,10 @@ class CheckpointInfo:
     attempt: int
     size: int
     saved_at: datetime
-    path: Path
+    path: Path | None = None
+    """Where the folder backend keeps it (served as a file)."""
+    blob_id: str | None = None
+    """Where the database backend keeps it (streamed in chunks)."""
 
 
 class ArtifactStore:
@@ -104,6 +107,7 @@ class ArtifactStore:
         directory = self.trial_dir(target_trial)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f"{_UPLOAD_PREFIX}{uuid.uuid4().hex}"
+        assert source.path is not None, "a checkpoint of this store has a path"
         try:
             os.link(source.path, tmp)
         except FileNotFoundError:
@@ -122,8 +126,7 @@ class ArtifactStore:
 
     def _clear(self, trial_id: int) -> None:
         for old in self._checkpoints(trial_id):
-            with contextlib.suppress(FileNotFoundError):
-                old.path.unlink()
+            _unlink(old)
 
     def _commit(
         self, trial_id: int, tmp: Path, step: int, attempt: int, fresh: bool
@@ -139,9 +142,8 @@ class ArtifactStore:
         final = self.trial_dir(trial_id) / _file_name(step, attempt)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-        for old in self._checkpoints(trial_id)[:-_KEEP]:
-            with contextlib.suppress(FileNotFoundError):
-                old.path.unlink()
+        for old in self._checkpoints(trial_id)[:-KEEP]:
+            _unlink(old)
         return self._info(trial_id, final, step, attempt)
 
     def _checkpoints(self, trial_id: int) -> list[CheckpointInfo]:
@@ -207,6 +209,12 @@ class CheckpointUpload:
 
 def _file_name(step: int, attempt: int) -> str:
     return f"step-{step:09d}.attempt-{attempt:04d}.ckpt"
+
+
+def _unlink(info: CheckpointInfo) -> None:
+    if info.path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            info.path.unlink()
 
 
 def _remove_if_old(path: Path, age_s: float = 3600.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -35,6 +36,11 @@ class Settings(BaseSettings):
     # one each. 0: every report at once. Studies with a pruner always get 0 (it judges each
     # step as it comes).
     report_interval_s: float = 1.0
+    # Where checkpoints and trial logs live (hpsearch/artifact_store.py): "folder", files
+    # under artifact_dir, shared by the server processes of one host (or of several, on a
+    # shared volume); "database", tables in the server's PostgreSQL, shared by every server
+    # process on every host with nothing to mount.
+    artifact_backend: Literal["folder", "database"] = "folder"
     artifact_dir: Path = Path("hpsearch-artifacts")
     # The largest checkpoint a worker may upload (bytes); a larger one is refused with 413.
     max_artifact_bytes: int = 4 * 1024**3

@@ -104,11 +104,7 @@ class TrialLogs:
         log = self._log(trial_id, attempt)
         start, _ = self._extent(trial_id, attempt)
         data = log.read_bytes()
-        cut = len(data) - self.max_bytes
-        newline = data.find(b"\n", cut, cut + 4096)
-        cut = newline + 1 if newline >= 0 else cut
-        while cut < len(data) and (data[cut] & 0xC0) == 0x80:  # not inside a character
-            cut += 1
+        cut = trim_point(data, self.max_bytes)
         tmp = log.with_suffix(".tmp")
         tmp.write_bytes(data[cut:])
         os.replace(tmp, log)
@@ -140,6 +136,17 @@ class TrialLogs:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def trim_point(data: bytes, max_bytes: int) -> int:
+    """Where to cut ``data`` to keep its last ``max_bytes``: at the start of a line, when one
+    starts soon after, and never inside a UTF-8 character."""
+    cut = len(data) - max_bytes
+    newline = data.find(b"\n", cut, cut + 4096)
+    cut = newline + 1 if newline >= 0 else cut
+    while cut < len(data) and (data[cut] & 0xC0) == 0x80:
+        cut += 1
+    return cut
 
 
 def _clear(folder: Path) -> None:

@@ -314,7 +314,7 @@ class Worker:
             if lease.lost:
                 self._say(f"trial {number}: lease lost; dropping its result")
                 return None
-            if self.stopping and result.stopped_early and lease.stop_reason is None:
+            if self.stopping and lease.stop_reason is None and _cut_short(result, claim):
                 self._release(lease, "worker shutting down")
                 return None
             return self._complete(lease, number, result, claim_next)
@@ -548,3 +548,12 @@ def _run_pack(worker: Worker, claim: dict[str, Any], size: int) -> int:
     from workers.packing import run_pack
 
     return run_pack(worker, claim, size)
+
+
+def _cut_short(result: Any, claim: dict[str, Any]) -> bool:
+    """Whether a trial that ended while the worker shuts down ended before its last epoch:
+    a report asked it to stop, or (an entry point that watches ``trial.should_stop``) it
+    returned early. Such a trial is handed back, to be resumed from its checkpoint, rather
+    than completed with the metrics of an epoch it never meant to end on."""
+    epochs = int(claim["task"].get("epochs", 0))
+    return bool(result.stopped_early) or result.epochs_run < epochs

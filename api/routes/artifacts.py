@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import ARTIFACTS, act_as, holder_or_reader
 from api.deps import ArtifactsDep, StoreDep
 from api.schemas import MAX_ID, CheckpointOut, ErrorBody, ForkIn, TrialId, TrialOut
-from hpsearch.artifacts import ArtifactStore, CheckpointInfo
+from hpsearch.artifact_store import ArtifactStore
+from hpsearch.artifacts import CheckpointInfo
 from hpsearch.errors import InvalidState, NotFound
 from hpsearch.store import Store
 
@@ -56,9 +57,10 @@ async def upload_checkpoint(
         artifacts.check_size(int(declared))
     # A worker that lost its lease is refused before its bytes are read...
     await run_in_threadpool(store.heartbeat, trial_id, worker_id, attempt)
-    with artifacts.upload(trial_id) as upload:
+    # On threads: the database backend writes a chunk row every few megabytes.
+    with await run_in_threadpool(artifacts.upload, trial_id) as upload:
         async for chunk in request.stream():
-            upload.write(chunk)
+            await run_in_threadpool(upload.write, chunk)
         published: list[CheckpointInfo] = []
 
         def publish(fresh: bool) -> None:
@@ -84,11 +86,16 @@ def download_checkpoint(trial_id: TrialId, store: StoreDep, artifacts: Artifacts
     A role that reads results may download it; a worker token only as the holder of the
     trial's lease, or of its final test evaluation's (``worker_id`` and ``attempt``)."""
     info = _latest(trial_id, store, artifacts)
-    return FileResponse(
-        info.path,
-        media_type="application/octet-stream",
-        filename=f"trial-{trial_id}-step-{info.step}.ckpt",
-        headers={"X-Checkpoint-Step": str(info.step), "X-Checkpoint-Attempt": str(info.attempt)},
+    headers = {"X-Checkpoint-Step": str(info.step), "X-Checkpoint-Attempt": str(info.attempt)}
+    name = f"trial-{trial_id}-step-{info.step}.ckpt"
+    if info.path is not None:  # a file: sent as one, by the kernel
+        return FileResponse(
+            info.path, media_type="application/octet-stream", filename=name, headers=headers
+        )
+    headers["Content-Length"] = str(info.size)
+    headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return StreamingResponse(
+        artifacts.chunks(info), media_type="application/octet-stream", headers=headers
     )
 
 

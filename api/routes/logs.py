@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import ARTIFACTS, act_as, holder_or_reader
-from api.deps import StoreDep, TrialLogsDep
+from api.deps import ArtifactsDep, StoreDep
 from api.schemas import MAX_ID, ErrorBody, LogAppendIn, LogAppendOut, LogOut, TrialId
 
 router = APIRouter(prefix="/trials", tags=["trials"])
@@ -23,13 +23,18 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 @router.post("/{trial_id}/logs", responses=_ERRORS, tags=["workers"])
 async def append_log(
-    trial_id: TrialId, body: LogAppendIn, request: Request, store: StoreDep, logs: TrialLogsDep
+    trial_id: TrialId,
+    body: LogAppendIn,
+    request: Request,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
 ) -> LogAppendOut:
     """Appends a piece of the attempt's output that starts at ``offset`` (a piece resent after
     a lost reply is not appended twice). 409 when the worker does not hold the lease."""
     act_as(request, body.worker_id)
     await run_in_threadpool(store.heartbeat, trial_id, body.worker_id, body.attempt)
-    size = await run_in_threadpool(logs.append, trial_id, body.attempt, body.offset, body.text)
+    append = artifacts.append_log
+    size = await run_in_threadpool(append, trial_id, body.attempt, body.offset, body.text)
     return LogAppendOut(next_offset=size)
 
 
@@ -42,7 +47,7 @@ async def append_log(
 def read_log(
     trial_id: TrialId,
     store: StoreDep,
-    logs: TrialLogsDep,
+    artifacts: ArtifactsDep,
     attempt: Annotated[
         int | None,
         Query(
@@ -59,7 +64,7 @@ def read_log(
     """The attempt's stdout and stderr (the last MiB of each attempt is kept), from
     ``offset`` on; ``truncated`` when the part asked for was dropped."""
     state = store.trial_state(trial_id)  # 404 for an unknown trial
-    chunk = logs.read(trial_id, attempt, offset)
+    chunk = artifacts.read_log(trial_id, attempt, offset)
     return LogOut(
         trial_id=trial_id,
         state=state,

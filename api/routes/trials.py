@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TypeVar
 
 from fastapi import APIRouter, Request
 
 from api.auth import act_as
 from api.deps import SettingsDep, StoreDep, run_queue_work
+from api.metrics import COMPLETIONS, REPORTS
 from api.routes.workers import claim_for, claimed
 from api.schemas import (
     AckOut,
@@ -77,6 +79,7 @@ async def report_intermediate(
         body.metrics,
         earlier,
     )
+    REPORTS.inc()
     return AckOut(
         should_stop=ack.should_stop, reason=ack.reason, lease_expires_at=ack.lease_expires_at
     )
@@ -111,7 +114,7 @@ def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn)
         )
 
     if body.claim_next is None:
-        return _with_health(CompleteOut.of(end()), store, body.worker_id)
+        return _with_health(CompleteOut.of(_counted(end(), received)), store, body.worker_id)
     ended = False
     try:
         with store.together():
@@ -119,6 +122,7 @@ def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn)
             ended = True
             out = _with_health(CompleteOut.of(trial), store, body.worker_id)
             if out.worker_unhealthy is not None:
+                _counted(trial, received)
                 return out  # a worker that stops claiming is given nothing more
             resent = trial.finished_at is not None and trial.finished_at < received
             held = store.claimed_after(trial_id, body.worker_id) if resent else None
@@ -127,19 +131,29 @@ def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn)
                 if held is not None
                 else claim_for(store, settings, body.worker_id, body.claim_next, after=trial_id)
             )
-            return out
     except Exception:
         if ended:
             # The claim failed, and with it (on SQLite) the completion: never lose that.
-            end()
+            _counted(end(), received)
         raise
+    _counted(trial, received)
+    return out
+
+
+def _counted(trial: Trial, received: datetime) -> Trial:
+    """Counts a trial's end in the metrics, unless it had ended before ``received`` (a
+    resend, answered with the trial as it ended)."""
+    if trial.finished_at is None or trial.finished_at >= received:
+        COMPLETIONS.labels(trial.state).inc()
+    return trial
 
 
 @router.post("/{trial_id}/fail", responses=_ERRORS, tags=["workers"])
 def fail_trial(trial_id: TrialId, body: FailIn, request: Request, store: StoreDep) -> EndedOut:
     act_as(request, body.worker_id)
+    received = utcnow()
     trial = store.fail(trial_id, body.worker_id, body.attempt, body.error)
-    return _with_health(EndedOut.of(trial), store, body.worker_id)
+    return _with_health(EndedOut.of(_counted(trial, received)), store, body.worker_id)
 
 
 def _with_health(out: EndedT, store: Store, worker_id: str) -> EndedT:

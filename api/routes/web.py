@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from api.deps import SettingsDep, StoreDep, TrialLogsDep
+from api.deps import ArtifactsDep, SettingsDep, StoreDep
 from api.schemas import MAX_ID, StudyId, TrialId, TrialNumber
 from api.views import bias_variance
 from api.views.curves import CurveTrial, curves_figure, default_family, families
@@ -304,12 +304,12 @@ def study_trial_page(
     study_id: StudyId,
     number: TrialNumber,
     store: StoreDep,
-    logs: TrialLogsDep,
+    artifacts: ArtifactsDep,
     attempt: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> HTMLResponse:
     """The trial page at the address users see (study 3 trial 18); /trials/{id} shows it too."""
     trial_id = store.trial_of_study(study_id, number).trial.id
-    return trial_page(request, trial_id, store, logs, attempt)
+    return trial_page(request, trial_id, store, artifacts, attempt)
 
 
 @router.get("/trials/{trial_id}", response_class=HTMLResponse)
@@ -317,7 +317,7 @@ def trial_page(
     request: Request,
     trial_id: TrialId,
     store: StoreDep,
-    logs: TrialLogsDep,
+    artifacts: ArtifactsDep,
     attempt: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> HTMLResponse:
     view = store.trial(trial_id)
@@ -342,7 +342,7 @@ def trial_page(
             "fork_url": fork_url,
             "checkpoint_step": store.checkpoint_step(t.id) if fork_url else None,
             "fork_fields": enqueue_fields(spec.build_space(), t.params),
-            "log": logs.read(t.id, attempt),
+            "log": artifacts.read_log(t.id, attempt),
             "log_chars": _PAGE_LOG_CHARS,
         },
     )

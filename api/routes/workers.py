@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 
 from api.auth import act_as
 from api.deps import SettingsDep, StoreDep, run_queue_work
+from api.metrics import CLAIMS
 from api.schemas import ClaimedTrial, ClaimIn, ClaimOut, NextClaimIn, PassedOver, WorkerOut
 from hpsearch.settings import Settings
 from hpsearch.store import Store
@@ -48,6 +49,7 @@ def claim_for(
             return ClaimOut(trial=claimed(held, settings), open_studies=True)
     job = store.claim_final_evaluation(worker_id, study_id)
     if job is not None:
+        CLAIMS.labels("evaluation").inc()
         return ClaimOut(trial=claimed(job, settings), open_studies=True)
     worker = capabilities(
         where.devices, where.labels, where.entry_points, where.refused_studies, where.commands
@@ -76,7 +78,9 @@ def claim_for(
         waiting = [f"study {p.study_id} needs a worker with {p.needs}" for p in passed] + [
             why for sid, why in store.waiting(study_id) if sid not in skipped
         ]
+        CLAIMS.labels("none").inc()
         return ClaimOut(trial=None, open_studies=open_studies, passed_over=passed, waiting=waiting)
+    CLAIMS.labels("trial").inc()
     return ClaimOut(trial=claimed(c, settings), open_studies=True)
 
 

@@ -12,12 +12,14 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -196,3 +198,61 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     # A worker token's worker ids: one id or a prefix ending in ``*``; NULL: any.
     workers: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+# The artifact store kept in the database (hpsearch/store/artifacts.py), for servers that share
+# nothing but it. Unused with the folder backend (the default).
+
+
+class ArtifactBlob(Base):
+    """The bytes of one checkpoint upload, in ``artifact_chunks``; shared by the checkpoints of
+    a trial and of its forks (it never changes once written), removed with the last of them.
+    Until published, an upload in progress (or abandoned, and removed later)."""
+
+    __tablename__ = "artifact_blobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    trial_id: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    published: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+
+    __table_args__ = (Index("ix_artifact_blobs_trial", "trial_id"),)
+
+
+class ArtifactChunk(Base):
+    __tablename__ = "artifact_chunks"
+
+    blob_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("artifact_blobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class StoredCheckpoint(Base):
+    """A trial's published checkpoint: (attempt, step) and the blob holding it. No foreign
+    key to the trial: like the folder's files, rows under a deleted trial's id are cleared
+    by the next trial given that id (its first checkpoint is ``fresh``)."""
+
+    __tablename__ = "stored_checkpoints"
+
+    trial_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blob_id: Mapped[str] = mapped_column(String(32), ForeignKey("artifact_blobs.id"))
+    saved_at: Mapped[datetime] = mapped_column(DateTime())
+
+    __table_args__ = (Index("ix_stored_checkpoints_blob", "blob_id"),)
+
+
+class StoredLog(Base):
+    """What one attempt of a trial printed: the bytes kept, and how many were dropped
+    before them (as the folder's ``attempt-N.log`` and ``attempt-N.start``)."""
+
+    __tablename__ = "stored_logs"
+
+    trial_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start: Mapped[int] = mapped_column(BigInteger, default=0)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -22,6 +22,7 @@ from hpsearch.store import (
     completion,
     evaluations,
     forks,
+    gauges,
     health,
     imports,
     queue,
@@ -286,6 +287,11 @@ class Store:
     def workers(self) -> list[Worker]:
         with self.db.read() as s:
             return list(s.scalars(select(Worker).order_by(Worker.last_seen_at.desc())))
+
+    def queue_gauges(self) -> gauges.QueueGauges:
+        """The queue of each unfinished study and the workers alive, for ``/metrics``."""
+        with self.db.read() as s:
+            return gauges.queue_gauges(s, utcnow(), self.lease)
 
     # -- the results view (light rows; see store/results.py) -------------------------------
 

@@ -1,0 +1,165 @@
+"""Scheduling overhead: trials that only sleep, run by 16 worker slots, against the ideal.
+
+    .venv/bin/python bench/overhead.py                      # 1,000 × 1 s and 1,000 × 0.1 s,
+                                                            # SQLite and PostgreSQL
+    .venv/bin/python bench/overhead.py --trials 200 --sleep 1 --engines sqlite
+
+The anchor is Ray Tune's release test ``tune_scalability_bookkeeping_overhead``: 10,000 trials
+of 1 s on 16 CPUs take 715 s against the ideal 625 s, 14 % overhead. Here each trial is an
+entry point that sleeps ``--sleep`` seconds and returns; ``--slots`` trials run at once (one
+worker process with ``--concurrency``, or ``--processes`` workers sharing the slots), a real
+server in between, and the ideal is trials × sleep / slots. Two walls are printed: *span*,
+from the first trial's start to the last one's end (the server's clock: scheduling alone),
+and *end to end*, from starting the workers to their exit (their start-up included, as in
+Ray's figure). Overhead = wall / ideal − 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hpsearch.client import Client, wait_until_healthy
+
+REPO = Path(__file__).resolve().parent.parent
+ENTRY_POINT = "bench.overhead:sleep"
+RAY = (10_000, 1.0, 16, 715.0)  # trials, seconds each, CPUs, measured wall (s)
+
+
+def sleep(trial: Any) -> dict[str, float]:
+    """The trial: sleeps as long as its study says, and reports nothing but its result."""
+    time.sleep(float(trial.params["seconds"]))
+    return {"score": float(trial.params["x"])}
+
+
+def spec(trials: int, seconds: float, slots: int) -> dict[str, Any]:
+    return {
+        "name": f"overhead-{trials}x{seconds}s",
+        "objective": {"metric": "score", "direction": "maximize"},
+        "space": {
+            "x": {"type": "float", "low": 0.0, "high": 1.0},
+            "seconds": {"type": "categorical", "choices": [seconds]},
+        },
+        "budget": {"max_trials": trials, "parallelism": slots},
+        "task": {"trainer": "custom", "entry_point": ENTRY_POINT, "epochs": 1},
+    }
+
+
+def all_trials(client: Client, study_id: int) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    while page := client.trials(study_id, limit=1000, offset=len(found)):
+        found += page
+    return found
+
+
+def run(
+    url: str, env: dict[str, str], trials: int, seconds: float, slots: int, processes: int
+) -> tuple[float, float]:
+    """(span, end to end) in seconds for one study."""
+    with Client(url) as client:
+        study = client.create_study(spec(trials, seconds, slots))
+        worker = [sys.executable, "-m", "hpsearch.cli", "worker", "--server", url, "--quiet"]
+        args = ["--allow", ENTRY_POINT, "--study", str(study["id"])]
+        per = slots // processes
+        started = time.perf_counter()
+        procs = [
+            subprocess.Popen([*worker, *args, "--concurrency", str(per)], env=env, cwd=REPO)
+            for _ in range(processes)
+        ]
+        for proc in procs:
+            assert proc.wait() == 0
+        end_to_end = time.perf_counter() - started
+        rows = all_trials(client, study["id"])
+    assert len(rows) == trials and all(t["state"] == "completed" for t in rows), {
+        t["state"] for t in rows
+    }
+    first = min(datetime.fromisoformat(t["started_at"]) for t in rows)
+    last = max(datetime.fromisoformat(t["finished_at"]) for t in rows)
+    return (last - first).total_seconds(), end_to_end
+
+
+def percent(wall: float, ideal: float) -> str:
+    return f"{100 * (wall / ideal - 1):+5.1f} % overhead"
+
+
+def serve(database_url: str, tmp: str) -> tuple[str, subprocess.Popen[bytes], dict[str, str]]:
+    port = 8700 + os.getpid() % 1000
+    env = {
+        **os.environ,
+        "HPSEARCH_DATABASE_URL": database_url,
+        "HPSEARCH_PORT": str(port),
+        "HPSEARCH_ARTIFACT_DIR": f"{tmp}/artifacts",
+        "HPSEARCH_ACCESS_LOG": "0",
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+    }
+    url = f"http://127.0.0.1:{port}"
+    log = Path(tmp, "server.log")
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "hpsearch.cli", "server"], env=env, stdout=out, stderr=out
+        )
+    wait_until_healthy(url, server, 60, log)
+    return url, server, env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument(
+        "--sleep", type=float, action="append", help="seconds per trial (default: 1 and 0.1)"
+    )
+    parser.add_argument("--slots", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--engines", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"]
+    )
+    args = parser.parse_args()
+    sleeps = args.sleep or [1.0, 0.1]
+    ray_ideal = RAY[0] * RAY[1] / RAY[2]
+    print(
+        f"anchor: Ray Tune, {RAY[0]} × {RAY[1]:g} s on {RAY[2]} CPUs: {RAY[3]:.0f} s against "
+        f"{ray_ideal:.0f} s ideal, {100 * (RAY[3] / ray_ideal - 1):.0f} % overhead"
+    )
+    print(f"here: {args.slots} slots ({args.processes} worker process(es)), {os.cpu_count()} CPUs")
+    for engine in args.engines:
+        with tempfile.TemporaryDirectory(prefix="hpsearch-bench-") as tmp:
+            cluster = None
+            if engine == "sqlite":
+                database_url = f"sqlite:///{tmp}/bench.db"
+            else:
+                from tests.pg import PostgresCluster
+
+                cluster = PostgresCluster(durable=True).start()
+                database_url = cluster.create_database("overhead")
+            url, server, env = serve(database_url, tmp)
+            try:
+                for seconds in sleeps:
+                    span, end_to_end = run(
+                        url, env, args.trials, seconds, args.slots, args.processes
+                    )
+                    ideal = args.trials * seconds / args.slots
+                    print(
+                        f"{engine:8s} {args.trials} × {seconds:g} s: ideal {ideal:6.1f} s, "
+                        f"span {span:6.1f} s ({percent(span, ideal)}), "
+                        f"end to end {end_to_end:6.1f} s ({percent(end_to_end, ideal)})",
+                        flush=True,
+                    )
+            finally:
+                server.terminate()
+                server.wait(timeout=20)
+                if cluster is not None:
+                    cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
