@@ -248,3 +248,15 @@ def test_a_failed_programs_traceback_is_in_its_logs_on_the_page_and_the_cli(
     assert "ZeroDivisionError: division by zero" in cli.stdout
     page = httpx.get(f"{server.url}/trials/{trial['id']}").text
     assert "Traceback (most recent call last)" in page.split('id="trial-log"')[1]
+
+    # A program that exits 0 without ever printing the objective fails too, saying so.
+    with server.client() as client:
+        spec = command_spec()
+        spec["objective"]["metric"] = "dev_f1"
+        study = client.create_study(spec)
+        done = run_worker(server, "--study", str(study["id"]), *ALLOW_STEPS)
+        assert done.returncode == 0, done.stderr
+        (trial,) = client.trials(study["id"])
+    assert trial["state"] == "failed"
+    assert trial["error"].startswith("objective dev_f1 was never reported; reported: ")
+    assert "dev_accuracy" in trial["error"] and "latency_ms" in trial["error"]
