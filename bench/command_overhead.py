@@ -15,7 +15,6 @@ same metrics. Each configuration keeps its fastest round (others' load only slow
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hpsearch.client import Client, wait_until_healthy
+from bench.overhead import serve
+from hpsearch.client import Client
 
 REPO = Path(__file__).resolve().parent.parent
 PROGRAM = 'import json; print(json.dumps({"step": 1, "dev_accuracy": 1.0}))'
@@ -77,23 +77,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hpsearch-bench-") as tmp:
-        port = 8700 + os.getpid() % 1000
-        env = {
-            **os.environ,
-            "HPSEARCH_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
-            "HPSEARCH_PORT": str(port),
-            "HPSEARCH_ARTIFACT_DIR": f"{tmp}/artifacts",
-            "PYTHONPATH": str(REPO),
-            "OMP_NUM_THREADS": "1",
-        }
-        url = f"http://127.0.0.1:{port}"
-        log = Path(tmp, "server.log")
-        with open(log, "wb") as out:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "hpsearch.cli", "server"], env=env, stdout=out, stderr=out
-            )
+        url, server, env = serve(f"sqlite:///{tmp}/bench.db", tmp)
         try:
-            wait_until_healthy(url, server, 60, log)
             best = {"entry_point": float("inf"), "command": float("inf")}
             with Client(url) as client:
                 for r in range(args.rounds):
