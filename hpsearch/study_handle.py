@@ -135,7 +135,12 @@ class Study:
             )
             claimed = reply.get("trial")
             if claimed is not None and claimed.get("kind", "train") == "train":
-                return TrialLease(self.client, claimed, self.worker_id, heartbeat=heartbeat)
+                # Checkpoint state is the worker's format (torch, loaded on first use only).
+                from workers import checkpoint_state
+
+                return TrialLease(
+                    self.client, claimed, self.worker_id, checkpoint_state, heartbeat=heartbeat
+                )
             if claimed is not None:
                 # Handed the study's final test evaluation, which only a worker runs: left
                 # unheartbeated, it goes back to the queue for one when its lease expires.

@@ -10,7 +10,6 @@ server took back (the process was suspended past the lease, say) is said by
 
 from __future__ import annotations
 
-import io
 import threading
 import traceback
 from collections.abc import Mapping
@@ -52,6 +51,15 @@ def metrics_of(metrics: Mapping[str, Any] | None, named: Mapping[str, Any]) -> d
     return out
 
 
+class StateCodec(Protocol):
+    """Checkpoint state to bytes and back (``workers.checkpoint_state``: torch's format). The
+    study handle, which composes the layers, hands it in: the core itself never loads torch."""
+
+    def encode(self, state: Any) -> bytes: ...
+
+    def decode(self, data: bytes, device: str = "cpu") -> Any: ...
+
+
 class TrialLease:
     """One trial of a study, leased to this process until it is told (completed or failed).
 
@@ -60,9 +68,15 @@ class TrialLease:
     """
 
     def __init__(
-        self, client: Client, claimed: Mapping[str, Any], worker_id: str, heartbeat: bool = True
+        self,
+        client: Client,
+        claimed: Mapping[str, Any],
+        worker_id: str,
+        state: StateCodec,
+        heartbeat: bool = True,
     ) -> None:
         self._client = client
+        self._state = state
         self.id: int = int(claimed["trial_id"])
         """The trial's global id (/api/v1/trials/{id})."""
         self.study_id: int = int(claimed["study_id"])
@@ -109,13 +123,9 @@ class TrialLease:
     def save_checkpoint(self, state: Any, step: int | None = None) -> None:
         """Keeps ``state`` (what ``torch.save`` writes and ``torch.load(weights_only=True)``
         reads back) as the trial's checkpoint after ``step`` (default: the last reported)."""
-        import torch  # only when checkpoints are used: the core does not need torch
-
         step = self.last_step if step is None else step
         if step < 1:
             raise ValueError("save_checkpoint: report a step first, or give step=N (N >= 1)")
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
         self._lease_call(
             "save_checkpoint",
             self._client.upload_checkpoint,
@@ -123,7 +133,7 @@ class TrialLease:
             self.worker_id,
             self.attempt,
             step,
-            buffer.getvalue(),
+            self._state.encode(state),
         )
 
     def load_checkpoint(self) -> Any | None:
@@ -132,10 +142,7 @@ class TrialLease:
         data = self._client.download_checkpoint(self.id, self.worker_id, self.attempt)
         if not data:
             return None
-        import torch
-
-        # Never unpickle arbitrary objects: the bytes come over the network.
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return self._state.decode(data, "cpu")
 
     # -- ending it (Study.tell) -------------------------------------------------------------
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import io
 import math
 import os
 import sys
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpsearch.spec import ENTRY_POINT
+from workers import checkpoint_state
 from workers.checkpoints import Checkpoints
 
 Report = Callable[[int, dict[str, float]], bool]
@@ -96,8 +96,6 @@ class Trial:
         after ``step`` (default: the last step reported, so call it after that step's
         report). It is stored once the reports up to it are, so a trial resumed from it
         reports from the step after it."""
-        import torch
-
         step = self.last_step if step is None else step
         if step < 1:
             raise ValueError("save_checkpoint: report a step first, or give step=N (N >= 1)")
@@ -106,22 +104,17 @@ class Trial:
         every = int(self.task.get("checkpoint_every", 1))
         if every == 0:
             return
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        self._checkpoints.save(step, buffer.getvalue())
+        self._checkpoints.save(step, checkpoint_state.encode(state))
 
     def load_checkpoint(self) -> Any | None:
         """The state the last :meth:`save_checkpoint` of this trial kept (on this attempt or
         one before it, or the parent's for a fork); None when there is none."""
-        import torch
-
         if self._checkpoints is None:
             return None
         data = self._checkpoints.load()
         if not data:
             return None
-        # Never unpickle arbitrary objects: the bytes come over the network.
-        return torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
+        return checkpoint_state.decode(data, self.device)
 
     def report(self, step: int, metrics: Mapping[str, Any] | None = None, /, **named: Any) -> bool:
         """Sends one step's metrics to the server (``report(3, {"loss": 0.2})`` or

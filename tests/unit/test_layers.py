@@ -30,12 +30,11 @@ def test_core_imports_neither_fastapi_nor_torch() -> None:
 
 
 # The modules that compose layers, and what each may import inside its functions only: the
-# CLI the server and the worker; the notebook's study handle the worker's model code (to
-# rebuild a trained model), its trial torch (to read and write checkpoints).
+# CLI the server and the worker; the notebook's study handle the worker's code (to rebuild a
+# trained model, and the checkpoint format its trials read and write).
 _COMPOSING = {
     "cli.py": {"api", "workers"},
     "study_handle.py": {"workers"},
-    "trial_lease.py": {"torch"},
 }
 
 
