@@ -1,12 +1,13 @@
-"""A lease kept alive from a background thread while a trial (or a test evaluation) runs."""
+"""A lease kept alive while a trial (or a test evaluation) runs, from the process's ticker."""
 
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from typing import Self
 
 from hpsearch.client import ApiError, ServerUnreachable
+from workers.ticker import Ticker, process_ticker
 
 log = logging.getLogger("hpsearch.worker")
 
@@ -19,18 +20,21 @@ class Heartbeat:
     so a server restart does not cost the lease.
     """
 
-    def __init__(self, every: float) -> None:
+    def __init__(self, every: float, ticker: Ticker | None = None) -> None:
         self._every = every
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ticker = ticker or process_ticker()
+        self._last = time.monotonic()
+        self._beating = False
 
     def __enter__(self) -> Self:
-        self._thread.start()
+        self._last = time.monotonic()
+        self._beating = True
+        self._ticker.add(self)
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join(timeout=5)
+        self._ticker.remove(self)
+        self._beating = False
 
     def beat(self) -> None:
         raise NotImplementedError
@@ -38,14 +42,18 @@ class Heartbeat:
     def on_lost(self) -> None:
         """The server gave the lease away."""
 
-    def _run(self) -> None:
-        while not self._done.wait(self._every):
-            try:
-                self.beat()
-            except ApiError as e:
-                if e.status == 409:
-                    self.on_lost()
-                    return
-                log.warning("heartbeat failed: %s", e)
-            except ServerUnreachable as e:
-                log.warning("heartbeat failed: %s", e)
+    def due_in(self) -> float | None:
+        return self._last + self._every - time.monotonic() if self._beating else None
+
+    def run(self) -> None:
+        self._last = time.monotonic()
+        try:
+            self.beat()
+        except ApiError as e:
+            if e.status == 409:
+                self._beating = False
+                self.on_lost()
+                return
+            log.warning("heartbeat failed: %s", e)
+        except ServerUnreachable as e:
+            log.warning("heartbeat failed: %s", e)

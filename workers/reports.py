@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.client import ApiError, ServerUnreachable
+from workers.ticker import Ticker, process_ticker
 
 if TYPE_CHECKING:  # it imports torch, which a worker loads only when a trial trains
     from workers.training.checkpoint import Checkpoints
@@ -36,32 +37,39 @@ class TrialReports:
     does), from the last ack of a report or a heartbeat.
 
     Thread-safe: the training thread adds steps while the lease's heartbeat notes acks and,
-    after :meth:`start`, a thread of its own sends held steps when they fall due. A send holds
+    after :meth:`start`, the process's ticker sends held steps when they fall due. A send holds
     the lock, so steps reach the server in order and a step is never sent twice at once.
     """
 
-    def __init__(self, send: Send, interval_s: float, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        send: Send,
+        interval_s: float,
+        clock: Clock = time.monotonic,
+        ticker: Ticker | None = None,
+    ) -> None:
         self.interval_s = interval_s
         self.stop_reason: str | None = None
         self._send = send
         self._clock = clock
         self._held: list[Step] = []
         self._last_sent = clock()
-        self._changed = threading.Condition()
-        self._closed = False
-        self._thread: threading.Thread | None = None
-        self._refused: ApiError | None = None  # a 409 met by that thread, for the trainer
+        self._lock = threading.Lock()
+        self._ticker = ticker or process_ticker()
+        self._started = False
+        self._refused: ApiError | None = None  # a 409 met by the ticker, for the trainer
 
     def add(self, step: int, metrics: Metrics) -> str | None:
         """Records one step, sending it with the held ones if they are due; returns the
         latest known stop reason (None: train on)."""
-        with self._changed:
+        with self._lock:
             self._raise_refusal()
             self._held.append((step, metrics))
-            if self._due():
+            due = self._due()
+            if due:
                 self._send_held()
-            else:
-                self._changed.notify()  # the sending thread's deadline starts now
+        if not due and self._started:
+            self._ticker.poke()  # a deadline starts now (outside the lock: the ticker takes it)
         return self.stop_reason
 
     def note(self, ack: Mapping[str, Any]) -> None:
@@ -70,41 +78,57 @@ class TrialReports:
             self.stop_reason = ack["reason"]
 
     def held(self) -> list[Step]:
-        with self._changed:
+        with self._lock:
             return list(self._held)
 
     def due_in(self) -> float | None:
-        """Seconds until the held steps must go out (0: now); None when none are held."""
-        with self._changed:
-            return self._due_in()
+        """Seconds until the held steps must go out (0: now); None when none are held, or
+        when the lease is gone."""
+        with self._lock:
+            return None if self._refused is not None else self._due_in()
 
     def flush(self) -> None:
         """Sends the held steps now, if any: before a checkpoint, a failure or a hand-back."""
-        with self._changed:
+        with self._lock:
             self._raise_refusal()
             if self._held:
                 self._send_held()
 
     def take(self) -> list[Step]:
         """The held steps, oldest first, for the completion to carry; none are held after."""
-        with self._changed:
+        with self._lock:
             held, self._held = self._held, []
             return held
 
     def start(self) -> None:
-        """Sends held steps from a thread once they are due (not needed with interval 0:
-        nothing is ever held)."""
-        if self.interval_s > 0 and self._thread is None:
-            self._thread = threading.Thread(target=self._send_when_due, daemon=True)
-            self._thread.start()
+        """Sends held steps from the process's ticker once they are due (not needed with
+        interval 0: nothing is ever held)."""
+        if self.interval_s > 0 and not self._started:
+            self._started = True
+            self._ticker.add(self)
 
     def close(self) -> None:
-        """Stops that thread; steps still held stay held (for :meth:`take`)."""
-        with self._changed:
-            self._closed = True
-            self._changed.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        """Stops sending held steps on their own; those still held stay held (for
+        :meth:`take`)."""
+        if self._started:
+            self._ticker.remove(self)
+            self._started = False
+
+    def run(self) -> None:
+        """The ticker's call: sends the held steps if they are due. A send that fails leaves
+        them held, to try again an interval after it."""
+        with self._lock:
+            if self._refused is not None or not self._held or not self._due():
+                return
+            try:
+                self._send_held()
+            except ApiError as e:
+                if e.status == 409:
+                    self._refused = e
+                    return
+                log.warning("held reports not sent: %s", e)
+            except ServerUnreachable as e:
+                log.warning("held reports not sent: %s", e)
 
     def _due(self) -> bool:
         return self.interval_s <= 0 or self._clock() - self._last_sent >= self.interval_s
@@ -125,24 +149,6 @@ class TrialReports:
         ack = self._send(step, metrics, earlier)
         self._held = []  # only once the server has them: a failed send leaves them held
         self.note(ack)
-
-    def _send_when_due(self) -> None:
-        with self._changed:
-            while not self._closed:
-                wait = self._due_in()
-                if wait is None or wait > 0:
-                    self._changed.wait(wait)  # for the deadline, a new step, or close()
-                    continue
-                # A send that fails leaves the steps held, to try again an interval after it.
-                try:
-                    self._send_held()
-                except ApiError as e:
-                    if e.status == 409:
-                        self._refused = e
-                        return
-                    log.warning("held reports not sent: %s", e)
-                except ServerUnreachable as e:
-                    log.warning("held reports not sent: %s", e)
 
 
 class ReportsFirst:

@@ -6,10 +6,11 @@ which copies what Python code writes to ``sys.stdout`` and ``sys.stderr`` (the w
 progress lines, written to the stream they were given at the start, are not the trial's). A
 failed trial's traceback is written last.
 
-A thread sends what is new about once a second, each piece with the byte offset it starts
-at, so a piece resent after a lost reply is not stored twice. At most ``MAX_LOG_BYTES`` wait
-to be sent (the server keeps no more of an attempt): when the server cannot be reached for
-long, the oldest output waiting goes, and the log says so.
+The process's ticker (:mod:`workers.ticker`) sends what is new about once a second, each
+piece with the byte offset it starts at, so a piece resent after a lost reply is not stored
+twice. At most ``MAX_LOG_BYTES`` wait to be sent (the server keeps no more of an attempt):
+when the server cannot be reached for long, the oldest output waiting goes, and the log says
+so.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import contextlib
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from hpsearch.client import MAX_LOG_PIECE_CHARS, ApiError, ServerUnreachable
 from hpsearch.trial_logs import MAX_LOG_BYTES
+from workers.ticker import Ticker, process_ticker
 
 log = logging.getLogger("hpsearch.worker")
 
@@ -31,20 +34,22 @@ Send = Callable[[int, str], object]
 
 
 class TrialLog:
-    def __init__(self, send: Send, every: float = 1.0) -> None:
+    def __init__(self, send: Send, every: float = 1.0, ticker: Ticker | None = None) -> None:
         self._send = send
         self._every = every
+        self._ticker = ticker or process_ticker()
+        self._last = time.monotonic()
         self._lock = threading.Lock()
         self._pending: list[str] = []
         self._pending_bytes = 0
         self._offset = 0  # bytes sent so far
         self._lost = False  # the lease went: nothing more is heard
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="trial-log", daemon=True)
+        self._started = False
         self._closed = False
 
     def __enter__(self) -> TrialLog:
-        self._thread.start()
+        self._started = True
+        self._ticker.add(self)
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -54,10 +59,13 @@ class TrialLog:
         if not text:
             return
         with self._lock:
+            first = not self._pending
             self._pending.append(text)
             self._pending_bytes += len(text.encode("utf-8", errors="replace"))
             if self._pending_bytes > MAX_LOG_BYTES:
                 self._drop_oldest()
+        if first and self._started and not self._closed:
+            self._ticker.poke()  # something to send: the ticker looks at its deadline again
 
     @contextlib.contextmanager
     def capture(self) -> Iterator[None]:
@@ -75,14 +83,19 @@ class TrialLog:
         if self._closed:
             return
         self._closed = True
-        self._done.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+        if self._started:
+            self._ticker.remove(self)
         self._flush()
 
-    def _run(self) -> None:
-        while not self._done.wait(self._every):
-            self._flush()
+    def due_in(self) -> float | None:
+        with self._lock:
+            if self._lost or not self._pending:
+                return None
+        return self._last + self._every - time.monotonic()
+
+    def run(self) -> None:
+        self._last = time.monotonic()
+        self._flush()
 
     def _flush(self) -> None:
         with self._lock:
