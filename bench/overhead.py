@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +63,15 @@ def all_trials(client: Client, study_id: int) -> list[dict[str, Any]]:
 
 def run(
     url: str, env: dict[str, str], trials: int, seconds: float, slots: int, processes: int
-) -> tuple[float, float]:
-    """(span, end to end) in seconds for one study."""
+) -> tuple[float, float, float]:
+    """(span, end to end, start-up) in seconds for one study; start-up runs from starting
+    the workers to the first trial's start."""
     with Client(url) as client:
         study = client.create_study(spec(trials, seconds, slots))
         worker = [sys.executable, "-m", "hpsearch.cli", "worker", "--server", url, "--quiet"]
         args = ["--allow", ENTRY_POINT, "--study", str(study["id"])]
         per = slots // processes
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), datetime.now(UTC)
         procs = [
             subprocess.Popen([*worker, *args, "--concurrency", str(per)], env=env, cwd=REPO)
             for _ in range(processes)
@@ -82,9 +83,14 @@ def run(
     assert len(rows) == trials and all(t["state"] == "completed" for t in rows), {
         t["state"] for t in rows
     }
-    first = min(datetime.fromisoformat(t["started_at"]) for t in rows)
-    last = max(datetime.fromisoformat(t["finished_at"]) for t in rows)
-    return (last - first).total_seconds(), end_to_end
+    first = min(_utc(t["started_at"]) for t in rows)
+    last = max(_utc(t["finished_at"]) for t in rows)
+    return (last - first).total_seconds(), end_to_end, (first - started_at).total_seconds()
+
+
+def _utc(stamp: str) -> datetime:
+    when = datetime.fromisoformat(stamp)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def percent(wall: float, ideal: float) -> str:
@@ -144,14 +150,15 @@ def main() -> None:
             url, server, env = serve(database_url, tmp)
             try:
                 for seconds in sleeps:
-                    span, end_to_end = run(
+                    span, end_to_end, start_up = run(
                         url, env, args.trials, seconds, args.slots, args.processes
                     )
                     ideal = args.trials * seconds / args.slots
                     print(
                         f"{engine:8s} {args.trials} × {seconds:g} s: ideal {ideal:6.1f} s, "
                         f"span {span:6.1f} s ({percent(span, ideal)}), "
-                        f"end to end {end_to_end:6.1f} s ({percent(end_to_end, ideal)})",
+                        f"end to end {end_to_end:6.1f} s ({percent(end_to_end, ideal)}; "
+                        f"{start_up:.1f} s to the first trial)",
                         flush=True,
                     )
             finally:
