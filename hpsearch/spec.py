@@ -357,8 +357,32 @@ class AshaPrunerSpec(_Strict):
     direction: Direction | None = None
 
 
+class HyperbandPrunerSpec(_Strict):
+    """Hyperband as Optuna runs it: each trial is assigned to one of ``floor(log_η(max_resource
+    / min_resource)) + 1`` brackets (by its number), and each bracket is an asynchronous
+    successive halving of its own whose first rung is at ``min_resource · η^bracket``; a trial
+    competes only with its own bracket. ``max_resource`` defaults to ``task.epochs``.
+    ``metric``/``direction`` default to the objective's."""
+
+    kind: Literal["hyperband"]
+    min_resource: int = Field(default=1, ge=1, le=1_000_000)
+    max_resource: int | None = Field(default=None, ge=1, le=1_000_000)
+    reduction_factor: int = Field(default=3, ge=2, le=1000)
+    metric: str | None = Field(default=None, pattern=_NAME.pattern)
+    direction: Direction | None = None
+
+    @field_validator("max_resource")
+    @classmethod
+    def _at_least_min_resource(cls, v: int | None, info: Any) -> int | None:
+        low = info.data.get("min_resource")
+        if v is not None and low is not None and v < low:
+            raise ValueError(f"must be >= min_resource ({low}), got {v}")
+        return v
+
+
 PrunerSpec = Annotated[
-    NoPrunerSpec | MedianPrunerSpec | AshaPrunerSpec, Field(discriminator="kind")
+    NoPrunerSpec | MedianPrunerSpec | AshaPrunerSpec | HyperbandPrunerSpec,
+    Field(discriminator="kind"),
 ]
 
 
