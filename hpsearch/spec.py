@@ -162,15 +162,16 @@ class CoarseToFineSamplerSpec(_PackableSampler):
     kind: Literal["coarse_to_fine"]
     rounds: int = Field(default=3, ge=1, le=1000)
     trials_per_round: int = Field(default=20, ge=1, le=1_000_000)
-    top_k: int = Field(default=5, ge=1, le=1_000_000)
+    # None (the default): adapted to the space's dimension and each round's spread.
+    top_k: int | None = Field(default=None, ge=1, le=1_000_000)
     margin: float = Field(default=0.1, ge=0, le=10)
     seed: Seed | None = None
 
     @field_validator("top_k")
     @classmethod
-    def _top_k_fits_a_round(cls, v: int, info: Any) -> int:
+    def _top_k_fits_a_round(cls, v: int | None, info: Any) -> int | None:
         per_round = info.data.get("trials_per_round")
-        if per_round is not None and v > per_round:
+        if v is not None and per_round is not None and v > per_round:
             raise ValueError(f"must be <= trials_per_round ({per_round}), got {v}")
         return v
 
