@@ -387,6 +387,32 @@ PrunerSpec = Annotated[
 ]
 
 
+class NoSchedulerSpec(_Strict):
+    """Every trial trains with its own hyperparameters from start to end."""
+
+    kind: Literal["none"]
+
+
+class PbtSchedulerSpec(_Strict):
+    """Population-based training (see :mod:`hpsearch.pbt`): every ``interval`` epochs a trial
+    in the bottom ``quantile`` of the trials at that epoch is replaced by a copy of a
+    top-``quantile`` trial's checkpoint that goes on with perturbed hyperparameters: each
+    multiplied, in its own scale, by one of ``perturb``'s factors, or with probability
+    ``resample_probability`` drawn afresh (categoricals are only ever redrawn)."""
+
+    kind: Literal["pbt"]
+    population: int = Field(default=8, ge=2, le=10_000)
+    interval: int = Field(default=2, ge=1, le=100_000)
+    quantile: float = Field(default=0.25, gt=0, le=0.5)
+    perturb: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=lambda: [0.8, 1.2], min_length=1, max_length=20
+    )
+    resample_probability: float = Field(default=0.25, ge=0, le=1)
+
+
+SchedulerSpec = Annotated[NoSchedulerSpec | PbtSchedulerSpec, Field(discriminator="kind")]
+
+
 class RequiresSpec(_Strict):
     """What a worker needs to be given the study's trials (see :func:`hpsearch.tasks.unmet`):
     a device kind, at least ``gpus`` GPUs, and every one of ``labels`` among its ``--label``s.
@@ -414,6 +440,7 @@ class StudySpec(_Strict):
     sampler: SamplerSpec = Field(default_factory=lambda: RandomSamplerSpec(kind="random"))
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     pruner: PrunerSpec = Field(default_factory=lambda: NoPrunerSpec(kind="none"))
+    scheduler: SchedulerSpec = Field(default_factory=lambda: NoSchedulerSpec(kind="none"))
     task: TaskSpec
     requires: RequiresSpec = Field(default_factory=RequiresSpec)
     reference_error: float | None = Field(default=None, ge=0, le=1)
@@ -524,6 +551,7 @@ def _cross_field_errors(spec: StudySpec) -> list[FieldError]:
     errors.extend(_catalogue_errors(_Parts.of_spec(spec)))
     errors.extend(_test_set_errors(spec))
     errors.extend(_pruner_errors(spec))
+    errors.extend(_scheduler_errors(spec))
     overlap = sorted(set(spec.space) & set(spec.task.fixed))
     for name in overlap:
         errors.append(FieldError(("task", "fixed", name), "is also searched in space"))
@@ -704,6 +732,47 @@ def _pruner_errors(spec: StudySpec) -> list[FieldError]:
     return []
 
 
+def _scheduler_errors(spec: StudySpec) -> list[FieldError]:
+    """PBT needs its population as the budget, checkpoints to copy, and epochs to exploit in;
+    it replaces weak trials itself, so it takes no pruner."""
+    pbt = spec.scheduler
+    if not isinstance(pbt, PbtSchedulerSpec):
+        return []
+    errors = []
+    if spec.budget.max_trials < pbt.population:
+        errors.append(
+            FieldError(
+                ("scheduler", "population"),
+                f"must be <= budget.max_trials ({spec.budget.max_trials}): the population is "
+                "the study's first trials (each exploit then adds one to the budget)",
+            )
+        )
+    if pbt.population * pbt.quantile < 1 - 1e-9:
+        errors.append(
+            FieldError(
+                ("scheduler", "quantile"),
+                f"{pbt.quantile:g} of a population of {pbt.population} is no trial: use at "
+                f"least {1 / pbt.population:.3g}",
+            )
+        )
+    if pbt.interval >= spec.task.epochs:
+        errors.append(
+            FieldError(
+                ("scheduler", "interval"),
+                f"must be below task.epochs ({spec.task.epochs}), or nothing is ever exploited",
+            )
+        )
+    if spec.task.checkpoint_every == 0:
+        errors.append(
+            FieldError(("task", "checkpoint_every"), "pbt copies checkpoints: must be >= 1")
+        )
+    if not isinstance(spec.pruner, NoPrunerSpec):
+        errors.append(
+            FieldError(("pruner", "kind"), "pbt replaces weak trials itself: use pruner none")
+        )
+    return errors
+
+
 def load_spec_text(text: str, source: str = "<spec>") -> StudySpec:
     """Parses YAML or JSON text; errors carry the line of the offending key where known."""
     try:
@@ -836,6 +905,7 @@ def user_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
         tagged = (len(holder) == 2 and holder[0] == "space") or holder in (
             ("sampler",),
             ("pruner",),
+            ("scheduler",),
         )
         if (tagged and isinstance(p, str)) or (isinstance(p, str) and p.startswith("function-")):
             continue
