@@ -269,8 +269,9 @@ def best_so_far(values: Sequence[float | None], n: int) -> float:
 
 
 def quartiles(xs: Sequence[float]) -> tuple[float, float, float]:
-    q1, q2, q3 = np.percentile(np.array(xs, dtype=float), [25, 50, 75])
-    return float(q2), float(q1), float(q3)
+    # No interpolation between observations: a count may be inf (never reached).
+    q1, q3 = np.percentile(np.array(xs, dtype=float), [25, 75], method="inverted_cdf")
+    return float(statistics.median(xs)), float(q1), float(q3)
 
 
 def trials_to_reach(values: Sequence[float | None], target: float) -> int | None:

@@ -161,6 +161,7 @@ class Link:
     params: dict[str, ParamValue]
     parent_id: int | None
     step: int | None
+    last_step: int | None = None  # the last epoch it reported
 
 
 def schedule(trial_id: int, links: Mapping[int, Link], last: int | None) -> list[Segment]:

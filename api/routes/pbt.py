@@ -36,6 +36,7 @@ class LinkOut(BaseModel):
     number: int
     parent_trial_id: int | None = Field(description="the trial whose checkpoint it copied")
     step: int | None = Field(description="the epoch of that checkpoint")
+    last_step: int | None = Field(description="the last epoch it reported")
 
 
 class LineageOut(BaseModel):
@@ -72,6 +73,7 @@ def study_lineage(study_id: StudyId, store: StoreDep) -> LineageOut:
                 number=link.number,
                 parent_trial_id=link.parent_id,
                 step=link.step,
+                last_step=link.last_step,
             )
             for link in links
         ],

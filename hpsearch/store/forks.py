@@ -74,14 +74,21 @@ def queue_fork(
     params: dict[str, Any],
     checkpoint_step: int,
     source: str,
+    *,
+    ahead_of_sampler: bool = True,
 ) -> Trial:
     """Queues a trial of the (locked) ``study`` that goes on from ``parent``'s checkpoint at
     ``checkpoint_step`` with ``params`` (a fork, or a PBT exploit); it still needs the
-    checkpoint copied under its id before the transaction commits."""
+    checkpoint copied under its id before the transaction commits. A user's fork runs next;
+    with ``ahead_of_sampler`` False it queues behind the trials already sampled."""
     now = utcnow()
+    if ahead_of_sampler:
+        number = queue_ahead_of_sampler(session, study)
+    else:
+        number, study.next_number = study.next_number, study.next_number + 1
     trial = Trial(
         study_id=study.id,
-        number=queue_ahead_of_sampler(session, study),
+        number=number,
         params=params,
         state="queued",
         source=source,

@@ -157,7 +157,10 @@ def queue_exploit(session: Session, exploit: Exploit, copy: CopyCheckpoint | Non
     frozen = tasks.MODEL_SHAPE if spec.task.trainer in tasks.TRAINERS else frozenset()
     rng = pbt.exploit_rng(spec.sampler.seed, study.name, replaced.number, exploit.step, 1)
     params = pbt.perturb(spec.build_space(), donor.params, config, rng, frozen)
-    trial = queue_fork(session, study, donor, params, donor.checkpoint_step, "pbt")
+    # Behind the population's members already sampled: they start before any copy.
+    trial = queue_fork(
+        session, study, donor, params, donor.checkpoint_step, "pbt", ahead_of_sampler=False
+    )
     exploit_row = PbtExploit(
         study_id=study.id,
         trial_id=trial.id,
@@ -207,12 +210,15 @@ def lineage(session: Session, study_id: int) -> dict[int, pbt.Link]:
         for row in session.scalars(select(PbtExploit).where(PbtExploit.study_id == study_id))
     }
     trials = session.execute(
-        select(Trial.id, Trial.number, Trial.params).where(Trial.study_id == study_id)
+        select(Trial.id, Trial.number, Trial.params, Trial.last_step).where(
+            Trial.study_id == study_id
+        )
     ).all()
-    return {
-        trial_id: pbt.Link(trial_id, number, dict(params), *parents.get(trial_id, (None, None)))
-        for trial_id, number, params in trials
-    }
+    links = {}
+    for trial_id, number, params, last in trials:
+        parent, step = parents.get(trial_id, (None, None))
+        links[trial_id] = pbt.Link(trial_id, number, dict(params), parent, step, last)
+    return links
 
 
 def schedule_of(session: Session, trial: Trial) -> list[pbt.Segment]:
