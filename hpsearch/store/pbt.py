@@ -65,8 +65,6 @@ class Exploit:
 
     study_id: int
     replaced_id: int
-    replaced_attempt: int
-    worker_id: str | None
     donor_id: int
     step: int
 
@@ -138,7 +136,7 @@ def decide(
         f"replaced by a copy of trial #{number} (epoch {at})"
     )
     record_event(session, trial, "exploit", reason)
-    return Exploit(study.id, trial.id, trial.attempt, trial.worker_id, donor_id, step), reason
+    return Exploit(study.id, trial.id, donor_id, step), reason
 
 
 def queue_exploit(session: Session, exploit: Exploit, copy: CopyCheckpoint | None) -> Trial | None:
