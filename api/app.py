@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from anyio import CapacityLimiter
 from fastapi import Depends, FastAPI
@@ -22,6 +23,7 @@ from api.routes import (
     login,
     logs,
     metrics,
+    pbt,
     regions,
     studies,
     trials,
@@ -29,7 +31,7 @@ from api.routes import (
     workers,
 )
 from api.web_assets import STATIC_DIR
-from hpsearch.artifact_store import open_artifacts
+from hpsearch.artifact_store import copy_latest_checkpoint, open_artifacts
 from hpsearch.auth import Authenticator
 from hpsearch.settings import Settings
 from hpsearch.store import Database, Store, check_schema
@@ -46,7 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = Store(
             db, lease_seconds=settings.lease_seconds, probe_seconds=settings.probe_seconds
         )
-        app.state.artifacts = open_artifacts(settings, db)
+        app.state.artifacts = artifact_store = open_artifacts(settings, db)
+        app.state.store.copy_checkpoint = partial(copy_latest_checkpoint, artifact_store)
         app.state.auth = Authenticator(db, ttl=settings.auth_cache_seconds)
         app.state.settings = settings
         threads = settings.queue_threads
@@ -75,7 +78,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Routers are matched in order, route by route: the workers' (nearly every request a
     # study makes) come first.
-    routers = (workers, trials, logs, evaluations, artifacts, health, studies, regions, export)
+    routers = (
+        workers,
+        trials,
+        logs,
+        evaluations,
+        artifacts,
+        health,
+        studies,
+        regions,
+        pbt,
+        export,
+    )
     for module in routers:
         app.include_router(module.router, prefix="/api/v1", responses=errors.EVERY_ROUTE)
     app.include_router(login.router)

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from hpsearch.artifacts import ArtifactStore as Folder
 from hpsearch.artifacts import CheckpointInfo
+from hpsearch.errors import InvalidState
 from hpsearch.settings import Settings
 from hpsearch.store.artifacts import DatabaseArtifacts
 from hpsearch.store.db import Database
@@ -132,3 +133,12 @@ def open_artifacts(settings: Settings, db: Database) -> ArtifactStore:
             "keep the default (folder)"
         )
     return DatabaseArtifacts(db, settings.max_artifact_bytes)
+
+
+def copy_latest_checkpoint(artifacts: ArtifactStore, source_trial: int, target_trial: int) -> int:
+    """Gives ``target_trial`` the latest checkpoint of ``source_trial`` (a PBT exploit's copy);
+    returns the epoch it ends. InvalidState when the source has none."""
+    source = artifacts.latest(source_trial)
+    if source is None:
+        raise InvalidState(f"trial {source_trial} has no checkpoint to copy")
+    return artifacts.copy(source, target_trial).step

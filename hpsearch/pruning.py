@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hpsearch.objective import Direction
-from hpsearch.spec import AshaPrunerSpec, MedianPrunerSpec, ObjectiveSpec, PrunerSpec
+from hpsearch.spec import (
+    HyperbandPrunerSpec,
+    MedianPrunerSpec,
+    NoPrunerSpec,
+    ObjectiveSpec,
+    PrunerSpec,
+)
 
 
 class Curves(Protocol):
@@ -38,6 +44,15 @@ class Curves(Protocol):
 
     def n_completed(self) -> int:
         """How many of the study's trials have completed (not pruned, not failed)."""
+        ...
+
+    @property
+    def number(self) -> int:
+        """The judged trial's number (Hyperband's brackets are by number)."""
+        ...
+
+    def numbered_others_at(self, step: int) -> Sequence[tuple[int, float | None]]:
+        """``(number, value)`` of each other trial that reported exactly ``step``."""
         ...
 
 
@@ -130,8 +145,15 @@ class AshaPruner:
             return None
         if value is None:
             return f"asha: {self.metric} is not a number at rung {rung} (step {step})"
-        others = [v for v in curves.others_at(step, completed_only=False) if v is not None]
-        competing = sorted([*others, value], reverse=self.direction == "maximize")
+        return self.verdict(step, value, curves.others_at(step, completed_only=False))
+
+    def verdict(self, step: int, value: float, others: Sequence[float | None]) -> str | None:
+        """The rung's rule for ``value`` at rung step ``step`` against ``others``' values there
+        (Hyperband runs it on the trials of one bracket)."""
+        rung = self.rung(step)
+        competing = sorted(
+            [*(v for v in others if v is not None), value], reverse=self.direction == "maximize"
+        )
         promoted = max(len(competing) // self.reduction_factor, 1)
         threshold = competing[promoted - 1]  # the worst value that still goes on
         if not _worse(value, threshold, self.direction):
@@ -142,12 +164,30 @@ class AshaPruner:
         )
 
 
-def make_pruner(spec: PrunerSpec, objective: ObjectiveSpec) -> Pruner | None:
-    """The study's pruner, judging ``spec.metric`` (default: the objective's metric)."""
-    if not isinstance(spec, MedianPrunerSpec | AshaPrunerSpec):
+def make_pruner(
+    spec: PrunerSpec, objective: ObjectiveSpec, *, study_name: str = "", epochs: int = 1
+) -> Pruner | None:
+    """The study's pruner, judging ``spec.metric`` (default: the objective's metric).
+
+    Hyperband assigns trials to brackets by ``study_name`` and number, as Optuna does; its
+    ``max_resource`` defaults to the task's ``epochs``.
+    """
+    if isinstance(spec, NoPrunerSpec):
         return None
     metric = spec.metric or objective.metric
     direction = spec.direction or objective.direction
+    if isinstance(spec, HyperbandPrunerSpec):
+        # Imported here: the Hyperband module builds on this one's successive halving.
+        from hpsearch.pruning_hyperband import HyperbandPruner
+
+        return HyperbandPruner(
+            metric,
+            direction,
+            study_name,
+            spec.min_resource,
+            spec.max_resource or max(epochs, spec.min_resource),
+            spec.reduction_factor,
+        )
     if isinstance(spec, MedianPrunerSpec):
         return MedianPruner(
             metric, direction, spec.n_startup_trials, spec.n_warmup_steps, spec.interval

@@ -162,15 +162,16 @@ class CoarseToFineSamplerSpec(_PackableSampler):
     kind: Literal["coarse_to_fine"]
     rounds: int = Field(default=3, ge=1, le=1000)
     trials_per_round: int = Field(default=20, ge=1, le=1_000_000)
-    top_k: int = Field(default=5, ge=1, le=1_000_000)
+    # None (the default): adapted to the space's dimension and each round's spread.
+    top_k: int | None = Field(default=None, ge=1, le=1_000_000)
     margin: float = Field(default=0.1, ge=0, le=10)
     seed: Seed | None = None
 
     @field_validator("top_k")
     @classmethod
-    def _top_k_fits_a_round(cls, v: int, info: Any) -> int:
+    def _top_k_fits_a_round(cls, v: int | None, info: Any) -> int | None:
         per_round = info.data.get("trials_per_round")
-        if per_round is not None and v > per_round:
+        if v is not None and per_round is not None and v > per_round:
             raise ValueError(f"must be <= trials_per_round ({per_round}), got {v}")
         return v
 
@@ -357,9 +358,59 @@ class AshaPrunerSpec(_Strict):
     direction: Direction | None = None
 
 
+class HyperbandPrunerSpec(_Strict):
+    """Hyperband as Optuna runs it: each trial is assigned to one of ``floor(log_η(max_resource
+    / min_resource)) + 1`` brackets (by its number), and each bracket is an asynchronous
+    successive halving of its own whose first rung is at ``min_resource · η^bracket``; a trial
+    competes only with its own bracket. ``max_resource`` defaults to ``task.epochs``.
+    ``metric``/``direction`` default to the objective's."""
+
+    kind: Literal["hyperband"]
+    min_resource: int = Field(default=1, ge=1, le=1_000_000)
+    max_resource: int | None = Field(default=None, ge=1, le=1_000_000)
+    reduction_factor: int = Field(default=3, ge=2, le=1000)
+    metric: str | None = Field(default=None, pattern=_NAME.pattern)
+    direction: Direction | None = None
+
+    @field_validator("max_resource")
+    @classmethod
+    def _at_least_min_resource(cls, v: int | None, info: Any) -> int | None:
+        low = info.data.get("min_resource")
+        if v is not None and low is not None and v < low:
+            raise ValueError(f"must be >= min_resource ({low}), got {v}")
+        return v
+
+
 PrunerSpec = Annotated[
-    NoPrunerSpec | MedianPrunerSpec | AshaPrunerSpec, Field(discriminator="kind")
+    NoPrunerSpec | MedianPrunerSpec | AshaPrunerSpec | HyperbandPrunerSpec,
+    Field(discriminator="kind"),
 ]
+
+
+class NoSchedulerSpec(_Strict):
+    """Every trial trains with its own hyperparameters from start to end."""
+
+    kind: Literal["none"]
+
+
+class PbtSchedulerSpec(_Strict):
+    """Population-based training (see :mod:`hpsearch.pbt`): every ``interval`` epochs a trial
+    in the bottom ``quantile`` of the trials at that epoch is replaced by a copy of a
+    top-``quantile`` trial's checkpoint that goes on with perturbed hyperparameters: each
+    multiplied, in its own scale, by one of ``perturb``'s factors, or with probability
+    ``resample_probability`` drawn afresh (categoricals are only ever redrawn)."""
+
+    kind: Literal["pbt"]
+    population: int = Field(default=8, ge=2, le=10_000)
+    interval: int = Field(default=2, ge=1, le=100_000)
+    quantile: float = Field(default=0.25, gt=0, le=0.5)
+    perturb: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=lambda: [0.8, 1.2], min_length=1, max_length=20
+    )
+    resample_probability: float = Field(default=0.25, ge=0, le=1)
+
+
+SchedulerSpec = Annotated[NoSchedulerSpec | PbtSchedulerSpec, Field(discriminator="kind")]
 
 
 class RequiresSpec(_Strict):
@@ -389,6 +440,7 @@ class StudySpec(_Strict):
     sampler: SamplerSpec = Field(default_factory=lambda: RandomSamplerSpec(kind="random"))
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     pruner: PrunerSpec = Field(default_factory=lambda: NoPrunerSpec(kind="none"))
+    scheduler: SchedulerSpec = Field(default_factory=lambda: NoSchedulerSpec(kind="none"))
     task: TaskSpec
     requires: RequiresSpec = Field(default_factory=RequiresSpec)
     reference_error: float | None = Field(default=None, ge=0, le=1)
@@ -499,6 +551,7 @@ def _cross_field_errors(spec: StudySpec) -> list[FieldError]:
     errors.extend(_catalogue_errors(_Parts.of_spec(spec)))
     errors.extend(_test_set_errors(spec))
     errors.extend(_pruner_errors(spec))
+    errors.extend(_scheduler_errors(spec))
     overlap = sorted(set(spec.space) & set(spec.task.fixed))
     for name in overlap:
         errors.append(FieldError(("task", "fixed", name), "is also searched in space"))
@@ -679,6 +732,47 @@ def _pruner_errors(spec: StudySpec) -> list[FieldError]:
     return []
 
 
+def _scheduler_errors(spec: StudySpec) -> list[FieldError]:
+    """PBT needs its population as the budget, checkpoints to copy, and epochs to exploit in;
+    it replaces weak trials itself, so it takes no pruner."""
+    pbt = spec.scheduler
+    if not isinstance(pbt, PbtSchedulerSpec):
+        return []
+    errors = []
+    if spec.budget.max_trials < pbt.population:
+        errors.append(
+            FieldError(
+                ("scheduler", "population"),
+                f"must be <= budget.max_trials ({spec.budget.max_trials}): the population is "
+                "the study's first trials (each exploit then adds one to the budget)",
+            )
+        )
+    if pbt.population * pbt.quantile < 1 - 1e-9:
+        errors.append(
+            FieldError(
+                ("scheduler", "quantile"),
+                f"{pbt.quantile:g} of a population of {pbt.population} is no trial: use at "
+                f"least {1 / pbt.population:.3g}",
+            )
+        )
+    if pbt.interval >= spec.task.epochs:
+        errors.append(
+            FieldError(
+                ("scheduler", "interval"),
+                f"must be below task.epochs ({spec.task.epochs}), or nothing is ever exploited",
+            )
+        )
+    if spec.task.checkpoint_every == 0:
+        errors.append(
+            FieldError(("task", "checkpoint_every"), "pbt copies checkpoints: must be >= 1")
+        )
+    if not isinstance(spec.pruner, NoPrunerSpec):
+        errors.append(
+            FieldError(("pruner", "kind"), "pbt replaces weak trials itself: use pruner none")
+        )
+    return errors
+
+
 def load_spec_text(text: str, source: str = "<spec>") -> StudySpec:
     """Parses YAML or JSON text; errors carry the line of the offending key where known."""
     try:
@@ -811,6 +905,7 @@ def user_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
         tagged = (len(holder) == 2 and holder[0] == "space") or holder in (
             ("sampler",),
             ("pruner",),
+            ("scheduler",),
         )
         if (tagged and isinstance(p, str)) or (isinstance(p, str) and p.startswith("function-")):
             continue

@@ -68,8 +68,12 @@ def _base_sampler(spec: StudySpec) -> Sampler:
     if isinstance(cfg, GridSamplerSpec):
         return GridSampler(space, objective, grid_values(cfg, space), cfg.shuffle, cfg.seed)
     if isinstance(cfg, CoarseToFineSamplerSpec):
-        rounds = Rounds(cfg.rounds, cfg.trials_per_round, cfg.top_k, cfg.margin)
-        return CoarseToFine(space, objective, rounds, seed=cfg.seed)
+        return CoarseToFine(
+            space,
+            objective,
+            Rounds(cfg.rounds, cfg.trials_per_round, cfg.top_k, cfg.margin),
+            seed=cfg.seed,
+        )
     if isinstance(cfg, QmcSamplerSpec):
         _require(cfg.kind, "scipy")
         return QmcSampler(space, objective, cfg.qmc_type, cfg.scramble, cfg.seed)

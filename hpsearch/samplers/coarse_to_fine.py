@@ -6,13 +6,24 @@ Spec keys (``sampler: {kind: coarse_to_fine, ...}``):
 - ``trials_per_round`` (default 20): trial numbers ``[r * n, (r + 1) * n)`` belong to round
   ``r`` (0-based). Trials past the last round keep sampling in the last region until the budget
   ends.
-- ``top_k`` (default 5, at most ``trials_per_round``): how many of the best trials of the rounds
-  so far span the next region. They are picked by the study's ranking rule
+- ``top_k`` (at most ``trials_per_round``): how many of the best trials of the rounds so far
+  span the next region. They are picked by the study's ranking rule
   (:func:`hpsearch.objective.rank`): feasible trials first by the optimizing metric; when fewer
-  than ``top_k`` are feasible, the least-violating infeasible ones fill the rest.
+  than ``top_k`` are feasible, the least-violating infeasible ones fill the rest. By default it
+  adapts (:func:`adaptive_top_k`): ``1 + ceil(d / 3)`` for ``d`` numeric parameters (2 in two
+  dimensions, 3 in four to six), and the round's spread decides the rest: every trial that ties
+  with the last one picked spans the region too, so a round whose values do not tell its
+  trials apart (a flat objective) does not zoom at all.
 - ``margin`` (default 0.1): each numeric interval is the span of the top trials widened, on each
   side, by ``margin`` times the width of the current region. A region therefore never collapses
-  to a point, and an optimum just past the top trials stays reachable.
+  to a point, and an optimum just past the top trials stays reachable. Being relative to the
+  current region, the margin shrinks with it.
+
+Why these defaults: the bounding box of ``k`` points spans about ``(k - 1) / (k + 1)`` of each
+dimension, so a fixed ``top_k: 5`` barely zooms in two dimensions where the top trials sit in
+different basins (Branin has three minima), while in six dimensions a few more points than two
+keep one lucky-but-narrow dimension from excluding the optimum. docs/performance.md has the
+measurements (bench/search_efficiency.py).
 - ``seed``: per-trial randomness comes from ``(seed, trial number)``, so a seeded study is
   reproducible however the claims of parallel workers interleave.
 
@@ -37,6 +48,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -46,6 +58,8 @@ from hpsearch.samplers.random import trial_rng
 from hpsearch.space import CategoricalParam, Interval, Param, ParamValue, Space
 from hpsearch.spec import CoarseToFineSamplerSpec, StudySpec
 
+T = TypeVar("T", bound=FinishedTrial)
+
 
 @dataclass(frozen=True)
 class Rounds:
@@ -53,7 +67,7 @@ class Rounds:
 
     rounds: int = 3
     trials_per_round: int = 20
-    top_k: int = 5
+    top_k: int | None = None  # None: adaptive_top_k, with ties
     margin: float = 0.1
 
     def round_of(self, number: int) -> int:
@@ -182,7 +196,7 @@ def regions(
     out = [full_region(space)]
     for r in range(1, last + 1):
         pool = ranked_candidates(history, config.first_number(r))
-        top = rank(pool, direction)[: config.top_k]
+        top = top_trials(rank(pool, direction), config, numeric_dimensions(space))
         if not top:
             out.append(Region(r, dict(out[-1].params)))
             continue
@@ -190,6 +204,33 @@ def regions(
         based_on = tuple(t.number for t in top)
         out.append(next_region(space, out[-1], params, config.margin, r, based_on))
     return out
+
+
+def numeric_dimensions(space: Space) -> int:
+    return sum(not isinstance(p, CategoricalParam) for p in space.values())
+
+
+def adaptive_top_k(dimensions: int, trials_per_round: int) -> int:
+    """The default ``top_k`` for ``dimensions`` numeric parameters (see the module docstring)."""
+    return max(1, min(trials_per_round, 1 + math.ceil(dimensions / 3)))
+
+
+def top_trials(ranked: Sequence[T], config: Rounds, dimensions: int) -> list[T]:
+    """The trials that span the next region, from ``ranked`` (best first): the ``top_k`` given,
+    or the adaptive count and every trial tied with the last of them."""
+    if config.top_k is not None:
+        return list(ranked[: config.top_k])
+    k = adaptive_top_k(dimensions, config.trials_per_round)
+    top = list(ranked[:k])
+    if top:
+        last = _rank_key(top[-1])
+        top += [t for t in ranked[k:] if _rank_key(t) == last]
+    return top
+
+
+def _rank_key(trial: FinishedTrial) -> tuple[bool, float | None]:
+    """What the ranking rule compares: the value of a feasible trial, the violation of another."""
+    return (True, trial.value) if trial.feasible else (False, trial.violation)
 
 
 class CoarseToFine(Sampler):

@@ -3,7 +3,7 @@
 The same algorithm as the ``coarse_to_fine`` study sampler (:mod:`hpsearch.samplers.coarse_to_fine`
 documents it and its keys), as an :class:`optuna.samplers.BaseSampler`::
 
-    sampler = CoarseToFineSampler(rounds=3, trials_per_round=20, top_k=5, margin=0.1, seed=0)
+    sampler = CoarseToFineSampler(rounds=3, trials_per_round=20, seed=0)  # top_k adapts
     study = optuna.create_study(sampler=sampler)
     study.optimize(objective, n_trials=100)
 
@@ -45,6 +45,7 @@ from hpsearch.samplers.coarse_to_fine import (
     next_region,
     ranked_candidates,
     sample_param,
+    top_trials,
 )
 from hpsearch.space import (
     CategoricalParam,
@@ -86,12 +87,12 @@ class CoarseToFineSampler(optuna.samplers.BaseSampler):
         *,
         rounds: int = 3,
         trials_per_round: int = 20,
-        top_k: int = 5,
+        top_k: int | None = None,
         margin: float = 0.1,
         seed: int | None = None,
         constraints_func: ConstraintsFunc | None = None,
     ) -> None:
-        if rounds < 1 or trials_per_round < 1 or not 1 <= top_k <= trials_per_round:
+        if rounds < 1 or trials_per_round < 1 or not 1 <= (top_k or 1) <= trials_per_round:
             raise ValueError(
                 "need rounds >= 1, trials_per_round >= 1 and 1 <= top_k <= trials_per_round; "
                 f"got rounds={rounds}, trials_per_round={trials_per_round}, top_k={top_k}"
@@ -105,15 +106,24 @@ class CoarseToFineSampler(optuna.samplers.BaseSampler):
         # trial is sampled against the same ranking, and it is computed once.
         self._tops: dict[int, list[list[FrozenTrial]]] = {}
 
+    # Every hook refuses a multi-objective study: one ranking decides the top trials, and it
+    # needs one objective (Optuna's sampler tests expect the relative hooks to raise as well).
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
+        self._raise_error_if_multi_objective(study)
         return {}
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
+        self._raise_error_if_multi_objective(study)
         return {}
+
+    def reseed_rng(self) -> None:
+        """Deliberately does nothing: each value's randomness comes from ``(seed, trial number,
+        parameter name)``, so a seeded study is reproducible however Optuna's parallel workers
+        (which call this after forking) interleave; without a seed every draw is fresh anyway."""
 
     def sample_independent(
         self,
@@ -167,10 +177,19 @@ class CoarseToFineSampler(optuna.samplers.BaseSampler):
         direction: Direction = (
             "maximize" if study.direction == StudyDirection.MAXIMIZE else "minimize"
         )
+        # Define-by-run: the dimension is that of the numeric parameters the trials sampled.
+        dimensions = len(
+            {
+                name
+                for t in complete
+                for name, d in t.distributions.items()
+                if not isinstance(d, CategoricalDistribution)
+            }
+        )
         tops = []
         for r in range(1, round_index + 1):
             pool = ranked_candidates(scored, self.config.first_number(r))
-            top = rank(pool, direction)[: self.config.top_k]
+            top = top_trials(rank(pool, direction), self.config, dimensions)
             tops.append([by_number[t.number] for t in top])
         return tops
 

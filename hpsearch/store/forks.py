@@ -18,7 +18,7 @@ from hpsearch import tasks
 from hpsearch.errors import InvalidInput, InvalidState
 from hpsearch.space import SpaceError
 from hpsearch.store.clock import utcnow
-from hpsearch.store.models import Trial
+from hpsearch.store.models import Study, Trial
 from hpsearch.store.queue import lock_study_then_trial
 from hpsearch.store.studies import add_to_budget, queue_ahead_of_sampler, spec_of
 
@@ -59,13 +59,39 @@ def fork(
                     f"can change only hyperparameters that keep it "
                     f"(not {sorted(tasks.MODEL_SHAPE)})",
                 )
+    if study.state == "completed":
+        # Babysitting one model: stopping its only trial ended the study; the fork goes on.
+        study.state, study.reason, study.finished_at = "running", None, None
+    trial = queue_fork(session, study, parent, params, checkpoint_step, "fork")
+    copy_checkpoint(trial)
+    return trial
+
+
+def queue_fork(
+    session: Session,
+    study: Study,
+    parent: Trial,
+    params: dict[str, Any],
+    checkpoint_step: int,
+    source: str,
+    *,
+    ahead_of_sampler: bool = True,
+) -> Trial:
+    """Queues a trial of the (locked) ``study`` that goes on from ``parent``'s checkpoint at
+    ``checkpoint_step`` with ``params`` (a fork, or a PBT exploit); it still needs the
+    checkpoint copied under its id before the transaction commits. A user's fork runs next;
+    with ``ahead_of_sampler`` False it queues behind the trials already sampled."""
     now = utcnow()
+    if ahead_of_sampler:
+        number = queue_ahead_of_sampler(session, study)
+    else:
+        number, study.next_number = study.next_number, study.next_number + 1
     trial = Trial(
         study_id=study.id,
-        number=queue_ahead_of_sampler(session, study),
+        number=number,
         params=params,
         state="queued",
-        source="fork",
+        source=source,
         attempt=0,
         stop_requested=False,
         metrics={},
@@ -75,11 +101,7 @@ def fork(
     )
     # Like an enqueued guess, a fork adds to the budget rather than displacing a trial.
     add_to_budget(study, 1)
-    if study.state == "completed":
-        # Babysitting one model: stopping its only trial ended the study; the fork goes on.
-        study.state, study.reason, study.finished_at = "running", None, None
     study.updated_at = now
     session.add(trial)
     session.flush()
-    copy_checkpoint(trial)
     return trial

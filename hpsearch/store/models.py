@@ -256,3 +256,25 @@ class StoredLog(Base):
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
     start: Mapped[int] = mapped_column(BigInteger, default=0)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class PbtExploit(Base):
+    """One exploit of population-based training (hpsearch/pbt.py): trial ``trial_id`` was
+    queued to go on from trial ``parent_trial_id``'s checkpoint at epoch ``step``, with
+    perturbed hyperparameters, in place of trial ``replaced_trial_id``, which stopped there.
+    The rows of a study are its lineage tree; a trial's chain of parents, its schedule."""
+
+    __tablename__ = "pbt_exploits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    parent_trial_id: Mapped[int] = mapped_column(Integer)
+    replaced_trial_id: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+
+    __table_args__ = (
+        UniqueConstraint("trial_id", name="uq_pbt_exploits_trial"),
+        Index("ix_pbt_exploits_study", "study_id"),
+    )

@@ -30,7 +30,10 @@ def pruner_of(spec: Mapping[str, Any]) -> Pruner | None:
         return None
     try:
         return make_pruner(
-            _PRUNER_SPEC.validate_python(raw), ObjectiveSpec.model_validate(spec["objective"])
+            _PRUNER_SPEC.validate_python(raw),
+            ObjectiveSpec.model_validate(spec["objective"]),
+            study_name=spec.get("name", ""),
+            epochs=spec.get("task", {}).get("epochs", 1),
         )
     except ValidationError:
         return None  # written by a newer version with keys this one does not know
@@ -102,3 +105,19 @@ class _SqlCurves:
 
     def n_completed(self) -> int:
         return self.study.n_completed
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    def numbered_others_at(self, step: int) -> Sequence[tuple[int, float | None]]:
+        query = (
+            select(Trial.number, self.value)
+            .join(Trial, Trial.id == TrialIntermediate.trial_id)
+            .where(
+                Trial.study_id == self.study.id,
+                Trial.id != self.trial.id,
+                TrialIntermediate.step == step,
+            )
+        )
+        return [(n, v) for n, v in self.session.execute(query).all()]

@@ -111,7 +111,7 @@ def heartbeat(
     session: Session, trial_id: int, worker_id: str, attempt: int, lease: timedelta
 ) -> ReportAck:
     study_id, stop_requested, expires = _extend_lease(session, trial_id, worker_id, attempt, lease)
-    state, _ = (
+    state, _, _ = (
         session.connection().execute(sql.STUDY_STATE_AND_PRUNER, {"b_study_id": study_id}).one()
     )
     reason = _stop_reason(state, stop_requested)
@@ -142,9 +142,11 @@ def report(
     cleaned = [(step, finite_metrics(metrics)) for step, metrics in steps]
     connection = session.connection()
     store_steps(session, trial_id, attempt, cleaned)
-    state, pruner = connection.execute(sql.STUDY_STATE_AND_PRUNER, {"b_study_id": study_id}).one()
+    state, pruner, scheduler = connection.execute(
+        sql.STUDY_STATE_AND_PRUNER, {"b_study_id": study_id}
+    ).one()
     reason = _stop_reason(state, stop_requested)
-    if reason is None and prune is not None and judged_by(pruner):
+    if reason is None and prune is not None and judged_by(pruner, scheduler):
         reason = judge(session, get_trial(session, trial_id), cleaned, prune)
     return ReportAck(reason is not None, reason, expires)
 
@@ -180,17 +182,16 @@ def report_at_once(
     ).first()
     if row is None:
         return None
-    stop_requested, state, pruner = row
+    stop_requested, state, pruner, scheduler = row
     reason = _stop_reason(state, bool(stop_requested))
     ack = ReportAck(reason is not None, reason, expires)
-    return ack, cleaned if reason is None and judged_by(pruner) else []
+    return ack, cleaned if reason is None and judged_by(pruner, scheduler) else []
 
 
-def judged_by(pruner: dict[str, Any] | None) -> bool:
-    """Whether a study's ``pruner`` (its spec's entry) judges reported steps."""
-    if not pruner:
-        return False
-    return pruner.get("kind") != "none"
+def judged_by(pruner: dict[str, Any] | None, scheduler: dict[str, Any] | None = None) -> bool:
+    """Whether a study's ``pruner`` or ``scheduler`` (its spec's entries) judges reported
+    steps (PBT's exploit decision is made at a report, like a pruner's)."""
+    return any(entry and entry.get("kind") != "none" for entry in (pruner, scheduler))
 
 
 def judge(session: Session, trial: Trial, steps: Steps, prune: Any) -> str | None:

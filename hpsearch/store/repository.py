@@ -13,6 +13,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import InvalidState, NotFound
+from hpsearch.pbt import Link, Segment
 from hpsearch.samplers import FinishedTrial, make_sampler
 from hpsearch.spec import StudySpec, parse_spec, spec_to_json
 from hpsearch.store import (
@@ -25,6 +26,7 @@ from hpsearch.store import (
     gauges,
     health,
     imports,
+    pbt,
     queue,
     results,
 )
@@ -114,6 +116,9 @@ class Store:
         # Where (a study id, or None: any study) the last claim through this process found no
         # queued trial and sampled one: the next claim there goes straight to sampling.
         self._queue_found_empty: set[int | None] = set()
+        # How a PBT exploit gives its new trial the donor's checkpoint: the artifact store's
+        # copy, which the server sets (None: the new trial starts without one).
+        self.copy_checkpoint: pbt.CopyCheckpoint | None = None
 
     # -- studies -------------------------------------------------------------------------
 
@@ -511,6 +516,7 @@ class Store:
     ) -> queue.ReportAck:
         """One step's metrics, after the ``earlier`` steps the worker held back, if any."""
         steps = [*earlier, (step, metrics)]
+        judge = pbt.StepJudge(prune_decision)
         done = self._report_at_once(trial_id, worker_id, attempt, steps)
         if done is not None:
             ack, to_judge = done
@@ -519,12 +525,16 @@ class Store:
             with self.db.write() as s:
                 # Locked and checked again: the lease may have been lost since.
                 trial = queue.held(s, trial_id, worker_id, attempt)
-                reason = queue.judge(s, trial, to_judge, prune_decision)
-            return queue.ReportAck(reason is not None, reason, ack.lease_expires_at)
-        with self.db.write() as s:
-            return queue.report(
-                s, trial_id, worker_id, attempt, steps, self.lease, prune=prune_decision
-            )
+                reason = queue.judge(s, trial, to_judge, judge)
+            ack = queue.ReportAck(reason is not None, reason, ack.lease_expires_at)
+        else:
+            with self.db.write() as s:
+                ack = queue.report(s, trial_id, worker_id, attempt, steps, self.lease, judge)
+        if judge.exploit is not None:
+            # Its own transaction: it locks the study, which the report's must not (it holds
+            # the trial; the store locks a study before its trials).
+            pbt.queue_exploit_safely(self.db.write, judge.exploit, self.copy_checkpoint)
+        return ack
 
     def complete(
         self,
@@ -617,6 +627,17 @@ class Store:
     def checkpoint_step(self, trial_id: int) -> int | None:
         with self.db.read() as s:
             return checkpoints.step_of(s, trial_id)
+
+    def lineage(self, study_id: int) -> dict[int, Link]:
+        """Every trial of the study with the PBT parent it copied, and at which epoch."""
+        with self.db.read() as s:
+            get_study(s, study_id)
+            return pbt.lineage(s, study_id)
+
+    def schedule(self, trial_id: int) -> list[Segment]:
+        """The hyperparameters the trial's model trained with, epoch range by range."""
+        with self.db.read() as s:
+            return pbt.schedule_of(s, get_trial(s, trial_id))
 
     def fork_trial(
         self,

@@ -78,7 +78,7 @@ def _rules_of(key: StudyKey, spec_json: dict[str, Any]) -> StudyRules:
         objective=spec.build_objective(),
         sampler=make_sampler(spec),
         task=dict(spec_json["task"]),
-        judges_each_step=spec.pruner.kind != "none",
+        judges_each_step=spec.pruner.kind != "none" or spec.scheduler.kind != "none",
         requires=dict(spec_json.get("requires") or {}),
     )
 

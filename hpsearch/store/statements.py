@@ -99,7 +99,8 @@ WITH t AS (
   RETURNING id, study_id, stop_requested
 ), s AS (
 {UPSERT_STEPS_OF_T_PG})
-SELECT t.stop_requested, studies.state, studies.spec -> 'pruner' AS pruner
+SELECT t.stop_requested, studies.state, studies.spec -> 'pruner' AS pruner,
+  studies.spec -> 'scheduler' AS scheduler
 FROM t JOIN studies ON studies.id = t.study_id
 """
     )
@@ -109,13 +110,13 @@ FROM t JOIN studies ON studies.id = t.study_id
         bindparam("expires", type_=DateTime()),
         bindparam("steps", type_=Text()),
     )
-    .columns(*result_columns("stop_requested", "state", "pruner"))
+    .columns(*result_columns("stop_requested", "state", "pruner", "scheduler"))
 )
 
 # Parameters: study_id.
-STUDY_STATE_AND_PRUNER = select(STUDIES.c.state, STUDIES.c.spec["pruner"]).where(
-    STUDIES.c.id == bindparam("b_study_id")
-)
+STUDY_STATE_AND_PRUNER = select(
+    STUDIES.c.state, STUDIES.c.spec["pruner"], STUDIES.c.spec["scheduler"]
+).where(STUDIES.c.id == bindparam("b_study_id"))
 
 # Trials whose lease ran out. Parameters: now.
 EXPIRED = select(_t.study_id, _t.id).where(

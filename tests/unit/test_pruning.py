@@ -47,6 +47,13 @@ class Study:
     def n_completed(self) -> int:
         return len(self.completed)
 
+    @property
+    def number(self) -> int:
+        return self.judged
+
+    def numbered_others_at(self, step: int) -> Sequence[tuple[int, float | None]]:
+        return [(t, c[step]) for t, c in self.curves.items() if t != self.judged and step in c]
+
     def run(self, pruner: Any, trial: int, curve: Sequence[float | None]) -> int:
         """Reports ``curve`` step by step as a worker would; returns the steps it ran."""
         self.judged = trial
@@ -225,7 +232,7 @@ def test_make_pruner_defaults_to_the_objective() -> None:
 @pytest.mark.parametrize(
     ("pruner", "field", "reason"),
     [
-        ({"kind": "hyperband"}, "pruner", "expected tags: 'none', 'median', 'asha'"),
+        ({"kind": "hyperbands"}, "pruner", "expected tags: 'none', 'median', 'asha', 'hyperband'"),
         (
             {"kind": "asha", "reduction_factor": 1},
             "pruner.reduction_factor",

@@ -13,10 +13,12 @@ from hpsearch.objective import Objective
 from hpsearch.samplers import CoarseToFine, FinishedTrial, make_sampler
 from hpsearch.samplers.coarse_to_fine import (
     Rounds,
+    adaptive_top_k,
     full_region,
     regions,
     shrink_interval,
     study_regions,
+    study_rounds,
 )
 from hpsearch.space import CategoricalParam, FloatParam, Interval, IntParam, ParamValue, Space
 from hpsearch.spec import parse_spec
@@ -210,3 +212,41 @@ def test_regions_of_a_study_cover_the_begun_rounds_only() -> None:
     assert len(study_regions(spec, [], trials_created=5)) == 2
     assert len(study_regions(spec, [], trials_created=50)) == 3
     assert study_regions(parse_spec(digits_spec()), [], trials_created=50) == []
+
+
+@pytest.mark.parametrize(("dimensions", "k"), [(1, 2), (2, 2), (3, 2), (4, 3), (6, 3), (7, 4)])
+def test_the_default_top_k_grows_with_the_dimension(dimensions: int, k: int) -> None:
+    assert adaptive_top_k(dimensions, trials_per_round=20) == k
+    assert adaptive_top_k(dimensions, trials_per_round=1) == 1
+
+
+def test_by_default_the_region_spans_the_adaptive_top_k_and_their_ties() -> None:
+    """Two dimensions: the best two span the region; a third tied with the second joins them."""
+    space = Space([FloatParam("x", 0.0, 1.0), FloatParam("y", 0.0, 1.0)])
+    points = [(0.1, 0.1, 1.0), (0.2, 0.3, 2.0), (0.9, 0.9, 5.0), (0.5, 0.5, 9.0)]
+    history = [
+        FinishedTrial(n, {"x": x, "y": y}, "completed", v, True, 0.0)
+        for n, (x, y, v) in enumerate(points)
+    ]
+    config = Rounds(rounds=2, trials_per_round=4, margin=0.0)
+    second = regions(space, "minimize", config, history)[1]
+    assert second.based_on == (0, 1)
+    assert span(second.params["x"].interval) == pytest.approx((0.1, 0.2))
+    tied = [*history[:2], FinishedTrial(2, {"x": 0.9, "y": 0.9}, "completed", 2.0, True, 0.0)]
+    assert regions(space, "minimize", config, tied)[1].based_on == (0, 1, 2)
+
+
+def test_a_flat_round_does_not_zoom() -> None:
+    """Every value equal: the ranking cannot tell the trials apart, so all of them span it."""
+    space = Space([FloatParam("x", 0.0, 1.0)])
+    history = [
+        FinishedTrial(n, {"x": x}, "completed", 0.5, True, 0.0)
+        for n, x in enumerate([0.0, 0.3, 0.6, 1.0])
+    ]
+    second = regions(space, "maximize", Rounds(2, 4, margin=0.0), history)[1]
+    assert span(second.params["x"].interval) == pytest.approx((0.0, 1.0))
+
+
+def test_the_spec_defaults_to_the_adaptive_top_k() -> None:
+    spec = parse_spec(digits_spec(sampler={"kind": "coarse_to_fine"}))
+    assert study_rounds(spec) == Rounds(3, 20, None, 0.1)

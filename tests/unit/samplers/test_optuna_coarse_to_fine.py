@@ -140,10 +140,35 @@ def test_with_every_trial_infeasible_the_least_violating_span_the_next_round() -
     assert all(1.0 < t.params["x"] < 3.0 for t in study.trials[40:])
 
 
-def test_multi_objective_studies_are_refused() -> None:
-    study = optuna.create_study(directions=["minimize", "minimize"], sampler=CoarseToFineSampler())
+def test_multi_objective_studies_are_refused_by_every_hook() -> None:
+    sampler = CoarseToFineSampler()
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     with pytest.raises(ValueError, match="multi-objective"):
         study.optimize(lambda t: (t.suggest_float("x", 0, 1), 0.0), n_trials=1)
+    trial = optuna.trial.create_trial(state=TrialState.RUNNING)
+    x = FloatDistribution(0.0, 1.0)
+    for hook in (
+        lambda: sampler.infer_relative_search_space(study, trial),
+        lambda: sampler.sample_relative(study, trial, {"x": x}),
+        lambda: sampler.sample_independent(study, trial, "x", x),
+    ):
+        with pytest.raises(ValueError, match="multi-objective"):
+            hook()
+
+
+def test_reseed_rng_keeps_a_seeded_study_reproducible() -> None:
+    """reseed_rng is a deliberate no-op: values come from (seed, number, name)."""
+
+    def run(reseed: bool) -> list[float]:
+        sampler = CoarseToFineSampler(rounds=2, trials_per_round=5, seed=7)
+        study = optuna.create_study(sampler=sampler)
+        for _ in range(8):
+            if reseed:
+                sampler.reseed_rng()
+            study.optimize(lambda t: t.suggest_float("x", -3.0, 3.0) ** 2, n_trials=1)
+        return [t.params["x"] for t in study.trials]
+
+    assert run(reseed=True) == run(reseed=False)
 
 
 def test_bad_settings_are_refused_with_the_reason() -> None:
