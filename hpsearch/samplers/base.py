@@ -28,6 +28,8 @@ class FinishedTrial:
     value: float | None = None
     feasible: bool = False
     violation: float = float("inf")
+    # A pruned trial's objective by step (the steps it reported before it was stopped), so
+    # a model-based sampler knows how far it got; empty for other states.
     intermediate: dict[int, float] = field(default_factory=dict)
 
 

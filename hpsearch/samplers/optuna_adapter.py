@@ -255,11 +255,13 @@ class OptunaSampler(Sampler):
             )
 
     def _outcome(self, t: FinishedTrial) -> tuple[TrialState, float | None, dict[int, float]]:
+        if t.state == "pruned" and t.intermediate:
+            # TPE ranks pruned trials by their last step, then by the value there.
+            return TrialState.PRUNED, None, dict(t.intermediate)
         if t.state == "failed" or t.value is None or not math.isfinite(t.value):
             return TrialState.FAIL, None, {}
         if t.state == "pruned":
-            step = max(t.intermediate, default=0)
-            return TrialState.PRUNED, None, {step: t.value}
+            return TrialState.PRUNED, None, {0: t.value}  # imported without its steps
         value = t.value
         if self._worst is None or self.objective.better(self._worst, value):
             self._worst = value

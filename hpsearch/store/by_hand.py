@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import InvalidInput, InvalidState
@@ -18,8 +17,9 @@ from hpsearch.samplers import make_sampler
 from hpsearch.samplers.random import trial_rng
 from hpsearch.space import ParamValue, SpaceError
 from hpsearch.spec import BudgetSpec
-from hpsearch.store.claims import history
-from hpsearch.store.models import Study, Trial
+from hpsearch.store.claims import running_params
+from hpsearch.store.history import read_history
+from hpsearch.store.models import Study
 from hpsearch.store.studies import add_to_budget, finish_if_done, spec_of
 
 # The spec's ceiling on max_trials, which a study's budget keeps when trials are added.
@@ -42,13 +42,10 @@ def complete_params(
     proposal: Mapping[str, ParamValue] | None = None
     if any(name not in given for name in space):
         sampler = make_sampler(spec)
-        past = history(session, study.id) if sampler.needs_history else []
-        running = list(
-            session.scalars(
-                select(Trial.params).where(Trial.study_id == study.id, Trial.state == "running")
-            )
+        past = (
+            read_history(session, study.id, spec.objective.metric) if sampler.needs_history else []
         )
-        proposal = sampler.propose(number, past, running)
+        proposal = sampler.propose(number, past, running_params(session, study.id))
         if proposal is None:
             rng = trial_rng(getattr(spec.sampler, "seed", None), number)
             proposal = space.from_unit({name: float(rng.random()) for name in space})

@@ -42,7 +42,8 @@ from hpsearch.store.studies import (
 )
 from hpsearch.tasks import BARE_WORKER, Capabilities, needed_code, unmet
 
-HistoryFor = Callable[[Session, StudyKey], list[FinishedTrial]]
+# (session, study, its objective metric) -> the study's ended trials
+HistoryFor = Callable[[Session, StudyKey, str], list[FinishedTrial]]
 
 # How many trials a claim samples at once for a sampler that ignores history (random, grid,
 # QMC: a proposal depends on its number alone, so sampling ahead changes nothing it
@@ -449,12 +450,17 @@ def _sample_new(
         return None
     sampler = rules.sampler
     past: list[FinishedTrial] = []
-    running_params: list[dict[str, Any]] = []
+    in_flight: list[dict[str, Any]] = []
     if sampler.needs_history:
         key = (study_id, created)
-        past = history_for(session, key) if history_for else history(session, study_id)
-        running_params = _running_params(session, study_id)
-    params = sampler.propose(next_number, past, running_params)
+        metric = rules.objective.metric
+        past = (
+            history_for(session, key, metric)
+            if history_for
+            else read_history(session, study_id, metric)
+        )
+        in_flight = running_params(session, study_id)
+    params = sampler.propose(next_number, past, in_flight)
     if params is None:
         study = get_study(session, study_id, lock=True)
         finish_if_done(session, study, exhausted=True, live=(queued, running))
@@ -505,11 +511,7 @@ def _sample_new(
     return claimed if ahead else replace(claimed, queue_may_hold_more=False)
 
 
-def history(session: Session, study_id: int) -> list[FinishedTrial]:
-    return read_history(session, study_id)
-
-
-def _running_params(session: Session, study_id: int) -> list[dict[str, Any]]:
+def running_params(session: Session, study_id: int) -> list[dict[str, Any]]:
     return list(
         session.scalars(
             select(Trial.params).where(Trial.study_id == study_id, Trial.state == "running")

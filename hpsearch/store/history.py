@@ -1,5 +1,10 @@
 """A study's ended trials as its sampler sees them, read once and then only what is new.
 
+A pruned trial comes with the objective at each step it reported (``FinishedTrial.
+intermediate``): a model-based sampler ranks pruned trials by how far they got, so a pruned
+trial without its steps would look as if it stopped at step 0. Completed trials come without
+theirs: no sampler reads them, and they would cost a row per step.
+
 An ended trial never changes again (completed, pruned and failed are final), so a cache that
 holds what it has read stays right; each claim asks the database only which trials have ended
 (an index-only scan of numbers) and reads the rows of the new ones. A study of 10 000 finished
@@ -16,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hpsearch.samplers import FinishedTrial
-from hpsearch.store.models import ENDED_STATES, Trial
+from hpsearch.store.models import ENDED_STATES, Trial, TrialIntermediate
 from hpsearch.store.queue import STORED_INFINITY
 
 _CHUNK = 500
@@ -25,9 +30,11 @@ _CHUNK = 500
 def read_history(
     session: Session,
     study_id: int,
+    metric: str,
     numbers: list[int] | None = None,
 ) -> list[FinishedTrial]:
-    """Ended trials of a study (only ``numbers`` when given), by number."""
+    """Ended trials of a study (only ``numbers`` when given), by number; ``metric`` is the
+    objective, whose value at each step a pruned trial carries."""
     query = select(
         Trial.number, Trial.params, Trial.state, Trial.value, Trial.feasible, Trial.violation
     ).where(Trial.study_id == study_id, Trial.state.in_(ENDED_STATES))
@@ -38,6 +45,8 @@ def read_history(
         for i in range(0, len(numbers), _CHUNK):
             chunk = numbers[i : i + _CHUNK]
             rows.extend(session.execute(query.where(Trial.number.in_(chunk))).all())
+    pruned = [n for n, _, s, *_ in rows if s == "pruned"]
+    steps = _steps(session, study_id, metric, pruned) if pruned else {}
     return [
         FinishedTrial(
             number=n,
@@ -46,9 +55,29 @@ def read_history(
             value=v,
             feasible=bool(f),
             violation=math.inf if viol is None or viol >= STORED_INFINITY else viol,
+            intermediate=steps.get(n, {}),
         )
         for n, p, s, v, f, viol in rows
     ]
+
+
+def _steps(
+    session: Session, study_id: int, metric: str, numbers: list[int]
+) -> dict[int, dict[int, float]]:
+    """The objective's finite values by step of the trials ``numbers``, by trial number."""
+    query = (
+        select(Trial.number, TrialIntermediate.step, TrialIntermediate.metrics)
+        .join(TrialIntermediate, TrialIntermediate.trial_id == Trial.id)
+        .where(Trial.study_id == study_id)
+    )
+    found: dict[int, dict[int, float]] = {}
+    for i in range(0, len(numbers), _CHUNK):
+        chunk = numbers[i : i + _CHUNK]
+        for number, step, metrics in session.execute(query.where(Trial.number.in_(chunk))):
+            value = (metrics or {}).get(metric)
+            if isinstance(value, int | float) and math.isfinite(value):
+                found.setdefault(number, {})[step] = float(value)
+    return found
 
 
 class HistoryCache:
@@ -59,8 +88,11 @@ class HistoryCache:
         self.max_studies = max_studies
         self.rows_read = 0  # for tests and benchmarks: how much the database was asked
 
-    def history(self, session: Session, key: tuple[int, datetime]) -> list[FinishedTrial]:
-        """``key`` is (study id, creation time): SQLite may give a deleted study's id anew."""
+    def history(
+        self, session: Session, key: tuple[int, datetime], metric: str
+    ) -> list[FinishedTrial]:
+        """``key`` is (study id, creation time): SQLite may give a deleted study's id anew;
+        ``metric`` the study's objective."""
         study_id = key[0]
         known = self._studies.get(key)
         ended = list(
@@ -74,7 +106,7 @@ class HistoryCache:
             known = {}
         new = [n for n in ended if n not in known]
         if new:
-            fresh = read_history(session, study_id, new)
+            fresh = read_history(session, study_id, metric, new)
             self.rows_read += len(fresh)
             known = {**known, **{t.number: t for t in fresh}}
         self._studies[key] = known

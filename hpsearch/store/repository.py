@@ -30,7 +30,7 @@ from hpsearch.store import (
 )
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import Database
-from hpsearch.store.history import HistoryCache
+from hpsearch.store.history import HistoryCache, read_history
 from hpsearch.store.models import (
     FinalEvaluation,
     Study,
@@ -263,8 +263,9 @@ class Store:
     def history(self, study_id: int) -> list[FinishedTrial]:
         """The study's ended trials as its sampler sees them (e.g. for coarse-to-fine regions)."""
         with self.db.read() as s:
-            get_study(s, study_id)
-            return claims.history(s, study_id)
+            study = get_study(s, study_id)
+            rules = self._rules.get(s, (study.id, study.created_at))
+            return read_history(s, study_id, rules.objective.metric)
 
     def trial(self, trial_id: int) -> TrialView:
         with self.db.read() as s:
