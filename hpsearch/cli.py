@@ -18,6 +18,7 @@ from hpsearch.client import DEFAULT_SERVER, ApiError, BadServerUrl, Client, Serv
 from hpsearch.errors import HpsearchError
 from hpsearch.settings import Settings
 from hpsearch.spec import SpecError, load_spec_file
+from hpsearch.states import TrialState
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -503,7 +504,7 @@ def _status(args: argparse.Namespace) -> int:
 def _test_metrics(client: Client, study: dict[str, Any]) -> dict[str, Any] | None:
     """The final test evaluation's metrics, once it has run."""
     evaluation = study.get("final_evaluation")
-    if not evaluation or evaluation["state"] != "completed":
+    if not evaluation or evaluation["state"] != TrialState.COMPLETED:
         return None
     metrics: dict[str, Any] | None = client.trial(evaluation["trial_id"]).get("test_metrics")
     return metrics

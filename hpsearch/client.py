@@ -18,6 +18,8 @@ from typing import Any, cast
 
 import httpx
 
+from hpsearch.states import UNENDED
+
 DEFAULT_SERVER = "http://127.0.0.1:8765"
 # The longest failure text the server stores (in characters); a longer traceback is cut to
 # its end, where the exception is, rather than refused and lost.
@@ -352,7 +354,7 @@ class Client:
                 reading, offset = newer[0], 0
                 yield f"[... attempt {reading} ...]\n"
                 continue
-            if not follow or chunk["state"] not in ("queued", "running"):
+            if not follow or chunk["state"] not in UNENDED:
                 return
             time.sleep(every)
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
+from hpsearch.states import TrialState
+
 Direction = Literal["maximize", "minimize"]
 ConstraintOp = Literal["<=", "<", ">=", ">", "=="]
 
@@ -119,7 +121,7 @@ def rank_key(trial: Rankable, direction: Direction) -> tuple[int, float, float, 
 def diverged(state: str, value: float | None) -> bool:
     """Whether a trial diverged: it completed with a NaN or infinite objective (stored as no
     value; a trial that never reported its objective fails instead)."""
-    return state == "completed" and value is None
+    return state == TrialState.COMPLETED and value is None
 
 
 def rank(trials: Iterable[T], direction: Direction) -> list[T]:

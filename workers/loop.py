@@ -38,6 +38,7 @@ from typing import Any
 
 from hpsearch.client import ApiError, Client, Interrupted, ServerUnreachable
 from hpsearch.commands import parse_prefix
+from hpsearch.states import TrialState
 from hpsearch.tasks import COMMAND, CUSTOM
 from workers.command import CommandFailed, CommandNotAllowed, run_command, suggested_prefix
 from workers.custom import EntryPointNotAllowed, run_custom
@@ -411,7 +412,9 @@ class Worker:
         if asked and following is None:  # not answered, or a server without claim_next
             self.budget.give_back()
         self._note_health(out)
-        if out is not None and out["state"] == "failed":  # e.g. it never reported the objective
+        if (
+            out is not None and out["state"] == TrialState.FAILED
+        ):  # e.g. it never reported the objective
             self._say(f"trial {number} failed: {out.get('error')}")
         elif out is not None:
             verdict = "pruned" if pruned else ("feasible" if out["feasible"] else "INFEASIBLE")

@@ -27,6 +27,7 @@ from api.schemas import (
     TrialOut,
 )
 from hpsearch.settings import Settings
+from hpsearch.states import TrialState
 from hpsearch.store import Store
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Trial
@@ -158,7 +159,7 @@ def fail_trial(trial_id: TrialId, body: FailIn, request: Request, store: StoreDe
 
 def _with_health(out: EndedT, store: Store, worker_id: str) -> EndedT:
     """A failed trial may have made its worker unhealthy: say so in the reply."""
-    if out.state == "failed":
+    if out.state == TrialState.FAILED:
         out.worker_unhealthy = store.worker_unhealthy(worker_id)
     return out
 

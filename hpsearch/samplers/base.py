@@ -10,12 +10,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from hpsearch.objective import Objective
 from hpsearch.space import ParamValue, Space
-
-FinishedState = Literal["completed", "pruned", "failed"]
+from hpsearch.states import TrialState
 
 
 @dataclass(frozen=True)
@@ -24,7 +22,7 @@ class FinishedTrial:
 
     number: int
     params: dict[str, ParamValue]
-    state: FinishedState
+    state: TrialState  # one of ENDED
     value: float | None = None
     feasible: bool = False
     violation: float = float("inf")

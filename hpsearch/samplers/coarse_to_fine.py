@@ -45,6 +45,7 @@ from hpsearch.samplers.base import FinishedTrial, Sampler
 from hpsearch.samplers.random import trial_rng
 from hpsearch.space import CategoricalParam, Interval, Param, ParamValue, Space
 from hpsearch.spec import CoarseToFineSamplerSpec, StudySpec
+from hpsearch.states import TrialState
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def ranked_candidates(history: Sequence[FinishedTrial], below: int) -> list[Fini
         t
         for t in history
         if t.number < below
-        and t.state == "completed"
+        and t.state == TrialState.COMPLETED
         and ((t.feasible and t.value is not None) or math.isfinite(t.violation))
     ]
 

@@ -54,6 +54,7 @@ from hpsearch.samplers.base import FinishedTrial, Sampler
 from hpsearch.samplers.random import trial_rng
 from hpsearch.space import CategoricalParam, IntParam, Param, ParamValue, Space, SpaceError
 from hpsearch.spec import CmaesSamplerSpec, GpSamplerSpec, TpeSamplerSpec
+from hpsearch.states import TrialState as States
 
 SamplerFactory = Callable[[int | None], optuna.samplers.BaseSampler]
 """Builds the Optuna sampler for one proposal from its seed."""
@@ -255,12 +256,12 @@ class OptunaSampler(Sampler):
             )
 
     def _outcome(self, t: FinishedTrial) -> tuple[TrialState, float | None, dict[int, float]]:
-        if t.state == "pruned" and t.intermediate:
+        if t.state == States.PRUNED and t.intermediate:
             # TPE ranks pruned trials by their last step, then by the value there.
             return TrialState.PRUNED, None, dict(t.intermediate)
-        if t.state == "failed" or t.value is None or not math.isfinite(t.value):
+        if t.state == States.FAILED or t.value is None or not math.isfinite(t.value):
             return TrialState.FAIL, None, {}
-        if t.state == "pruned":
+        if t.state == States.PRUNED:
             return TrialState.PRUNED, None, {0: t.value}  # imported without its steps
         value = t.value
         if self._worst is None or self.objective.better(self._worst, value):

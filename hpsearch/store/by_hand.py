@@ -17,6 +17,7 @@ from hpsearch.samplers import make_sampler
 from hpsearch.samplers.random import trial_rng
 from hpsearch.space import ParamValue, SpaceError
 from hpsearch.spec import BudgetSpec
+from hpsearch.states import StudyState
 from hpsearch.store.claims import running_params
 from hpsearch.store.history import read_history
 from hpsearch.store.models import Study
@@ -74,15 +75,15 @@ def take_budget(study: Study, number: int, add: bool) -> None:
 def extend(session: Session, study: Study, n_trials: int) -> None:
     """Gives a study ``n_trials`` more: a completed one runs again, unless its budget is
     spent otherwise (time, target value), which is said. The study must be locked."""
-    if study.state == "stopped":
+    if study.state == StudyState.STOPPED:
         raise InvalidState(f"study {study.id} was stopped; a stopped study cannot be extended")
     if study.max_trials + n_trials > MAX_TRIALS:
         raise InvalidInput(
             "n_trials", f"a study has at most {MAX_TRIALS} trials; it has {study.max_trials}"
         )
     add_to_budget(study, n_trials)
-    if study.state != "completed":
+    if study.state != StudyState.COMPLETED:
         return
-    study.state, study.reason, study.finished_at = "running", None, None
+    study.state, study.reason, study.finished_at = StudyState.RUNNING, None, None
     if finish_if_done(session, study):
         raise InvalidState(f"study {study.id} cannot run more trials: {study.reason}")

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from hpsearch.samplers import FinishedTrial
+from hpsearch.states import LIVE_STUDY, StudyState, TrialState
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.history import read_history
@@ -133,15 +134,17 @@ def requeue_expired(session: Session, study: Study, trial_ids: list[int], now: d
     """
     expired = session.scalars(
         select(Trial)
-        .where(Trial.id.in_(trial_ids), Trial.state == "running", Trial.lease_expires_at < now)
+        .where(
+            Trial.id.in_(trial_ids), Trial.state == TrialState.RUNNING, Trial.lease_expires_at < now
+        )
         .with_for_update(skip_locked=True)
         .execution_options(populate_existing=True)
     ).all()
     max_attempts = study.spec.get("budget", {}).get("max_attempts", 3)
     for trial in expired:
         record_event(session, trial, "lease_expired", f"worker {trial.worker_id} stopped answering")
-        if trial.attempt >= max_attempts or study.state not in ("running", "paused"):
-            trial.state = "failed"
+        if trial.attempt >= max_attempts or study.state not in LIVE_STUDY:
+            trial.state = TrialState.FAILED
             trial.error = (
                 f"lease expired on each of {trial.attempt} attempts "
                 f"(last worker: {trial.worker_id})"
@@ -152,7 +155,7 @@ def requeue_expired(session: Session, study: Study, trial_ids: list[int], now: d
             trial.lease_expires_at = None
             record_ended(session, study, trial)
         else:
-            trial.state = "queued"
+            trial.state = TrialState.QUEUED
             trial.lease_expires_at = None
     if expired:
         finish_if_done(session, study)
@@ -307,7 +310,7 @@ def claimed_by_request(
         select(TrialEvent.trial_id, TrialEvent.attempt)
         .join(Trial, Trial.id == TrialEvent.trial_id)
         .where(
-            Trial.state == "running",
+            Trial.state == TrialState.RUNNING,
             Trial.worker_id == worker_id,
             TrialEvent.kind == "claimed",
             TrialEvent.attempt == Trial.attempt,
@@ -342,7 +345,7 @@ def _still_held(session: Session, found: Any, worker_id: str, rules_for: RulesFo
     trial = session.get(Trial, found[0]) if found is not None else None
     if trial is None or found is None:
         return None
-    if (trial.state, trial.worker_id, trial.attempt) != ("running", worker_id, found[1]):
+    if (trial.state, trial.worker_id, trial.attempt) != (TrialState.RUNNING, worker_id, found[1]):
         return None
     assert trial.lease_expires_at is not None  # a running trial is leased
     rules = rules_for(session, (trial.study_id, trial.study.created_at))
@@ -441,7 +444,7 @@ def _sample_new(
         if claimed is not None:
             return claimed
     budget = rules.spec.budget
-    if state != "running" or next_number >= max_trials or running >= budget.parallelism:
+    if state != StudyState.RUNNING or next_number >= max_trials or running >= budget.parallelism:
         return None
     counters = (n_completed, n_pruned, n_failed)
     if may_finish(budget, max_trials, counters, best, created, now) and finish_if_done(
@@ -514,6 +517,8 @@ def _sample_new(
 def running_params(session: Session, study_id: int) -> list[dict[str, Any]]:
     return list(
         session.scalars(
-            select(Trial.params).where(Trial.study_id == study_id, Trial.state == "running")
+            select(Trial.params).where(
+                Trial.study_id == study_id, Trial.state == TrialState.RUNNING
+            )
         )
     )

@@ -27,9 +27,10 @@ from sqlalchemy.orm import Session
 
 from hpsearch.errors import LeaseLost, NotFound
 from hpsearch.objective import Direction, rank_key
+from hpsearch.states import ENDED, TrialState
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
-from hpsearch.store.models import ENDED_STATES, Trial
+from hpsearch.store.models import Trial
 from hpsearch.store.queue import (
     STORED_INFINITY,
     Steps,
@@ -72,7 +73,7 @@ class Ending:
 
     @property
     def may_be_best(self) -> bool:
-        return self.state == "completed" and bool(self.feasible) and self.value is not None
+        return self.state == TrialState.COMPLETED and bool(self.feasible) and self.value is not None
 
 
 def ending(
@@ -86,12 +87,12 @@ def ending(
 ) -> Ending:
     clean = finite_metrics(metrics)
     evaluation = rules.objective.evaluate(clean)
-    state = "pruned" if pruned else "completed"
+    state = TrialState.PRUNED if pruned else TrialState.COMPLETED
     events: list[tuple[str, str | None]] = []
     error = None if pruned else never_reported(rules.objective.metric, metrics)
     if error is not None:
         # A trial without its objective cannot count: it fails, saying what it did report.
-        state, events = "failed", [("failed", error)]
+        state, events = TrialState.FAILED, [("failed", error)]
     else:
         if not evaluation.feasible:
             events.append(("infeasible", "broke " + ", ".join(evaluation.broken)))
@@ -99,7 +100,7 @@ def ending(
             metric = rules.objective.metric
             events.append(("diverged", f"objective {metric} was not a finite number"))
         events.append((state, None))
-    failed = state == "failed"  # unranked, as a trial failed by its worker is
+    failed = state == TrialState.FAILED  # unranked, as a trial failed by its worker is
     return Ending(
         trial_id=trial_id,
         worker_id=worker_id,
@@ -244,9 +245,9 @@ def complete_at_once(
             "step": e.last_step,
             "steps": json.dumps([{"step": k, "metrics": m} for k, m in dict(e.steps).items()]),
             "events": json.dumps([{"kind": k, "detail": d} for k, d in e.events]),
-            "completed": int(e.state == "completed"),
-            "pruned": int(e.state == "pruned"),
-            "failed": int(e.state == "failed"),
+            "completed": int(e.state == TrialState.COMPLETED),
+            "pruned": int(e.state == TrialState.PRUNED),
+            "failed": int(e.state == TrialState.FAILED),
             "error": e.error,
             "candidate": e.may_be_best,
         },
@@ -290,9 +291,9 @@ def complete(
     row = _end_trial(session, e)
     if row is None:
         return _resent_or_refused(session, trial_id, worker_id, attempt)
-    if e.state == "pruned":
+    if e.state == TrialState.PRUNED:
         n_pruned += 1
-    elif e.state == "failed":
+    elif e.state == TrialState.FAILED:
         n_failed += 1
     else:
         n_completed += 1
@@ -378,7 +379,7 @@ def _resent_or_refused(session: Session, trial_id: int, worker_id: str, attempt:
     """A completion whose lease check failed: the same trial again if this worker already
     ended it (its first reply was lost), else LeaseLost saying why."""
     trial = get_trial(session, trial_id, lock=True)
-    if trial.state in ENDED_STATES and trial.worker_id == worker_id and trial.attempt == attempt:
+    if trial.state in ENDED and trial.worker_id == worker_id and trial.attempt == attempt:
         return trial
     check_held(trial, worker_id, attempt)  # raises, saying why
     raise LeaseLost(f"trial {trial_id} is no longer leased to {worker_id}")

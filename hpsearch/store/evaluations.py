@@ -24,6 +24,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import InvalidInput, InvalidState, LeaseLost, NotFound
+from hpsearch.states import UNENDED, TrialState
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import FinalEvaluation, Study, Trial
 
@@ -63,7 +64,7 @@ def request(
     trial = session.get(Trial, trial_id)
     if trial is None or trial.study_id != study_id:
         raise InvalidInput("trial_id", f"trial {trial_id} is not a trial of study {study_id}")
-    if trial.state != "completed":
+    if trial.state != TrialState.COMPLETED:
         raise InvalidState(
             f"trial {trial_id} is {trial.state}: only a completed trial has a final model"
         )
@@ -74,14 +75,14 @@ def request(
                 f"study {study_id} already evaluated trial {existing.trial_id} on the test set; "
                 "evaluating another would turn the test set into a selection set"
             )
-        if existing.state == "failed":
-            existing.state, existing.error, existing.attempt = "queued", None, 0
+        if existing.state == TrialState.FAILED:
+            existing.state, existing.error, existing.attempt = TrialState.QUEUED, None, 0
             existing.finished_at = None
         return existing
     evaluation = FinalEvaluation(
         study_id=study_id,
         trial_id=trial_id,
-        state="queued",
+        state=TrialState.QUEUED,
         source=source,
         attempt=0,
         created_at=utcnow(),
@@ -101,7 +102,7 @@ def request_automatic(session: Session, study: Study) -> None:
 
 def pending(session: Session, study_id: int | None = None) -> bool:
     """Whether some evaluation (of ``study_id``) waits for a worker or is being run."""
-    query = select(FinalEvaluation.id).where(FinalEvaluation.state.in_(("queued", "running")))
+    query = select(FinalEvaluation.id).where(FinalEvaluation.state.in_(UNENDED))
     if study_id is not None:
         query = query.where(FinalEvaluation.study_id == study_id)
     return session.scalars(query.limit(1)).first() is not None
@@ -129,17 +130,17 @@ def claim(
         query = query.where(FinalEvaluation.study_id == study_id)
     for evaluation in session.scalars(query).all():
         study = _study(session, evaluation.study_id)
-        if evaluation.state == "running":  # its worker stopped answering
+        if evaluation.state == TrialState.RUNNING:  # its worker stopped answering
             max_attempts = study.spec.get("budget", {}).get("max_attempts", 3)
             if evaluation.attempt >= max_attempts:
-                evaluation.state, evaluation.finished_at = "failed", now
+                evaluation.state, evaluation.finished_at = TrialState.FAILED, now
                 evaluation.error = (
                     f"lease expired on each of {evaluation.attempt} attempts "
                     f"(last worker: {evaluation.worker_id})"
                 )
                 evaluation.lease_expires_at = None
                 continue
-        evaluation.state = "running"
+        evaluation.state = TrialState.RUNNING
         evaluation.attempt += 1
         evaluation.worker_id = worker_id
         evaluation.lease_expires_at = now + lease
@@ -152,7 +153,7 @@ def held_by(session: Session, worker_id: str, now: datetime) -> EvaluationClaim 
     evaluation = session.scalars(
         select(FinalEvaluation)
         .where(
-            FinalEvaluation.state == "running",
+            FinalEvaluation.state == TrialState.RUNNING,
             FinalEvaluation.worker_id == worker_id,
             FinalEvaluation.lease_expires_at >= now,
         )
@@ -195,7 +196,7 @@ def complete(
     attempt: int,
     metrics: Mapping[str, float | None],
 ) -> FinalEvaluation:
-    resent = _resent(session, trial_id, worker_id, attempt, "completed")
+    resent = _resent(session, trial_id, worker_id, attempt, TrialState.COMPLETED)
     if resent is not None:
         return resent
     evaluation = _held(session, trial_id, worker_id, attempt)
@@ -212,7 +213,7 @@ def complete(
         name: float(v) if v is not None and math.isfinite(v) else None
         for name, v in metrics.items()
     }
-    evaluation.state, evaluation.finished_at = "completed", utcnow()
+    evaluation.state, evaluation.finished_at = TrialState.COMPLETED, utcnow()
     evaluation.lease_expires_at = None
     return evaluation
 
@@ -220,19 +221,19 @@ def complete(
 def fail(
     session: Session, trial_id: int, worker_id: str, attempt: int, error: str
 ) -> FinalEvaluation:
-    resent = _resent(session, trial_id, worker_id, attempt, "failed")
+    resent = _resent(session, trial_id, worker_id, attempt, TrialState.FAILED)
     if resent is not None:
         return resent
     evaluation = _held(session, trial_id, worker_id, attempt)
-    evaluation.state, evaluation.error, evaluation.finished_at = "failed", error, utcnow()
+    evaluation.state, evaluation.error, evaluation.finished_at = TrialState.FAILED, error, utcnow()
     evaluation.lease_expires_at = None
     return evaluation
 
 
 def _claimable(now: datetime) -> Any:
     return or_(
-        FinalEvaluation.state == "queued",
-        (FinalEvaluation.state == "running") & (FinalEvaluation.lease_expires_at < now),
+        FinalEvaluation.state == TrialState.QUEUED,
+        (FinalEvaluation.state == TrialState.RUNNING) & (FinalEvaluation.lease_expires_at < now),
     )
 
 
@@ -258,7 +259,7 @@ def check_held(evaluation: FinalEvaluation, worker_id: str, attempt: int) -> Fin
             f"the test evaluation of trial {trial_id} attempt {attempt} is no longer leased to "
             f"{worker_id} (now attempt {evaluation.attempt} of {evaluation.worker_id})"
         )
-    if evaluation.state != "running":
+    if evaluation.state != TrialState.RUNNING:
         raise LeaseLost(f"the test evaluation of trial {trial_id} is {evaluation.state}")
     if evaluation.lease_expires_at is not None and evaluation.lease_expires_at < utcnow():
         raise LeaseLost(

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from hpsearch import tasks
 from hpsearch.errors import InvalidInput, InvalidState
 from hpsearch.space import SpaceError
+from hpsearch.states import StudyState, TrialState
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Trial
 from hpsearch.store.queue import lock_study_then_trial
@@ -38,7 +39,7 @@ def fork(
     """
     # The store's one lock order: the study, then its trial.
     study, parent = lock_study_then_trial(session, trial_id)
-    if study.state == "stopped":
+    if study.state == StudyState.STOPPED:
         raise InvalidState(f"study {study.id} is stopped")
     spec = spec_of(study)
     if checkpoint_step >= spec.task.epochs:
@@ -64,7 +65,7 @@ def fork(
         study_id=study.id,
         number=queue_ahead_of_sampler(session, study),
         params=params,
-        state="queued",
+        state=TrialState.QUEUED,
         source="fork",
         attempt=0,
         stop_requested=False,
@@ -75,9 +76,9 @@ def fork(
     )
     # Like an enqueued guess, a fork adds to the budget rather than displacing a trial.
     add_to_budget(study, 1)
-    if study.state == "completed":
+    if study.state == StudyState.COMPLETED:
         # Babysitting one model: stopping its only trial ended the study; the fork goes on.
-        study.state, study.reason, study.finished_at = "running", None, None
+        study.state, study.reason, study.finished_at = StudyState.RUNNING, None, None
     study.updated_at = now
     session.add(trial)
     session.flush()

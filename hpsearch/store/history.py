@@ -21,7 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hpsearch.samplers import FinishedTrial
-from hpsearch.store.models import ENDED_STATES, Trial, TrialIntermediate
+from hpsearch.states import ENDED, TrialState
+from hpsearch.store.models import Trial, TrialIntermediate
 from hpsearch.store.queue import STORED_INFINITY
 
 _CHUNK = 500
@@ -37,7 +38,7 @@ def read_history(
     objective, whose value at each step a pruned trial carries."""
     query = select(
         Trial.number, Trial.params, Trial.state, Trial.value, Trial.feasible, Trial.violation
-    ).where(Trial.study_id == study_id, Trial.state.in_(ENDED_STATES))
+    ).where(Trial.study_id == study_id, Trial.state.in_(ENDED))
     rows = []
     if numbers is None:
         rows = list(session.execute(query.order_by(Trial.number)).all())
@@ -45,13 +46,13 @@ def read_history(
         for i in range(0, len(numbers), _CHUNK):
             chunk = numbers[i : i + _CHUNK]
             rows.extend(session.execute(query.where(Trial.number.in_(chunk))).all())
-    pruned = [n for n, _, s, *_ in rows if s == "pruned"]
+    pruned = [n for n, _, s, *_ in rows if s == TrialState.PRUNED]
     steps = _steps(session, study_id, metric, pruned) if pruned else {}
     return [
         FinishedTrial(
             number=n,
             params=p,
-            state=s,
+            state=TrialState(s),
             value=v,
             feasible=bool(f),
             violation=math.inf if viol is None or viol >= STORED_INFINITY else viol,
@@ -97,9 +98,7 @@ class HistoryCache:
         known = self._studies.get(key)
         ended = list(
             session.scalars(
-                select(Trial.number).where(
-                    Trial.study_id == study_id, Trial.state.in_(ENDED_STATES)
-                )
+                select(Trial.number).where(Trial.study_id == study_id, Trial.state.in_(ENDED))
             )
         )
         if known is None or len(known) > len(ended):

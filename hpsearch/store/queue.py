@@ -25,6 +25,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import InvalidState, LeaseLost, NotFound
+from hpsearch.states import ENDED_STUDY, TrialState
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Study, Trial, TrialEvent
@@ -59,7 +60,7 @@ def check_held(trial: Trial, worker_id: str, attempt: int) -> Trial:
             f"trial {trial_id} attempt {attempt} is no longer leased to "
             f"{worker_id} (now attempt {trial.attempt} of {trial.worker_id})"
         )
-    if trial.state != "running":
+    if trial.state != TrialState.RUNNING:
         raise LeaseLost(f"trial {trial_id} is {trial.state}, not running")
     if trial.lease_expires_at is not None and trial.lease_expires_at < utcnow():
         raise LeaseLost(f"trial {trial_id}'s lease expired at {trial.lease_expires_at}")
@@ -102,7 +103,7 @@ def _extend_lease(
 
 
 def _stop_reason(state: str, stop_requested: bool) -> str | None:
-    if state in ("stopped", "completed", "failed"):
+    if state in ENDED_STUDY:
         return f"study {state}"
     return "stop requested" if stop_requested else None
 
@@ -235,10 +236,14 @@ def lock_study_then_trial(session: Session, trial_id: int) -> tuple[Study, Trial
 
 def fail(session: Session, trial_id: int, worker_id: str, attempt: int, error: str) -> Trial:
     study, trial = lock_study_then_trial(session, trial_id)
-    if trial.state == "failed" and trial.worker_id == worker_id and trial.attempt == attempt:
+    if (
+        trial.state == TrialState.FAILED
+        and trial.worker_id == worker_id
+        and trial.attempt == attempt
+    ):
         return trial
     check_held(trial, worker_id, attempt)
-    trial.state = "failed"
+    trial.state = TrialState.FAILED
     trial.error = error
     trial.finished_at = utcnow()
     trial.lease_expires_at = None
@@ -253,7 +258,7 @@ def fail(session: Session, trial_id: int, worker_id: str, attempt: int, error: s
 def release(session: Session, trial_id: int, worker_id: str, attempt: int, why: str) -> Trial:
     """A worker hands a trial back unfinished (SIGTERM): it returns to the queue at once."""
     trial = held(session, trial_id, worker_id, attempt)
-    trial.state = "queued"
+    trial.state = TrialState.QUEUED
     trial.lease_expires_at = None
     record_event(session, trial, "released", why)
     return trial
@@ -261,11 +266,11 @@ def release(session: Session, trial_id: int, worker_id: str, attempt: int, why: 
 
 def request_stop(session: Session, trial_id: int) -> Trial:
     study, trial = lock_study_then_trial(session, trial_id)
-    if trial.state == "queued":
-        trial.state, trial.error, trial.finished_at = "failed", "stopped by user", utcnow()
+    if trial.state == TrialState.QUEUED:
+        trial.state, trial.error, trial.finished_at = TrialState.FAILED, "stopped by user", utcnow()
         record_ended(session, study, trial)
         finish_if_done(session, study)
-    elif trial.state == "running":
+    elif trial.state == TrialState.RUNNING:
         trial.stop_requested = True
     else:
         raise InvalidState(f"trial {trial_id} is already {trial.state}")

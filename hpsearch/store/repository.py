@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from hpsearch.errors import InvalidState, NotFound
 from hpsearch.samplers import FinishedTrial, make_sampler
 from hpsearch.spec import StudySpec, parse_spec, spec_to_json
+from hpsearch.states import ENDED_STUDY, LIVE_STUDY, StudyState, TrialState
 from hpsearch.store import (
     by_hand,
     checkpoints,
@@ -57,9 +58,9 @@ from hpsearch.store.throttle import Recent, Throttle
 from hpsearch.tasks import Capabilities, capabilities, describe_requires, unmet
 
 _TRANSITIONS = {
-    "pause": ({"running"}, "paused"),
-    "resume": ({"paused"}, "running"),
-    "stop": ({"running", "paused"}, "stopped"),
+    "pause": ({StudyState.RUNNING}, StudyState.PAUSED),
+    "resume": ({StudyState.PAUSED}, StudyState.RUNNING),
+    "stop": ({StudyState.RUNNING, StudyState.PAUSED}, StudyState.STOPPED),
 }
 
 
@@ -148,10 +149,10 @@ class Store:
         heard from within two leases (a claim), or holding a trial (its heartbeats)."""
         requires = study.spec.get("requires") or {}
         wanted = describe_requires(requires)
-        if wanted is None or study.state != "running":
+        if wanted is None or study.state != StudyState.RUNNING:
             return None
         since = utcnow() - 2 * self.lease
-        busy = select(Trial.worker_id).where(Trial.state == "running")
+        busy = select(Trial.worker_id).where(Trial.state == TrialState.RUNNING)
         live = s.scalars(select(Worker).where((Worker.last_seen_at >= since) | Worker.id.in_(busy)))
         for w in live:
             if unmet(requires, {}, capabilities(w.devices, w.labels)) is None:
@@ -169,15 +170,15 @@ class Store:
             if study.state not in allowed:
                 raise InvalidState(f"cannot {action} a study that is {study.state}")
             study.state, study.updated_at = target, utcnow()
-            if target == "stopped":
+            if target == StudyState.STOPPED:
                 study.reason, study.finished_at = "stopped by user", utcnow()
                 s.execute(
                     update(Trial)
-                    .where(Trial.study_id == study_id, Trial.state == "running")
+                    .where(Trial.study_id == study_id, Trial.state == TrialState.RUNNING)
                     .values(stop_requested=True)
                 )
                 drop_sampled_ahead(s, study_id)
-            elif target == "running":
+            elif target == StudyState.RUNNING:
                 finish_if_done(s, study)
             view = self._view(s, study)
         # Once committed: a claim in between would read, and keep, the state before.
@@ -197,10 +198,14 @@ class Store:
         displacing a sampled trial, unless ``add_to_budget`` is False (see by_hand)."""
         with self.db.write() as s:
             study = get_study(s, study_id, lock=True)
-            if study.state in ("stopped", "completed", "failed"):
+            if study.state in ENDED_STUDY:
                 raise InvalidState(
                     f"study {study_id} is {study.state}"
-                    + ("; extend it to give it more trials" if study.state == "completed" else "")
+                    + (
+                        "; extend it to give it more trials"
+                        if study.state == StudyState.COMPLETED
+                        else ""
+                    )
                 )
             number = queue_ahead_of_sampler(s, study)
             clean = by_hand.complete_params(s, study, number, params)
@@ -209,7 +214,7 @@ class Store:
                 study_id=study_id,
                 number=number,
                 params=clean,
-                state="queued",
+                state=TrialState.QUEUED,
                 source="user",
                 attempt=0,
                 stop_requested=False,
@@ -460,9 +465,7 @@ class Store:
         """What a worker that found nothing to claim waits for: the open studies
         (``study_id`` alone, if given) that hand out nothing now, and why in words."""
         with self.db.read() as s:
-            query = select(Study.id, Study.state, Study.reason).where(
-                Study.state.in_(("running", "paused"))
-            )
+            query = select(Study.id, Study.state, Study.reason).where(Study.state.in_(LIVE_STUDY))
             if study_id is not None:
                 query = query.where(Study.id == study_id)
             rows = s.execute(query.order_by(Study.id).limit(20)).all()
@@ -470,7 +473,7 @@ class Store:
             (
                 sid,
                 f"study {sid} is paused" + (f" ({reason})" if reason else "")
-                if state == "paused"
+                if state == StudyState.PAUSED
                 else f"study {sid} has no trial to hand out now (its trials are all running)",
             )
             for sid, state, reason in rows
@@ -479,7 +482,7 @@ class Store:
     def has_open_studies(self, study_id: int | None = None) -> bool:
         """Whether a worker should wait for more work (a study could still produce trials)."""
         with self.db.read() as s:
-            query = select(Study.id).where(Study.state.in_(("running", "paused")))
+            query = select(Study.id).where(Study.state.in_(LIVE_STUDY))
             if study_id is not None:
                 query = query.where(Study.id == study_id)
             return s.scalars(query.limit(1)).first() is not None
@@ -552,11 +555,11 @@ class Store:
                     study_key,
                 )
             if done is not None:
-                if done.may_end_study or done.trial.state == "failed":
+                if done.may_end_study or done.trial.state == TrialState.FAILED:
                     with self.db.write() as s:
                         if done.may_end_study:
                             finish_if_done(s, get_study(s, done.trial.study_id, lock=True))
-                        if done.trial.state == "failed":
+                        if done.trial.state == TrialState.FAILED:
                             health.note_failure(s, worker_id)
                 return done.trial
         # Elsewhere, or to say why that ended nothing (a lost lease, a resent completion).
@@ -564,7 +567,7 @@ class Store:
             trial = completion.complete(
                 s, trial_id, worker_id, attempt, metrics, self._rules.get, pruned, steps
             )
-            if trial.state == "failed":  # it never reported its objective
+            if trial.state == TrialState.FAILED:  # it never reported its objective
                 health.note_failure(s, worker_id)
             return trial
 

@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from hpsearch.states import StudyState, TrialState
 from hpsearch.store.models import Study, Trial, TrialEvent, Worker
 
 TRIALS = cast(Table, Trial.__table__)
@@ -53,7 +54,7 @@ _HELD = (
     _t.id == bindparam("b_trial_id"),
     _t.worker_id == bindparam("b_worker_id"),
     _t.attempt == bindparam("b_attempt"),
-    _t.state == "running",
+    _t.state == TrialState.RUNNING,
     _t.lease_expires_at >= bindparam("b_now"),
 )
 
@@ -119,7 +120,7 @@ STUDY_STATE_AND_PRUNER = select(STUDIES.c.state, STUDIES.c.spec["pruner"]).where
 
 # Trials whose lease ran out. Parameters: now.
 EXPIRED = select(_t.study_id, _t.id).where(
-    _t.state == "running", _t.lease_expires_at < bindparam("b_now")
+    _t.state == TrialState.RUNNING, _t.lease_expires_at < bindparam("b_now")
 )
 
 # (id, created_at), oldest first. Parameters: study_id (None: every study).
@@ -127,7 +128,7 @@ RUNNING_STUDIES = (
     select(STUDIES.c.id, STUDIES.c.created_at)
     .order_by(STUDIES.c.id)
     .where(
-        STUDIES.c.state == "running",
+        STUDIES.c.state == StudyState.RUNNING,
         (bindparam("b_study_id", type_=STUDIES.c.id.type).is_(None))
         | (STUDIES.c.id == bindparam("b_study_id", type_=STUDIES.c.id.type)),
     )
@@ -139,12 +140,12 @@ RUNNING_STUDIES = (
 # wait on each other here. Parameters: study_id, worker_id, now, expires.
 _study_runs = (
     select(STUDIES.c.id)
-    .where(STUDIES.c.id == bindparam("b_study_id"), STUDIES.c.state == "running")
+    .where(STUDIES.c.id == bindparam("b_study_id"), STUDIES.c.state == StudyState.RUNNING)
     .exists()
 )
 _oldest_queued = (
     select(_t.id)
-    .where(_t.study_id == bindparam("b_study_id"), _t.state == "queued", _study_runs)
+    .where(_t.study_id == bindparam("b_study_id"), _t.state == TrialState.QUEUED, _study_runs)
     .order_by(_t.number)
     .limit(1)
     .with_for_update(skip_locked=True)
@@ -154,7 +155,7 @@ CLAIM_QUEUED = (
     update(TRIALS)
     .where(_t.id == _oldest_queued)
     .values(
-        state="running",
+        state=TrialState.RUNNING,
         attempt=_t.attempt + 1,
         worker_id=bindparam("b_worker_id"),
         lease_expires_at=bindparam("b_expires"),
@@ -204,7 +205,7 @@ INSERT_LEASED_TRIAL = (
         study_id=bindparam("b_study_id"),
         number=bindparam("b_number"),
         params=bindparam("b_params", type_=_t.params.type),
-        state="running",
+        state=TrialState.RUNNING,
         source="sampler",
         attempt=1,
         worker_id=bindparam("b_worker_id"),
@@ -248,7 +249,7 @@ INSERT_QUEUED_TRIAL = insert(TRIALS).values(
     study_id=bindparam("b_study_id"),
     number=bindparam("b_number"),
     params=bindparam("b_params", type_=_t.params.type),
-    state="queued",
+    state=TrialState.QUEUED,
     source="sampler",
     attempt=0,
     stop_requested=False,
@@ -345,10 +346,10 @@ LOCK_STUDY = select(*_STUDY_FOR_UPDATE).where(_s.id == bindparam("b_study_id")).
 # previous holder added or claimed. Parameters: study_id.
 LIVE_COUNTS = select(
     select(func.count())
-    .where(_t.study_id == bindparam("b_study_id"), _t.state == "queued")
+    .where(_t.study_id == bindparam("b_study_id"), _t.state == TrialState.QUEUED)
     .scalar_subquery(),
     select(func.count())
-    .where(_t.study_id == bindparam("b_study_id"), _t.state == "running")
+    .where(_t.study_id == bindparam("b_study_id"), _t.state == TrialState.RUNNING)
     .scalar_subquery(),
 )
 # The study of a trial, locked (the store's lock order puts a study before its trials), and
