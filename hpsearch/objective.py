@@ -15,6 +15,25 @@ from typing import Literal, Protocol, TypeVar
 
 from hpsearch.states import TrialState
 
+
+def finite(value: object) -> float | None:
+    """A metric's value as recorded: a finite number as a float; NaN, ±inf, a boolean or
+    anything else as ``None`` (not measured). The one rule for every metric the store keeps."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def finite_metrics(metrics: Mapping[str, object]) -> dict[str, float | None]:
+    """Metrics as stored: numbers kept, NaN and ±inf recorded as missing (``None``); entries
+    that are not numbers at all (``None`` included) left out."""
+    return {
+        name: finite(value)
+        for name, value in metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
 Direction = Literal["maximize", "minimize"]
 ConstraintOp = Literal["<=", "<", ">=", ">", "=="]
 

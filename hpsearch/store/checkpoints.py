@@ -14,8 +14,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hpsearch.errors import LeaseLost
-from hpsearch.store import evaluations, queue
+from hpsearch.store import lease, queue
 from hpsearch.store.models import FinalEvaluation, Trial
 from hpsearch.store.studies import get_trial
 
@@ -52,17 +51,9 @@ def readable_by_holder(session: Session, trial_id: int, worker_id: str, attempt:
     trial = session.get(Trial, trial_id)
     if trial is None:
         return False
-    try:
-        queue.check_held(trial, worker_id, attempt)
+    holder = lease.Holder(trial_id, worker_id, attempt)
+    if lease.holds(trial, holder):
         return True
-    except LeaseLost:
-        pass
     query = select(FinalEvaluation).where(FinalEvaluation.trial_id == trial_id)
     evaluation = session.scalars(query).first()
-    if evaluation is None:
-        return False
-    try:
-        evaluations.check_held(evaluation, worker_id, attempt)
-        return True
-    except LeaseLost:
-        return False
+    return evaluation is not None and lease.holds(evaluation, holder)

@@ -26,18 +26,13 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import LeaseLost, NotFound
-from hpsearch.objective import Direction, rank_key
+from hpsearch.objective import Direction, finite_metrics, rank_key
 from hpsearch.states import ENDED, TrialState
+from hpsearch.store import lease
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Trial
-from hpsearch.store.queue import (
-    STORED_INFINITY,
-    Steps,
-    check_held,
-    finite_metrics,
-    store_steps,
-)
+from hpsearch.store.queue import STORED_INFINITY, Steps, check_held, store_steps
 from hpsearch.store.rules import RulesFor, StudyKey, StudyRules
 from hpsearch.store.studies import (
     Ranked,
@@ -379,7 +374,7 @@ def _resent_or_refused(session: Session, trial_id: int, worker_id: str, attempt:
     """A completion whose lease check failed: the same trial again if this worker already
     ended it (its first reply was lost), else LeaseLost saying why."""
     trial = get_trial(session, trial_id, lock=True)
-    if trial.state in ENDED and trial.worker_id == worker_id and trial.attempt == attempt:
+    if lease.already_ended(trial, lease.Holder(trial_id, worker_id, attempt), ENDED):
         return trial
     check_held(trial, worker_id, attempt)  # raises, saying why
     raise LeaseLost(f"trial {trial_id} is no longer leased to {worker_id}")

@@ -14,7 +14,6 @@ This module needs only the models (``studies.finish_if_done`` calls :func:`reque
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,8 +22,10 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from hpsearch.errors import InvalidInput, InvalidState, LeaseLost, NotFound
+from hpsearch.errors import InvalidInput, InvalidState, NotFound
+from hpsearch.objective import finite
 from hpsearch.states import UNENDED, TrialState
+from hpsearch.store import lease
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import FinalEvaluation, Study, Trial
 
@@ -209,10 +210,7 @@ def complete(
         )
     trial = session.get(Trial, trial_id)
     assert trial is not None
-    trial.test_metrics = {
-        name: float(v) if v is not None and math.isfinite(v) else None
-        for name, v in metrics.items()
-    }
+    trial.test_metrics = {name: finite(v) for name, v in metrics.items()}
     evaluation.state, evaluation.finished_at = TrialState.COMPLETED, utcnow()
     evaluation.lease_expires_at = None
     return evaluation
@@ -252,20 +250,11 @@ def _held(session: Session, trial_id: int, worker_id: str, attempt: int) -> Fina
 
 
 def check_held(evaluation: FinalEvaluation, worker_id: str, attempt: int) -> FinalEvaluation:
-    """The evaluation, if ``worker_id`` still holds its lease for ``attempt``; else LeaseLost."""
+    """The evaluation, if ``worker_id`` still holds its lease for ``attempt`` (see
+    :mod:`.lease`); else LeaseLost."""
     trial_id = evaluation.trial_id
-    if evaluation.worker_id != worker_id or evaluation.attempt != attempt:
-        raise LeaseLost(
-            f"the test evaluation of trial {trial_id} attempt {attempt} is no longer leased to "
-            f"{worker_id} (now attempt {evaluation.attempt} of {evaluation.worker_id})"
-        )
-    if evaluation.state != TrialState.RUNNING:
-        raise LeaseLost(f"the test evaluation of trial {trial_id} is {evaluation.state}")
-    if evaluation.lease_expires_at is not None and evaluation.lease_expires_at < utcnow():
-        raise LeaseLost(
-            f"the test evaluation of trial {trial_id}'s lease expired at "
-            f"{evaluation.lease_expires_at}"
-        )
+    holder = lease.Holder(trial_id, worker_id, attempt)
+    lease.check(evaluation, holder, f"the test evaluation of trial {trial_id}")
     return evaluation
 
 
@@ -274,8 +263,8 @@ def _resent(
 ) -> FinalEvaluation | None:
     """The evaluation, if this worker already ended it so (its first reply was lost)."""
     evaluation = _of_trial(session, trial_id, lock=True)
-    same = evaluation.worker_id == worker_id and evaluation.attempt == attempt
-    return evaluation if same and evaluation.state == state else None
+    holder = lease.Holder(trial_id, worker_id, attempt)
+    return evaluation if lease.already_ended(evaluation, holder, [state]) else None
 
 
 def _study(session: Session, study_id: int) -> Study:

@@ -20,6 +20,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hpsearch.objective import finite
 from hpsearch.samplers import FinishedTrial
 from hpsearch.states import ENDED, TrialState
 from hpsearch.store.models import Trial, TrialIntermediate
@@ -75,9 +76,9 @@ def _steps(
     for i in range(0, len(numbers), _CHUNK):
         chunk = numbers[i : i + _CHUNK]
         for number, step, metrics in session.execute(query.where(Trial.number.in_(chunk))):
-            value = (metrics or {}).get(metric)
-            if isinstance(value, int | float) and math.isfinite(value):
-                found.setdefault(number, {})[step] = float(value)
+            value = finite((metrics or {}).get(metric))
+            if value is not None:
+                found.setdefault(number, {})[step] = value
     return found
 
 

@@ -15,7 +15,6 @@ Rules (data, not code scattered through the worker):
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,7 +24,9 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import InvalidState, LeaseLost, NotFound
+from hpsearch.objective import finite_metrics
 from hpsearch.states import ENDED_STUDY, TrialState
+from hpsearch.store import lease
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Study, Trial, TrialEvent
@@ -54,16 +55,8 @@ def held(session: Session, trial_id: int, worker_id: str, attempt: int) -> Trial
 
 
 def check_held(trial: Trial, worker_id: str, attempt: int) -> Trial:
-    trial_id = trial.id
-    if trial.worker_id != worker_id or trial.attempt != attempt:
-        raise LeaseLost(
-            f"trial {trial_id} attempt {attempt} is no longer leased to "
-            f"{worker_id} (now attempt {trial.attempt} of {trial.worker_id})"
-        )
-    if trial.state != TrialState.RUNNING:
-        raise LeaseLost(f"trial {trial_id} is {trial.state}, not running")
-    if trial.lease_expires_at is not None and trial.lease_expires_at < utcnow():
-        raise LeaseLost(f"trial {trial_id}'s lease expired at {trial.lease_expires_at}")
+    """``trial``, if ``worker_id`` holds its lease for ``attempt`` (see :mod:`.lease`)."""
+    lease.check(trial, lease.Holder(trial.id, worker_id, attempt), f"trial {trial.id}")
     return trial
 
 
@@ -236,11 +229,7 @@ def lock_study_then_trial(session: Session, trial_id: int) -> tuple[Study, Trial
 
 def fail(session: Session, trial_id: int, worker_id: str, attempt: int, error: str) -> Trial:
     study, trial = lock_study_then_trial(session, trial_id)
-    if (
-        trial.state == TrialState.FAILED
-        and trial.worker_id == worker_id
-        and trial.attempt == attempt
-    ):
+    if lease.already_ended(trial, lease.Holder(trial_id, worker_id, attempt), [TrialState.FAILED]):
         return trial
     check_held(trial, worker_id, attempt)
     trial.state = TrialState.FAILED
@@ -276,16 +265,6 @@ def request_stop(session: Session, trial_id: int) -> Trial:
         raise InvalidState(f"trial {trial_id} is already {trial.state}")
     record_event(session, trial, "stop_requested", None)
     return trial
-
-
-def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
-    """Metrics as stored: numbers kept, NaN and ±inf recorded as missing (``None``)."""
-    out: dict[str, float | None] = {}
-    for name, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        out[name] = float(value) if math.isfinite(value) else None
-    return out
 
 
 def record_event(session: Session, trial: Trial, kind: str, detail: str | None) -> None:

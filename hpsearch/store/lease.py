@@ -1,0 +1,69 @@
+"""Leases: who may act on a running trial or test evaluation, one rule for both.
+
+A claimed job (a trial, or a study's final test evaluation) is leased to one worker for one
+attempt until ``lease_expires_at``; a re-queued job's next claim is ``attempt + 1``. A request
+acts on the job only while its :class:`Holder` (job, worker, attempt) still holds that lease;
+otherwise :func:`check` refuses it with :class:`LeaseLost`, saying why, and nothing changes. A
+holder that resends an ending it already made (its first reply was lost) is recognised by
+:func:`already_ended` and gets the same answer again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from hpsearch.errors import LeaseLost
+from hpsearch.states import TrialState
+from hpsearch.store.clock import utcnow
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who acts on a leased job: the trial (or the trial whose test evaluation it is), the
+    worker, and the attempt it was given."""
+
+    trial_id: int
+    worker_id: str
+    attempt: int
+
+
+class Leased(Protocol):
+    """A row that is leased: a trial or a final evaluation."""
+
+    worker_id: str | None
+    attempt: int
+    state: str
+    lease_expires_at: datetime | None
+
+
+def check(job: Leased, holder: Holder, what: str) -> None:
+    """Raises LeaseLost, saying why, unless ``holder`` still holds ``job``'s lease now.
+    ``what`` names the job in the message (``trial 7``)."""
+    if job.worker_id != holder.worker_id or job.attempt != holder.attempt:
+        raise LeaseLost(
+            f"{what} attempt {holder.attempt} is no longer leased to "
+            f"{holder.worker_id} (now attempt {job.attempt} of {job.worker_id})"
+        )
+    if job.state != TrialState.RUNNING:
+        raise LeaseLost(f"{what} is {job.state}, not running")
+    if job.lease_expires_at is not None and job.lease_expires_at < utcnow():
+        raise LeaseLost(f"{what}'s lease expired at {job.lease_expires_at}")
+
+
+def holds(job: Leased, holder: Holder) -> bool:
+    """Whether ``holder`` still holds ``job``'s lease (:func:`check` without the reason)."""
+    try:
+        check(job, holder, "")
+    except LeaseLost:
+        return False
+    return True
+
+
+def already_ended(job: Leased, holder: Holder, states: Collection[str]) -> bool:
+    """Whether ``holder`` itself already ended ``job`` in one of ``states``: a resent ending."""
+    return (
+        job.state in states and job.worker_id == holder.worker_id and job.attempt == holder.attempt
+    )
