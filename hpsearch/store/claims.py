@@ -16,7 +16,6 @@ Rules (data, not code scattered through the worker):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from hpsearch.samplers import FinishedTrial
 from hpsearch.states import LIVE_STUDY, StudyState, TrialState
+from hpsearch.store import postgres
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.history import read_history
@@ -387,33 +387,24 @@ def _claim_queued(
 ) -> Claim | None:
     """The oldest queued trial of the study (enqueued, re-queued or released), leased and its
     event recorded (on PostgreSQL in one statement)."""
-    if connection.dialect.name == "postgresql":
-        row = connection.execute(
-            sql.CLAIM_QUEUED_WITH_EVENT_PG,
-            {
-                "study_id": study_id,
-                "worker_id": lease.worker_id,
-                "now": lease.now,
-                "expires": lease.expires,
-                "detail": lease.detail,
-            },
-        ).first()
+    params = {
+        "b_study_id": study_id,
+        "b_worker_id": lease.worker_id,
+        "b_now": lease.now,
+        "b_expires": lease.expires,
+    }
+    row: Any
+    if postgres.serves(connection):
+        row = postgres.claim_queued(connection, {**params, "b_detail": lease.detail})
     else:
-        row = connection.execute(
-            sql.CLAIM_QUEUED,
-            {
-                "b_study_id": study_id,
-                "b_worker_id": lease.worker_id,
-                "b_now": lease.now,
-                "b_expires": lease.expires,
-            },
-        ).first()
+        row = connection.execute(sql.CLAIM_QUEUED, params).first()
         if row is not None:
             _record_claimed(connection, lease, row[0], row[2])
     if row is None:
         return None
-    trial_id, number, attempt, params, last_step = row
-    return _leased(rules, (trial_id, study_id, number, attempt), params, lease.expires, last_step)
+    trial_id, number, attempt, trial_params, last_step = row
+    ids = (trial_id, study_id, number, attempt)
+    return _leased(rules, ids, trial_params, lease.expires, last_step)
 
 
 def _sample_new(
@@ -480,32 +471,19 @@ def _sample_new(
     if ahead:
         connection.execute(sql.INSERT_QUEUED_TRIAL, [{**a, "b_now": now} for a in ahead])
     next_free = next_number + 1 + len(ahead)
-    if connection.dialect.name == "postgresql":
-        trial_id = connection.scalar(
-            sql.INSERT_LEASED_WITH_EVENT_PG,
-            {
-                "study_id": study_id,
-                "number": next_number,
-                "params": json.dumps(params),
-                "worker_id": lease.worker_id,
-                "now": now,
-                "expires": lease.expires,
-                "next_number": next_free,
-                "detail": lease.detail,
-            },
-        )
+    values = {
+        "b_study_id": study_id,
+        "b_number": next_number,
+        "b_params": params,
+        "b_worker_id": lease.worker_id,
+        "b_now": now,
+        "b_expires": lease.expires,
+    }
+    if postgres.serves(connection):
+        extra = {"b_next_number": next_free, "b_detail": lease.detail}
+        trial_id = postgres.insert_leased(connection, {**values, **extra})
     else:
-        trial_id = connection.scalar(
-            sql.INSERT_LEASED_TRIAL,
-            {
-                "b_study_id": study_id,
-                "b_number": next_number,
-                "b_params": params,
-                "b_worker_id": lease.worker_id,
-                "b_now": now,
-                "b_expires": lease.expires,
-            },
-        )
+        trial_id = connection.scalar(sql.INSERT_LEASED_TRIAL, values)
         connection.execute(
             sql.SET_NEXT_NUMBER, {"b_study_id": study_id, "b_next_number": next_free}
         )

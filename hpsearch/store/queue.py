@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import InvalidState, LeaseLost, NotFound
@@ -95,7 +95,7 @@ def _extend_lease(
     return row[0], bool(row[1]), expires
 
 
-def _stop_reason(state: str, stop_requested: bool) -> str | None:
+def stop_reason(state: str, stop_requested: bool) -> str | None:
     if state in ENDED_STUDY:
         return f"study {state}"
     return "stop requested" if stop_requested else None
@@ -108,7 +108,7 @@ def heartbeat(
     state, _ = (
         session.connection().execute(sql.STUDY_STATE_AND_PRUNER, {"b_study_id": study_id}).one()
     )
-    reason = _stop_reason(state, stop_requested)
+    reason = stop_reason(state, stop_requested)
     return ReportAck(reason is not None, reason, expires)
 
 
@@ -137,47 +137,10 @@ def report(
     connection = session.connection()
     store_steps(session, trial_id, attempt, cleaned)
     state, pruner = connection.execute(sql.STUDY_STATE_AND_PRUNER, {"b_study_id": study_id}).one()
-    reason = _stop_reason(state, stop_requested)
+    reason = stop_reason(state, stop_requested)
     if reason is None and prune is not None and judged_by(pruner):
         reason = judge(session, get_trial(session, trial_id), cleaned, prune)
     return ReportAck(reason is not None, reason, expires)
-
-
-def report_at_once(
-    connection: Connection,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
-    steps: Steps,
-    lease: timedelta,
-) -> tuple[ReportAck, Steps] | None:
-    """A report (or, with no ``steps``, a heartbeat) in one statement on a PostgreSQL
-    connection in autocommit mode: the lease checked and extended, the steps stored, the
-    study's state read. ``None`` when the worker does not hold the lease (:func:`report`, in
-    a transaction, then says why). With the reply, the steps (as stored) that the study's
-    pruner must still judge (:func:`judge`; none when it has none): stored already, whatever
-    it decides."""
-    now = utcnow()
-    expires = now + lease
-    cleaned = [(step, finite_metrics(metrics)) for step, metrics in steps]
-    row = connection.execute(
-        sql.REPORT_AT_ONCE_PG,
-        {
-            "trial_id": trial_id,
-            "worker_id": worker_id,
-            "attempt": attempt,
-            "now": now,
-            "expires": expires,
-            "step": max((step for step, _ in cleaned), default=None),
-            "steps": _steps_json(cleaned),
-        },
-    ).first()
-    if row is None:
-        return None
-    stop_requested, state, pruner = row
-    reason = _stop_reason(state, bool(stop_requested))
-    ack = ReportAck(reason is not None, reason, expires)
-    return ack, cleaned if reason is None and judged_by(pruner) else []
 
 
 def judged_by(pruner: dict[str, Any] | None) -> bool:
@@ -207,11 +170,16 @@ def store_steps(
     connection = session.connection()
     connection.execute(
         sql.upsert_steps(connection.dialect.name),
-        {"trial_id": trial_id, "attempt": attempt, "now": utcnow(), "steps": _steps_json(steps)},
+        {
+            "b_trial_id": trial_id,
+            "b_attempt": attempt,
+            "b_now": utcnow(),
+            "b_steps": steps_json(steps),
+        },
     )
 
 
-def _steps_json(steps: Steps) -> str:
+def steps_json(steps: Steps) -> str:
     """Steps as the upserts read them: one entry per step (one statement may not upsert a
     row twice), the later of a step sent twice in one batch."""
     unique = {step: metrics for step, metrics in steps}

@@ -26,6 +26,7 @@ from hpsearch.store import (
     gauges,
     health,
     imports,
+    postgres,
     queue,
     results,
 )
@@ -93,6 +94,9 @@ class Store:
         self.lease = timedelta(seconds=lease_seconds)
         self._rules = RulesCache()
         self._history = HistoryCache()
+        # PostgreSQL's one-statement paths (hpsearch/store/postgres.py); SQLite has none and
+        # takes the general path, a transaction, for every request.
+        self._fast = postgres.FastPath(db, self.lease, self._rules.get) if db.is_postgres else None
         # Probes that almost always find nothing, made at most once per ``probe_seconds`` per
         # process rather than on every claim (a server sets it; 0: every claim): an expired
         # lease is then re-queued up to that much later, a test evaluation queued through
@@ -333,7 +337,7 @@ class Store:
         rolls back all of them. On PostgreSQL, whose hot writes are each one statement
         outside a transaction block (holding their row locks for no round trip longer), they
         stay apart."""
-        if self.db.is_postgres:
+        if self._fast is not None:
             yield
             return
         with self.db.one_transaction():
@@ -384,8 +388,8 @@ class Store:
         # round trip, and so would the transaction's own look at the queue before it locks
         # the study: it then looks only if the study's count shows queued trials.
         likely_queued = study_id not in self._queue_found_empty
-        if self.db.is_postgres and likely_queued and not (touch or look_for_expired):
-            with self.db.autocommit() as connection:
+        if self._fast is not None and likely_queued and not (touch or look_for_expired):
+            with self._fast.connection() as connection:
                 running = self._running.get(
                     study_id, lambda: claims.running_studies(connection, study_id)
                 )
@@ -421,7 +425,7 @@ class Store:
                 )
 
             # SQLite has no one-statement claim: the kept studies are tried here first.
-            kept = None if self.db.is_postgres else self._running.kept(study_id)
+            kept = None if self._fast is not None else self._running.kept(study_id)
             claimed = claim_by(kept, look_for_expired) if kept is not None else None
             if claimed is None:
                 # Read afresh, in the transaction: whatever a claim by the kept ones missed.
@@ -490,12 +494,11 @@ class Store:
     def _report_at_once(
         self, trial_id: int, worker_id: str, attempt: int, steps: queue.Steps
     ) -> tuple[queue.ReportAck, queue.Steps] | None:
-        """A report or heartbeat as one statement on PostgreSQL (:func:`queue.report_at_once`);
-        None elsewhere, or when the lease is not held: the transaction then says why."""
-        if not self.db.is_postgres:
+        """A report or heartbeat as one statement on PostgreSQL (see :mod:`.postgres`); None
+        on SQLite, or when the lease is not held: the transaction then says why."""
+        if self._fast is None:
             return None
-        with self.db.autocommit() as connection:
-            return queue.report_at_once(connection, trial_id, worker_id, attempt, steps, self.lease)
+        return self._fast.report(trial_id, worker_id, attempt, steps)
 
     def heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> queue.ReportAck:
         done = self._report_at_once(trial_id, worker_id, attempt, ())
@@ -541,19 +544,10 @@ class Store:
     ) -> Trial:
         """Ends a trial, storing first the ``steps`` its worker had not reported yet."""
         study_key = self._claimed_studies.pop(trial_id, None)
-        if self.db.is_postgres:
-            with self.db.autocommit() as connection:
-                done = completion.complete_at_once(
-                    connection,
-                    trial_id,
-                    worker_id,
-                    attempt,
-                    metrics,
-                    self._rules.get,
-                    pruned,
-                    steps,
-                    study_key,
-                )
+        if self._fast is not None:
+            done = self._fast.complete(
+                trial_id, worker_id, attempt, metrics, pruned, steps, study_key
+            )
             if done is not None:
                 if done.may_end_study or done.trial.state == TrialState.FAILED:
                     with self.db.write() as s:
