@@ -26,11 +26,11 @@ from sqlalchemy.orm import Session
 from hpsearch.errors import LeaseLost, NotFound
 from hpsearch.objective import finite_metrics, rank_key
 from hpsearch.states import ENDED, TrialState
-from hpsearch.store import lease
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
+from hpsearch.store.lease import Holder, already_ended
 from hpsearch.store.models import Trial
-from hpsearch.store.queue import STORED_INFINITY, Steps, check_held, store_steps
+from hpsearch.store.queue import STORED_INFINITY, Steps, check_held, holder_params, store_steps
 from hpsearch.store.rules import RulesFor, StudyRules
 from hpsearch.store.studies import (
     Ranked,
@@ -46,9 +46,7 @@ class Ending:
     """What ending a held trial writes: the trial, its steps and events, and how the study's
     counters move."""
 
-    trial_id: int
-    worker_id: str
-    attempt: int
+    holder: Holder
     now: datetime
     state: str
     metrics: dict[str, float | None]
@@ -71,9 +69,7 @@ class Ending:
 
 def ending(
     rules: StudyRules,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
+    holder: Holder,
     metrics: Mapping[str, float | None],
     pruned: bool,
     steps: Steps,
@@ -95,9 +91,7 @@ def ending(
         events.append((state, None))
     failed = state == TrialState.FAILED  # unranked, as a trial failed by its worker is
     return Ending(
-        trial_id=trial_id,
-        worker_id=worker_id,
-        attempt=attempt,
+        holder=holder,
         now=utcnow(),
         state=state,
         metrics=clean,
@@ -129,9 +123,7 @@ def never_reported(objective: str, metrics: Mapping[str, float | None]) -> str |
 
 def complete(
     session: Session,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
+    holder: Holder,
     metrics: Mapping[str, float | None],
     rules_for: RulesFor,
     pruned: bool = False,
@@ -144,16 +136,17 @@ def complete(
     written in three more. The ORM is only asked when the study may be ending or the lease
     check fails (to say why, or to answer a resent completion).
     """
+    trial_id = holder.trial_id
     connection = session.connection()
     study = connection.execute(sql.LOCK_STUDY_OF_TRIAL, {"b_trial_id": trial_id}).one_or_none()
     if study is None:
         raise NotFound(f"trial {trial_id} does not exist")
     study_id, created, _, _, n_completed, n_pruned, n_failed, best_id, max_trials, number = study
     rules = rules_for(session, (study_id, created))
-    e = ending(rules, trial_id, worker_id, attempt, metrics, pruned, steps)
+    e = ending(rules, holder, metrics, pruned, steps)
     row = _end_trial(session, e)
     if row is None:
-        return _resent_or_refused(session, trial_id, worker_id, attempt)
+        return _resent_or_refused(session, holder)
     if e.state == TrialState.PRUNED:
         n_pruned += 1
     elif e.state == TrialState.FAILED:
@@ -190,9 +183,7 @@ def _end_trial(session: Session, e: Ending) -> Row[Any] | None:
     row = connection.execute(
         sql.END_HELD_TRIAL,
         {
-            "b_trial_id": e.trial_id,
-            "b_worker_id": e.worker_id,
-            "b_attempt": e.attempt,
+            **holder_params(e.holder),
             "b_now": e.now,
             "b_state": e.state,
             "b_metrics": e.metrics,
@@ -205,15 +196,13 @@ def _end_trial(session: Session, e: Ending) -> Row[Any] | None:
     ).one_or_none()
     if row is None:
         return None
-    store_steps(session, e.trial_id, e.attempt, e.steps)
+    store_steps(session, e.holder, e.steps)
     connection.execute(
         sql.INSERT_EVENT,
         [
             {
-                "b_trial_id": e.trial_id,
+                **holder_params(e.holder),
                 "b_kind": kind,
-                "b_attempt": e.attempt,
-                "b_worker_id": e.worker_id,
                 "b_detail": detail,
                 "b_created_at": e.now,
             }
@@ -238,11 +227,11 @@ def _beats(session: Session, challenger: Ranked, best_id: int | None, rules: Stu
     return rank_key(challenger, direction) < rank_key(holder, direction)
 
 
-def _resent_or_refused(session: Session, trial_id: int, worker_id: str, attempt: int) -> Trial:
+def _resent_or_refused(session: Session, holder: Holder) -> Trial:
     """A completion whose lease check failed: the same trial again if this worker already
     ended it (its first reply was lost), else LeaseLost saying why."""
-    trial = get_trial(session, trial_id, lock=True)
-    if lease.already_ended(trial, lease.Holder(trial_id, worker_id, attempt), ENDED):
+    trial = get_trial(session, holder.trial_id, lock=True)
+    if already_ended(trial, holder, ENDED):
         return trial
-    check_held(trial, worker_id, attempt)  # raises, saying why
-    raise LeaseLost(f"trial {trial_id} is no longer leased to {worker_id}")
+    check_held(trial, holder)  # raises, saying why
+    raise LeaseLost(f"trial {holder.trial_id} is no longer leased to {holder.worker_id}")

@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 from hpsearch.errors import InvalidInput, InvalidState, NotFound
 from hpsearch.objective import finite
 from hpsearch.states import UNENDED, TrialState
-from hpsearch.store import lease
 from hpsearch.store.clock import utcnow
+from hpsearch.store.lease import Holder, already_ended, check_lease
 from hpsearch.store.models import FinalEvaluation, Study, Trial
 
 TEST_PREFIX = "test_"
@@ -182,25 +182,19 @@ def _claim_of(session: Session, evaluation: FinalEvaluation, study: Study) -> Ev
     )
 
 
-def heartbeat(
-    session: Session, trial_id: int, worker_id: str, attempt: int, lease: timedelta
-) -> datetime:
-    evaluation = _held(session, trial_id, worker_id, attempt)
+def heartbeat(session: Session, holder: Holder, lease: timedelta) -> datetime:
+    evaluation = _held(session, holder)
     evaluation.lease_expires_at = utcnow() + lease
     return evaluation.lease_expires_at
 
 
 def complete(
-    session: Session,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
-    metrics: Mapping[str, float | None],
+    session: Session, holder: Holder, metrics: Mapping[str, float | None]
 ) -> FinalEvaluation:
-    resent = _resent(session, trial_id, worker_id, attempt, TrialState.COMPLETED)
+    resent = _resent(session, holder, TrialState.COMPLETED)
     if resent is not None:
         return resent
-    evaluation = _held(session, trial_id, worker_id, attempt)
+    evaluation = _held(session, holder)
     others = sorted(name for name in metrics if not name.startswith(TEST_PREFIX))
     if others or not metrics:
         raise InvalidInput(
@@ -208,7 +202,7 @@ def complete(
             f"final test metrics are named {TEST_PREFIX}* (got {others or 'none'}); "
             "dev and train metrics come with the trial's completion",
         )
-    trial = session.get(Trial, trial_id)
+    trial = session.get(Trial, holder.trial_id)
     assert trial is not None
     trial.test_metrics = {name: finite(v) for name, v in metrics.items()}
     evaluation.state, evaluation.finished_at = TrialState.COMPLETED, utcnow()
@@ -216,13 +210,11 @@ def complete(
     return evaluation
 
 
-def fail(
-    session: Session, trial_id: int, worker_id: str, attempt: int, error: str
-) -> FinalEvaluation:
-    resent = _resent(session, trial_id, worker_id, attempt, TrialState.FAILED)
+def fail(session: Session, holder: Holder, error: str) -> FinalEvaluation:
+    resent = _resent(session, holder, TrialState.FAILED)
     if resent is not None:
         return resent
-    evaluation = _held(session, trial_id, worker_id, attempt)
+    evaluation = _held(session, holder)
     evaluation.state, evaluation.error, evaluation.finished_at = TrialState.FAILED, error, utcnow()
     evaluation.lease_expires_at = None
     return evaluation
@@ -245,26 +237,18 @@ def _of_trial(session: Session, trial_id: int, *, lock: bool = False) -> FinalEv
     return evaluation
 
 
-def _held(session: Session, trial_id: int, worker_id: str, attempt: int) -> FinalEvaluation:
-    return check_held(_of_trial(session, trial_id, lock=True), worker_id, attempt)
-
-
-def check_held(evaluation: FinalEvaluation, worker_id: str, attempt: int) -> FinalEvaluation:
-    """The evaluation, if ``worker_id`` still holds its lease for ``attempt`` (see
-    :mod:`.lease`); else LeaseLost."""
-    trial_id = evaluation.trial_id
-    holder = lease.Holder(trial_id, worker_id, attempt)
-    lease.check(evaluation, holder, f"the test evaluation of trial {trial_id}")
+def _held(session: Session, holder: Holder) -> FinalEvaluation:
+    """The evaluation, locked, if ``holder`` still holds its lease (see :mod:`.lease`); else
+    LeaseLost."""
+    evaluation = _of_trial(session, holder.trial_id, lock=True)
+    check_lease(evaluation, holder, f"the test evaluation of trial {holder.trial_id}")
     return evaluation
 
 
-def _resent(
-    session: Session, trial_id: int, worker_id: str, attempt: int, state: str
-) -> FinalEvaluation | None:
+def _resent(session: Session, holder: Holder, state: str) -> FinalEvaluation | None:
     """The evaluation, if this worker already ended it so (its first reply was lost)."""
-    evaluation = _of_trial(session, trial_id, lock=True)
-    holder = lease.Holder(trial_id, worker_id, attempt)
-    return evaluation if lease.already_ended(evaluation, holder, [state]) else None
+    evaluation = _of_trial(session, holder.trial_id, lock=True)
+    return evaluation if already_ended(evaluation, holder, [state]) else None
 
 
 def _study(session: Session, study_id: int) -> Study:

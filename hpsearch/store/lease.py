@@ -3,7 +3,7 @@
 A claimed job (a trial, or a study's final test evaluation) is leased to one worker for one
 attempt until ``lease_expires_at``; a re-queued job's next claim is ``attempt + 1``. A request
 acts on the job only while its :class:`Holder` (job, worker, attempt) still holds that lease;
-otherwise :func:`check` refuses it with :class:`LeaseLost`, saying why, and nothing changes. A
+otherwise :func:`check_lease` refuses it with :class:`LeaseLost`, saying why, and nothing changes. A
 holder that resends an ending it already made (its first reply was lost) is recognised by
 :func:`already_ended` and gets the same answer again.
 """
@@ -39,7 +39,7 @@ class Leased(Protocol):
     lease_expires_at: datetime | None
 
 
-def check(job: Leased, holder: Holder, what: str) -> None:
+def check_lease(job: Leased, holder: Holder, what: str) -> None:
     """Raises LeaseLost, saying why, unless ``holder`` still holds ``job``'s lease now.
     ``what`` names the job in the message (``trial 7``)."""
     if job.worker_id != holder.worker_id or job.attempt != holder.attempt:
@@ -53,10 +53,11 @@ def check(job: Leased, holder: Holder, what: str) -> None:
         raise LeaseLost(f"{what}'s lease expired at {job.lease_expires_at}")
 
 
-def holds(job: Leased, holder: Holder) -> bool:
-    """Whether ``holder`` still holds ``job``'s lease (:func:`check` without the reason)."""
+def holds_lease(job: Leased, holder: Holder) -> bool:
+    """Whether ``holder`` still holds ``job``'s lease (:func:`check_lease` without the
+    reason)."""
     try:
-        check(job, holder, "")
+        check_lease(job, holder, "")
     except LeaseLost:
         return False
     return True

@@ -33,8 +33,9 @@ from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.completion import ending
 from hpsearch.store.db import Database
+from hpsearch.store.lease import Holder
 from hpsearch.store.models import Trial
-from hpsearch.store.queue import ReportAck, Steps, judged_by, steps_json, stop_reason
+from hpsearch.store.queue import ReportAck, Steps, holder_params, judged_by, steps_json, stop_reason
 from hpsearch.store.rules import RulesFor, StudyKey
 from hpsearch.store.statements import result_columns
 from hpsearch.store.studies import may_finish
@@ -59,18 +60,14 @@ class FastPath:
         with self.db.autocommit() as connection:
             yield connection
 
-    def report(
-        self, trial_id: int, worker_id: str, attempt: int, steps: Steps
-    ) -> tuple[ReportAck, Steps] | None:
+    def report(self, holder: Holder, steps: Steps) -> tuple[ReportAck, Steps] | None:
         """See :func:`report_at_once`."""
         with self.db.autocommit() as connection:
-            return report_at_once(connection, trial_id, worker_id, attempt, steps, self.lease)
+            return report_at_once(connection, holder, steps, self.lease)
 
     def complete(
         self,
-        trial_id: int,
-        worker_id: str,
-        attempt: int,
+        holder: Holder,
         metrics: Mapping[str, float | None],
         pruned: bool,
         steps: Steps,
@@ -78,17 +75,8 @@ class FastPath:
     ) -> Completed | None:
         """See :func:`complete_at_once`."""
         with self.db.autocommit() as connection:
-            return complete_at_once(
-                connection,
-                trial_id,
-                worker_id,
-                attempt,
-                metrics,
-                self.rules_for,
-                pruned,
-                steps,
-                study_key,
-            )
+            args = (metrics, self.rules_for, pruned, steps, study_key)
+            return complete_at_once(connection, holder, *args)
 
 
 def claim_queued(connection: Connection, params: dict[str, Any]) -> Row[Any] | None:
@@ -285,9 +273,7 @@ class Completed:
 
 def complete_at_once(
     connection: Connection,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
+    holder: Holder,
     metrics: Mapping[str, float | None],
     rules_for: RulesFor,
     pruned: bool = False,
@@ -295,23 +281,22 @@ def complete_at_once(
     study_key: StudyKey | None = None,
 ) -> Completed | None:
     """Ends a held trial in one statement on a PostgreSQL connection in autocommit mode;
-    None when it ends nothing (ask :func:`completion.complete`, which says why, answers a resend, or
-    ends the trial when the statement saw the study's best trial before it was completed;
-    see :b_func:`_at_once`).
-    ``study_key``: the trial's study and its creation time, if known (else one read)."""
+    None when it ends nothing (ask :func:`completion.complete`, which says why, answers a
+    resend, or ends the trial when the statement saw the study's best trial before it was
+    completed; see :func:`_complete`). ``study_key``: the trial's study and its creation
+    time, if known (else one read)."""
+    trial_id = holder.trial_id
     found = study_key or connection.execute(sql.STUDY_OF_TRIAL, {"b_trial_id": trial_id}).first()
     if found is None:
         raise NotFound(f"trial {trial_id} does not exist")
     study_id, created = found
     rules = rules_for(connection, (study_id, created))
-    e = ending(rules, trial_id, worker_id, attempt, metrics, pruned, steps)
+    e = ending(rules, holder, metrics, pruned, steps)
     row = connection.execute(
         _complete(rules.spec.objective.direction),
         {
+            **holder_params(holder),
             "b_study_id": study_id,
-            "b_trial_id": trial_id,
-            "b_worker_id": worker_id,
-            "b_attempt": attempt,
             "b_now": e.now,
             "b_state": e.state,
             "b_metrics": json.dumps(e.metrics),
@@ -319,7 +304,7 @@ def complete_at_once(
             "b_feasible": e.feasible,
             "b_violation": e.violation,
             "b_step": e.last_step,
-            "b_steps": json.dumps([{"step": k, "metrics": m} for k, m in dict(e.steps).items()]),
+            "b_steps": steps_json(e.steps),
             "b_events": json.dumps([{"kind": k, "detail": d} for k, d in e.events]),
             "b_completed": int(e.state == TrialState.COMPLETED),
             "b_pruned": int(e.state == TrialState.PRUNED),
@@ -338,28 +323,21 @@ def complete_at_once(
 
 
 def report_at_once(
-    connection: Connection,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
-    steps: Steps,
-    lease: timedelta,
+    connection: Connection, holder: Holder, steps: Steps, lease: timedelta
 ) -> tuple[ReportAck, Steps] | None:
     """A report (or, with no ``steps``, a heartbeat) in one statement on a PostgreSQL
     connection in autocommit mode: the lease checked and extended, the steps stored, the
-    study's state read. ``None`` when the worker does not hold the lease (:func:`queue.report`, in
-    a transaction, then says why). With the reply, the steps (as stored) that the study's
-    pruner must still judge (:func:`queue.judge`; none when it has none): stored already, whatever
-    it decides."""
+    study's state read. ``None`` when the worker does not hold the lease
+    (:func:`queue.report`, in a transaction, then says why). With the reply, the steps (as
+    stored) that the study's pruner must still judge (:func:`queue.judge`; none when it has
+    none): stored already, whatever it decides."""
     now = utcnow()
     expires = now + lease
     cleaned = [(step, finite_metrics(metrics)) for step, metrics in steps]
     row = connection.execute(
         REPORT,
         {
-            "b_trial_id": trial_id,
-            "b_worker_id": worker_id,
-            "b_attempt": attempt,
+            **holder_params(holder),
             "b_now": now,
             "b_expires": expires,
             "b_step": max((step for step, _ in cleaned), default=None),

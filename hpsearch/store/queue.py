@@ -26,9 +26,9 @@ from sqlalchemy.orm import Session
 from hpsearch.errors import InvalidState, LeaseLost, NotFound
 from hpsearch.objective import finite_metrics
 from hpsearch.states import ENDED_STUDY, TrialState
-from hpsearch.store import lease
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
+from hpsearch.store.lease import Holder, already_ended, check_lease
 from hpsearch.store.models import Study, Trial, TrialEvent
 from hpsearch.store.studies import (
     finish_if_done,
@@ -49,26 +49,21 @@ class ReportAck:
     lease_expires_at: datetime
 
 
-def held(session: Session, trial_id: int, worker_id: str, attempt: int) -> Trial:
-    """The trial, if ``worker_id`` still holds its lease for ``attempt``; else LeaseLost."""
-    return check_held(get_trial(session, trial_id, lock=True), worker_id, attempt)
+def held(session: Session, holder: Holder) -> Trial:
+    """The trial, locked, if ``holder`` still holds its lease; else LeaseLost."""
+    return check_held(get_trial(session, holder.trial_id, lock=True), holder)
 
 
-def check_held(trial: Trial, worker_id: str, attempt: int) -> Trial:
-    """``trial``, if ``worker_id`` holds its lease for ``attempt`` (see :mod:`.lease`)."""
-    lease.check(trial, lease.Holder(trial.id, worker_id, attempt), f"trial {trial.id}")
+def check_held(trial: Trial, holder: Holder) -> Trial:
+    """``trial``, if ``holder`` holds its lease (see :mod:`.lease`); else LeaseLost."""
+    check_lease(trial, holder, f"trial {trial.id}")
     return trial
 
 
 def _extend_lease(
-    session: Session,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
-    lease: timedelta,
-    step: int | None = None,
+    session: Session, holder: Holder, lease: timedelta, step: int | None = None
 ) -> tuple[int, bool, datetime]:
-    """Extends the lease of a trial ``worker_id`` still holds, in one statement.
+    """Extends the lease of a trial ``holder`` still holds, in one statement.
 
     The hot path of every report and heartbeat: one ``UPDATE … RETURNING`` that checks the
     holder, the attempt, the state and the lease in its ``WHERE`` (and locks the row). Only
@@ -77,21 +72,15 @@ def _extend_lease(
     """
     now = utcnow()
     expires = now + lease
-    params = {
-        "b_trial_id": trial_id,
-        "b_worker_id": worker_id,
-        "b_attempt": attempt,
-        "b_now": now,
-        "b_expires": expires,
-    }
+    params = {**holder_params(holder), "b_now": now, "b_expires": expires}
     if step is None:
         statement = sql.EXTEND_LEASE
     else:
         statement, params["b_step"] = sql.EXTEND_LEASE_TO_STEP, step
     row = session.connection().execute(statement, params).first()
     if row is None:
-        held(session, trial_id, worker_id, attempt)  # raises, saying why
-        raise LeaseLost(f"trial {trial_id} is no longer leased to {worker_id}")
+        held(session, holder)  # raises, saying why
+        raise LeaseLost(f"trial {holder.trial_id} is no longer leased to {holder.worker_id}")
     return row[0], bool(row[1]), expires
 
 
@@ -101,10 +90,17 @@ def stop_reason(state: str, stop_requested: bool) -> str | None:
     return "stop requested" if stop_requested else None
 
 
-def heartbeat(
-    session: Session, trial_id: int, worker_id: str, attempt: int, lease: timedelta
-) -> ReportAck:
-    study_id, stop_requested, expires = _extend_lease(session, trial_id, worker_id, attempt, lease)
+def holder_params(holder: Holder) -> dict[str, Any]:
+    """The bound parameters that name a lease's holder in the store's statements."""
+    return {
+        "b_trial_id": holder.trial_id,
+        "b_worker_id": holder.worker_id,
+        "b_attempt": holder.attempt,
+    }
+
+
+def heartbeat(session: Session, holder: Holder, lease: timedelta) -> ReportAck:
+    study_id, stop_requested, expires = _extend_lease(session, holder, lease)
     state, _ = (
         session.connection().execute(sql.STUDY_STATE_AND_PRUNER, {"b_study_id": study_id}).one()
     )
@@ -116,13 +112,7 @@ Steps = Sequence[tuple[int, Mapping[str, float | None]]]
 
 
 def report(
-    session: Session,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
-    steps: Steps,
-    lease: timedelta,
-    prune: Any = None,
+    session: Session, holder: Holder, steps: Steps, lease: timedelta, prune: Any = None
 ) -> ReportAck:
     """Stores reported steps (idempotent per step) and says whether to stop.
 
@@ -130,16 +120,15 @@ def report(
     they are stored together and judged in order. ``prune(session, trial, step, metrics)``
     is asked only when the study declares a pruner; the first step it stops ends the judging.
     """
-    study_id, stop_requested, expires = _extend_lease(
-        session, trial_id, worker_id, attempt, lease, max(step for step, _ in steps)
-    )
+    last = max(step for step, _ in steps)
+    study_id, stop_requested, expires = _extend_lease(session, holder, lease, last)
     cleaned = [(step, finite_metrics(metrics)) for step, metrics in steps]
     connection = session.connection()
-    store_steps(session, trial_id, attempt, cleaned)
+    store_steps(session, holder, cleaned)
     state, pruner = connection.execute(sql.STUDY_STATE_AND_PRUNER, {"b_study_id": study_id}).one()
     reason = stop_reason(state, stop_requested)
     if reason is None and prune is not None and judged_by(pruner):
-        reason = judge(session, get_trial(session, trial_id), cleaned, prune)
+        reason = judge(session, get_trial(session, holder.trial_id), cleaned, prune)
     return ReportAck(reason is not None, reason, expires)
 
 
@@ -161,18 +150,18 @@ def judge(session: Session, trial: Trial, steps: Steps, prune: Any) -> str | Non
 
 
 def store_steps(
-    session: Session, trial_id: int, attempt: int, steps: Sequence[tuple[int, dict[str, Any]]]
+    session: Session, holder: Holder, steps: Sequence[tuple[int, dict[str, Any]]]
 ) -> None:
-    """Upserts reported steps in one statement (a resent or re-run step replaces its row;
-    of a step sent twice in one batch, the later wins)."""
+    """Upserts the steps ``holder`` reported in one statement (a resent or re-run step
+    replaces its row; of a step sent twice in one batch, the later wins)."""
     if not steps:
         return
     connection = session.connection()
     connection.execute(
         sql.upsert_steps(connection.dialect.name),
         {
-            "b_trial_id": trial_id,
-            "b_attempt": attempt,
+            "b_trial_id": holder.trial_id,
+            "b_attempt": holder.attempt,
             "b_now": utcnow(),
             "b_steps": steps_json(steps),
         },
@@ -195,11 +184,11 @@ def lock_study_then_trial(session: Session, trial_id: int) -> tuple[Study, Trial
     return study, get_trial(session, trial_id, lock=True)
 
 
-def fail(session: Session, trial_id: int, worker_id: str, attempt: int, error: str) -> Trial:
-    study, trial = lock_study_then_trial(session, trial_id)
-    if lease.already_ended(trial, lease.Holder(trial_id, worker_id, attempt), [TrialState.FAILED]):
+def fail(session: Session, holder: Holder, error: str) -> Trial:
+    study, trial = lock_study_then_trial(session, holder.trial_id)
+    if already_ended(trial, holder, [TrialState.FAILED]):
         return trial
-    check_held(trial, worker_id, attempt)
+    check_held(trial, holder)
     trial.state = TrialState.FAILED
     trial.error = error
     trial.finished_at = utcnow()
@@ -212,9 +201,9 @@ def fail(session: Session, trial_id: int, worker_id: str, attempt: int, error: s
     return trial
 
 
-def release(session: Session, trial_id: int, worker_id: str, attempt: int, why: str) -> Trial:
+def release(session: Session, holder: Holder, why: str) -> Trial:
     """A worker hands a trial back unfinished (SIGTERM): it returns to the queue at once."""
-    trial = held(session, trial_id, worker_id, attempt)
+    trial = held(session, holder)
     trial.state = TrialState.QUEUED
     trial.lease_expires_at = None
     record_event(session, trial, "released", why)

@@ -33,6 +33,7 @@ from hpsearch.store import (
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import Database
 from hpsearch.store.history import HistoryCache, read_history
+from hpsearch.store.lease import Holder
 from hpsearch.store.models import (
     FinalEvaluation,
     Study,
@@ -492,20 +493,21 @@ class Store:
             return s.scalars(query.limit(1)).first() is not None
 
     def _report_at_once(
-        self, trial_id: int, worker_id: str, attempt: int, steps: queue.Steps
+        self, holder: Holder, steps: queue.Steps
     ) -> tuple[queue.ReportAck, queue.Steps] | None:
         """A report or heartbeat as one statement on PostgreSQL (see :mod:`.postgres`); None
         on SQLite, or when the lease is not held: the transaction then says why."""
         if self._fast is None:
             return None
-        return self._fast.report(trial_id, worker_id, attempt, steps)
+        return self._fast.report(holder, steps)
 
     def heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> queue.ReportAck:
-        done = self._report_at_once(trial_id, worker_id, attempt, ())
+        holder = Holder(trial_id, worker_id, attempt)
+        done = self._report_at_once(holder, ())
         if done is not None:
             return done[0]
         with self.db.write() as s:
-            return queue.heartbeat(s, trial_id, worker_id, attempt, self.lease)
+            return queue.heartbeat(s, holder, self.lease)
 
     def report(
         self,
@@ -518,20 +520,19 @@ class Store:
     ) -> queue.ReportAck:
         """One step's metrics, after the ``earlier`` steps the worker held back, if any."""
         steps = [*earlier, (step, metrics)]
-        done = self._report_at_once(trial_id, worker_id, attempt, steps)
+        holder = Holder(trial_id, worker_id, attempt)
+        done = self._report_at_once(holder, steps)
         if done is not None:
             ack, to_judge = done
             if not to_judge:
                 return ack
             with self.db.write() as s:
                 # Locked and checked again: the lease may have been lost since.
-                trial = queue.held(s, trial_id, worker_id, attempt)
+                trial = queue.held(s, holder)
                 reason = queue.judge(s, trial, to_judge, prune_decision)
             return queue.ReportAck(reason is not None, reason, ack.lease_expires_at)
         with self.db.write() as s:
-            return queue.report(
-                s, trial_id, worker_id, attempt, steps, self.lease, prune=prune_decision
-            )
+            return queue.report(s, holder, steps, self.lease, prune=prune_decision)
 
     def complete(
         self,
@@ -543,11 +544,10 @@ class Store:
         steps: queue.Steps = (),
     ) -> Trial:
         """Ends a trial, storing first the ``steps`` its worker had not reported yet."""
+        holder = Holder(trial_id, worker_id, attempt)
         study_key = self._claimed_studies.pop(trial_id, None)
         if self._fast is not None:
-            done = self._fast.complete(
-                trial_id, worker_id, attempt, metrics, pruned, steps, study_key
-            )
+            done = self._fast.complete(holder, metrics, pruned, steps, study_key)
             if done is not None:
                 if done.may_end_study or done.trial.state == TrialState.FAILED:
                     with self.db.write() as s:
@@ -558,16 +558,14 @@ class Store:
                 return done.trial
         # Elsewhere, or to say why that ended nothing (a lost lease, a resent completion).
         with self.db.write() as s:
-            trial = completion.complete(
-                s, trial_id, worker_id, attempt, metrics, self._rules.get, pruned, steps
-            )
+            trial = completion.complete(s, holder, metrics, self._rules.get, pruned, steps)
             if trial.state == TrialState.FAILED:  # it never reported its objective
                 health.note_failure(s, worker_id)
             return trial
 
     def fail(self, trial_id: int, worker_id: str, attempt: int, error: str) -> Trial:
         with self.db.write() as s:
-            trial = queue.fail(s, trial_id, worker_id, attempt, error)
+            trial = queue.fail(s, Holder(trial_id, worker_id, attempt), error)
             health.note_failure(s, worker_id)
             return trial
 
@@ -578,7 +576,7 @@ class Store:
 
     def release(self, trial_id: int, worker_id: str, attempt: int, why: str) -> Trial:
         with self.db.write() as s:
-            return queue.release(s, trial_id, worker_id, attempt, why)
+            return queue.release(s, Holder(trial_id, worker_id, attempt), why)
 
     def stop_trial(self, trial_id: int) -> Trial:
         with self.db.write() as s:
@@ -596,7 +594,8 @@ class Store:
         publish: Callable[[bool], object],
     ) -> None:
         with self.db.write() as s:
-            checkpoints.record(s, trial_id, worker_id, attempt, step, self.lease, publish)
+            holder = Holder(trial_id, worker_id, attempt)
+            checkpoints.record(s, holder, step, self.lease, publish)
 
     def trial_state(self, trial_id: int) -> str:
         """The trial's state; NotFound for an unknown trial."""
@@ -610,7 +609,7 @@ class Store:
         """Whether ``worker_id`` holds ``attempt`` of the trial's lease, or of its final test
         evaluation's: a read, which extends nothing."""
         with self.db.read() as s:
-            return checkpoints.readable_by_holder(s, trial_id, worker_id, attempt)
+            return checkpoints.readable_by_holder(s, Holder(trial_id, worker_id, attempt))
 
     def checkpoint_step(self, trial_id: int) -> int | None:
         with self.db.read() as s:
@@ -654,19 +653,19 @@ class Store:
 
     def final_evaluation_heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> datetime:
         with self.db.write() as s:
-            return evaluations.heartbeat(s, trial_id, worker_id, attempt, self.lease)
+            return evaluations.heartbeat(s, Holder(trial_id, worker_id, attempt), self.lease)
 
     def complete_final_evaluation(
         self, trial_id: int, worker_id: str, attempt: int, metrics: Mapping[str, float | None]
     ) -> FinalEvaluation:
         with self.db.write() as s:
-            return evaluations.complete(s, trial_id, worker_id, attempt, metrics)
+            return evaluations.complete(s, Holder(trial_id, worker_id, attempt), metrics)
 
     def fail_final_evaluation(
         self, trial_id: int, worker_id: str, attempt: int, error: str
     ) -> FinalEvaluation:
         with self.db.write() as s:
-            return evaluations.fail(s, trial_id, worker_id, attempt, error)
+            return evaluations.fail(s, Holder(trial_id, worker_id, attempt), error)
 
     # -- internals -----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from hpsearch.store import Database, Store, claims, completion
+from hpsearch.store.lease import Holder
 from hpsearch.store.rules import RulesCache, StudyKey
 from tests.conftest import digits_spec, wait_for
 
@@ -89,7 +90,8 @@ def test_a_completion_that_waited_ranks_against_the_best_the_lock_holder_set(
                 s, "w-better", timedelta(minutes=1), rules.get, _running(s, study.id)
             )
             assert better is not None
-        completion.complete(s, better.trial_id, "w-better", better.attempt, GOOD, rules.get)
+        holder = Holder(better.trial_id, "w-better", better.attempt)
+        completion.complete(s, holder, GOOD, rules.get)
         later = other_thread(store.complete, worse.trial_id, "w-worse", worse.attempt, WORSE)
         wait_for(_waits_for_a_lock(store), 30, "the second completion to wait for the study")
     assert later.result(timeout=30).state == "completed"
