@@ -66,9 +66,6 @@ class RulesCache:
                     self._rules.popitem(last=False)
         return rules
 
-    def of(self, session: Session, study: Study) -> StudyRules:
-        return self.get(session, (study.id, study.created_at))
-
 
 def _rules_of(key: StudyKey, spec_json: dict[str, Any]) -> StudyRules:
     spec = parse_spec(spec_json)

@@ -336,7 +336,6 @@ def study_row(spec: StudySpec, spec_json: dict[str, Any]) -> Study:
         n_completed=0,
         n_pruned=0,
         n_failed=0,
-        sampler_state={},
         created_at=now,
         updated_at=now,
     )
