@@ -157,9 +157,7 @@ def complete(
             challenger = Ranked(number, e.value, True, 0.0)
             if _beats(session, challenger, best_id, rules):
                 best_id = trial_id
-                if len(rules.best_ranks) > 64:  # a long study has had many; none asked again
-                    rules.best_ranks.clear()
-                rules.best_ranks[trial_id] = challenger
+                rules.best_ranks.put(trial_id, challenger)
     connection.execute(
         sql.SET_STUDY_COUNTERS,
         {

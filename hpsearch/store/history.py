@@ -1,4 +1,5 @@
-"""A study's ended trials as its sampler sees them, read once and then only what is new.
+"""A study's ended trials as its sampler sees them (kept, and read only when new, by
+:class:`hpsearch.store.hints.HistoryCache`).
 
 A pruned trial comes with the objective at each step it reported (``FinishedTrial.
 intermediate``): a model-based sampler ranks pruned trials by how far they got, so a pruned
@@ -14,8 +15,6 @@ trials is not re-read per suggestion.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -80,37 +79,3 @@ def _steps(
             if value is not None:
                 found.setdefault(number, {})[step] = value
     return found
-
-
-class HistoryCache:
-    """Per-study ended trials; safe to share between the threads of one server process."""
-
-    def __init__(self, max_studies: int = 64) -> None:
-        self._studies: OrderedDict[tuple[int, datetime], dict[int, FinishedTrial]] = OrderedDict()
-        self.max_studies = max_studies
-        self.rows_read = 0  # for tests and benchmarks: how much the database was asked
-
-    def history(
-        self, session: Session, key: tuple[int, datetime], metric: str
-    ) -> list[FinishedTrial]:
-        """``key`` is (study id, creation time): SQLite may give a deleted study's id anew;
-        ``metric`` the study's objective."""
-        study_id = key[0]
-        known = self._studies.get(key)
-        ended = list(
-            session.scalars(
-                select(Trial.number).where(Trial.study_id == study_id, Trial.state.in_(ENDED))
-            )
-        )
-        if known is None or len(known) > len(ended):
-            known = {}
-        new = [n for n in ended if n not in known]
-        if new:
-            fresh = read_history(session, study_id, metric, new)
-            self.rows_read += len(fresh)
-            known = {**known, **{t.number: t for t in fresh}}
-        self._studies[key] = known
-        self._studies.move_to_end(key)
-        while len(self._studies) > self.max_studies:
-            self._studies.popitem(last=False)
-        return [known[n] for n in sorted(known)]

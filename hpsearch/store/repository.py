@@ -32,7 +32,8 @@ from hpsearch.store import (
 )
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import Database
-from hpsearch.store.history import HistoryCache, read_history
+from hpsearch.store.hints import Hints
+from hpsearch.store.history import read_history
 from hpsearch.store.lease import Holder
 from hpsearch.store.models import (
     FinalEvaluation,
@@ -43,7 +44,7 @@ from hpsearch.store.models import (
     Worker,
 )
 from hpsearch.store.pruning import prune_decision
-from hpsearch.store.rules import RulesCache, StudyKey
+from hpsearch.store.rules import StudyKey
 from hpsearch.store.studies import (
     StudyCounts,
     counts,
@@ -56,7 +57,6 @@ from hpsearch.store.studies import (
     study_row,
     trials_page,
 )
-from hpsearch.store.throttle import Recent, Throttle
 from hpsearch.tasks import Capabilities, capabilities, describe_requires, unmet
 
 _TRANSITIONS = {
@@ -93,33 +93,12 @@ class Store:
     ) -> None:
         self.db = db
         self.lease = timedelta(seconds=lease_seconds)
-        self._rules = RulesCache()
-        self._history = HistoryCache()
+        # What this process remembers between requests: hints, never the truth.
+        self._hints = Hints(probe_seconds)
+        self._rules = self._hints.rules
         # PostgreSQL's one-statement paths (hpsearch/store/postgres.py); SQLite has none and
         # takes the general path, a transaction, for every request.
         self._fast = postgres.FastPath(db, self.lease, self._rules.get) if db.is_postgres else None
-        # Probes that almost always find nothing, made at most once per ``probe_seconds`` per
-        # process rather than on every claim (a server sets it; 0: every claim): an expired
-        # lease is then re-queued up to that much later, a test evaluation queued through
-        # another server process claimed up to that much later. A worker's row (host,
-        # devices, last seen) is refreshed on the same terms, at most every 10 probes.
-        self._expired_probe = Throttle(probe_seconds)
-        self._evaluation_probe = Throttle(probe_seconds)
-        self._worker_touch = Throttle(10 * probe_seconds)
-        # The running studies (per study id, or None: any study), as a claim through this
-        # process last read them, for up to ``probe_seconds``: claims go by them (on
-        # PostgreSQL the one-statement claim, on SQLite the claim's transaction). A claim
-        # takes nothing from a study no longer running, and one that finds nothing reads them
-        # again in its transaction; a study started or resumed through another server
-        # process may wait that long for workers that are busy with an older one.
-        self._running: Recent[list[StudyKey]] = Recent(probe_seconds)
-        # Each study's objective in words, for its views.
-        self._objectives: dict[StudyKey, str] = {}
-        # The study of each trial claimed through this process, until it is completed.
-        self._claimed_studies: dict[int, StudyKey] = {}
-        # Where (a study id, or None: any study) the last claim through this process found no
-        # queued trial and sampled one: the next claim there goes straight to sampling.
-        self._queue_found_empty: set[int | None] = set()
 
     # -- studies -------------------------------------------------------------------------
 
@@ -130,7 +109,7 @@ class Store:
             study = study_row(spec, spec_to_json(spec))
             s.add(study)
             s.flush()
-        self._running.clear()
+        self._hints.running.clear()
         return study
 
     def list_studies(self, state: str | None = None) -> list[StudyView]:
@@ -187,7 +166,7 @@ class Store:
                 finish_if_done(s, study)
             view = self._view(s, study)
         # Once committed: a claim in between would read, and keep, the state before.
-        self._running.clear()
+        self._hints.running.clear()
         return view
 
     def delete_study(self, study_id: int) -> None:
@@ -236,7 +215,7 @@ class Store:
             study = get_study(s, study_id, lock=True)
             by_hand.extend(s, study, n_trials)
             view = self._view(s, study)
-        self._running.clear()  # as set_study_state: claims must see it running again
+        self._hints.running.clear()  # as set_study_state: claims must see it running again
         return view
 
     def trial_of_study(self, study_id: int, number: int) -> TrialView:
@@ -367,9 +346,7 @@ class Store:
         claimed = self._claim(worker_id, host, study_id, after, worker, request_id)
         if claimed is not None and claimed.study_key is not None:
             # Its completion, likely through this process, then need not read its study.
-            if len(self._claimed_studies) > 100_000:
-                self._claimed_studies.clear()
-            self._claimed_studies[claimed.trial_id] = claimed.study_key
+            self._hints.claimed_studies.put(claimed.trial_id, claimed.study_key)
         return claimed
 
     def _claim(
@@ -382,16 +359,16 @@ class Store:
         request_id: str | None = None,
     ) -> claims.Claim | None:
         labels = tuple(sorted(worker.labels.items()))
-        touch = self._worker_touch.due((worker_id, host, worker.devices, labels))
-        look_for_expired = self._expired_probe.due(None)
+        touch = self._hints.worker_touch.due((worker_id, host, worker.devices, labels))
+        look_for_expired = self._hints.expired_probe.due(None)
         # The one-statement claim only takes a queued trial. Where the last claim found none
         # (a study whose parallelism leaves nothing to sample ahead), it would be a wasted
         # round trip, and so would the transaction's own look at the queue before it locks
         # the study: it then looks only if the study's count shows queued trials.
-        likely_queued = study_id not in self._queue_found_empty
+        likely_queued = study_id not in self._hints.queue_found_empty
         if self._fast is not None and likely_queued and not (touch or look_for_expired):
             with self._fast.connection() as connection:
-                running = self._running.get(
+                running = self._hints.running.get(
                     study_id, lambda: claims.running_studies(connection, study_id)
                 )
                 claimed = claims.claim_queued_at_once(
@@ -417,7 +394,7 @@ class Store:
                     self.lease,
                     self._rules.get,
                     running,
-                    self._history.history,
+                    self._hints.history.history,
                     look_for_expired=look_for_expired,
                     after=after,
                     worker=worker,
@@ -426,18 +403,18 @@ class Store:
                 )
 
             # SQLite has no one-statement claim: the kept studies are tried here first.
-            kept = None if self._fast is not None else self._running.kept(study_id)
+            kept = None if self._fast is not None else self._hints.running.kept(study_id)
             claimed = claim_by(kept, look_for_expired) if kept is not None else None
             if claimed is None:
                 # Read afresh, in the transaction: whatever a claim by the kept ones missed.
                 running = claims.running_studies(s.connection(), study_id)
-                self._running.put(study_id, running)
+                self._hints.running.put(study_id, running)
                 if running != kept:
                     claimed = claim_by(running, look_for_expired and kept is None)
         if claimed is None or claimed.queue_may_hold_more:
-            self._queue_found_empty.discard(study_id)
+            self._hints.queue_found_empty.pop(study_id)
         else:
-            self._queue_found_empty.add(study_id)
+            self._hints.queue_found_empty.put(study_id, True)
         return claimed
 
     def claimed_after(
@@ -545,7 +522,7 @@ class Store:
     ) -> Trial:
         """Ends a trial, storing first the ``steps`` its worker had not reported yet."""
         holder = Holder(trial_id, worker_id, attempt)
-        study_key = self._claimed_studies.pop(trial_id, None)
+        study_key = self._hints.claimed_studies.pop(trial_id)
         if self._fast is not None:
             done = self._fast.complete(holder, metrics, pruned, steps, study_key)
             if done is not None:
@@ -628,7 +605,7 @@ class Store:
     def request_final_evaluation(self, study_id: int, trial_id: int | None) -> FinalEvaluation:
         with self.db.write() as s:
             evaluation = evaluations.request(s, study_id, trial_id)
-        self._evaluation_probe.reset()
+        self._hints.evaluation_probe.reset()
         return evaluation
 
     def final_evaluation(self, study_id: int) -> FinalEvaluation | None:
@@ -639,7 +616,7 @@ class Store:
     def claim_final_evaluation(
         self, worker_id: str, study_id: int | None = None
     ) -> evaluations.EvaluationClaim | None:
-        if not self._evaluation_probe.due(study_id):
+        if not self._hints.evaluation_probe.due(study_id):
             return None
         with self.db.read() as s:  # the common case, nothing to do, takes no write lock
             if not evaluations.claimable(s, study_id, utcnow()):
@@ -674,9 +651,8 @@ class Store:
         # A list of studies would otherwise parse every spec on every request; the objective
         # of a study never changes.
         key = (study.id, study.created_at)
-        objective = self._objectives.get(key)
+        objective = self._hints.objectives.get(key)
         if objective is None:
-            if len(self._objectives) > 10_000:
-                self._objectives.clear()
-            objective = self._objectives[key] = spec_of(study).build_objective().describe()
+            objective = spec_of(study).build_objective().describe()
+            self._hints.objectives.put(key, objective)
         return StudyView(study, counts(s, study), best, objective)

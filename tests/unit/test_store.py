@@ -391,7 +391,7 @@ def test_claims_read_only_the_trials_that_ended_since(store: Store) -> None:
         assert c is not None
         store.complete(c.trial_id, "w", c.attempt, {"dev_accuracy": i / 30, "latency_ms": 1})
     # 29 claims saw a history; each ended trial's row was read once, not once per claim.
-    assert store._history.rows_read == 29
+    assert store._hints.history.rows_read == 29
 
 
 def test_a_worker_whose_last_trials_fail_where_others_complete_is_unhealthy(

@@ -21,8 +21,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from hpsearch.store import Database, Store, claims, completion
+from hpsearch.store.hints import RulesCache
 from hpsearch.store.lease import Holder
-from hpsearch.store.rules import RulesCache, StudyKey
+from hpsearch.store.rules import StudyKey
 from tests.conftest import digits_spec, wait_for
 
 pytestmark = pytest.mark.postgres
