@@ -75,6 +75,27 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class ClaimRequest:
+    """Who asks for a trial, and on what terms.
+
+    ``worker``: what the worker offers; studies whose trials it may not run are passed over
+    (see :func:`hpsearch.tasks.unmet`). ``after``: the trial whose completion asked for this
+    claim (see :func:`claimed_after`). ``request_id``: the claim's idempotency key, kept in its
+    event (see :func:`claimed_by_request`).
+    """
+
+    worker_id: str
+    lease: timedelta
+    worker: Capabilities = BARE_WORKER
+    after: int | None = None
+    request_id: str | None = None
+
+    def granted(self, now: datetime) -> _Lease:
+        detail = _detail(self.after, self.request_id)
+        return _Lease(self.worker_id, now, now + self.lease, detail)
+
+
+@dataclass(frozen=True)
 class _Lease:
     """The lease a claim grants, and the detail of its ``claimed`` event."""
 
@@ -165,33 +186,26 @@ def requeue_expired(session: Session, study: Study, trial_ids: list[int], now: d
 
 def claim(
     session: Session,
-    worker_id: str,
-    lease: timedelta,
+    request: ClaimRequest,
     rules_for: RulesFor,
     running: Sequence[StudyKey],
     history_for: HistoryFor | None = None,
     *,
     look_for_expired: bool = True,
-    after: int | None = None,
-    worker: Capabilities = BARE_WORKER,
     queue_first: bool = True,
-    request_id: str | None = None,
 ) -> Claim | None:
     """Leases one trial of the first of the ``running`` studies (:func:`running_studies`, read
     in this transaction or kept from a moment before: the statements that take or sample a
-    trial check that its study still runs) that has one for ``worker_id``, sampling a new one
-    when it needs it.
+    trial check that its study still runs) that has one for the ``request``'s worker,
+    sampling a new one when it needs it.
 
     ``rules_for`` gives a study's parsed spec and sampler (cached); ``history_for(session,
-    study)`` the study's ended trials (a cache that reads only new ones); without it they are
-    read whole. ``look_for_expired=False`` skips the probe for expired leases (a caller that
-    probed a moment ago). ``after``: the trial whose completion asked for this claim (see
-    :func:`claimed_after`). ``worker``: what the worker offers; studies whose trials it may
-    not run are passed over (see :func:`hpsearch.tasks.unmet`). ``request_id``: the claim's
-    idempotency key, kept in its event (see :func:`claimed_by_request`).
-    ``queue_first=False``: the queue was likely empty at the last claim, so look at it only
-    once the study is locked and counted, and only if it then holds trials (a statement fewer
-    when it does not; a queued trial is still taken before a new one is sampled).
+    study, metric)`` the study's ended trials (a cache that reads only new ones); without it
+    they are read whole. ``look_for_expired=False`` skips the probe for expired leases (a
+    caller that probed a moment ago). ``queue_first=False``: the queue was likely empty at the
+    last claim, so look at it only once the study is locked and counted, and only if it then
+    holds trials (a statement fewer when it does not; a queued trial is still taken before a
+    new one is sampled).
 
     Lock order, the same in every transaction of the store: a study row before any of its
     trial rows, and study rows in ascending id. Claimers take queued trials with ``SKIP
@@ -199,8 +213,8 @@ def claim(
     two transactions can wait on each other in a cycle.
     """
     now = utcnow()
-    expires = now + lease
-    granted = _Lease(worker_id, now, expires, _detail(after, request_id))
+    granted = request.granted(now)
+    worker = request.worker
     connection = session.connection()
     expired = _expired(session, now) if look_for_expired else {}
     runs = dict(running)
@@ -234,13 +248,9 @@ def running_studies(connection: Connection, study_id: int | None = None) -> list
 
 def claim_queued_at_once(
     connection: Connection,
-    worker_id: str,
-    lease: timedelta,
+    request: ClaimRequest,
     rules_for: RulesFor,
     running: Sequence[StudyKey],
-    after: int | None = None,
-    worker: Capabilities = BARE_WORKER,
-    request_id: str | None = None,
 ) -> Claim | None:
     """The common claim on PostgreSQL, outside a transaction block: the oldest queued trial of
     the first of the ``running`` studies (:func:`running_studies`, perhaps read a moment ago)
@@ -252,6 +262,7 @@ def claim_queued_at_once(
     expired leases first.
     """
     now = utcnow()
+    worker = request.worker
     for sid, created in running:
         rules = rules_for(connection, (sid, created))
         if sid not in worker.refused_studies and unmet(rules.requires, rules.task, worker) is None:
@@ -260,8 +271,7 @@ def claim_queued_at_once(
         return None
     if time_is_up(rules.spec.budget.time_limit_s, created, now):
         return None
-    detail = _detail(after, request_id)
-    return _claim_queued(connection, sid, rules, _Lease(worker_id, now, now + lease, detail))
+    return _claim_queued(connection, sid, rules, request.granted(now))
 
 
 def passed_over(

@@ -366,21 +366,13 @@ class Store:
         # round trip, and so would the transaction's own look at the queue before it locks
         # the study: it then looks only if the study's count shows queued trials.
         likely_queued = study_id not in self._hints.queue_found_empty
+        request = claims.ClaimRequest(worker_id, self.lease, worker, after, request_id)
         if self._fast is not None and likely_queued and not (touch or look_for_expired):
             with self._fast.connection() as connection:
                 running = self._hints.running.get(
                     study_id, lambda: claims.running_studies(connection, study_id)
                 )
-                claimed = claims.claim_queued_at_once(
-                    connection,
-                    worker_id,
-                    self.lease,
-                    self._rules.get,
-                    running,
-                    after,
-                    worker,
-                    request_id,
-                )
+                claimed = claims.claim_queued_at_once(connection, request, self._rules.get, running)
             if claimed is not None:
                 return claimed
         with self.db.write() as s:
@@ -390,16 +382,12 @@ class Store:
             def claim_by(running: list[StudyKey], look_for_expired: bool) -> claims.Claim | None:
                 return claims.claim(
                     s,
-                    worker_id,
-                    self.lease,
+                    request,
                     self._rules.get,
                     running,
                     self._hints.history.history,
                     look_for_expired=look_for_expired,
-                    after=after,
-                    worker=worker,
                     queue_first=likely_queued,
-                    request_id=request_id,
                 )
 
             # SQLite has no one-statement claim: the kept studies are tried here first.
