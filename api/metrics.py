@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hpsearch.store.gauges import QueueGauges
+from hpsearch.store.worker_requests import Claimed, Ended
 
 # prometheus_client's own switch: set before the first metric is made (in a server process:
 # before this module is imported), it makes every process keep its values in files there.
@@ -42,6 +43,22 @@ CLAIMS = Counter(
     ["outcome"],
     registry=None,
 )
+
+
+def count_claims(*answers: Claimed | None) -> None:
+    """Counts claims answered (a resend's lease, given again, is not a new claim)."""
+    for c in answers:
+        if c is not None and c.how != "resent":
+            CLAIMS.labels(c.how).inc()
+
+
+def count_ended(ended: Ended) -> None:
+    """Counts a trial ended by its worker, unless the request was a resend."""
+    if ended.newly:
+        COMPLETIONS.labels(ended.trial.state).inc()
+    count_claims(ended.next)
+
+
 REPORTS = Counter(
     "hpsearch_reports",
     "Intermediate reports accepted (one request may carry several steps).",

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from hpsearch.client import MAX_ERROR_CHARS, MAX_LOG_PIECE_CHARS
 from hpsearch.objective import diverged
+from hpsearch.store.lease import Claim
 from hpsearch.store.models import (
     FinalEvaluation,
     Study,
@@ -19,6 +20,7 @@ from hpsearch.store.models import (
     Worker,
 )
 from hpsearch.store.repository import StudyView, TrialView
+from hpsearch.store.worker_requests import Claimed, Where
 
 Metrics = dict[str, float | None]
 # Metric names a worker may report: the same shape as names in a spec, bounded in length.
@@ -323,6 +325,17 @@ class NextClaimIn(_Body):
         "error, no CUDA): it is given none of their trials",
     )
 
+    def where(self) -> Where:
+        return Where(
+            host=self.host,
+            devices=self.devices,
+            study_id=self.study_id,
+            entry_points=self.entry_points,
+            commands=self.commands,
+            labels=self.labels,
+            refused_studies=self.refused_studies,
+        )
+
 
 class ClaimIn(NextClaimIn):
     worker_id: str = Field(min_length=1, max_length=200)
@@ -357,6 +370,25 @@ class ClaimedTrial(BaseModel):
         "once (the study's pruner judges every step)",
     )
 
+    @classmethod
+    def of(cls, c: Claim, report_interval_s: float) -> ClaimedTrial:
+        """What a worker is told of the trial, or the final test evaluation, it was given;
+        ``report_interval_s``: the server's, for a trial whose steps no pruner judges."""
+        quick = c.kind == "train" and not c.judges_each_step
+        return cls(
+            id=c.trial_id,
+            trial_id=c.trial_id,
+            study_id=c.study_id,
+            number=c.number,
+            attempt=c.attempt,
+            params=c.params,
+            task=c.task,
+            lease_expires_at=c.lease_expires_at,
+            resume_step=c.resume_step,
+            kind=c.kind,
+            report_interval_s=report_interval_s if quick else 0.0,
+        )
+
 
 class PassedOver(BaseModel):
     study_id: int
@@ -382,6 +414,16 @@ class ClaimOut(BaseModel):
         default_factory=list,
         description="with no trial: what the worker waits for, in words ('study 18 is paused')",
     )
+
+    @classmethod
+    def of(cls, c: Claimed, report_interval_s: float) -> ClaimOut:
+        if c.job is not None:
+            return cls(trial=ClaimedTrial.of(c.job, report_interval_s), open_studies=True)
+        passed = [
+            PassedOver(study_id=sid, needs=needs, entry_point=entry_point, command=command)
+            for sid, needs, entry_point, command in c.passed_over
+        ]
+        return cls(trial=None, open_studies=c.open_studies, passed_over=passed, waiting=c.waiting)
 
 
 class LeaseIn(_Body):

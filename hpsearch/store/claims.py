@@ -30,6 +30,7 @@ from hpsearch.store import postgres
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.history import read_history
+from hpsearch.store.lease import Claim
 from hpsearch.store.models import Study, Trial, TrialEvent
 from hpsearch.store.queue import record_event
 from hpsearch.store.rules import RulesFor, StudyKey, StudyRules
@@ -53,25 +54,6 @@ HistoryFor = Callable[[Session, StudyKey, str], list[FinishedTrial]]
 # AHEAD trials, not per trial. Never beyond the study's parallelism (running + queued) or
 # its max_trials.
 AHEAD = 16
-
-
-@dataclass(frozen=True)
-class Claim:
-    trial_id: int
-    study_id: int
-    number: int
-    attempt: int
-    params: dict[str, Any]
-    task: dict[str, Any]
-    lease_expires_at: datetime
-    resume_step: int | None
-    # A pruner judges each reported step, so the worker must send each one as it comes.
-    judges_each_step: bool = False
-    # (study id, creation time): the key of the study's cached rules, for the completion.
-    study_key: StudyKey | None = None
-    # False when the trial was sampled for this claim with none left queued beside it: the
-    # study's queue was empty, and the next claim will likely sample too.
-    queue_may_hold_more: bool = True
 
 
 @dataclass(frozen=True)
@@ -387,8 +369,8 @@ def _leased(
         dict(rules.task),
         expires,
         resume_step,
-        rules.judges_each_step,
-        rules.key,
+        judges_each_step=rules.judges_each_step,
+        study_key=rules.key,
     )
 
 

@@ -15,7 +15,6 @@ This module needs only the models (``studies.finish_if_done`` calls :func:`reque
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,23 +25,10 @@ from hpsearch.errors import InvalidInput, InvalidState, NotFound
 from hpsearch.objective import finite
 from hpsearch.states import UNENDED, TrialState
 from hpsearch.store.clock import utcnow
-from hpsearch.store.lease import Holder, already_ended, check_lease
+from hpsearch.store.lease import Claim, Holder, already_ended, check_lease
 from hpsearch.store.models import FinalEvaluation, Study, Trial
 
 TEST_PREFIX = "test_"
-
-
-@dataclass(frozen=True)
-class EvaluationClaim:
-    trial_id: int
-    study_id: int
-    number: int
-    attempt: int
-    params: dict[str, Any]
-    task: dict[str, Any]
-    lease_expires_at: datetime
-    last_step: int | None
-    """The trial's last trained epoch: the checkpoint that holds its final model."""
 
 
 def of_study(session: Session, study_id: int) -> FinalEvaluation | None:
@@ -119,7 +105,7 @@ def claimable(session: Session, study_id: int | None, now: datetime) -> bool:
 
 def claim(
     session: Session, worker_id: str, lease: timedelta, study_id: int | None = None
-) -> EvaluationClaim | None:
+) -> Claim | None:
     now = utcnow()
     query = (
         select(FinalEvaluation)
@@ -149,7 +135,7 @@ def claim(
     return None
 
 
-def held_by(session: Session, worker_id: str, now: datetime) -> EvaluationClaim | None:
+def held_by(session: Session, worker_id: str, now: datetime) -> Claim | None:
     """The evaluation leased to ``worker_id``, if its lease still runs."""
     evaluation = session.scalars(
         select(FinalEvaluation)
@@ -166,11 +152,11 @@ def held_by(session: Session, worker_id: str, now: datetime) -> EvaluationClaim 
     return _claim_of(session, evaluation, _study(session, evaluation.study_id))
 
 
-def _claim_of(session: Session, evaluation: FinalEvaluation, study: Study) -> EvaluationClaim:
+def _claim_of(session: Session, evaluation: FinalEvaluation, study: Study) -> Claim:
     trial = session.get(Trial, evaluation.trial_id)
     assert trial is not None  # the foreign key cascades
     assert evaluation.lease_expires_at is not None  # a running evaluation is leased
-    return EvaluationClaim(
+    return Claim(
         trial_id=trial.id,
         study_id=study.id,
         number=trial.number,
@@ -178,7 +164,8 @@ def _claim_of(session: Session, evaluation: FinalEvaluation, study: Study) -> Ev
         params=dict(trial.params),
         task=dict(study.spec["task"]),
         lease_expires_at=evaluation.lease_expires_at,
-        last_step=trial.last_step,
+        resume_step=trial.last_step,
+        kind="evaluate_test",
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from hpsearch.errors import LeaseLost
 from hpsearch.states import TrialState
@@ -28,6 +28,31 @@ class Holder:
     trial_id: int
     worker_id: str
     attempt: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A leased job as its worker is told of it: a trial to train (``kind="train"``), or a
+    completed trial whose final model to evaluate on the test set (``"evaluate_test"``)."""
+
+    trial_id: int
+    study_id: int
+    number: int
+    attempt: int
+    params: dict[str, Any]
+    task: dict[str, Any]
+    lease_expires_at: datetime
+    # The checkpoint step to resume from; of a test evaluation, the trial's last trained
+    # epoch (the checkpoint that holds its final model).
+    resume_step: int | None
+    kind: Literal["train", "evaluate_test"] = "train"
+    # A pruner judges each reported step, so the worker must send each one as it comes.
+    judges_each_step: bool = False
+    # (study id, creation time): the key of the study's cached rules, for the completion.
+    study_key: tuple[int, datetime] | None = None
+    # False when the trial was sampled for this claim with none left queued beside it: the
+    # study's queue was empty, and the next claim will likely sample too.
+    queue_may_hold_more: bool = True
 
 
 class Leased(Protocol):

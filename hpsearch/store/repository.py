@@ -34,7 +34,7 @@ from hpsearch.store.clock import utcnow
 from hpsearch.store.db import Database
 from hpsearch.store.hints import Hints
 from hpsearch.store.history import read_history
-from hpsearch.store.lease import Holder
+from hpsearch.store.lease import Claim, Holder
 from hpsearch.store.models import (
     FinalEvaluation,
     Study,
@@ -335,7 +335,7 @@ class Store:
         request_id: str | None = None,
         labels: Mapping[str, str] | None = None,
         refused_studies: Collection[int] = (),
-    ) -> claims.Claim | None:
+    ) -> Claim | None:
         """The worker's next trial; ``after``: the trial whose completion asks for it;
         ``entry_points`` and ``commands``: the custom trainers and the command prefixes the
         worker's command line allows; ``request_id``: the claim's idempotency key, kept with
@@ -357,7 +357,7 @@ class Store:
         after: int | None,
         worker: Capabilities,
         request_id: str | None = None,
-    ) -> claims.Claim | None:
+    ) -> Claim | None:
         labels = tuple(sorted(worker.labels.items()))
         touch = self._hints.worker_touch.due((worker_id, host, worker.devices, labels))
         look_for_expired = self._hints.expired_probe.due(None)
@@ -379,7 +379,7 @@ class Store:
             if touch:
                 claims.touch_worker(s, worker_id, host, list(worker.devices), dict(labels))
 
-            def claim_by(running: list[StudyKey], look_for_expired: bool) -> claims.Claim | None:
+            def claim_by(running: list[StudyKey], look_for_expired: bool) -> Claim | None:
                 return claims.claim(
                     s,
                     request,
@@ -405,9 +405,7 @@ class Store:
             self._hints.queue_found_empty.put(study_id, True)
         return claimed
 
-    def claimed_after(
-        self, trial_id: int, worker_id: str
-    ) -> claims.Claim | evaluations.EvaluationClaim | None:
+    def claimed_after(self, trial_id: int, worker_id: str) -> Claim | None:
         """The claim made with the completion of ``trial_id``, if ``worker_id`` holds it: a
         trial (found by its claim's event) or a final test evaluation. A worker runs one job
         at a time, so an evaluation it holds while it resends a completion was handed out to
@@ -416,7 +414,7 @@ class Store:
             trial = claims.claimed_after(s, trial_id, worker_id, self._rules.get)
             return trial or evaluations.held_by(s, worker_id, utcnow())
 
-    def claimed_by_request(self, worker_id: str, request_id: str) -> claims.Claim | None:
+    def claimed_by_request(self, worker_id: str, request_id: str) -> Claim | None:
         """The trial a claim with idempotency key ``request_id`` was given, if ``worker_id``
         still holds it: the answer to that claim resent."""
         with self.db.read() as s:
@@ -601,9 +599,7 @@ class Store:
             get_study(s, study_id)
             return evaluations.of_study(s, study_id)
 
-    def claim_final_evaluation(
-        self, worker_id: str, study_id: int | None = None
-    ) -> evaluations.EvaluationClaim | None:
+    def claim_final_evaluation(self, worker_id: str, study_id: int | None = None) -> Claim | None:
         if not self._hints.evaluation_probe.due(study_id):
             return None
         with self.db.read() as s:  # the common case, nothing to do, takes no write lock
