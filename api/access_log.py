@@ -30,6 +30,20 @@ def _to_stderr() -> None:
         log.propagate = False
 
 
+class StatusOf:
+    """An ASGI ``send`` that remembers the status of the response it sends: 500 until one
+    starts (what the server answers when the app raises before it responds)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 class AccessLog:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -40,18 +54,11 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500  # what the server answers when the app raises before it responds
-
-        async def sent(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sent = StatusOf(send)
         try:
             await self.app(scope, receive, sent)
         finally:
             ms = (time.perf_counter() - started) * 1000
             client = scope.get("client")
             who = client[0] if client else "-"
-            log.info("%s %s %s %d %.1fms", who, scope["method"], scope["path"], status, ms)
+            log.info("%s %s %s %d %.1fms", who, scope["method"], scope["path"], sent.status, ms)

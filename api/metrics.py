@@ -26,8 +26,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.access_log import StatusOf
 from hpsearch.store.gauges import QueueGauges
 from hpsearch.store.worker_requests import Claimed, Ended
 
@@ -162,20 +163,13 @@ class RequestTimer:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def sent(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sent = StatusOf(send)
         try:
             await self.app(scope, receive, sent)
         finally:
             route = scope.get("route")
             # The router writes the matched route into the scope; nothing matched: one series.
             name = getattr(route, "name", None) if isinstance(route, BaseRoute) else None
-            REQUEST_SECONDS.labels(scope["method"], name or "unmatched", str(status)).observe(
+            REQUEST_SECONDS.labels(scope["method"], name or "unmatched", str(sent.status)).observe(
                 time.perf_counter() - started
             )

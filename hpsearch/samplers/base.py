@@ -31,6 +31,13 @@ class FinishedTrial:
     intermediate: dict[int, float] = field(default_factory=dict)
 
 
+# The sampler contract's types: the study's ended trials, the params of running ones, and a
+# proposal.
+History = Sequence[FinishedTrial]
+Running = Sequence[dict[str, ParamValue]]
+Params = dict[str, ParamValue]
+
+
 class Sampler(abc.ABC):
     """Proposes parameter sets. Implementations must be deterministic given their seed."""
 
@@ -41,12 +48,7 @@ class Sampler(abc.ABC):
         self.objective = objective
 
     @abc.abstractmethod
-    def propose(
-        self,
-        number: int,
-        history: Sequence[FinishedTrial],
-        running: Sequence[dict[str, ParamValue]],
-    ) -> dict[str, ParamValue] | None:
+    def propose(self, number: int, history: History, running: Running) -> Params | None:
         """The params of trial ``number``, or ``None`` when the sampler has nothing left.
 
         ``history`` holds the study's ended trials; ``running`` the params of trials claimed

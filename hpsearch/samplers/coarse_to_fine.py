@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpsearch.objective import Direction, Objective, rank
-from hpsearch.samplers.base import FinishedTrial, Sampler
+from hpsearch.samplers.base import FinishedTrial, History, Params, Running, Sampler
 from hpsearch.samplers.random import trial_rng
 from hpsearch.space import CategoricalParam, Interval, Param, ParamValue, Space
 from hpsearch.spec import CoarseToFineSamplerSpec, StudySpec
@@ -223,12 +223,7 @@ class CoarseToFine(Sampler):
             self._cache[r] = cached
         return cached[1][r]
 
-    def propose(
-        self,
-        number: int,
-        history: Sequence[FinishedTrial],
-        running: Sequence[dict[str, ParamValue]],
-    ) -> dict[str, ParamValue]:
+    def propose(self, number: int, history: History, running: Running) -> Params:
         region = self.region_for(number, history)
         return sample_in(self.space, region, trial_rng(self.seed, number))
 

@@ -50,7 +50,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
 from hpsearch.objective import Objective
-from hpsearch.samplers.base import FinishedTrial, Sampler
+from hpsearch.samplers.base import FinishedTrial, History, Params, Running, Sampler
 from hpsearch.samplers.random import trial_rng
 from hpsearch.space import CategoricalParam, IntParam, Param, ParamValue, Space, SpaceError
 from hpsearch.spec import CmaesSamplerSpec, GpSamplerSpec, TpeSamplerSpec
@@ -172,12 +172,7 @@ class OptunaSampler(Sampler):
 
     # -- the Sampler interface ------------------------------------------------------------
 
-    def propose(
-        self,
-        number: int,
-        history: Sequence[FinishedTrial],
-        running: Sequence[dict[str, ParamValue]],
-    ) -> dict[str, ParamValue]:
+    def propose(self, number: int, history: History, running: Running) -> Params:
         stale = self._asked.pop(number, None)
         if stale is not None:
             # The claim that took this proposal was rolled back; the number is being reused.

@@ -25,6 +25,7 @@ from hpsearch.errors import InvalidInput, InvalidState, NotFound
 from hpsearch.objective import finite
 from hpsearch.states import UNENDED, TrialState
 from hpsearch.store.clock import utcnow
+from hpsearch.store.db import one_row
 from hpsearch.store.lease import Claim, Holder, already_ended, check_lease
 from hpsearch.store.models import FinalEvaluation, Study, Trial
 
@@ -216,12 +217,7 @@ def _claimable(now: datetime) -> Any:
 
 def _of_trial(session: Session, trial_id: int, *, lock: bool = False) -> FinalEvaluation:
     query = select(FinalEvaluation).where(FinalEvaluation.trial_id == trial_id)
-    if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    evaluation = session.scalars(query).first()
-    if evaluation is None:
-        raise NotFound(f"trial {trial_id} has no test evaluation")
-    return evaluation
+    return one_row(session, query, lock, f"trial {trial_id} has no test evaluation")
 
 
 def _held(session: Session, holder: Holder) -> FinalEvaluation:

@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session
 from hpsearch import tasks
 from hpsearch.errors import InvalidInput, InvalidState
 from hpsearch.space import SpaceError
-from hpsearch.states import StudyState, TrialState
+from hpsearch.states import StudyState
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Trial
 from hpsearch.store.queue import lock_study_then_trial
-from hpsearch.store.studies import add_to_budget, queue_ahead_of_sampler, spec_of
+from hpsearch.store.studies import add_to_budget, queue_ahead_of_sampler, queued_trial, spec_of
 
 
 def fork(
@@ -60,26 +60,14 @@ def fork(
                     f"can change only hyperparameters that keep it "
                     f"(not {sorted(tasks.MODEL_SHAPE)})",
                 )
-    now = utcnow()
-    trial = Trial(
-        study_id=study.id,
-        number=queue_ahead_of_sampler(session, study),
-        params=params,
-        state=TrialState.QUEUED,
-        source="fork",
-        attempt=0,
-        stop_requested=False,
-        metrics={},
-        created_at=now,
-        parent_trial_id=parent.id,
-        checkpoint_step=checkpoint_step,
-    )
+    trial = queued_trial(study, queue_ahead_of_sampler(session, study), params, "fork")
+    trial.parent_trial_id, trial.checkpoint_step = parent.id, checkpoint_step
     # Like an enqueued guess, a fork adds to the budget rather than displacing a trial.
     add_to_budget(study, 1)
     if study.state == StudyState.COMPLETED:
         # Babysitting one model: stopping its only trial ended the study; the fork goes on.
         study.state, study.reason, study.finished_at = StudyState.RUNNING, None, None
-    study.updated_at = now
+    study.updated_at = utcnow()
     session.add(trial)
     session.flush()
     copy_checkpoint(trial)

@@ -53,6 +53,7 @@ from hpsearch.store.studies import (
     get_study,
     get_trial,
     queue_ahead_of_sampler,
+    queued_trial,
     spec_of,
     study_row,
     trials_page,
@@ -194,17 +195,7 @@ class Store:
             number = queue_ahead_of_sampler(s, study)
             clean = by_hand.complete_params(s, study, number, params)
             by_hand.take_budget(study, number, add_to_budget)
-            trial = Trial(
-                study_id=study_id,
-                number=number,
-                params=clean,
-                state=TrialState.QUEUED,
-                source="user",
-                attempt=0,
-                stop_requested=False,
-                metrics={},
-                created_at=utcnow(),
-            )
+            trial = queued_trial(study, number, clean, "user")
             s.add(trial)
             s.flush()
             return trial

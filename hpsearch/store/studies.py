@@ -14,12 +14,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, delete, func, not_, select, true, update
 from sqlalchemy.orm import Session
 
-from hpsearch.errors import NotFound
 from hpsearch.objective import rank_key
 from hpsearch.spec import BudgetSpec, StudySpec, failure_limit, parse_spec
 from hpsearch.states import LIVE_STUDY, StudyState, TrialState
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
+from hpsearch.store.db import one_row
 from hpsearch.store.evaluations import request_automatic
 from hpsearch.store.models import Study, Trial
 
@@ -39,26 +39,27 @@ class StudyCounts:
 
 def get_study(session: Session, study_id: int, *, lock: bool = False) -> Study:
     query = select(Study).where(Study.id == study_id)
-    if lock:
-        # A locked read must see the committed row, not a copy the session loaded earlier
-        # in this transaction (a stale counter written back would lose an update).
-        query = query.with_for_update().execution_options(populate_existing=True)
-    study = session.scalars(query).one_or_none()
-    if study is None:
-        raise NotFound(f"study {study_id} does not exist")
-    return study
+    return one_row(session, query, lock, f"study {study_id} does not exist")
 
 
 def get_trial(session: Session, trial_id: int, *, lock: bool = False) -> Trial:
     query = select(Trial).where(Trial.id == trial_id)
-    if lock:
-        # A locked read must see the committed row, not a copy the session loaded earlier
-        # in this transaction (a stale counter written back would lose an update).
-        query = query.with_for_update().execution_options(populate_existing=True)
-    trial = session.scalars(query).one_or_none()
-    if trial is None:
-        raise NotFound(f"trial {trial_id} does not exist")
-    return trial
+    return one_row(session, query, lock, f"trial {trial_id} does not exist")
+
+
+def queued_trial(study: Study, number: int, params: dict[str, Any], source: str) -> Trial:
+    """A trial put in ``study``'s queue by hand (``source``: user, fork) rather than sampled."""
+    return Trial(
+        study_id=study.id,
+        number=number,
+        params=params,
+        state=TrialState.QUEUED,
+        source=source,
+        attempt=0,
+        stop_requested=False,
+        metrics={},
+        created_at=utcnow(),
+    )
 
 
 def spec_of(study: Study) -> StudySpec:
