@@ -30,35 +30,43 @@ def _to_stderr() -> None:
         log.propagate = False
 
 
-class StatusOf:
-    """An ASGI ``send`` that remembers the status of the response it sends: 500 until one
-    starts (what the server answers when the app raises before it responds)."""
+class AfterResponse:
+    """ASGI middleware that calls :meth:`done` once each HTTP response has been sent (its
+    last byte) or the app raised, with the status (500 when the app raised before it
+    responded) and the seconds since the request came."""
 
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.status = 500
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-        await self.send(message)
-
-
-class AccessLog:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        _to_stderr()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        sent = StatusOf(send)
+        status = 500
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
             await self.app(scope, receive, sent)
         finally:
-            ms = (time.perf_counter() - started) * 1000
-            client = scope.get("client")
-            who = client[0] if client else "-"
-            log.info("%s %s %s %d %.1fms", who, scope["method"], scope["path"], sent.status, ms)
+            self.done(scope, status, time.perf_counter() - started)
+
+    def done(self, scope: Scope, status: int, seconds: float) -> None:
+        raise NotImplementedError
+
+
+class AccessLog(AfterResponse):
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(app)
+        _to_stderr()
+
+    def done(self, scope: Scope, status: int, seconds: float) -> None:
+        client = scope.get("client")
+        who = client[0] if client else "-"
+        ms = seconds * 1000
+        log.info("%s %s %s %d %.1fms", who, scope["method"], scope["path"], status, ms)

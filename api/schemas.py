@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -12,11 +13,8 @@ from hpsearch.client import MAX_ERROR_CHARS, MAX_LOG_PIECE_CHARS
 from hpsearch.objective import diverged
 from hpsearch.store.lease import Claim
 from hpsearch.store.models import (
-    FinalEvaluation,
     Study,
     Trial,
-    TrialEvent,
-    TrialIntermediate,
     Worker,
 )
 from hpsearch.store.repository import StudyView, TrialView
@@ -131,7 +129,17 @@ class TrialOut(BaseModel):
         )
 
 
-class FinalEvaluationOut(BaseModel):
+class _FromRow(BaseModel):
+    """A reply read straight off a row's attributes of the same names."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, row: object) -> Self:
+        return cls.model_validate(row)
+
+
+class FinalEvaluationOut(_FromRow):
     """The study's final test evaluation: which trial, and where the job stands."""
 
     trial_id: int
@@ -142,19 +150,6 @@ class FinalEvaluationOut(BaseModel):
     error: str | None
     created_at: UtcDateTime
     finished_at: UtcDateTime | None
-
-    @classmethod
-    def of(cls, e: FinalEvaluation) -> FinalEvaluationOut:
-        return cls(
-            trial_id=e.trial_id,
-            state=e.state,
-            source=e.source,
-            attempt=e.attempt,
-            worker_id=e.worker_id,
-            error=e.error,
-            created_at=e.created_at,
-            finished_at=e.finished_at,
-        )
 
 
 class CountsOut(BaseModel):
@@ -213,32 +208,18 @@ class StudyOut(BaseModel):
         )
 
 
-class IntermediateOut(BaseModel):
+class IntermediateOut(_FromRow):
     step: int
     attempt: int
     metrics: Metrics
 
-    @classmethod
-    def of(cls, p: TrialIntermediate) -> IntermediateOut:
-        return cls(step=p.step, attempt=p.attempt, metrics=p.metrics)
 
-
-class EventOut(BaseModel):
+class EventOut(_FromRow):
     kind: str
     attempt: int
     worker_id: str | None
     detail: str | None
     created_at: UtcDateTime
-
-    @classmethod
-    def of(cls, e: TrialEvent) -> EventOut:
-        return cls(
-            kind=e.kind,
-            attempt=e.attempt,
-            worker_id=e.worker_id,
-            detail=e.detail,
-            created_at=e.created_at,
-        )
 
 
 class TrialDetailOut(TrialOut):
@@ -326,15 +307,7 @@ class NextClaimIn(_Body):
     )
 
     def where(self) -> Where:
-        return Where(
-            host=self.host,
-            devices=self.devices,
-            study_id=self.study_id,
-            entry_points=self.entry_points,
-            commands=self.commands,
-            labels=self.labels,
-            refused_studies=self.refused_studies,
-        )
+        return Where(**{f.name: getattr(self, f.name) for f in fields(Where)})
 
 
 class ClaimIn(NextClaimIn):
@@ -375,19 +348,8 @@ class ClaimedTrial(BaseModel):
         """What a worker is told of the trial, or the final test evaluation, it was given;
         ``report_interval_s``: the server's, for a trial whose steps no pruner judges."""
         quick = c.kind == "train" and not c.judges_each_step
-        return cls(
-            id=c.trial_id,
-            trial_id=c.trial_id,
-            study_id=c.study_id,
-            number=c.number,
-            attempt=c.attempt,
-            params=c.params,
-            task=c.task,
-            lease_expires_at=c.lease_expires_at,
-            resume_step=c.resume_step,
-            kind=c.kind,
-            report_interval_s=report_interval_s if quick else 0.0,
-        )
+        shared = {name: getattr(c, name) for name in cls.model_fields if hasattr(c, name)}
+        return cls(id=c.trial_id, **shared, report_interval_s=report_interval_s if quick else 0.0)
 
 
 class PassedOver(BaseModel):

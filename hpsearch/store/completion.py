@@ -42,6 +42,17 @@ from hpsearch.store.studies import (
 
 
 @dataclass(frozen=True)
+class Completion:
+    """What a worker sends to end a trial it holds: its final metrics, whether the pruner
+    stopped it, and the steps it had not reported yet."""
+
+    holder: Holder
+    metrics: Mapping[str, float | None]
+    pruned: bool = False
+    steps: Steps = ()
+
+
+@dataclass(frozen=True)
 class Ending:
     """What ending a held trial writes: the trial, its steps and events, and how the study's
     counters move."""
@@ -67,13 +78,9 @@ class Ending:
         return self.state == TrialState.COMPLETED and bool(self.feasible) and self.value is not None
 
 
-def ending(
-    rules: StudyRules,
-    holder: Holder,
-    metrics: Mapping[str, float | None],
-    pruned: bool,
-    steps: Steps,
-) -> Ending:
+def ending(rules: StudyRules, c: Completion) -> Ending:
+    """What ending the trial as ``c`` asks writes, by the study's ``rules``."""
+    metrics, pruned = c.metrics, c.pruned
     clean = finite_metrics(metrics)
     evaluation = rules.objective.evaluate(clean)
     state = TrialState.PRUNED if pruned else TrialState.COMPLETED
@@ -91,14 +98,14 @@ def ending(
         events.append((state, None))
     failed = state == TrialState.FAILED  # unranked, as a trial failed by its worker is
     return Ending(
-        holder=holder,
+        holder=c.holder,
         now=utcnow(),
         state=state,
         metrics=clean,
         value=evaluation.value,
         feasible=None if failed else evaluation.feasible,
         violation=None if failed else min(evaluation.violation, STORED_INFINITY),
-        steps=[(step, finite_metrics(m)) for step, m in steps],
+        steps=[(step, finite_metrics(m)) for step, m in c.steps],
         events=events,
         error=error,
     )
@@ -121,14 +128,7 @@ def never_reported(objective: str, metrics: Mapping[str, float | None]) -> str |
 # -- any database: a transaction, step by step ---------------------------------------------
 
 
-def complete(
-    session: Session,
-    holder: Holder,
-    metrics: Mapping[str, float | None],
-    rules_for: RulesFor,
-    pruned: bool = False,
-    steps: Steps = (),
-) -> Trial:
+def complete(session: Session, c: Completion, rules_for: RulesFor) -> Trial:
     """Ends a trial with its final metrics, after storing the ``steps`` not yet reported.
 
     The study row is locked and read with the trial's number in one statement; the trial is
@@ -136,17 +136,17 @@ def complete(
     written in three more. The ORM is only asked when the study may be ending or the lease
     check fails (to say why, or to answer a resent completion).
     """
-    trial_id = holder.trial_id
+    trial_id = c.holder.trial_id
     connection = session.connection()
     study = connection.execute(sql.LOCK_STUDY_OF_TRIAL, {"b_trial_id": trial_id}).one_or_none()
     if study is None:
         raise NotFound(f"trial {trial_id} does not exist")
     study_id, created, _, _, n_completed, n_pruned, n_failed, best_id, max_trials, number = study
     rules = rules_for(session, (study_id, created))
-    e = ending(rules, holder, metrics, pruned, steps)
+    e = ending(rules, c)
     row = _end_trial(session, e)
     if row is None:
-        return _resent_or_refused(session, holder)
+        return _resent_or_refused(session, c.holder)
     if e.state == TrialState.PRUNED:
         n_pruned += 1
     elif e.state == TrialState.FAILED:

@@ -16,7 +16,7 @@ Bound parameters are named ``b_<name>``, as in :mod:`hpsearch.store.statements`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,7 +31,7 @@ from hpsearch.objective import Direction, finite_metrics
 from hpsearch.states import TrialState
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
-from hpsearch.store.completion import ending
+from hpsearch.store.completion import Completion, ending
 from hpsearch.store.db import Database
 from hpsearch.store.lease import Holder
 from hpsearch.store.models import Trial
@@ -65,18 +65,10 @@ class FastPath:
         with self.db.autocommit() as connection:
             return report_at_once(connection, holder, steps, self.lease)
 
-    def complete(
-        self,
-        holder: Holder,
-        metrics: Mapping[str, float | None],
-        pruned: bool,
-        steps: Steps,
-        study_key: StudyKey | None,
-    ) -> Completed | None:
+    def complete(self, c: Completion, study_key: StudyKey | None) -> Completed | None:
         """See :func:`complete_at_once`."""
         with self.db.autocommit() as connection:
-            args = (metrics, self.rules_for, pruned, steps, study_key)
-            return complete_at_once(connection, holder, *args)
+            return complete_at_once(connection, c, self.rules_for, study_key)
 
 
 def claim_queued(connection: Connection, params: dict[str, Any]) -> Row[Any] | None:
@@ -272,30 +264,24 @@ class Completed:
 
 
 def complete_at_once(
-    connection: Connection,
-    holder: Holder,
-    metrics: Mapping[str, float | None],
-    rules_for: RulesFor,
-    pruned: bool = False,
-    steps: Steps = (),
-    study_key: StudyKey | None = None,
+    connection: Connection, c: Completion, rules_for: RulesFor, study_key: StudyKey | None = None
 ) -> Completed | None:
     """Ends a held trial in one statement on a PostgreSQL connection in autocommit mode;
     None when it ends nothing (ask :func:`completion.complete`, which says why, answers a
     resend, or ends the trial when the statement saw the study's best trial before it was
     completed; see :func:`_complete`). ``study_key``: the trial's study and its creation
     time, if known (else one read)."""
-    trial_id = holder.trial_id
+    trial_id = c.holder.trial_id
     found = study_key or connection.execute(sql.STUDY_OF_TRIAL, {"b_trial_id": trial_id}).first()
     if found is None:
         raise NotFound(f"trial {trial_id} does not exist")
     study_id, created = found
     rules = rules_for(connection, (study_id, created))
-    e = ending(rules, holder, metrics, pruned, steps)
+    e = ending(rules, c)
     row = connection.execute(
         _complete(rules.spec.objective.direction),
         {
-            **holder_params(holder),
+            **holder_params(c.holder),
             "b_study_id": study_id,
             "b_now": e.now,
             "b_state": e.state,

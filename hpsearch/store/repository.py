@@ -498,10 +498,10 @@ class Store:
         steps: queue.Steps = (),
     ) -> Trial:
         """Ends a trial, storing first the ``steps`` its worker had not reported yet."""
-        holder = Holder(trial_id, worker_id, attempt)
+        c = completion.Completion(Holder(trial_id, worker_id, attempt), metrics, pruned, steps)
         study_key = self._hints.claimed_studies.pop(trial_id)
         if self._fast is not None:
-            done = self._fast.complete(holder, metrics, pruned, steps, study_key)
+            done = self._fast.complete(c, study_key)
             if done is not None:
                 if done.may_end_study or done.trial.state == TrialState.FAILED:
                     with self.db.write() as s:
@@ -512,7 +512,7 @@ class Store:
                 return done.trial
         # Elsewhere, or to say why that ended nothing (a lost lease, a resent completion).
         with self.db.write() as s:
-            trial = completion.complete(s, holder, metrics, self._rules.get, pruned, steps)
+            trial = completion.complete(s, c, self._rules.get)
             if trial.state == TrialState.FAILED:  # it never reported its objective
                 health.note_failure(s, worker_id)
             return trial
