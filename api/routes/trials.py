@@ -23,6 +23,8 @@ from api.schemas import (
     TrialOut,
 )
 from hpsearch.store import worker_requests
+from hpsearch.store.completion import Completion
+from hpsearch.store.lease import Holder
 
 router = APIRouter(prefix="/trials", tags=["trials"])
 
@@ -96,18 +98,9 @@ async def complete_trial(
     act_as(request, body.worker_id)
     claim_next = body.claim_next.where() if body.claim_next is not None else None
     steps = [(s.step, s.metrics) for s in body.steps]
-    ended = await run_queue_work(
-        request,
-        worker_requests.complete,
-        store,
-        trial_id,
-        body.worker_id,
-        body.attempt,
-        body.metrics,
-        body.pruned,
-        steps,
-        claim_next,
-    )
+    holder = Holder(trial_id, body.worker_id, body.attempt)
+    c = Completion(holder, body.metrics, body.pruned, steps)
+    ended = await run_queue_work(request, worker_requests.complete, store, c, claim_next)
     count_ended(ended)
     out = CompleteOut.of(ended.trial)
     out.worker_unhealthy = ended.worker_unhealthy

@@ -22,9 +22,9 @@ from typing import Literal
 
 from hpsearch.states import TrialState
 from hpsearch.store.clock import utcnow
+from hpsearch.store.completion import Completion
 from hpsearch.store.lease import Claim
 from hpsearch.store.models import Trial
-from hpsearch.store.queue import Steps
 from hpsearch.store.repository import Store
 from hpsearch.tasks import capabilities
 
@@ -110,22 +110,14 @@ def claim(
     return Claimed(None, "none", open_studies, passed, waiting)
 
 
-def complete(
-    store: Store,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
-    metrics: Mapping[str, float | None],
-    pruned: bool = False,
-    steps: Steps = (),
-    claim_next: Where | None = None,
-) -> Ended:
-    """Ends a trial with its final metrics (see :meth:`Store.complete`) and, with
-    ``claim_next``, claims the worker's next job in the same transaction where it can."""
+def complete(store: Store, c: Completion, claim_next: Where | None = None) -> Ended:
+    """Ends a trial as ``c`` asks (see :meth:`Store.complete`) and, with ``claim_next``,
+    claims the worker's next job in the same transaction where it can."""
     received = utcnow()
+    trial_id, worker_id, attempt = c.holder.trial_id, c.holder.worker_id, c.holder.attempt
 
     def end() -> Trial:
-        return store.complete(trial_id, worker_id, attempt, metrics, pruned, steps)
+        return store.complete(trial_id, worker_id, attempt, c.metrics, c.pruned, c.steps)
 
     if claim_next is None:
         return _ended(store, end(), worker_id, received)

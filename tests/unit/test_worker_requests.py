@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from hpsearch.store import Store, worker_requests
+from hpsearch.store.completion import Completion
+from hpsearch.store.lease import Holder
 from tests.conftest import digits_spec
 
 DONE = {"dev_accuracy": 0.5, "latency_ms": 1.0}
@@ -29,9 +31,8 @@ def test_a_completion_whose_claim_fails_is_kept_and_its_resend_claims(
 
     def complete() -> worker_requests.Ended:
         steps = [(1, {"dev_accuracy": 0.4})]
-        return worker_requests.complete(
-            store, job.trial_id, "w", job.attempt, DONE, False, steps, where
-        )
+        done = Completion(Holder(job.trial_id, "w", job.attempt), DONE, False, steps)
+        return worker_requests.complete(store, done, where)
 
     monkeypatch.setattr(worker_requests, "claim", failing_claim)
     with pytest.raises(RuntimeError, match="sampler failed"):
@@ -54,8 +55,9 @@ def test_a_resent_completion_gets_the_claim_its_first_request_made(store: Store)
     where = worker_requests.Where(study_id=study.id)
     job = worker_requests.claim(store, "w", where).job
     assert job is not None
-    first = worker_requests.complete(store, job.trial_id, "w", job.attempt, DONE, claim_next=where)
-    resent = worker_requests.complete(store, job.trial_id, "w", job.attempt, DONE, claim_next=where)
+    done = Completion(Holder(job.trial_id, "w", job.attempt), DONE)
+    first = worker_requests.complete(store, done, where)
+    resent = worker_requests.complete(store, done, where)
     assert first.newly and not resent.newly
     assert first.next is not None and resent.next is not None and resent.next.how == "resent"
     assert first.next.job is not None and resent.next.job is not None
