@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from hpsearch.cli import format_status
 from hpsearch.client import Client, wait_until_healthy
 from hpsearch.diagnosis import diagnose
 from hpsearch.states import ENDED_STUDY, StudyState, TrialState
+from hpsearch.study_status import format_status
 
 DEMO_SPEC = Path(__file__).resolve().parent / "examples" / "demo.yaml"
 
