@@ -120,7 +120,7 @@ def exposition(gauges: QueueGauges) -> bytes:
     """The text a scrape answers: every process's counters, and the queue's gauges."""
     registry = CollectorRegistry(auto_describe=False)
     if MULTIPROC_ENV in os.environ:
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         for metric in PROCESS_METRICS:
             registry.register(metric)

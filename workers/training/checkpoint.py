@@ -13,6 +13,7 @@ them to the server's artifact store, tests keep them in memory.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -157,19 +158,20 @@ class CheckpointWriter:
     ) -> None:
         self.checkpoints = checkpoints
         self.every = every
-        self._fixed = {
-            "trainer": trainer,
-            "params": params,
-            "model": model,
-            "optimizer": optimizer,
-            "optimizer_name": optimizer_name,
-            "device": device,
-        }
+        self._pack = functools.partial(
+            pack,
+            trainer=trainer,
+            params=params,
+            model=model,
+            optimizer=optimizer,
+            optimizer_name=optimizer_name,
+            device=device,
+        )
         self.saved: list[int] = []
 
     def __call__(self, epoch: int, seconds: float, data_order: torch.Generator, last: bool) -> None:
         if self.every <= 0 or not (last or epoch % self.every == 0):
             return
-        data = pack(epoch=epoch, seconds=seconds, data_order=data_order, **self._fixed)
+        data = self._pack(epoch=epoch, seconds=seconds, data_order=data_order)
         self.checkpoints.save(epoch, data)
         self.saved.append(epoch)
