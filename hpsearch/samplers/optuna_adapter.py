@@ -198,7 +198,7 @@ class OptunaSampler(Sampler):
     @contextmanager
     def _one_thread(self) -> Iterator[None]:
         """Runs a torch-based model (GP) on one thread: fitting a few hundred points is
-        latency-bound, and torch's thread pool made it ~10x slower on a 2-core server."""
+        latency-bound, where torch's thread pool only adds waits (see docs/performance.md)."""
         if not self.one_thread:
             yield
             return
