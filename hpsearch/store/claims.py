@@ -32,7 +32,6 @@ from hpsearch.store.clock import utcnow
 from hpsearch.store.history import read_history
 from hpsearch.store.lease import Claim
 from hpsearch.store.models import Study, Trial, TrialEvent
-from hpsearch.store.queue import record_event
 from hpsearch.store.rules import RulesFor, StudyKey, StudyRules
 from hpsearch.store.studies import (
     finish_if_done,
@@ -40,6 +39,7 @@ from hpsearch.store.studies import (
     live_counts,
     may_finish,
     record_ended,
+    record_event,
     time_is_up,
 )
 from hpsearch.tasks import BARE_WORKER, Capabilities, needed_code, unmet

@@ -29,8 +29,8 @@ from hpsearch.states import ENDED, TrialState
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.lease import Holder, already_ended
-from hpsearch.store.models import Trial
-from hpsearch.store.queue import STORED_INFINITY, Steps, check_held, holder_params, store_steps
+from hpsearch.store.models import STORED_INFINITY, Trial
+from hpsearch.store.queue import Steps, check_held, holder_params, store_steps
 from hpsearch.store.rules import RulesFor, StudyRules
 from hpsearch.store.studies import (
     Ranked,

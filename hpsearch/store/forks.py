@@ -20,8 +20,13 @@ from hpsearch.space import SpaceError
 from hpsearch.states import StudyState
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Trial
-from hpsearch.store.queue import lock_study_then_trial
-from hpsearch.store.studies import add_to_budget, queue_ahead_of_sampler, queued_trial, spec_of
+from hpsearch.store.studies import (
+    add_to_budget,
+    lock_study_then_trial,
+    queue_ahead_of_sampler,
+    queued_trial,
+    spec_of,
+)
 
 
 def fork(

@@ -22,8 +22,7 @@ from sqlalchemy.orm import Session
 from hpsearch.objective import finite
 from hpsearch.samplers import FinishedTrial
 from hpsearch.states import ENDED, TrialState
-from hpsearch.store.models import Trial, TrialIntermediate
-from hpsearch.store.queue import STORED_INFINITY
+from hpsearch.store.models import STORED_INFINITY, Trial, TrialIntermediate
 
 _CHUNK = 500
 

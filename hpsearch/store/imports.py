@@ -16,8 +16,7 @@ from hpsearch.objective import finite_metrics
 from hpsearch.space import SpaceError
 from hpsearch.states import ENDED_STUDY, TrialState
 from hpsearch.store.clock import utcnow
-from hpsearch.store.models import Study, Trial
-from hpsearch.store.queue import STORED_INFINITY
+from hpsearch.store.models import STORED_INFINITY, Study, Trial
 from hpsearch.store.studies import add_to_budget, record_ended, spec_of
 
 IMPORTABLE_STATES = (TrialState.COMPLETED, TrialState.PRUNED)

@@ -28,6 +28,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from hpsearch.states import StudyState, TrialState
 
+# Violations can be infinite (an unmeasured satisficing metric); SQL floats and JSON cannot
+# all hold that, so it is stored as the largest finite double.
+STORED_INFINITY = 1.7976931348623157e308
+
 
 class Base(DeclarativeBase):
     pass

@@ -1,4 +1,5 @@
-"""The trial queue, the lease side: heartbeat, report, complete, fail, release, stop.
+"""The trial queue, the lease side: heartbeat, report, fail, release, stop (a completion:
+:mod:`hpsearch.store.completion`).
 
 Rules (data, not code scattered through the worker):
 
@@ -20,26 +21,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hpsearch.errors import InvalidState, LeaseLost, NotFound
+from hpsearch.errors import InvalidState, LeaseLost
 from hpsearch.objective import finite_metrics
 from hpsearch.states import ENDED_STUDY, TrialState
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.lease import Holder, already_ended, check_lease
-from hpsearch.store.models import Study, Trial, TrialEvent
+from hpsearch.store.models import Trial
 from hpsearch.store.studies import (
     finish_if_done,
-    get_study,
     get_trial,
+    lock_study_then_trial,
     record_ended,
+    record_event,
 )
-
-# Violations can be infinite (an unmeasured satisficing metric); SQL floats and JSON cannot
-# all hold that, so it is stored as the largest finite double.
-STORED_INFINITY = 1.7976931348623157e308
 
 
 @dataclass(frozen=True)
@@ -175,15 +172,6 @@ def steps_json(steps: Steps) -> str:
     return json.dumps([{"step": k, "metrics": m} for k, m in unique.items()])
 
 
-def lock_study_then_trial(session: Session, trial_id: int) -> tuple[Study, Trial]:
-    """Locks in the store's one order (study, then trial); ``study_id`` never changes."""
-    study_id = session.scalar(select(Trial.study_id).where(Trial.id == trial_id))
-    if study_id is None:
-        raise NotFound(f"trial {trial_id} does not exist")
-    study = get_study(session, study_id, lock=True)
-    return study, get_trial(session, trial_id, lock=True)
-
-
 def fail(session: Session, holder: Holder, error: str) -> Trial:
     study, trial = lock_study_then_trial(session, holder.trial_id)
     if already_ended(trial, holder, [TrialState.FAILED]):
@@ -222,16 +210,3 @@ def request_stop(session: Session, trial_id: int) -> Trial:
         raise InvalidState(f"trial {trial_id} is already {trial.state}")
     record_event(session, trial, "stop_requested", None)
     return trial
-
-
-def record_event(session: Session, trial: Trial, kind: str, detail: str | None) -> None:
-    session.add(
-        TrialEvent(
-            trial_id=trial.id,
-            kind=kind,
-            attempt=trial.attempt,
-            worker_id=trial.worker_id,
-            detail=detail,
-            created_at=utcnow(),
-        )
-    )

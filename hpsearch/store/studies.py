@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, delete, func, not_, select, true, update
 from sqlalchemy.orm import Session
 
+from hpsearch.errors import NotFound
 from hpsearch.objective import rank_key
 from hpsearch.spec import BudgetSpec, StudySpec, failure_limit, parse_spec
 from hpsearch.states import LIVE_STUDY, StudyState, TrialState
@@ -21,7 +22,7 @@ from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import one_row
 from hpsearch.store.evaluations import request_automatic
-from hpsearch.store.models import Study, Trial
+from hpsearch.store.models import Study, Trial, TrialEvent
 
 
 @dataclass(frozen=True)
@@ -399,3 +400,25 @@ def trials_page(
     )
     rest = rest.offset(max(0, offset - n_feasible)).limit(limit - len(page))
     return page + list(session.scalars(rest))
+
+
+def lock_study_then_trial(session: Session, trial_id: int) -> tuple[Study, Trial]:
+    """Locks in the store's one order (study, then trial); ``study_id`` never changes."""
+    study_id = session.scalar(select(Trial.study_id).where(Trial.id == trial_id))
+    if study_id is None:
+        raise NotFound(f"trial {trial_id} does not exist")
+    study = get_study(session, study_id, lock=True)
+    return study, get_trial(session, trial_id, lock=True)
+
+
+def record_event(session: Session, trial: Trial, kind: str, detail: str | None) -> None:
+    session.add(
+        TrialEvent(
+            trial_id=trial.id,
+            kind=kind,
+            attempt=trial.attempt,
+            worker_id=trial.worker_id,
+            detail=detail,
+            created_at=utcnow(),
+        )
+    )
