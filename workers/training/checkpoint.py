@@ -13,7 +13,6 @@ them to the server's artifact store, tests keep them in memory.
 
 from __future__ import annotations
 
-import functools
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -158,20 +157,19 @@ class CheckpointWriter:
     ) -> None:
         self.checkpoints = checkpoints
         self.every = every
-        self._pack = functools.partial(
-            pack,
-            trainer=trainer,
-            params=params,
-            model=model,
-            optimizer=optimizer,
-            optimizer_name=optimizer_name,
-            device=device,
-        )
+        self._fixed: dict[str, Any] = {
+            "trainer": trainer,
+            "params": params,
+            "model": model,
+            "optimizer": optimizer,
+            "optimizer_name": optimizer_name,
+            "device": device,
+        }
         self.saved: list[int] = []
 
     def __call__(self, epoch: int, seconds: float, data_order: torch.Generator, last: bool) -> None:
         if self.every <= 0 or not (last or epoch % self.every == 0):
             return
-        data = self._pack(epoch=epoch, seconds=seconds, data_order=data_order)
+        data = pack(epoch=epoch, seconds=seconds, data_order=data_order, **self._fixed)
         self.checkpoints.save(epoch, data)
         self.saved.append(epoch)
