@@ -30,17 +30,20 @@ def _to_stderr() -> None:
         log.propagate = False
 
 
-class AccessLog:
+class AfterResponse:
+    """ASGI middleware that calls :meth:`done` once each HTTP response has been sent (its
+    last byte) or the app raised, with the status (500 when the app raised before it
+    responded) and the seconds since the request came."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        _to_stderr()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500  # what the server answers when the app raises before it responds
+        status = 500
 
         async def sent(message: Message) -> None:
             nonlocal status
@@ -51,7 +54,19 @@ class AccessLog:
         try:
             await self.app(scope, receive, sent)
         finally:
-            ms = (time.perf_counter() - started) * 1000
-            client = scope.get("client")
-            who = client[0] if client else "-"
-            log.info("%s %s %s %d %.1fms", who, scope["method"], scope["path"], status, ms)
+            self.done(scope, status, time.perf_counter() - started)
+
+    def done(self, scope: Scope, status: int, seconds: float) -> None:
+        raise NotImplementedError
+
+
+class AccessLog(AfterResponse):
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(app)
+        _to_stderr()
+
+    def done(self, scope: Scope, status: int, seconds: float) -> None:
+        client = scope.get("client")
+        who = client[0] if client else "-"
+        ms = seconds * 1000
+        log.info("%s %s %s %d %.1fms", who, scope["method"], scope["path"], status, ms)

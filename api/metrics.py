@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,9 +25,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
+from api.access_log import AfterResponse
 from hpsearch.store.gauges import QueueGauges
+from hpsearch.store.worker_requests import Claimed, Ended
 
 # prometheus_client's own switch: set before the first metric is made (in a server process:
 # before this module is imported), it makes every process keep its values in files there.
@@ -42,6 +43,22 @@ CLAIMS = Counter(
     ["outcome"],
     registry=None,
 )
+
+
+def count_claims(*answers: Claimed | None) -> None:
+    """Counts claims answered (a resend's lease, given again, is not a new claim)."""
+    for c in answers:
+        if c is not None and c.how != "resent":
+            CLAIMS.labels(c.how).inc()
+
+
+def count_ended(ended: Ended) -> None:
+    """Counts a trial ended by its worker, unless the request was a resend."""
+    if ended.newly:
+        COMPLETIONS.labels(ended.trial.state).inc()
+    count_claims(ended.next)
+
+
 REPORTS = Counter(
     "hpsearch_reports",
     "Intermediate reports accepted (one request may carry several steps).",
@@ -103,7 +120,7 @@ def exposition(gauges: QueueGauges) -> bytes:
     """The text a scrape answers: every process's counters, and the queue's gauges."""
     registry = CollectorRegistry(auto_describe=False)
     if MULTIPROC_ENV in os.environ:
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         for metric in PROCESS_METRICS:
             registry.register(metric)
@@ -131,34 +148,14 @@ def shared_between_processes() -> Iterator[None]:
         shutil.rmtree(made, ignore_errors=True)
 
 
-class RequestTimer:
+class RequestTimer(AfterResponse):
     """ASGI middleware: each request's duration into :data:`REQUEST_SECONDS`, labelled by
     the name of the route's handler (``report_intermediate``), not the path: one series per
     route, however many trials. (The route the router writes into the scope knows its path
     without the prefix it was included under, so its name is the clearer label.)"""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def sent(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sent)
-        finally:
-            route = scope.get("route")
-            # The router writes the matched route into the scope; nothing matched: one series.
-            name = getattr(route, "name", None) if isinstance(route, BaseRoute) else None
-            REQUEST_SECONDS.labels(scope["method"], name or "unmatched", str(status)).observe(
-                time.perf_counter() - started
-            )
+    def done(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        # The router writes the matched route into the scope; nothing matched: one series.
+        name = getattr(route, "name", None) if isinstance(route, BaseRoute) else None
+        REQUEST_SECONDS.labels(scope["method"], name or "unmatched", str(status)).observe(seconds)

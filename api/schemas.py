@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -10,15 +11,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from hpsearch.client import MAX_ERROR_CHARS, MAX_LOG_PIECE_CHARS
 from hpsearch.objective import diverged
+from hpsearch.store.lease import Claim
 from hpsearch.store.models import (
-    FinalEvaluation,
     Study,
     Trial,
-    TrialEvent,
-    TrialIntermediate,
     Worker,
 )
 from hpsearch.store.repository import StudyView, TrialView
+from hpsearch.store.worker_requests import Claimed, Where
 
 Metrics = dict[str, float | None]
 # Metric names a worker may report: the same shape as names in a spec, bounded in length.
@@ -129,7 +129,17 @@ class TrialOut(BaseModel):
         )
 
 
-class FinalEvaluationOut(BaseModel):
+class _FromRow(BaseModel):
+    """A reply read straight off a row's attributes of the same names."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, row: object) -> Self:
+        return cls.model_validate(row)
+
+
+class FinalEvaluationOut(_FromRow):
     """The study's final test evaluation: which trial, and where the job stands."""
 
     trial_id: int
@@ -140,19 +150,6 @@ class FinalEvaluationOut(BaseModel):
     error: str | None
     created_at: UtcDateTime
     finished_at: UtcDateTime | None
-
-    @classmethod
-    def of(cls, e: FinalEvaluation) -> FinalEvaluationOut:
-        return cls(
-            trial_id=e.trial_id,
-            state=e.state,
-            source=e.source,
-            attempt=e.attempt,
-            worker_id=e.worker_id,
-            error=e.error,
-            created_at=e.created_at,
-            finished_at=e.finished_at,
-        )
 
 
 class CountsOut(BaseModel):
@@ -211,32 +208,18 @@ class StudyOut(BaseModel):
         )
 
 
-class IntermediateOut(BaseModel):
+class IntermediateOut(_FromRow):
     step: int
     attempt: int
     metrics: Metrics
 
-    @classmethod
-    def of(cls, p: TrialIntermediate) -> IntermediateOut:
-        return cls(step=p.step, attempt=p.attempt, metrics=p.metrics)
 
-
-class EventOut(BaseModel):
+class EventOut(_FromRow):
     kind: str
     attempt: int
     worker_id: str | None
     detail: str | None
     created_at: UtcDateTime
-
-    @classmethod
-    def of(cls, e: TrialEvent) -> EventOut:
-        return cls(
-            kind=e.kind,
-            attempt=e.attempt,
-            worker_id=e.worker_id,
-            detail=e.detail,
-            created_at=e.created_at,
-        )
 
 
 class TrialDetailOut(TrialOut):
@@ -323,6 +306,9 @@ class NextClaimIn(_Body):
         "error, no CUDA): it is given none of their trials",
     )
 
+    def where(self) -> Where:
+        return Where(**{f.name: getattr(self, f.name) for f in fields(Where)})
+
 
 class ClaimIn(NextClaimIn):
     worker_id: str = Field(min_length=1, max_length=200)
@@ -357,6 +343,14 @@ class ClaimedTrial(BaseModel):
         "once (the study's pruner judges every step)",
     )
 
+    @classmethod
+    def of(cls, c: Claim, report_interval_s: float) -> ClaimedTrial:
+        """What a worker is told of the trial, or the final test evaluation, it was given;
+        ``report_interval_s``: the server's, for a trial whose steps no pruner judges."""
+        quick = c.kind == "train" and not c.judges_each_step
+        shared = {name: getattr(c, name) for name in cls.model_fields if hasattr(c, name)}
+        return cls(id=c.trial_id, **shared, report_interval_s=report_interval_s if quick else 0.0)
+
 
 class PassedOver(BaseModel):
     study_id: int
@@ -382,6 +376,16 @@ class ClaimOut(BaseModel):
         default_factory=list,
         description="with no trial: what the worker waits for, in words ('study 18 is paused')",
     )
+
+    @classmethod
+    def of(cls, c: Claimed, report_interval_s: float) -> ClaimOut:
+        if c.job is not None:
+            return cls(trial=ClaimedTrial.of(c.job, report_interval_s), open_studies=True)
+        passed = [
+            PassedOver(study_id=sid, needs=needs, entry_point=entry_point, command=command)
+            for sid, needs, entry_point, command in c.passed_over
+        ]
+        return cls(trial=None, open_studies=c.open_studies, passed_over=passed, waiting=c.waiting)
 
 
 class LeaseIn(_Body):

@@ -114,7 +114,6 @@ def seed_study(url: str, n: int, seed: int) -> int:
                 n_completed=counts["completed"],
                 n_pruned=counts["pruned"],
                 n_failed=counts["failed"],
-                sampler_state={},
                 created_at=now,
                 updated_at=now,
             )

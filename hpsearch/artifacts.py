@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from hpsearch.errors import HpsearchError, InvalidState
 
@@ -168,7 +169,25 @@ class ArtifactStore:
         return CheckpointInfo(trial_id, step, attempt, stat.st_size, saved_at, path)
 
 
-class CheckpointUpload:
+class DiscardedUnlessCommitted:
+    """An upload as a context: leaving it without a commit discards what was written."""
+
+    def discard(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.discard()
+
+
+class CheckpointUpload(DiscardedUnlessCommitted):
     """A checkpoint being written: ``write`` chunks (size-checked), then ``commit``."""
 
     def __init__(self, store: ArtifactStore, trial_id: int, tmp: Path) -> None:
@@ -193,15 +212,8 @@ class CheckpointUpload:
         self._file.close()
         return self._store._commit(self._trial_id, self._tmp, step, attempt, fresh)
 
-    def __enter__(self) -> CheckpointUpload:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def discard(self) -> None:
+        """Removes the bytes unless committed (a committed file was moved away)."""
         self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self._tmp.unlink()

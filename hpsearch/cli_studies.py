@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from hpsearch.client import Client
 from hpsearch.errors import NotFound
 from hpsearch.spec import parse_spec
+from hpsearch.states import StudyState, TrialState
 from hpsearch.study_frame import error_line
 
 Run = Callable[[argparse.Namespace], int]
@@ -39,7 +40,7 @@ def add_commands(sub: Any, server_url: str) -> None:
         return p
 
     ls = command("studies", "list the studies", _studies, reads=True)
-    ls.add_argument("--state", choices=["running", "paused", "stopped", "completed"])
+    ls.add_argument("--state", choices=[s.value for s in StudyState if s != StudyState.FAILED])
 
     for action, words in (
         ("pause", "no new trials start; running ones finish"),
@@ -262,7 +263,7 @@ def trial_row(study: Mapping[str, Any], t: Mapping[str, Any], server: str) -> di
     """A trial as the CLI shows it: the API's fields plus ``broken`` (the constraints it
     misses), its error's telling line and its web address."""
     objective = parse_spec(study["spec"]).build_objective()
-    ended = t["state"] in ("completed", "pruned")
+    ended = t["state"] in (TrialState.COMPLETED, TrialState.PRUNED)
     broken = list(objective.evaluate(t["metrics"]).broken) if ended else []
     path = t.get("url") or f"/studies/{t['study_id']}/trials/{t['number']}"
     return {
@@ -280,7 +281,7 @@ def format_trials(study: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -
     ]
     for rank, r in enumerate(rows, 1):
         value = "—" if r["value"] is None else f"{r['value']:.4g}"
-        if r["state"] not in ("completed", "pruned"):
+        if r["state"] not in (TrialState.COMPLETED, TrialState.PRUNED):
             verdict = ""
         elif r["broken"]:
             verdict = "broke " + ", ".join(r["broken"])

@@ -7,7 +7,6 @@ are not retried, they are raised as :class:`ApiError` with the server's ``code``
 
 from __future__ import annotations
 
-import math
 import subprocess
 import threading
 import time
@@ -17,6 +16,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+
+from hpsearch.objective import finite
+from hpsearch.states import UNENDED
 
 DEFAULT_SERVER = "http://127.0.0.1:8765"
 # The longest failure text the server stores (in characters); a longer traceback is cut to
@@ -352,7 +354,7 @@ class Client:
                 reading, offset = newer[0], 0
                 yield f"[... attempt {reading} ...]\n"
                 continue
-            if not follow or chunk["state"] not in ("queued", "running"):
+            if not follow or chunk["state"] not in UNENDED:
                 return
             time.sleep(every)
 
@@ -446,10 +448,7 @@ def json_metrics(metrics: Mapping[str, float | None]) -> dict[str, float | None]
     metric that is not a finite number as not measured, so NaN and ±inf are sent as ``null``
     rather than failing the request; the trial's metrics then leave that metric out (NaN in
     ``trials_dataframe()``)."""
-    return {
-        name: None if value is None or not math.isfinite(value) else value
-        for name, value in metrics.items()
-    }
+    return {name: finite(value) for name, value in metrics.items()}
 
 
 def _tail(error: str) -> str:

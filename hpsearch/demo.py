@@ -14,9 +14,10 @@ from typing import Any
 
 import yaml
 
-from hpsearch.cli import format_status
 from hpsearch.client import Client, wait_until_healthy
 from hpsearch.diagnosis import diagnose
+from hpsearch.states import ENDED_STUDY, StudyState, TrialState
+from hpsearch.study_status import format_status
 
 DEMO_SPEC = Path(__file__).resolve().parent / "examples" / "demo.yaml"
 
@@ -87,7 +88,7 @@ def run_demo(
             _wait_for_interrupt(procs[0])
         else:
             print(f"\nResults were at {url}/studies/{study_id}", flush=True)
-        return 0 if final["state"] == "completed" else 1
+        return 0 if final["state"] == StudyState.COMPLETED else 1
     finally:
         for proc in reversed(procs):
             _stop(proc)
@@ -125,7 +126,7 @@ def follow(
         if line.split("] ", 1)[1] != last:
             print(line, flush=True)
             last = line.split("] ", 1)[1]
-        if study["state"] in ("completed", "stopped", "failed"):
+        if study["state"] in ENDED_STUDY:
             return study
         if all(w.poll() is not None for w in workers):
             print("all workers exited before the study ended; see their logs", flush=True)
@@ -140,9 +141,9 @@ def wait_for_test_evaluation(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         evaluation = client.final_evaluation(study_id)
-        if evaluation is None or evaluation["state"] == "failed":
+        if evaluation is None or evaluation["state"] == TrialState.FAILED:
             return None
-        if evaluation["state"] == "completed":
+        if evaluation["state"] == TrialState.COMPLETED:
             metrics: dict[str, float] | None = client.trial(evaluation["trial_id"])["test_metrics"]
             return metrics
         if all(w.poll() is not None for w in workers):

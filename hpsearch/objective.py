@@ -13,6 +13,27 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
+from hpsearch.states import TrialState
+
+
+def finite(value: object) -> float | None:
+    """A metric's value as recorded: a finite number as a float; NaN, ±inf, a boolean or
+    anything else as ``None`` (not measured). The one rule for every metric the store keeps."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def finite_metrics(metrics: Mapping[str, object]) -> dict[str, float | None]:
+    """Metrics as stored: numbers kept, NaN and ±inf recorded as missing (``None``); entries
+    that are not numbers at all (``None`` included) left out."""
+    return {
+        name: finite(value)
+        for name, value in metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
 Direction = Literal["maximize", "minimize"]
 ConstraintOp = Literal["<=", "<", ">=", ">", "=="]
 
@@ -119,7 +140,7 @@ def rank_key(trial: Rankable, direction: Direction) -> tuple[int, float, float, 
 def diverged(state: str, value: float | None) -> bool:
     """Whether a trial diverged: it completed with a NaN or infinite objective (stored as no
     value; a trial that never reported its objective fails instead)."""
-    return state == "completed" and value is None
+    return state == TrialState.COMPLETED and value is None
 
 
 def rank(trials: Iterable[T], direction: Direction) -> list[T]:

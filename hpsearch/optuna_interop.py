@@ -20,7 +20,7 @@ from typing import Any
 
 from hpsearch.client import Client
 from hpsearch.errors import InvalidState, NotFound
-from hpsearch.objective import Constraint
+from hpsearch.objective import Constraint, finite
 from hpsearch.spec import StudySpec, parse_spec
 
 _STATES = {"completed": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL"}
@@ -161,4 +161,4 @@ def import_study(client: Client, storage: str, study_name: str, study_id: int) -
 
 
 def _finite(metrics: Mapping[str, Any]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
+    return {k: f for k, v in metrics.items() if (f := finite(v)) is not None}

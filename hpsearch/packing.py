@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from hpsearch import tasks
-from hpsearch.samplers.base import FinishedTrial, Sampler
+from hpsearch.samplers.base import History, Params, Running, Sampler
 from hpsearch.space import ParamValue
 
 PACK_KEYS: dict[str, tuple[str, ...]] = {
@@ -76,12 +76,7 @@ class GroupedSampler(Sampler):
         self.keys = [name for name in inner.space if name in keys]  # in the space's order
         self.needs_history = inner.needs_history
 
-    def propose(
-        self,
-        number: int,
-        history: Sequence[FinishedTrial],
-        running: Sequence[dict[str, ParamValue]],
-    ) -> dict[str, ParamValue] | None:
+    def propose(self, number: int, history: History, running: Running) -> Params | None:
         params = self.inner.propose(number, history, running)
         if params is None or self.size == 1 or not self.keys:
             return params

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.spec import parse_spec
+from hpsearch.states import TrialState
 
 if TYPE_CHECKING:
     import pandas
@@ -41,7 +42,7 @@ def trials_frame(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) -
     column = {name: f"metrics_{name}" if name in taken else name for name in metrics}
     rows = []
     for t in trials:
-        ended = t["state"] in ("completed", "pruned")
+        ended = t["state"] in (TrialState.COMPLETED, TrialState.PRUNED)
         broken = ", ".join(objective.evaluate(t["metrics"]).broken) if ended else None
         row: dict[str, Any] = {"number": t["number"], "state": t["state"], "value": t["value"]}
         row.update({f"params_{name}": t["params"].get(name) for name in params})

@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any
 from hpsearch.client import DEFAULT_SERVER, ApiError, Client
 from hpsearch.errors import HpsearchError, InvalidState, LeaseLost, NotFound
 from hpsearch.spec import load_spec_file
+from hpsearch.states import StudyState
 from hpsearch.study_results import Progress, TrialResult
 from hpsearch.trial_lease import TrialLease, TrialLike
 
 if TYPE_CHECKING:
     import pandas
 
-_ENDED = ("completed", "stopped")
+_ENDED = (StudyState.COMPLETED, StudyState.STOPPED)
 
 
 class StudyEnded(HpsearchError):

@@ -38,13 +38,15 @@ from typing import Any
 
 from hpsearch.client import ApiError, Client, Interrupted, ServerUnreachable
 from hpsearch.commands import parse_prefix
+from hpsearch.states import TrialState
 from hpsearch.tasks import COMMAND, CUSTOM
 from workers.command import CommandFailed, CommandNotAllowed, run_command, suggested_prefix
 from workers.custom import EntryPointNotAllowed, run_custom
 from workers.devices import bind
 from workers.final_evaluation import run_final_evaluation
 from workers.lease import Lease
-from workers.outcomes import TrainingDiverged, setup_problem
+from workers.outcomes import HandBackNow, TrainingDiverged, number_text, setup_problem, short
+from workers.packing import packable, run_pack
 from workers.progress import Progress
 
 log = logging.getLogger("hpsearch.worker")
@@ -81,12 +83,6 @@ class WorkerOptions:
     """The slot's label when the worker runs several trials at once."""
     pack: int = 1
     """Train up to this many trials of one study at once as one packed model."""
-
-
-class HandBackNow(BaseException):
-    """Raised in the training thread by a second signal: hand the trial back without waiting
-    for the epoch to end. A BaseException so that no ``except Exception`` in training code
-    swallows it."""
 
 
 class TrialBudget:
@@ -242,9 +238,9 @@ class Worker:
         one (only a trial run alone asks: a pack claims its partners itself)."""
         if claim.get("kind") == "evaluate_test":
             self.run_final_evaluation(claim)
-        elif self.opts.pack > 1 and self._train is None and _packable(claim):
+        elif self.opts.pack > 1 and self._train is None and packable(claim):
             # run_pack counts every trial it ran, this one included.
-            self.trials_run += _run_pack(self, claim, self.opts.pack) - 1
+            self.trials_run += run_pack(self, claim, self.opts.pack) - 1
         else:
             return self.run_trial(claim, claim_next=where)
         return None
@@ -277,7 +273,7 @@ class Worker:
                 return None
             self._say(
                 f"study {claim['study_id']} trial {number} (attempt {claim['attempt']}): "
-                f"{_short(claim['params'])}"
+                f"{short(claim['params'])}"
             )
             try:
                 result = self._train_one(claim, lease)
@@ -411,11 +407,13 @@ class Worker:
         if asked and following is None:  # not answered, or a server without claim_next
             self.budget.give_back()
         self._note_health(out)
-        if out is not None and out["state"] == "failed":  # e.g. it never reported the objective
+        if (
+            out is not None and out["state"] == TrialState.FAILED
+        ):  # e.g. it never reported the objective
             self._say(f"trial {number} failed: {out.get('error')}")
         elif out is not None:
             verdict = "pruned" if pruned else ("feasible" if out["feasible"] else "INFEASIBLE")
-            value = "diverged" if out.get("diverged") else _num(out["value"])
+            value = "diverged" if out.get("diverged") else number_text(out["value"])
             self._say(
                 f"study {out['study_id']} trial {number} {out['state']}: value={value} {verdict}"
             )
@@ -527,27 +525,6 @@ def _needs(passed: Mapping[str, Any]) -> tuple[int, str, str]:
         return study_id, f"command {shlex.join(command)!r}", f"--allow-command {prefix}"
     entry_point = passed["entry_point"]
     return study_id, f"entry point {entry_point}", f"--allow {entry_point}"
-
-
-def _short(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_num(v)}" for k, v in params.items())
-
-
-def _num(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _packable(claim: dict[str, Any]) -> bool:
-    # workers.packing imports this module; importing it here, when first needed, breaks the cycle.
-    from workers.packing import packable
-
-    return packable(claim)
-
-
-def _run_pack(worker: Worker, claim: dict[str, Any], size: int) -> int:
-    from workers.packing import run_pack
-
-    return run_pack(worker, claim, size)
 
 
 def _cut_short(result: Any, claim: dict[str, Any]) -> bool:

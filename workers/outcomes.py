@@ -51,3 +51,18 @@ def setup_problem(error: BaseException) -> str | None:
 _NO_CUDA = re.compile(
     r"CUDA.*not available|no CUDA GPUs|no NVIDIA driver|not compiled with CUDA", re.IGNORECASE
 )
+
+
+class HandBackNow(BaseException):
+    """Raised in the training thread by a second signal: hand the trial back without waiting
+    for the epoch to end. A BaseException so that no ``except Exception`` in training code
+    swallows it."""
+
+
+def short(params: Mapping[str, Any]) -> str:
+    """A trial's params in one line, for the worker's log."""
+    return ", ".join(f"{k}={number_text(v)}" for k, v in params.items())
+
+
+def number_text(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -25,14 +25,16 @@ import socket
 import traceback
 from collections.abc import Mapping
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.client import ApiError
 from hpsearch.packing import PackKey, pack_key
 from workers.devices import bind
 from workers.lease import Lease
-from workers.loop import HandBackNow, Worker, _short
-from workers.outcomes import TrainingDiverged
+from workers.outcomes import HandBackNow, TrainingDiverged, short
+
+if TYPE_CHECKING:  # the slot that runs the pack: types only, loop.py imports this module
+    from workers.loop import Worker
 
 Claim = dict[str, Any]
 
@@ -99,7 +101,7 @@ def _train_group(worker: Worker, claims: list[Claim], leases: list[Lease]) -> No
     task = claims[0]["task"]
     worker._say(
         f"pack of {len(claims)} trials (study {claims[0]['study_id']}): "
-        + "; ".join(f"{c['number']}: {_short(c['params'])}" for c in claims)
+        + "; ".join(f"{c['number']}: {short(c['params'])}" for c in claims)
     )
     specs = [_spec(worker, c, lease) for c, lease in zip(claims, leases, strict=True)]
     try:

@@ -29,7 +29,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     413: {"model": ErrorBody},
     422: {"model": ErrorBody},
 }
-_BYTES = {
+_BYTES: dict[int | str, dict[str, object]] = {
     200: {"content": {"application/octet-stream": {}}, "description": "the checkpoint's bytes"}
 }
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TypeVar
-
 from fastapi import APIRouter, Request
 
 from api.auth import act_as
 from api.deps import SettingsDep, StoreDep, run_queue_work
-from api.metrics import COMPLETIONS, REPORTS
-from api.routes.workers import claim_for, claimed
+from api.metrics import REPORTS, count_ended
 from api.schemas import (
     AckOut,
     ClaimOut,
@@ -26,13 +22,12 @@ from api.schemas import (
     TrialId,
     TrialOut,
 )
-from hpsearch.settings import Settings
-from hpsearch.store import Store
-from hpsearch.store.clock import utcnow
-from hpsearch.store.models import Trial
+from hpsearch.store import worker_requests
+from hpsearch.store.completion import Completion
+from hpsearch.store.lease import Holder
 
 router = APIRouter(prefix="/trials", tags=["trials"])
-EndedT = TypeVar("EndedT", bound=EndedOut)
+
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorBody},
@@ -101,65 +96,26 @@ async def complete_trial(
     trial as it ended; with ``claim_next``, with the trial the first request claimed, if the
     worker still holds it, rather than with another one."""
     act_as(request, body.worker_id)
-    return await run_queue_work(request, _complete, store, settings, trial_id, body)
-
-
-def _complete(store: Store, settings: Settings, trial_id: int, body: CompleteIn) -> CompleteOut:
-    received = utcnow()
+    claim_next = body.claim_next.where() if body.claim_next is not None else None
     steps = [(s.step, s.metrics) for s in body.steps]
-
-    def end() -> Trial:
-        return store.complete(
-            trial_id, body.worker_id, body.attempt, body.metrics, body.pruned, steps
-        )
-
-    if body.claim_next is None:
-        return _with_health(CompleteOut.of(_counted(end(), received)), store, body.worker_id)
-    ended = False
-    try:
-        with store.together():
-            trial = end()
-            ended = True
-            out = _with_health(CompleteOut.of(trial), store, body.worker_id)
-            if out.worker_unhealthy is not None:
-                _counted(trial, received)
-                return out  # a worker that stops claiming is given nothing more
-            resent = trial.finished_at is not None and trial.finished_at < received
-            held = store.claimed_after(trial_id, body.worker_id) if resent else None
-            out.next = (
-                ClaimOut(trial=claimed(held, settings), open_studies=True)
-                if held is not None
-                else claim_for(store, settings, body.worker_id, body.claim_next, after=trial_id)
-            )
-    except Exception:
-        if ended:
-            # The claim failed, and with it (on SQLite) the completion: never lose that.
-            _counted(end(), received)
-        raise
-    _counted(trial, received)
+    holder = Holder(trial_id, body.worker_id, body.attempt)
+    c = Completion(holder, body.metrics, body.pruned, steps)
+    ended = await run_queue_work(request, worker_requests.complete, store, c, claim_next)
+    count_ended(ended)
+    out = CompleteOut.of(ended.trial)
+    out.worker_unhealthy = ended.worker_unhealthy
+    if ended.next is not None:
+        out.next = ClaimOut.of(ended.next, settings.report_interval_s)
     return out
-
-
-def _counted(trial: Trial, received: datetime) -> Trial:
-    """Counts a trial's end in the metrics, unless it had ended before ``received`` (a
-    resend, answered with the trial as it ended)."""
-    if trial.finished_at is None or trial.finished_at >= received:
-        COMPLETIONS.labels(trial.state).inc()
-    return trial
 
 
 @router.post("/{trial_id}/fail", responses=_ERRORS, tags=["workers"])
 def fail_trial(trial_id: TrialId, body: FailIn, request: Request, store: StoreDep) -> EndedOut:
     act_as(request, body.worker_id)
-    received = utcnow()
-    trial = store.fail(trial_id, body.worker_id, body.attempt, body.error)
-    return _with_health(EndedOut.of(_counted(trial, received)), store, body.worker_id)
-
-
-def _with_health(out: EndedT, store: Store, worker_id: str) -> EndedT:
-    """A failed trial may have made its worker unhealthy: say so in the reply."""
-    if out.state == "failed":
-        out.worker_unhealthy = store.worker_unhealthy(worker_id)
+    ended = worker_requests.fail(store, trial_id, body.worker_id, body.attempt, body.error)
+    count_ended(ended)
+    out = EndedOut.of(ended.trial)
+    out.worker_unhealthy = ended.worker_unhealthy
     return out
 
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from hpsearch.objective import Objective
 from hpsearch.space import ParamValue, Space
-
-FinishedState = Literal["completed", "pruned", "failed"]
+from hpsearch.states import TrialState
 
 
 @dataclass(frozen=True)
@@ -24,11 +22,20 @@ class FinishedTrial:
 
     number: int
     params: dict[str, ParamValue]
-    state: FinishedState
+    state: TrialState  # one of ENDED
     value: float | None = None
     feasible: bool = False
     violation: float = float("inf")
+    # A pruned trial's objective by step (the steps it reported before it was stopped), so
+    # a model-based sampler knows how far it got; empty for other states.
     intermediate: dict[int, float] = field(default_factory=dict)
+
+
+# The sampler contract's types: the study's ended trials, the params of running ones, and a
+# proposal.
+History = Sequence[FinishedTrial]
+Running = Sequence[dict[str, ParamValue]]
+Params = dict[str, ParamValue]
 
 
 class Sampler(abc.ABC):
@@ -41,12 +48,7 @@ class Sampler(abc.ABC):
         self.objective = objective
 
     @abc.abstractmethod
-    def propose(
-        self,
-        number: int,
-        history: Sequence[FinishedTrial],
-        running: Sequence[dict[str, ParamValue]],
-    ) -> dict[str, ParamValue] | None:
+    def propose(self, number: int, history: History, running: Running) -> Params | None:
         """The params of trial ``number``, or ``None`` when the sampler has nothing left.
 
         ``history`` holds the study's ended trials; ``running`` the params of trials claimed

@@ -53,10 +53,11 @@ from typing import TypeVar
 import numpy as np
 
 from hpsearch.objective import Direction, Objective, rank
-from hpsearch.samplers.base import FinishedTrial, Sampler
+from hpsearch.samplers.base import FinishedTrial, History, Params, Running, Sampler
 from hpsearch.samplers.random import trial_rng
 from hpsearch.space import CategoricalParam, Interval, Param, ParamValue, Space
 from hpsearch.spec import CoarseToFineSamplerSpec, StudySpec
+from hpsearch.states import TrialState
 
 T = TypeVar("T", bound=FinishedTrial)
 
@@ -179,7 +180,7 @@ def ranked_candidates(history: Sequence[FinishedTrial], below: int) -> list[Fini
         t
         for t in history
         if t.number < below
-        and t.state == "completed"
+        and t.state == TrialState.COMPLETED
         and ((t.feasible and t.value is not None) or math.isfinite(t.violation))
     ]
 
@@ -263,12 +264,7 @@ class CoarseToFine(Sampler):
             self._cache[r] = cached
         return cached[1][r]
 
-    def propose(
-        self,
-        number: int,
-        history: Sequence[FinishedTrial],
-        running: Sequence[dict[str, ParamValue]],
-    ) -> dict[str, ParamValue]:
+    def propose(self, number: int, history: History, running: Running) -> Params:
         region = self.region_for(number, history)
         return sample_in(self.space, region, trial_rng(self.seed, number))
 

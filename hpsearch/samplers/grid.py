@@ -7,12 +7,11 @@ Random search beats a grid when few parameters matter (a 5×5 grid over two para
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 
 from hpsearch.objective import Objective
-from hpsearch.samplers.base import FinishedTrial, Sampler
+from hpsearch.samplers.base import History, Params, Running, Sampler
 from hpsearch.space import ParamValue, Space
 
 
@@ -45,12 +44,7 @@ class GridSampler(Sampler):
             out[name] = values[i]
         return {name: out[name] for name in self.space}
 
-    def propose(
-        self,
-        number: int,
-        history: Sequence[FinishedTrial],
-        running: Sequence[dict[str, ParamValue]],
-    ) -> dict[str, ParamValue] | None:
+    def propose(self, number: int, history: History, running: Running) -> Params | None:
         if number >= self.size:
             return None
         index = int(self.order[number]) if self.order is not None else number

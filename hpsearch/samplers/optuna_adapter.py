@@ -50,10 +50,11 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
 from hpsearch.objective import Objective
-from hpsearch.samplers.base import FinishedTrial, Sampler
+from hpsearch.samplers.base import FinishedTrial, History, Params, Running, Sampler
 from hpsearch.samplers.random import trial_rng
 from hpsearch.space import CategoricalParam, IntParam, Param, ParamValue, Space, SpaceError
 from hpsearch.spec import CmaesSamplerSpec, GpSamplerSpec, TpeSamplerSpec
+from hpsearch.states import TrialState as States
 
 SamplerFactory = Callable[[int | None], optuna.samplers.BaseSampler]
 """Builds the Optuna sampler for one proposal from its seed."""
@@ -171,12 +172,7 @@ class OptunaSampler(Sampler):
 
     # -- the Sampler interface ------------------------------------------------------------
 
-    def propose(
-        self,
-        number: int,
-        history: Sequence[FinishedTrial],
-        running: Sequence[dict[str, ParamValue]],
-    ) -> dict[str, ParamValue]:
+    def propose(self, number: int, history: History, running: Running) -> Params:
         stale = self._asked.pop(number, None)
         if stale is not None:
             # The claim that took this proposal was rolled back; the number is being reused.
@@ -202,7 +198,7 @@ class OptunaSampler(Sampler):
     @contextmanager
     def _one_thread(self) -> Iterator[None]:
         """Runs a torch-based model (GP) on one thread: fitting a few hundred points is
-        latency-bound, and torch's thread pool made it ~10x slower on a 2-core server."""
+        latency-bound, where torch's thread pool only adds waits (see docs/performance.md)."""
         if not self.one_thread:
             yield
             return
@@ -255,11 +251,13 @@ class OptunaSampler(Sampler):
             )
 
     def _outcome(self, t: FinishedTrial) -> tuple[TrialState, float | None, dict[int, float]]:
-        if t.state == "failed" or t.value is None or not math.isfinite(t.value):
+        if t.state == States.PRUNED and t.intermediate:
+            # TPE ranks pruned trials by their last step, then by the value there.
+            return TrialState.PRUNED, None, dict(t.intermediate)
+        if t.state == States.FAILED or t.value is None or not math.isfinite(t.value):
             return TrialState.FAIL, None, {}
-        if t.state == "pruned":
-            step = max(t.intermediate, default=0)
-            return TrialState.PRUNED, None, {step: t.value}
+        if t.state == States.PRUNED:
+            return TrialState.PRUNED, None, {0: t.value}  # imported without its steps
         value = t.value
         if self._worst is None or self.objective.better(self._worst, value):
             self._worst = value

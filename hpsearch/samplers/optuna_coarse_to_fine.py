@@ -56,6 +56,7 @@ from hpsearch.space import (
     Scale,
     Space,
 )
+from hpsearch.states import TrialState as States
 
 ConstraintsFunc = Callable[[FrozenTrial], Sequence[float]]
 
@@ -211,7 +212,7 @@ def _scored(trial: FrozenTrial, constrained: bool) -> FinishedTrial:
     return FinishedTrial(
         number=trial.number,
         params=dict(trial.params),
-        state="completed",
+        state=States.COMPLETED,
         value=trial.value,
         feasible=feasible,
         violation=violation,

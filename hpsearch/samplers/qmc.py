@@ -11,14 +11,13 @@ loaded. Points are mapped through each parameter's own scale (:meth:`Space.from_
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from hpsearch.objective import Objective
-from hpsearch.samplers.base import FinishedTrial, Sampler
-from hpsearch.space import ParamValue, Space
+from hpsearch.samplers.base import History, Params, Running, Sampler
+from hpsearch.space import Space
 
 QmcType = Literal["sobol", "halton"]
 
@@ -43,12 +42,7 @@ class QmcSampler(Sampler):
         self._engine: Any = None
         self._position = 0
 
-    def propose(
-        self,
-        number: int,
-        history: Sequence[FinishedTrial],
-        running: Sequence[dict[str, ParamValue]],
-    ) -> dict[str, ParamValue]:
+    def propose(self, number: int, history: History, running: Running) -> Params:
         point = self.point(number)
         return self.space.from_unit(dict(zip(self.space, point.tolist(), strict=True)))
 

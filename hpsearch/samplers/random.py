@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from hpsearch.objective import Objective
-from hpsearch.samplers.base import FinishedTrial, Sampler
-from hpsearch.space import ParamValue, Space
+from hpsearch.samplers.base import History, Params, Running, Sampler
+from hpsearch.space import Space
 
 
 def trial_rng(seed: int | None, number: int) -> np.random.Generator:
@@ -29,11 +27,6 @@ class RandomSampler(Sampler):
         super().__init__(space, objective)
         self.seed = seed
 
-    def propose(
-        self,
-        number: int,
-        history: Sequence[FinishedTrial],
-        running: Sequence[dict[str, ParamValue]],
-    ) -> dict[str, ParamValue]:
+    def propose(self, number: int, history: History, running: Running) -> Params:
         rng = trial_rng(self.seed, number)
         return self.space.from_unit({name: float(rng.random()) for name in self.space})

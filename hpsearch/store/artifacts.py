@@ -24,12 +24,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from types import TracebackType
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
-from hpsearch.artifacts import KEEP, ArtifactTooLarge, CheckpointInfo, StaleCheckpoint
+from hpsearch.artifacts import (
+    KEEP,
+    ArtifactTooLarge,
+    CheckpointInfo,
+    DiscardedUnlessCommitted,
+    StaleCheckpoint,
+)
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import Database
 from hpsearch.store.models import ArtifactBlob, ArtifactChunk, StoredCheckpoint, StoredLog
@@ -199,7 +204,7 @@ class DatabaseArtifacts:
         return LogChunk(attempt, attempts, first, start + len(data), first > offset, text)
 
 
-class DatabaseUpload:
+class DatabaseUpload(DiscardedUnlessCommitted):
     """A checkpoint being written to the database, a chunk row at a time."""
 
     def __init__(self, store: DatabaseArtifacts, trial_id: int, blob: str) -> None:
@@ -233,15 +238,7 @@ class DatabaseUpload:
         self._store._write_chunk(self._blob, self._seq, data)
         self._seq += 1
 
-    def __enter__(self) -> DatabaseUpload:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def discard(self) -> None:
         if not self._committed:
             self._store._discard(self._blob)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import InvalidInput, InvalidState
@@ -18,8 +17,10 @@ from hpsearch.samplers import make_sampler
 from hpsearch.samplers.random import trial_rng
 from hpsearch.space import ParamValue, SpaceError
 from hpsearch.spec import BudgetSpec
-from hpsearch.store.claims import history
-from hpsearch.store.models import Study, Trial
+from hpsearch.states import StudyState
+from hpsearch.store.claims import running_params
+from hpsearch.store.history import read_history
+from hpsearch.store.models import Study
 from hpsearch.store.studies import add_to_budget, finish_if_done, spec_of
 
 # The spec's ceiling on max_trials, which a study's budget keeps when trials are added.
@@ -42,13 +43,10 @@ def complete_params(
     proposal: Mapping[str, ParamValue] | None = None
     if any(name not in given for name in space):
         sampler = make_sampler(spec)
-        past = history(session, study.id) if sampler.needs_history else []
-        running = list(
-            session.scalars(
-                select(Trial.params).where(Trial.study_id == study.id, Trial.state == "running")
-            )
+        past = (
+            read_history(session, study.id, spec.objective.metric) if sampler.needs_history else []
         )
-        proposal = sampler.propose(number, past, running)
+        proposal = sampler.propose(number, past, running_params(session, study.id))
         if proposal is None:
             rng = trial_rng(getattr(spec.sampler, "seed", None), number)
             proposal = space.from_unit({name: float(rng.random()) for name in space})
@@ -77,15 +75,15 @@ def take_budget(study: Study, number: int, add: bool) -> None:
 def extend(session: Session, study: Study, n_trials: int) -> None:
     """Gives a study ``n_trials`` more: a completed one runs again, unless its budget is
     spent otherwise (time, target value), which is said. The study must be locked."""
-    if study.state == "stopped":
+    if study.state == StudyState.STOPPED:
         raise InvalidState(f"study {study.id} was stopped; a stopped study cannot be extended")
     if study.max_trials + n_trials > MAX_TRIALS:
         raise InvalidInput(
             "n_trials", f"a study has at most {MAX_TRIALS} trials; it has {study.max_trials}"
         )
     add_to_budget(study, n_trials)
-    if study.state != "completed":
+    if study.state != StudyState.COMPLETED:
         return
-    study.state, study.reason, study.finished_at = "running", None, None
+    study.state, study.reason, study.finished_at = StudyState.RUNNING, None, None
     if finish_if_done(session, study):
         raise InvalidState(f"study {study.id} cannot run more trials: {study.reason}")

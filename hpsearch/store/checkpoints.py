@@ -14,25 +14,23 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hpsearch.errors import LeaseLost
-from hpsearch.store import evaluations, queue
+from hpsearch.store import queue
+from hpsearch.store.lease import Holder, holds_lease
 from hpsearch.store.models import FinalEvaluation, Trial
 from hpsearch.store.studies import get_trial
 
 
 def record(
     session: Session,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
+    holder: Holder,
     step: int,
     lease: timedelta,
     publish: Callable[[bool], object],
 ) -> None:
     """Checks the lease (and extends it, an upload is a sign of life), then ``publish(fresh)``
     puts the file in place; ``fresh`` is True for the trial's first checkpoint."""
-    queue.heartbeat(session, trial_id, worker_id, attempt, lease)
-    trial = get_trial(session, trial_id, lock=True)
+    queue.heartbeat(session, holder, lease)
+    trial = get_trial(session, holder.trial_id, lock=True)
     publish(trial.checkpoint_step is None)
     trial.checkpoint_step = step
 
@@ -45,24 +43,15 @@ def step_of(session: Session, trial_id: int) -> int | None:
     return step
 
 
-def readable_by_holder(session: Session, trial_id: int, worker_id: str, attempt: int) -> bool:
-    """Whether ``worker_id`` holds, for ``attempt``, the lease of the trial (it resumes the
-    trial, or runs the fork that starts from it) or of the trial's final test evaluation (it
-    evaluates the trial's model): the workers that may read the trial's checkpoint."""
-    trial = session.get(Trial, trial_id)
+def readable_by_holder(session: Session, holder: Holder) -> bool:
+    """Whether ``holder`` holds the lease of the trial (it resumes the trial, or runs the fork
+    that starts from it) or of the trial's final test evaluation (it evaluates the trial's
+    model): the workers that may read the trial's checkpoint."""
+    trial = session.get(Trial, holder.trial_id)
     if trial is None:
         return False
-    try:
-        queue.check_held(trial, worker_id, attempt)
+    if holds_lease(trial, holder):
         return True
-    except LeaseLost:
-        pass
-    query = select(FinalEvaluation).where(FinalEvaluation.trial_id == trial_id)
+    query = select(FinalEvaluation).where(FinalEvaluation.trial_id == holder.trial_id)
     evaluation = session.scalars(query).first()
-    if evaluation is None:
-        return False
-    try:
-        evaluations.check_held(evaluation, worker_id, attempt)
-        return True
-    except LeaseLost:
-        return False
+    return evaluation is not None and holds_lease(evaluation, holder)

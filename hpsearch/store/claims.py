@@ -16,7 +16,6 @@ Rules (data, not code scattered through the worker):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -26,11 +25,13 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from hpsearch.samplers import FinishedTrial
+from hpsearch.states import LIVE_STUDY, StudyState, TrialState
+from hpsearch.store import postgres
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
 from hpsearch.store.history import read_history
+from hpsearch.store.lease import Claim
 from hpsearch.store.models import Study, Trial, TrialEvent
-from hpsearch.store.queue import record_event
 from hpsearch.store.rules import RulesFor, StudyKey, StudyRules
 from hpsearch.store.studies import (
     finish_if_done,
@@ -38,11 +39,13 @@ from hpsearch.store.studies import (
     live_counts,
     may_finish,
     record_ended,
+    record_event,
     time_is_up,
 )
 from hpsearch.tasks import BARE_WORKER, Capabilities, needed_code, unmet
 
-HistoryFor = Callable[[Session, StudyKey], list[FinishedTrial]]
+# (session, study, its objective metric) -> the study's ended trials
+HistoryFor = Callable[[Session, StudyKey, str], list[FinishedTrial]]
 
 # How many trials a claim samples at once for a sampler that ignores history (random, grid,
 # QMC: a proposal depends on its number alone, so sampling ahead changes nothing it
@@ -54,22 +57,24 @@ AHEAD = 16
 
 
 @dataclass(frozen=True)
-class Claim:
-    trial_id: int
-    study_id: int
-    number: int
-    attempt: int
-    params: dict[str, Any]
-    task: dict[str, Any]
-    lease_expires_at: datetime
-    resume_step: int | None
-    # A pruner judges each reported step, so the worker must send each one as it comes.
-    judges_each_step: bool = False
-    # (study id, creation time): the key of the study's cached rules, for the completion.
-    study_key: StudyKey | None = None
-    # False when the trial was sampled for this claim with none left queued beside it: the
-    # study's queue was empty, and the next claim will likely sample too.
-    queue_may_hold_more: bool = True
+class ClaimRequest:
+    """Who asks for a trial, and on what terms.
+
+    ``worker``: what the worker offers; studies whose trials it may not run are passed over
+    (see :func:`hpsearch.tasks.unmet`). ``after``: the trial whose completion asked for this
+    claim (see :func:`claimed_after`). ``request_id``: the claim's idempotency key, kept in its
+    event (see :func:`claimed_by_request`).
+    """
+
+    worker_id: str
+    lease: timedelta
+    worker: Capabilities = BARE_WORKER
+    after: int | None = None
+    request_id: str | None = None
+
+    def granted(self, now: datetime) -> _Lease:
+        detail = _detail(self.after, self.request_id)
+        return _Lease(self.worker_id, now, now + self.lease, detail)
 
 
 @dataclass(frozen=True)
@@ -132,15 +137,17 @@ def requeue_expired(session: Session, study: Study, trial_ids: list[int], now: d
     """
     expired = session.scalars(
         select(Trial)
-        .where(Trial.id.in_(trial_ids), Trial.state == "running", Trial.lease_expires_at < now)
+        .where(
+            Trial.id.in_(trial_ids), Trial.state == TrialState.RUNNING, Trial.lease_expires_at < now
+        )
         .with_for_update(skip_locked=True)
         .execution_options(populate_existing=True)
     ).all()
     max_attempts = study.spec.get("budget", {}).get("max_attempts", 3)
     for trial in expired:
         record_event(session, trial, "lease_expired", f"worker {trial.worker_id} stopped answering")
-        if trial.attempt >= max_attempts or study.state not in ("running", "paused"):
-            trial.state = "failed"
+        if trial.attempt >= max_attempts or study.state not in LIVE_STUDY:
+            trial.state = TrialState.FAILED
             trial.error = (
                 f"lease expired on each of {trial.attempt} attempts "
                 f"(last worker: {trial.worker_id})"
@@ -151,7 +158,7 @@ def requeue_expired(session: Session, study: Study, trial_ids: list[int], now: d
             trial.lease_expires_at = None
             record_ended(session, study, trial)
         else:
-            trial.state = "queued"
+            trial.state = TrialState.QUEUED
             trial.lease_expires_at = None
     if expired:
         finish_if_done(session, study)
@@ -161,33 +168,26 @@ def requeue_expired(session: Session, study: Study, trial_ids: list[int], now: d
 
 def claim(
     session: Session,
-    worker_id: str,
-    lease: timedelta,
+    request: ClaimRequest,
     rules_for: RulesFor,
     running: Sequence[StudyKey],
     history_for: HistoryFor | None = None,
     *,
     look_for_expired: bool = True,
-    after: int | None = None,
-    worker: Capabilities = BARE_WORKER,
     queue_first: bool = True,
-    request_id: str | None = None,
 ) -> Claim | None:
     """Leases one trial of the first of the ``running`` studies (:func:`running_studies`, read
     in this transaction or kept from a moment before: the statements that take or sample a
-    trial check that its study still runs) that has one for ``worker_id``, sampling a new one
-    when it needs it.
+    trial check that its study still runs) that has one for the ``request``'s worker,
+    sampling a new one when it needs it.
 
     ``rules_for`` gives a study's parsed spec and sampler (cached); ``history_for(session,
-    study)`` the study's ended trials (a cache that reads only new ones); without it they are
-    read whole. ``look_for_expired=False`` skips the probe for expired leases (a caller that
-    probed a moment ago). ``after``: the trial whose completion asked for this claim (see
-    :func:`claimed_after`). ``worker``: what the worker offers; studies whose trials it may
-    not run are passed over (see :func:`hpsearch.tasks.unmet`). ``request_id``: the claim's
-    idempotency key, kept in its event (see :func:`claimed_by_request`).
-    ``queue_first=False``: the queue was likely empty at the last claim, so look at it only
-    once the study is locked and counted, and only if it then holds trials (a statement fewer
-    when it does not; a queued trial is still taken before a new one is sampled).
+    study, metric)`` the study's ended trials (a cache that reads only new ones); without it
+    they are read whole. ``look_for_expired=False`` skips the probe for expired leases (a
+    caller that probed a moment ago). ``queue_first=False``: the queue was likely empty at the
+    last claim, so look at it only once the study is locked and counted, and only if it then
+    holds trials (a statement fewer when it does not; a queued trial is still taken before a
+    new one is sampled).
 
     Lock order, the same in every transaction of the store: a study row before any of its
     trial rows, and study rows in ascending id. Claimers take queued trials with ``SKIP
@@ -195,8 +195,8 @@ def claim(
     two transactions can wait on each other in a cycle.
     """
     now = utcnow()
-    expires = now + lease
-    granted = _Lease(worker_id, now, expires, _detail(after, request_id))
+    granted = request.granted(now)
+    worker = request.worker
     connection = session.connection()
     expired = _expired(session, now) if look_for_expired else {}
     runs = dict(running)
@@ -230,13 +230,9 @@ def running_studies(connection: Connection, study_id: int | None = None) -> list
 
 def claim_queued_at_once(
     connection: Connection,
-    worker_id: str,
-    lease: timedelta,
+    request: ClaimRequest,
     rules_for: RulesFor,
     running: Sequence[StudyKey],
-    after: int | None = None,
-    worker: Capabilities = BARE_WORKER,
-    request_id: str | None = None,
 ) -> Claim | None:
     """The common claim on PostgreSQL, outside a transaction block: the oldest queued trial of
     the first of the ``running`` studies (:func:`running_studies`, perhaps read a moment ago)
@@ -248,6 +244,7 @@ def claim_queued_at_once(
     expired leases first.
     """
     now = utcnow()
+    worker = request.worker
     for sid, created in running:
         rules = rules_for(connection, (sid, created))
         if sid not in worker.refused_studies and unmet(rules.requires, rules.task, worker) is None:
@@ -256,8 +253,7 @@ def claim_queued_at_once(
         return None
     if time_is_up(rules.spec.budget.time_limit_s, created, now):
         return None
-    detail = _detail(after, request_id)
-    return _claim_queued(connection, sid, rules, _Lease(worker_id, now, now + lease, detail))
+    return _claim_queued(connection, sid, rules, request.granted(now))
 
 
 def passed_over(
@@ -306,7 +302,7 @@ def claimed_by_request(
         select(TrialEvent.trial_id, TrialEvent.attempt)
         .join(Trial, Trial.id == TrialEvent.trial_id)
         .where(
-            Trial.state == "running",
+            Trial.state == TrialState.RUNNING,
             Trial.worker_id == worker_id,
             TrialEvent.kind == "claimed",
             TrialEvent.attempt == Trial.attempt,
@@ -341,7 +337,7 @@ def _still_held(session: Session, found: Any, worker_id: str, rules_for: RulesFo
     trial = session.get(Trial, found[0]) if found is not None else None
     if trial is None or found is None:
         return None
-    if (trial.state, trial.worker_id, trial.attempt) != ("running", worker_id, found[1]):
+    if (trial.state, trial.worker_id, trial.attempt) != (TrialState.RUNNING, worker_id, found[1]):
         return None
     assert trial.lease_expires_at is not None  # a running trial is leased
     rules = rules_for(session, (trial.study_id, trial.study.created_at))
@@ -373,8 +369,8 @@ def _leased(
         dict(rules.task),
         expires,
         resume_step,
-        rules.judges_each_step,
-        rules.key,
+        judges_each_step=rules.judges_each_step,
+        study_key=rules.key,
     )
 
 
@@ -383,33 +379,24 @@ def _claim_queued(
 ) -> Claim | None:
     """The oldest queued trial of the study (enqueued, re-queued or released), leased and its
     event recorded (on PostgreSQL in one statement)."""
-    if connection.dialect.name == "postgresql":
-        row = connection.execute(
-            sql.CLAIM_QUEUED_WITH_EVENT_PG,
-            {
-                "study_id": study_id,
-                "worker_id": lease.worker_id,
-                "now": lease.now,
-                "expires": lease.expires,
-                "detail": lease.detail,
-            },
-        ).first()
+    params = {
+        "b_study_id": study_id,
+        "b_worker_id": lease.worker_id,
+        "b_now": lease.now,
+        "b_expires": lease.expires,
+    }
+    row: Any
+    if postgres.serves(connection):
+        row = postgres.claim_queued(connection, {**params, "b_detail": lease.detail})
     else:
-        row = connection.execute(
-            sql.CLAIM_QUEUED,
-            {
-                "b_study_id": study_id,
-                "b_worker_id": lease.worker_id,
-                "b_now": lease.now,
-                "b_expires": lease.expires,
-            },
-        ).first()
+        row = connection.execute(sql.CLAIM_QUEUED, params).first()
         if row is not None:
             _record_claimed(connection, lease, row[0], row[2])
     if row is None:
         return None
-    trial_id, number, attempt, params, last_step = row
-    return _leased(rules, (trial_id, study_id, number, attempt), params, lease.expires, last_step)
+    trial_id, number, attempt, trial_params, last_step = row
+    ids = (trial_id, study_id, number, attempt)
+    return _leased(rules, ids, trial_params, lease.expires, last_step)
 
 
 def _sample_new(
@@ -440,7 +427,7 @@ def _sample_new(
         if claimed is not None:
             return claimed
     budget = rules.spec.budget
-    if state != "running" or next_number >= max_trials or running >= budget.parallelism:
+    if state != StudyState.RUNNING or next_number >= max_trials or running >= budget.parallelism:
         return None
     counters = (n_completed, n_pruned, n_failed)
     if may_finish(budget, max_trials, counters, best, created, now) and finish_if_done(
@@ -449,12 +436,17 @@ def _sample_new(
         return None
     sampler = rules.sampler
     past: list[FinishedTrial] = []
-    running_params: list[dict[str, Any]] = []
+    in_flight: list[dict[str, Any]] = []
     if sampler.needs_history:
         key = (study_id, created)
-        past = history_for(session, key) if history_for else history(session, study_id)
-        running_params = _running_params(session, study_id)
-    params = sampler.propose(next_number, past, running_params)
+        metric = rules.objective.metric
+        past = (
+            history_for(session, key, metric)
+            if history_for
+            else read_history(session, study_id, metric)
+        )
+        in_flight = running_params(session, study_id)
+    params = sampler.propose(next_number, past, in_flight)
     if params is None:
         study = get_study(session, study_id, lock=True)
         finish_if_done(session, study, exhausted=True, live=(queued, running))
@@ -471,32 +463,19 @@ def _sample_new(
     if ahead:
         connection.execute(sql.INSERT_QUEUED_TRIAL, [{**a, "b_now": now} for a in ahead])
     next_free = next_number + 1 + len(ahead)
-    if connection.dialect.name == "postgresql":
-        trial_id = connection.scalar(
-            sql.INSERT_LEASED_WITH_EVENT_PG,
-            {
-                "study_id": study_id,
-                "number": next_number,
-                "params": json.dumps(params),
-                "worker_id": lease.worker_id,
-                "now": now,
-                "expires": lease.expires,
-                "next_number": next_free,
-                "detail": lease.detail,
-            },
-        )
+    values = {
+        "b_study_id": study_id,
+        "b_number": next_number,
+        "b_params": params,
+        "b_worker_id": lease.worker_id,
+        "b_now": now,
+        "b_expires": lease.expires,
+    }
+    if postgres.serves(connection):
+        extra = {"b_next_number": next_free, "b_detail": lease.detail}
+        trial_id = postgres.insert_leased(connection, {**values, **extra})
     else:
-        trial_id = connection.scalar(
-            sql.INSERT_LEASED_TRIAL,
-            {
-                "b_study_id": study_id,
-                "b_number": next_number,
-                "b_params": params,
-                "b_worker_id": lease.worker_id,
-                "b_now": now,
-                "b_expires": lease.expires,
-            },
-        )
+        trial_id = connection.scalar(sql.INSERT_LEASED_TRIAL, values)
         connection.execute(
             sql.SET_NEXT_NUMBER, {"b_study_id": study_id, "b_next_number": next_free}
         )
@@ -505,13 +484,11 @@ def _sample_new(
     return claimed if ahead else replace(claimed, queue_may_hold_more=False)
 
 
-def history(session: Session, study_id: int) -> list[FinishedTrial]:
-    return read_history(session, study_id)
-
-
-def _running_params(session: Session, study_id: int) -> list[dict[str, Any]]:
+def running_params(session: Session, study_id: int) -> list[dict[str, Any]]:
     return list(
         session.scalars(
-            select(Trial.params).where(Trial.study_id == study_id, Trial.state == "running")
+            select(Trial.params).where(
+                Trial.study_id == study_id, Trial.state == TrialState.RUNNING
+            )
         )
     )

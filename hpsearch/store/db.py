@@ -12,15 +12,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Select, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
+
+from hpsearch.errors import NotFound
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 POOL_SIZE = 10
@@ -214,3 +216,18 @@ def initialize_if_empty(db: Database) -> bool:
         return False
     upgrade(db.url)
     return True
+
+
+RowT = TypeVar("RowT")
+
+
+def one_row(session: Session, query: Select[RowT], lock: bool, missing: str) -> RowT:
+    """The first row ``query`` selects (locked, with ``lock``); NotFound(``missing``) if none."""
+    if lock:
+        # A locked read must see the committed row, not a copy the session loaded earlier
+        # in this transaction (a stale counter written back would lose an update).
+        query = query.with_for_update().execution_options(populate_existing=True)
+    row = session.scalars(query).first()
+    if row is None:
+        raise NotFound(missing)
+    return row

@@ -14,33 +14,22 @@ This module needs only the models (``studies.finish_if_done`` calls :func:`reque
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from hpsearch.errors import InvalidInput, InvalidState, LeaseLost, NotFound
+from hpsearch.errors import InvalidInput, InvalidState, NotFound
+from hpsearch.objective import finite
+from hpsearch.states import UNENDED, TrialState
 from hpsearch.store.clock import utcnow
+from hpsearch.store.db import one_row
+from hpsearch.store.lease import Claim, Holder, already_ended, check_lease
 from hpsearch.store.models import FinalEvaluation, Study, Trial
 
 TEST_PREFIX = "test_"
-
-
-@dataclass(frozen=True)
-class EvaluationClaim:
-    trial_id: int
-    study_id: int
-    number: int
-    attempt: int
-    params: dict[str, Any]
-    task: dict[str, Any]
-    lease_expires_at: datetime
-    last_step: int | None
-    """The trial's last trained epoch: the checkpoint that holds its final model."""
 
 
 def of_study(session: Session, study_id: int) -> FinalEvaluation | None:
@@ -63,7 +52,7 @@ def request(
     trial = session.get(Trial, trial_id)
     if trial is None or trial.study_id != study_id:
         raise InvalidInput("trial_id", f"trial {trial_id} is not a trial of study {study_id}")
-    if trial.state != "completed":
+    if trial.state != TrialState.COMPLETED:
         raise InvalidState(
             f"trial {trial_id} is {trial.state}: only a completed trial has a final model"
         )
@@ -74,14 +63,14 @@ def request(
                 f"study {study_id} already evaluated trial {existing.trial_id} on the test set; "
                 "evaluating another would turn the test set into a selection set"
             )
-        if existing.state == "failed":
-            existing.state, existing.error, existing.attempt = "queued", None, 0
+        if existing.state == TrialState.FAILED:
+            existing.state, existing.error, existing.attempt = TrialState.QUEUED, None, 0
             existing.finished_at = None
         return existing
     evaluation = FinalEvaluation(
         study_id=study_id,
         trial_id=trial_id,
-        state="queued",
+        state=TrialState.QUEUED,
         source=source,
         attempt=0,
         created_at=utcnow(),
@@ -101,7 +90,7 @@ def request_automatic(session: Session, study: Study) -> None:
 
 def pending(session: Session, study_id: int | None = None) -> bool:
     """Whether some evaluation (of ``study_id``) waits for a worker or is being run."""
-    query = select(FinalEvaluation.id).where(FinalEvaluation.state.in_(("queued", "running")))
+    query = select(FinalEvaluation.id).where(FinalEvaluation.state.in_(UNENDED))
     if study_id is not None:
         query = query.where(FinalEvaluation.study_id == study_id)
     return session.scalars(query.limit(1)).first() is not None
@@ -117,7 +106,7 @@ def claimable(session: Session, study_id: int | None, now: datetime) -> bool:
 
 def claim(
     session: Session, worker_id: str, lease: timedelta, study_id: int | None = None
-) -> EvaluationClaim | None:
+) -> Claim | None:
     now = utcnow()
     query = (
         select(FinalEvaluation)
@@ -129,17 +118,17 @@ def claim(
         query = query.where(FinalEvaluation.study_id == study_id)
     for evaluation in session.scalars(query).all():
         study = _study(session, evaluation.study_id)
-        if evaluation.state == "running":  # its worker stopped answering
+        if evaluation.state == TrialState.RUNNING:  # its worker stopped answering
             max_attempts = study.spec.get("budget", {}).get("max_attempts", 3)
             if evaluation.attempt >= max_attempts:
-                evaluation.state, evaluation.finished_at = "failed", now
+                evaluation.state, evaluation.finished_at = TrialState.FAILED, now
                 evaluation.error = (
                     f"lease expired on each of {evaluation.attempt} attempts "
                     f"(last worker: {evaluation.worker_id})"
                 )
                 evaluation.lease_expires_at = None
                 continue
-        evaluation.state = "running"
+        evaluation.state = TrialState.RUNNING
         evaluation.attempt += 1
         evaluation.worker_id = worker_id
         evaluation.lease_expires_at = now + lease
@@ -147,12 +136,12 @@ def claim(
     return None
 
 
-def held_by(session: Session, worker_id: str, now: datetime) -> EvaluationClaim | None:
+def held_by(session: Session, worker_id: str, now: datetime) -> Claim | None:
     """The evaluation leased to ``worker_id``, if its lease still runs."""
     evaluation = session.scalars(
         select(FinalEvaluation)
         .where(
-            FinalEvaluation.state == "running",
+            FinalEvaluation.state == TrialState.RUNNING,
             FinalEvaluation.worker_id == worker_id,
             FinalEvaluation.lease_expires_at >= now,
         )
@@ -164,11 +153,11 @@ def held_by(session: Session, worker_id: str, now: datetime) -> EvaluationClaim 
     return _claim_of(session, evaluation, _study(session, evaluation.study_id))
 
 
-def _claim_of(session: Session, evaluation: FinalEvaluation, study: Study) -> EvaluationClaim:
+def _claim_of(session: Session, evaluation: FinalEvaluation, study: Study) -> Claim:
     trial = session.get(Trial, evaluation.trial_id)
     assert trial is not None  # the foreign key cascades
     assert evaluation.lease_expires_at is not None  # a running evaluation is leased
-    return EvaluationClaim(
+    return Claim(
         trial_id=trial.id,
         study_id=study.id,
         number=trial.number,
@@ -176,29 +165,24 @@ def _claim_of(session: Session, evaluation: FinalEvaluation, study: Study) -> Ev
         params=dict(trial.params),
         task=dict(study.spec["task"]),
         lease_expires_at=evaluation.lease_expires_at,
-        last_step=trial.last_step,
+        resume_step=trial.last_step,
+        kind="evaluate_test",
     )
 
 
-def heartbeat(
-    session: Session, trial_id: int, worker_id: str, attempt: int, lease: timedelta
-) -> datetime:
-    evaluation = _held(session, trial_id, worker_id, attempt)
+def heartbeat(session: Session, holder: Holder, lease: timedelta) -> datetime:
+    evaluation = _held(session, holder)
     evaluation.lease_expires_at = utcnow() + lease
     return evaluation.lease_expires_at
 
 
 def complete(
-    session: Session,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
-    metrics: Mapping[str, float | None],
+    session: Session, holder: Holder, metrics: Mapping[str, float | None]
 ) -> FinalEvaluation:
-    resent = _resent(session, trial_id, worker_id, attempt, "completed")
+    resent = _resent(session, holder, TrialState.COMPLETED)
     if resent is not None:
         return resent
-    evaluation = _held(session, trial_id, worker_id, attempt)
+    evaluation = _held(session, holder)
     others = sorted(name for name in metrics if not name.startswith(TEST_PREFIX))
     if others or not metrics:
         raise InvalidInput(
@@ -206,75 +190,48 @@ def complete(
             f"final test metrics are named {TEST_PREFIX}* (got {others or 'none'}); "
             "dev and train metrics come with the trial's completion",
         )
-    trial = session.get(Trial, trial_id)
+    trial = session.get(Trial, holder.trial_id)
     assert trial is not None
-    trial.test_metrics = {
-        name: float(v) if v is not None and math.isfinite(v) else None
-        for name, v in metrics.items()
-    }
-    evaluation.state, evaluation.finished_at = "completed", utcnow()
+    trial.test_metrics = {name: finite(v) for name, v in metrics.items()}
+    evaluation.state, evaluation.finished_at = TrialState.COMPLETED, utcnow()
     evaluation.lease_expires_at = None
     return evaluation
 
 
-def fail(
-    session: Session, trial_id: int, worker_id: str, attempt: int, error: str
-) -> FinalEvaluation:
-    resent = _resent(session, trial_id, worker_id, attempt, "failed")
+def fail(session: Session, holder: Holder, error: str) -> FinalEvaluation:
+    resent = _resent(session, holder, TrialState.FAILED)
     if resent is not None:
         return resent
-    evaluation = _held(session, trial_id, worker_id, attempt)
-    evaluation.state, evaluation.error, evaluation.finished_at = "failed", error, utcnow()
+    evaluation = _held(session, holder)
+    evaluation.state, evaluation.error, evaluation.finished_at = TrialState.FAILED, error, utcnow()
     evaluation.lease_expires_at = None
     return evaluation
 
 
 def _claimable(now: datetime) -> Any:
     return or_(
-        FinalEvaluation.state == "queued",
-        (FinalEvaluation.state == "running") & (FinalEvaluation.lease_expires_at < now),
+        FinalEvaluation.state == TrialState.QUEUED,
+        (FinalEvaluation.state == TrialState.RUNNING) & (FinalEvaluation.lease_expires_at < now),
     )
 
 
 def _of_trial(session: Session, trial_id: int, *, lock: bool = False) -> FinalEvaluation:
     query = select(FinalEvaluation).where(FinalEvaluation.trial_id == trial_id)
-    if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    evaluation = session.scalars(query).first()
-    if evaluation is None:
-        raise NotFound(f"trial {trial_id} has no test evaluation")
+    return one_row(session, query, lock, f"trial {trial_id} has no test evaluation")
+
+
+def _held(session: Session, holder: Holder) -> FinalEvaluation:
+    """The evaluation, locked, if ``holder`` still holds its lease (see :mod:`.lease`); else
+    LeaseLost."""
+    evaluation = _of_trial(session, holder.trial_id, lock=True)
+    check_lease(evaluation, holder, f"the test evaluation of trial {holder.trial_id}")
     return evaluation
 
 
-def _held(session: Session, trial_id: int, worker_id: str, attempt: int) -> FinalEvaluation:
-    return check_held(_of_trial(session, trial_id, lock=True), worker_id, attempt)
-
-
-def check_held(evaluation: FinalEvaluation, worker_id: str, attempt: int) -> FinalEvaluation:
-    """The evaluation, if ``worker_id`` still holds its lease for ``attempt``; else LeaseLost."""
-    trial_id = evaluation.trial_id
-    if evaluation.worker_id != worker_id or evaluation.attempt != attempt:
-        raise LeaseLost(
-            f"the test evaluation of trial {trial_id} attempt {attempt} is no longer leased to "
-            f"{worker_id} (now attempt {evaluation.attempt} of {evaluation.worker_id})"
-        )
-    if evaluation.state != "running":
-        raise LeaseLost(f"the test evaluation of trial {trial_id} is {evaluation.state}")
-    if evaluation.lease_expires_at is not None and evaluation.lease_expires_at < utcnow():
-        raise LeaseLost(
-            f"the test evaluation of trial {trial_id}'s lease expired at "
-            f"{evaluation.lease_expires_at}"
-        )
-    return evaluation
-
-
-def _resent(
-    session: Session, trial_id: int, worker_id: str, attempt: int, state: str
-) -> FinalEvaluation | None:
+def _resent(session: Session, holder: Holder, state: str) -> FinalEvaluation | None:
     """The evaluation, if this worker already ended it so (its first reply was lost)."""
-    evaluation = _of_trial(session, trial_id, lock=True)
-    same = evaluation.worker_id == worker_id and evaluation.attempt == attempt
-    return evaluation if same and evaluation.state == state else None
+    evaluation = _of_trial(session, holder.trial_id, lock=True)
+    return evaluation if already_ended(evaluation, holder, [state]) else None
 
 
 def _study(session: Session, study_id: int) -> Study:

@@ -17,10 +17,16 @@ from sqlalchemy.orm import Session
 from hpsearch import tasks
 from hpsearch.errors import InvalidInput, InvalidState
 from hpsearch.space import SpaceError
+from hpsearch.states import StudyState
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Study, Trial
-from hpsearch.store.queue import lock_study_then_trial
-from hpsearch.store.studies import add_to_budget, queue_ahead_of_sampler, spec_of
+from hpsearch.store.studies import (
+    add_to_budget,
+    lock_study_then_trial,
+    queue_ahead_of_sampler,
+    queued_trial,
+    spec_of,
+)
 
 
 def fork(
@@ -38,7 +44,7 @@ def fork(
     """
     # The store's one lock order: the study, then its trial.
     study, parent = lock_study_then_trial(session, trial_id)
-    if study.state == "stopped":
+    if study.state == StudyState.STOPPED:
         raise InvalidState(f"study {study.id} is stopped")
     spec = spec_of(study)
     if checkpoint_step >= spec.task.epochs:
@@ -59,9 +65,9 @@ def fork(
                     f"can change only hyperparameters that keep it "
                     f"(not {sorted(tasks.MODEL_SHAPE)})",
                 )
-    if study.state == "completed":
+    if study.state == StudyState.COMPLETED:
         # Babysitting one model: stopping its only trial ended the study; the fork goes on.
-        study.state, study.reason, study.finished_at = "running", None, None
+        study.state, study.reason, study.finished_at = StudyState.RUNNING, None, None
     trial = queue_fork(session, study, parent, params, checkpoint_step, "fork")
     copy_checkpoint(trial)
     return trial
@@ -81,27 +87,15 @@ def queue_fork(
     ``checkpoint_step`` with ``params`` (a fork, or a PBT exploit); it still needs the
     checkpoint copied under its id before the transaction commits. A user's fork runs next;
     with ``ahead_of_sampler`` False it queues behind the trials already sampled."""
-    now = utcnow()
     if ahead_of_sampler:
         number = queue_ahead_of_sampler(session, study)
     else:
         number, study.next_number = study.next_number, study.next_number + 1
-    trial = Trial(
-        study_id=study.id,
-        number=number,
-        params=params,
-        state="queued",
-        source=source,
-        attempt=0,
-        stop_requested=False,
-        metrics={},
-        created_at=now,
-        parent_trial_id=parent.id,
-        checkpoint_step=checkpoint_step,
-    )
+    trial = queued_trial(study, number, params, source)
+    trial.parent_trial_id, trial.checkpoint_step = parent.id, checkpoint_step
     # Like an enqueued guess, a fork adds to the budget rather than displacing a trial.
     add_to_budget(study, 1)
-    study.updated_at = now
+    study.updated_at = utcnow()
     session.add(trial)
     session.flush()
     return trial

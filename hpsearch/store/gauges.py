@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from hpsearch.states import LIVE_STUDY, UNENDED, StudyState, TrialState
 from hpsearch.store.models import Study, Trial, Worker
 
 
@@ -39,7 +40,7 @@ def startable(
     state: str, queued: int, running: int, unsampled: int, parallelism: int | None
 ) -> int:
     """Trials that a free worker could claim now (see :attr:`StudyQueue.startable`)."""
-    if state != "running":
+    if state != StudyState.RUNNING:
         return 0
     waiting = queued + max(0, unsampled)
     if parallelism is None:
@@ -54,16 +55,16 @@ def queue_gauges(session: Session, now: datetime, horizon: timedelta) -> QueueGa
         (study_id, state): n
         for study_id, state, n in session.execute(
             select(Trial.study_id, Trial.state, func.count())
-            .where(Trial.state.in_(("queued", "running")))
+            .where(Trial.state.in_(UNENDED))
             .group_by(Trial.study_id, Trial.state)
         ).all()
     }
     studies = []
     for study in session.scalars(
-        select(Study).where(Study.state.in_(("running", "paused"))).order_by(Study.id)
+        select(Study).where(Study.state.in_(LIVE_STUDY)).order_by(Study.id)
     ):
-        queued = counts.get((study.id, "queued"), 0)
-        running = counts.get((study.id, "running"), 0)
+        queued = counts.get((study.id, TrialState.QUEUED), 0)
+        running = counts.get((study.id, TrialState.RUNNING), 0)
         parallelism = (study.spec.get("budget") or {}).get("parallelism")
         studies.append(
             StudyQueue(
@@ -82,7 +83,7 @@ def queue_gauges(session: Session, now: datetime, horizon: timedelta) -> QueueGa
         select(Trial.worker_id)
         .distinct()
         .where(
-            Trial.state == "running",
+            Trial.state == TrialState.RUNNING,
             Trial.worker_id.is_not(None),
             or_(Trial.lease_expires_at.is_(None), Trial.lease_expires_at > now),
         )

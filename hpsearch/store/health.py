@@ -10,7 +10,8 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from hpsearch.store.models import ENDED_STATES, Study, Trial, Worker
+from hpsearch.states import ENDED, TrialState
+from hpsearch.store.models import Study, Trial, Worker
 
 UNHEALTHY_AFTER = 3
 """A worker whose last this many trials failed is unhealthy."""
@@ -23,11 +24,11 @@ def note_failure(session: Session, worker_id: str) -> str | None:
     last = session.execute(
         select(Trial.state, Trial.number, Trial.error, Study.n_completed, Study.id)
         .join(Study, Study.id == Trial.study_id)
-        .where(Trial.worker_id == worker_id, Trial.state.in_(ENDED_STATES))
+        .where(Trial.worker_id == worker_id, Trial.state.in_(ENDED))
         .order_by(Trial.finished_at.desc(), Trial.id.desc())
         .limit(UNHEALTHY_AFTER)
     ).all()
-    failing = len(last) == UNHEALTHY_AFTER and all(row[0] == "failed" for row in last)
+    failing = len(last) == UNHEALTHY_AFTER and all(row[0] == TrialState.FAILED for row in last)
     if failing and any(row[3] for row in last):
         _, number, error, _, study_id = last[0]
         lines = (error or "").strip().splitlines()

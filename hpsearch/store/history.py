@@ -1,4 +1,10 @@
-"""A study's ended trials as its sampler sees them, read once and then only what is new.
+"""A study's ended trials as its sampler sees them (kept, and read only when new, by
+:class:`hpsearch.store.hints.HistoryCache`).
+
+A pruned trial comes with the objective at each step it reported (``FinishedTrial.
+intermediate``): a model-based sampler ranks pruned trials by how far they got, so a pruned
+trial without its steps would look as if it stopped at step 0. Completed trials come without
+theirs: no sampler reads them, and they would cost a row per step.
 
 An ended trial never changes again (completed, pruned and failed are final), so a cache that
 holds what it has read stays right; each claim asks the database only which trials have ended
@@ -9,15 +15,14 @@ trials is not re-read per suggestion.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hpsearch.objective import finite
 from hpsearch.samplers import FinishedTrial
-from hpsearch.store.models import ENDED_STATES, Trial
-from hpsearch.store.queue import STORED_INFINITY
+from hpsearch.states import ENDED, TrialState
+from hpsearch.store.models import STORED_INFINITY, Trial, TrialIntermediate
 
 _CHUNK = 500
 
@@ -25,12 +30,14 @@ _CHUNK = 500
 def read_history(
     session: Session,
     study_id: int,
+    metric: str,
     numbers: list[int] | None = None,
 ) -> list[FinishedTrial]:
-    """Ended trials of a study (only ``numbers`` when given), by number."""
+    """Ended trials of a study (only ``numbers`` when given), by number; ``metric`` is the
+    objective, whose value at each step a pruned trial carries."""
     query = select(
         Trial.number, Trial.params, Trial.state, Trial.value, Trial.feasible, Trial.violation
-    ).where(Trial.study_id == study_id, Trial.state.in_(ENDED_STATES))
+    ).where(Trial.study_id == study_id, Trial.state.in_(ENDED))
     rows = []
     if numbers is None:
         rows = list(session.execute(query.order_by(Trial.number)).all())
@@ -38,47 +45,36 @@ def read_history(
         for i in range(0, len(numbers), _CHUNK):
             chunk = numbers[i : i + _CHUNK]
             rows.extend(session.execute(query.where(Trial.number.in_(chunk))).all())
+    pruned = [n for n, _, s, *_ in rows if s == TrialState.PRUNED]
+    steps = _steps(session, study_id, metric, pruned) if pruned else {}
     return [
         FinishedTrial(
             number=n,
             params=p,
-            state=s,
+            state=TrialState(s),
             value=v,
             feasible=bool(f),
             violation=math.inf if viol is None or viol >= STORED_INFINITY else viol,
+            intermediate=steps.get(n, {}),
         )
         for n, p, s, v, f, viol in rows
     ]
 
 
-class HistoryCache:
-    """Per-study ended trials; safe to share between the threads of one server process."""
-
-    def __init__(self, max_studies: int = 64) -> None:
-        self._studies: OrderedDict[tuple[int, datetime], dict[int, FinishedTrial]] = OrderedDict()
-        self.max_studies = max_studies
-        self.rows_read = 0  # for tests and benchmarks: how much the database was asked
-
-    def history(self, session: Session, key: tuple[int, datetime]) -> list[FinishedTrial]:
-        """``key`` is (study id, creation time): SQLite may give a deleted study's id anew."""
-        study_id = key[0]
-        known = self._studies.get(key)
-        ended = list(
-            session.scalars(
-                select(Trial.number).where(
-                    Trial.study_id == study_id, Trial.state.in_(ENDED_STATES)
-                )
-            )
-        )
-        if known is None or len(known) > len(ended):
-            known = {}
-        new = [n for n in ended if n not in known]
-        if new:
-            fresh = read_history(session, study_id, new)
-            self.rows_read += len(fresh)
-            known = {**known, **{t.number: t for t in fresh}}
-        self._studies[key] = known
-        self._studies.move_to_end(key)
-        while len(self._studies) > self.max_studies:
-            self._studies.popitem(last=False)
-        return [known[n] for n in sorted(known)]
+def _steps(
+    session: Session, study_id: int, metric: str, numbers: list[int]
+) -> dict[int, dict[int, float]]:
+    """The objective's finite values by step of the trials ``numbers``, by trial number."""
+    query = (
+        select(Trial.number, TrialIntermediate.step, TrialIntermediate.metrics)
+        .join(TrialIntermediate, TrialIntermediate.trial_id == Trial.id)
+        .where(Trial.study_id == study_id)
+    )
+    found: dict[int, dict[int, float]] = {}
+    for i in range(0, len(numbers), _CHUNK):
+        chunk = numbers[i : i + _CHUNK]
+        for number, step, metrics in session.execute(query.where(Trial.number.in_(chunk))):
+            value = finite((metrics or {}).get(metric))
+            if value is not None:
+                found.setdefault(number, {})[step] = value
+    return found

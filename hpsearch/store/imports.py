@@ -12,27 +12,28 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import InvalidInput, InvalidState
+from hpsearch.objective import finite_metrics
 from hpsearch.space import SpaceError
+from hpsearch.states import ENDED_STUDY, TrialState
 from hpsearch.store.clock import utcnow
-from hpsearch.store.models import Study, Trial
-from hpsearch.store.queue import STORED_INFINITY, finite_metrics
+from hpsearch.store.models import STORED_INFINITY, Study, Trial
 from hpsearch.store.studies import add_to_budget, record_ended, spec_of
 
-IMPORTABLE_STATES = ("completed", "pruned")
+IMPORTABLE_STATES = (TrialState.COMPLETED, TrialState.PRUNED)
 
 
 def import_history(
     session: Session, study: Study, records: Sequence[Mapping[str, Any]]
 ) -> list[Trial]:
     """Adds ``records`` (``{params, metrics, state}``) as ended trials of ``study``."""
-    if study.state in ("stopped", "completed", "failed"):
+    if study.state in ENDED_STUDY:
         raise InvalidState(f"study {study.id} is {study.state}")
     spec = spec_of(study)
     space, objective = spec.build_space(), spec.build_objective()
     now = utcnow()
     trials: list[Trial] = []
     for i, record in enumerate(records):
-        state = record.get("state", "completed")
+        state = record.get("state", TrialState.COMPLETED)
         if state not in IMPORTABLE_STATES:
             raise InvalidInput(f"trials.{i}.state", f"must be one of {list(IMPORTABLE_STATES)}")
         try:

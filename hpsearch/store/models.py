@@ -26,10 +26,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-STUDY_STATES = ("running", "paused", "stopped", "completed", "failed")
-# A study ends "failed" when every trial of it failed: none completed, none was pruned.
-TRIAL_STATES = ("queued", "running", "completed", "pruned", "failed")
-ENDED_STATES = ("completed", "pruned", "failed")
+from hpsearch.states import StudyState, TrialState
+
+# Violations can be infinite (an unmeasured satisficing metric); SQL floats and JSON cannot
+# all hold that, so it is stored as the largest finite double.
+STORED_INFINITY = 1.7976931348623157e308
 
 
 class Base(DeclarativeBase):
@@ -42,7 +43,7 @@ class Study(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16), default="running")
+    state: Mapped[str] = mapped_column(String(16), default=StudyState.RUNNING)
     # Trial numbers are handed out from here inside the claim transaction, which also
     # serializes sampling per study (the row is locked by the update).
     next_number: Mapped[int] = mapped_column(Integer, default=0)
@@ -53,7 +54,6 @@ class Study(Base):
     n_pruned: Mapped[int] = mapped_column(Integer, default=0)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
     best_trial_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    sampler_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime())
     updated_at: Mapped[datetime] = mapped_column(DateTime())
@@ -71,7 +71,7 @@ class Trial(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16), default="queued")
+    state: Mapped[str] = mapped_column(String(16), default=TrialState.QUEUED)
     source: Mapped[str] = mapped_column(String(16), default="sampler")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -155,7 +155,7 @@ class FinalEvaluation(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
-    state: Mapped[str] = mapped_column(String(16), default="queued")
+    state: Mapped[str] = mapped_column(String(16), default=TrialState.QUEUED)
     source: Mapped[str] = mapped_column(String(16), default="user")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -29,10 +29,10 @@ from sqlalchemy.orm import Session
 from hpsearch import pbt, tasks
 from hpsearch.errors import HpsearchError, InvalidState
 from hpsearch.spec import PbtSchedulerSpec, SchedulerSpec
+from hpsearch.states import LIVE_STUDY, TrialState
 from hpsearch.store.forks import queue_fork
 from hpsearch.store.models import PbtExploit, Study, Trial, TrialIntermediate
-from hpsearch.store.queue import record_event
-from hpsearch.store.studies import get_study, spec_of
+from hpsearch.store.studies import get_study, record_event, spec_of
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def decide(
     usable = sorted(
         (number, trial_id, at)
         for trial_id, number, at, state, _ in rows
-        if number in top and at is not None and at < epochs and state != "failed"
+        if number in top and at is not None and at < epochs and state != TrialState.FAILED
     )
     if not usable:
         return None
@@ -143,7 +143,7 @@ def queue_exploit(session: Session, exploit: Exploit, copy: CopyCheckpoint | Non
     """Queues the trial that replaces ``exploit.replaced_id``: the donor's hyperparameters
     perturbed, starting from the donor's checkpoint. None when the study no longer runs."""
     study = get_study(session, exploit.study_id, lock=True)
-    if study.state not in ("running", "paused"):
+    if study.state not in LIVE_STUDY:
         return None
     donor = session.get(Trial, exploit.donor_id)
     replaced = session.get(Trial, exploit.replaced_id)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from hpsearch.pruning import Pruner, make_pruner
 from hpsearch.spec import ObjectiveSpec, PrunerSpec
+from hpsearch.states import TrialState
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import Study, Trial, TrialEvent, TrialIntermediate
 
@@ -100,7 +101,7 @@ class _SqlCurves:
             )
         )
         if completed_only:
-            query = query.where(Trial.state == "completed")
+            query = query.where(Trial.state == TrialState.COMPLETED)
         return self.session.scalars(query).all()
 
     def n_completed(self) -> int:

@@ -1,4 +1,5 @@
-"""The trial queue, the lease side: heartbeat, report, complete, fail, release, stop.
+"""The trial queue, the lease side: heartbeat, report, fail, release, stop (a completion:
+:mod:`hpsearch.store.completion`).
 
 Rules (data, not code scattered through the worker):
 
@@ -15,29 +16,27 @@ Rules (data, not code scattered through the worker):
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from hpsearch.errors import InvalidState, LeaseLost, NotFound
+from hpsearch.errors import InvalidState, LeaseLost
+from hpsearch.objective import finite_metrics
+from hpsearch.states import ENDED_STUDY, TrialState
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
-from hpsearch.store.models import Study, Trial, TrialEvent
+from hpsearch.store.lease import Holder, already_ended, check_lease
+from hpsearch.store.models import Trial
 from hpsearch.store.studies import (
     finish_if_done,
-    get_study,
     get_trial,
+    lock_study_then_trial,
     record_ended,
+    record_event,
 )
-
-# Violations can be infinite (an unmeasured satisficing metric); SQL floats and JSON cannot
-# all hold that, so it is stored as the largest finite double.
-STORED_INFINITY = 1.7976931348623157e308
 
 
 @dataclass(frozen=True)
@@ -47,34 +46,21 @@ class ReportAck:
     lease_expires_at: datetime
 
 
-def held(session: Session, trial_id: int, worker_id: str, attempt: int) -> Trial:
-    """The trial, if ``worker_id`` still holds its lease for ``attempt``; else LeaseLost."""
-    return check_held(get_trial(session, trial_id, lock=True), worker_id, attempt)
+def held(session: Session, holder: Holder) -> Trial:
+    """The trial, locked, if ``holder`` still holds its lease; else LeaseLost."""
+    return check_held(get_trial(session, holder.trial_id, lock=True), holder)
 
 
-def check_held(trial: Trial, worker_id: str, attempt: int) -> Trial:
-    trial_id = trial.id
-    if trial.worker_id != worker_id or trial.attempt != attempt:
-        raise LeaseLost(
-            f"trial {trial_id} attempt {attempt} is no longer leased to "
-            f"{worker_id} (now attempt {trial.attempt} of {trial.worker_id})"
-        )
-    if trial.state != "running":
-        raise LeaseLost(f"trial {trial_id} is {trial.state}, not running")
-    if trial.lease_expires_at is not None and trial.lease_expires_at < utcnow():
-        raise LeaseLost(f"trial {trial_id}'s lease expired at {trial.lease_expires_at}")
+def check_held(trial: Trial, holder: Holder) -> Trial:
+    """``trial``, if ``holder`` holds its lease (see :mod:`.lease`); else LeaseLost."""
+    check_lease(trial, holder, f"trial {trial.id}")
     return trial
 
 
 def _extend_lease(
-    session: Session,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
-    lease: timedelta,
-    step: int | None = None,
+    session: Session, holder: Holder, lease: timedelta, step: int | None = None
 ) -> tuple[int, bool, datetime]:
-    """Extends the lease of a trial ``worker_id`` still holds, in one statement.
+    """Extends the lease of a trial ``holder`` still holds, in one statement.
 
     The hot path of every report and heartbeat: one ``UPDATE … RETURNING`` that checks the
     holder, the attempt, the state and the lease in its ``WHERE`` (and locks the row). Only
@@ -83,38 +69,39 @@ def _extend_lease(
     """
     now = utcnow()
     expires = now + lease
-    params = {
-        "b_trial_id": trial_id,
-        "b_worker_id": worker_id,
-        "b_attempt": attempt,
-        "b_now": now,
-        "b_expires": expires,
-    }
+    params = {**holder_params(holder), "b_now": now, "b_expires": expires}
     if step is None:
         statement = sql.EXTEND_LEASE
     else:
         statement, params["b_step"] = sql.EXTEND_LEASE_TO_STEP, step
     row = session.connection().execute(statement, params).first()
     if row is None:
-        held(session, trial_id, worker_id, attempt)  # raises, saying why
-        raise LeaseLost(f"trial {trial_id} is no longer leased to {worker_id}")
+        held(session, holder)  # raises, saying why
+        raise LeaseLost(f"trial {holder.trial_id} is no longer leased to {holder.worker_id}")
     return row[0], bool(row[1]), expires
 
 
-def _stop_reason(state: str, stop_requested: bool) -> str | None:
-    if state in ("stopped", "completed", "failed"):
+def stop_reason(state: str, stop_requested: bool) -> str | None:
+    if state in ENDED_STUDY:
         return f"study {state}"
     return "stop requested" if stop_requested else None
 
 
-def heartbeat(
-    session: Session, trial_id: int, worker_id: str, attempt: int, lease: timedelta
-) -> ReportAck:
-    study_id, stop_requested, expires = _extend_lease(session, trial_id, worker_id, attempt, lease)
+def holder_params(holder: Holder) -> dict[str, Any]:
+    """The bound parameters that name a lease's holder in the store's statements."""
+    return {
+        "b_trial_id": holder.trial_id,
+        "b_worker_id": holder.worker_id,
+        "b_attempt": holder.attempt,
+    }
+
+
+def heartbeat(session: Session, holder: Holder, lease: timedelta) -> ReportAck:
+    study_id, stop_requested, expires = _extend_lease(session, holder, lease)
     state, _, _ = (
         session.connection().execute(sql.STUDY_STATE_AND_PRUNER, {"b_study_id": study_id}).one()
     )
-    reason = _stop_reason(state, stop_requested)
+    reason = stop_reason(state, stop_requested)
     return ReportAck(reason is not None, reason, expires)
 
 
@@ -122,13 +109,7 @@ Steps = Sequence[tuple[int, Mapping[str, float | None]]]
 
 
 def report(
-    session: Session,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
-    steps: Steps,
-    lease: timedelta,
-    prune: Any = None,
+    session: Session, holder: Holder, steps: Steps, lease: timedelta, prune: Any = None
 ) -> ReportAck:
     """Stores reported steps (idempotent per step) and says whether to stop.
 
@@ -136,56 +117,18 @@ def report(
     they are stored together and judged in order. ``prune(session, trial, step, metrics)``
     is asked only when the study declares a pruner; the first step it stops ends the judging.
     """
-    study_id, stop_requested, expires = _extend_lease(
-        session, trial_id, worker_id, attempt, lease, max(step for step, _ in steps)
-    )
+    last = max(step for step, _ in steps)
+    study_id, stop_requested, expires = _extend_lease(session, holder, lease, last)
     cleaned = [(step, finite_metrics(metrics)) for step, metrics in steps]
     connection = session.connection()
-    store_steps(session, trial_id, attempt, cleaned)
+    store_steps(session, holder, cleaned)
     state, pruner, scheduler = connection.execute(
         sql.STUDY_STATE_AND_PRUNER, {"b_study_id": study_id}
     ).one()
-    reason = _stop_reason(state, stop_requested)
+    reason = stop_reason(state, stop_requested)
     if reason is None and prune is not None and judged_by(pruner, scheduler):
-        reason = judge(session, get_trial(session, trial_id), cleaned, prune)
+        reason = judge(session, get_trial(session, holder.trial_id), cleaned, prune)
     return ReportAck(reason is not None, reason, expires)
-
-
-def report_at_once(
-    connection: Connection,
-    trial_id: int,
-    worker_id: str,
-    attempt: int,
-    steps: Steps,
-    lease: timedelta,
-) -> tuple[ReportAck, Steps] | None:
-    """A report (or, with no ``steps``, a heartbeat) in one statement on a PostgreSQL
-    connection in autocommit mode: the lease checked and extended, the steps stored, the
-    study's state read. ``None`` when the worker does not hold the lease (:func:`report`, in
-    a transaction, then says why). With the reply, the steps (as stored) that the study's
-    pruner must still judge (:func:`judge`; none when it has none): stored already, whatever
-    it decides."""
-    now = utcnow()
-    expires = now + lease
-    cleaned = [(step, finite_metrics(metrics)) for step, metrics in steps]
-    row = connection.execute(
-        sql.REPORT_AT_ONCE_PG,
-        {
-            "trial_id": trial_id,
-            "worker_id": worker_id,
-            "attempt": attempt,
-            "now": now,
-            "expires": expires,
-            "step": max((step for step, _ in cleaned), default=None),
-            "steps": _steps_json(cleaned),
-        },
-    ).first()
-    if row is None:
-        return None
-    stop_requested, state, pruner, scheduler = row
-    reason = _stop_reason(state, bool(stop_requested))
-    ack = ReportAck(reason is not None, reason, expires)
-    return ack, cleaned if reason is None and judged_by(pruner, scheduler) else []
 
 
 def judged_by(pruner: dict[str, Any] | None, scheduler: dict[str, Any] | None = None) -> bool:
@@ -205,41 +148,37 @@ def judge(session: Session, trial: Trial, steps: Steps, prune: Any) -> str | Non
 
 
 def store_steps(
-    session: Session, trial_id: int, attempt: int, steps: Sequence[tuple[int, dict[str, Any]]]
+    session: Session, holder: Holder, steps: Sequence[tuple[int, dict[str, Any]]]
 ) -> None:
-    """Upserts reported steps in one statement (a resent or re-run step replaces its row;
-    of a step sent twice in one batch, the later wins)."""
+    """Upserts the steps ``holder`` reported in one statement (a resent or re-run step
+    replaces its row; of a step sent twice in one batch, the later wins)."""
     if not steps:
         return
     connection = session.connection()
     connection.execute(
         sql.upsert_steps(connection.dialect.name),
-        {"trial_id": trial_id, "attempt": attempt, "now": utcnow(), "steps": _steps_json(steps)},
+        {
+            "b_trial_id": holder.trial_id,
+            "b_attempt": holder.attempt,
+            "b_now": utcnow(),
+            "b_steps": steps_json(steps),
+        },
     )
 
 
-def _steps_json(steps: Steps) -> str:
+def steps_json(steps: Steps) -> str:
     """Steps as the upserts read them: one entry per step (one statement may not upsert a
     row twice), the later of a step sent twice in one batch."""
     unique = {step: metrics for step, metrics in steps}
     return json.dumps([{"step": k, "metrics": m} for k, m in unique.items()])
 
 
-def lock_study_then_trial(session: Session, trial_id: int) -> tuple[Study, Trial]:
-    """Locks in the store's one order (study, then trial); ``study_id`` never changes."""
-    study_id = session.scalar(select(Trial.study_id).where(Trial.id == trial_id))
-    if study_id is None:
-        raise NotFound(f"trial {trial_id} does not exist")
-    study = get_study(session, study_id, lock=True)
-    return study, get_trial(session, trial_id, lock=True)
-
-
-def fail(session: Session, trial_id: int, worker_id: str, attempt: int, error: str) -> Trial:
-    study, trial = lock_study_then_trial(session, trial_id)
-    if trial.state == "failed" and trial.worker_id == worker_id and trial.attempt == attempt:
+def fail(session: Session, holder: Holder, error: str) -> Trial:
+    study, trial = lock_study_then_trial(session, holder.trial_id)
+    if already_ended(trial, holder, [TrialState.FAILED]):
         return trial
-    check_held(trial, worker_id, attempt)
-    trial.state = "failed"
+    check_held(trial, holder)
+    trial.state = TrialState.FAILED
     trial.error = error
     trial.finished_at = utcnow()
     trial.lease_expires_at = None
@@ -251,10 +190,10 @@ def fail(session: Session, trial_id: int, worker_id: str, attempt: int, error: s
     return trial
 
 
-def release(session: Session, trial_id: int, worker_id: str, attempt: int, why: str) -> Trial:
+def release(session: Session, holder: Holder, why: str) -> Trial:
     """A worker hands a trial back unfinished (SIGTERM): it returns to the queue at once."""
-    trial = held(session, trial_id, worker_id, attempt)
-    trial.state = "queued"
+    trial = held(session, holder)
+    trial.state = TrialState.QUEUED
     trial.lease_expires_at = None
     record_event(session, trial, "released", why)
     return trial
@@ -262,36 +201,13 @@ def release(session: Session, trial_id: int, worker_id: str, attempt: int, why: 
 
 def request_stop(session: Session, trial_id: int) -> Trial:
     study, trial = lock_study_then_trial(session, trial_id)
-    if trial.state == "queued":
-        trial.state, trial.error, trial.finished_at = "failed", "stopped by user", utcnow()
+    if trial.state == TrialState.QUEUED:
+        trial.state, trial.error, trial.finished_at = TrialState.FAILED, "stopped by user", utcnow()
         record_ended(session, study, trial)
         finish_if_done(session, study)
-    elif trial.state == "running":
+    elif trial.state == TrialState.RUNNING:
         trial.stop_requested = True
     else:
         raise InvalidState(f"trial {trial_id} is already {trial.state}")
     record_event(session, trial, "stop_requested", None)
     return trial
-
-
-def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
-    """Metrics as stored: numbers kept, NaN and ±inf recorded as missing (``None``)."""
-    out: dict[str, float | None] = {}
-    for name, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        out[name] = float(value) if math.isfinite(value) else None
-    return out
-
-
-def record_event(session: Session, trial: Trial, kind: str, detail: str | None) -> None:
-    session.add(
-        TrialEvent(
-            trial_id=trial.id,
-            kind=kind,
-            attempt=trial.attempt,
-            worker_id=trial.worker_id,
-            detail=detail,
-            created_at=utcnow(),
-        )
-    )

@@ -16,6 +16,7 @@ from hpsearch.errors import InvalidState, NotFound
 from hpsearch.pbt import Link, Segment
 from hpsearch.samplers import FinishedTrial, make_sampler
 from hpsearch.spec import StudySpec, parse_spec, spec_to_json
+from hpsearch.states import ENDED_STUDY, LIVE_STUDY, StudyState, TrialState
 from hpsearch.store import (
     by_hand,
     checkpoints,
@@ -27,12 +28,15 @@ from hpsearch.store import (
     health,
     imports,
     pbt,
+    postgres,
     queue,
     results,
 )
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import Database
-from hpsearch.store.history import HistoryCache
+from hpsearch.store.hints import Hints
+from hpsearch.store.history import read_history
+from hpsearch.store.lease import Claim, Holder
 from hpsearch.store.models import (
     FinalEvaluation,
     Study,
@@ -42,7 +46,7 @@ from hpsearch.store.models import (
     Worker,
 )
 from hpsearch.store.pruning import prune_decision
-from hpsearch.store.rules import RulesCache, StudyKey
+from hpsearch.store.rules import StudyKey
 from hpsearch.store.studies import (
     StudyCounts,
     counts,
@@ -51,17 +55,17 @@ from hpsearch.store.studies import (
     get_study,
     get_trial,
     queue_ahead_of_sampler,
+    queued_trial,
     spec_of,
     study_row,
     trials_page,
 )
-from hpsearch.store.throttle import Recent, Throttle
 from hpsearch.tasks import Capabilities, capabilities, describe_requires, unmet
 
 _TRANSITIONS = {
-    "pause": ({"running"}, "paused"),
-    "resume": ({"paused"}, "running"),
-    "stop": ({"running", "paused"}, "stopped"),
+    "pause": ({StudyState.RUNNING}, StudyState.PAUSED),
+    "resume": ({StudyState.PAUSED}, StudyState.RUNNING),
+    "stop": ({StudyState.RUNNING, StudyState.PAUSED}, StudyState.STOPPED),
 }
 
 
@@ -92,30 +96,12 @@ class Store:
     ) -> None:
         self.db = db
         self.lease = timedelta(seconds=lease_seconds)
-        self._rules = RulesCache()
-        self._history = HistoryCache()
-        # Probes that almost always find nothing, made at most once per ``probe_seconds`` per
-        # process rather than on every claim (a server sets it; 0: every claim): an expired
-        # lease is then re-queued up to that much later, a test evaluation queued through
-        # another server process claimed up to that much later. A worker's row (host,
-        # devices, last seen) is refreshed on the same terms, at most every 10 probes.
-        self._expired_probe = Throttle(probe_seconds)
-        self._evaluation_probe = Throttle(probe_seconds)
-        self._worker_touch = Throttle(10 * probe_seconds)
-        # The running studies (per study id, or None: any study), as a claim through this
-        # process last read them, for up to ``probe_seconds``: claims go by them (on
-        # PostgreSQL the one-statement claim, on SQLite the claim's transaction). A claim
-        # takes nothing from a study no longer running, and one that finds nothing reads them
-        # again in its transaction; a study started or resumed through another server
-        # process may wait that long for workers that are busy with an older one.
-        self._running: Recent[list[StudyKey]] = Recent(probe_seconds)
-        # Each study's objective in words, for its views.
-        self._objectives: dict[StudyKey, str] = {}
-        # The study of each trial claimed through this process, until it is completed.
-        self._claimed_studies: dict[int, StudyKey] = {}
-        # Where (a study id, or None: any study) the last claim through this process found no
-        # queued trial and sampled one: the next claim there goes straight to sampling.
-        self._queue_found_empty: set[int | None] = set()
+        # What this process remembers between requests: hints, never the truth.
+        self._hints = Hints(probe_seconds)
+        self._rules = self._hints.rules
+        # PostgreSQL's one-statement paths (hpsearch/store/postgres.py); SQLite has none and
+        # takes the general path, a transaction, for every request.
+        self._fast = postgres.FastPath(db, self.lease, self._rules.get) if db.is_postgres else None
         # How a PBT exploit gives its new trial the donor's checkpoint: the artifact store's
         # copy, which the server sets (None: the new trial starts without one).
         self.copy_checkpoint: pbt.CopyCheckpoint | None = None
@@ -129,7 +115,7 @@ class Store:
             study = study_row(spec, spec_to_json(spec))
             s.add(study)
             s.flush()
-        self._running.clear()
+        self._hints.running.clear()
         return study
 
     def list_studies(self, state: str | None = None) -> list[StudyView]:
@@ -153,10 +139,10 @@ class Store:
         heard from within two leases (a claim), or holding a trial (its heartbeats)."""
         requires = study.spec.get("requires") or {}
         wanted = describe_requires(requires)
-        if wanted is None or study.state != "running":
+        if wanted is None or study.state != StudyState.RUNNING:
             return None
         since = utcnow() - 2 * self.lease
-        busy = select(Trial.worker_id).where(Trial.state == "running")
+        busy = select(Trial.worker_id).where(Trial.state == TrialState.RUNNING)
         live = s.scalars(select(Worker).where((Worker.last_seen_at >= since) | Worker.id.in_(busy)))
         for w in live:
             if unmet(requires, {}, capabilities(w.devices, w.labels)) is None:
@@ -174,19 +160,19 @@ class Store:
             if study.state not in allowed:
                 raise InvalidState(f"cannot {action} a study that is {study.state}")
             study.state, study.updated_at = target, utcnow()
-            if target == "stopped":
+            if target == StudyState.STOPPED:
                 study.reason, study.finished_at = "stopped by user", utcnow()
                 s.execute(
                     update(Trial)
-                    .where(Trial.study_id == study_id, Trial.state == "running")
+                    .where(Trial.study_id == study_id, Trial.state == TrialState.RUNNING)
                     .values(stop_requested=True)
                 )
                 drop_sampled_ahead(s, study_id)
-            elif target == "running":
+            elif target == StudyState.RUNNING:
                 finish_if_done(s, study)
             view = self._view(s, study)
         # Once committed: a claim in between would read, and keep, the state before.
-        self._running.clear()
+        self._hints.running.clear()
         return view
 
     def delete_study(self, study_id: int) -> None:
@@ -202,25 +188,19 @@ class Store:
         displacing a sampled trial, unless ``add_to_budget`` is False (see by_hand)."""
         with self.db.write() as s:
             study = get_study(s, study_id, lock=True)
-            if study.state in ("stopped", "completed", "failed"):
+            if study.state in ENDED_STUDY:
                 raise InvalidState(
                     f"study {study_id} is {study.state}"
-                    + ("; extend it to give it more trials" if study.state == "completed" else "")
+                    + (
+                        "; extend it to give it more trials"
+                        if study.state == StudyState.COMPLETED
+                        else ""
+                    )
                 )
             number = queue_ahead_of_sampler(s, study)
             clean = by_hand.complete_params(s, study, number, params)
             by_hand.take_budget(study, number, add_to_budget)
-            trial = Trial(
-                study_id=study_id,
-                number=number,
-                params=clean,
-                state="queued",
-                source="user",
-                attempt=0,
-                stop_requested=False,
-                metrics={},
-                created_at=utcnow(),
-            )
+            trial = queued_trial(study, number, clean, "user")
             s.add(trial)
             s.flush()
             return trial
@@ -231,7 +211,7 @@ class Store:
             study = get_study(s, study_id, lock=True)
             by_hand.extend(s, study, n_trials)
             view = self._view(s, study)
-        self._running.clear()  # as set_study_state: claims must see it running again
+        self._hints.running.clear()  # as set_study_state: claims must see it running again
         return view
 
     def trial_of_study(self, study_id: int, number: int) -> TrialView:
@@ -268,8 +248,9 @@ class Store:
     def history(self, study_id: int) -> list[FinishedTrial]:
         """The study's ended trials as its sampler sees them (e.g. for coarse-to-fine regions)."""
         with self.db.read() as s:
-            get_study(s, study_id)
-            return claims.history(s, study_id)
+            study = get_study(s, study_id)
+            rules = self._rules.get(s, (study.id, study.created_at))
+            return read_history(s, study_id, rules.objective.metric)
 
     def trial(self, trial_id: int) -> TrialView:
         with self.db.read() as s:
@@ -332,7 +313,7 @@ class Store:
         rolls back all of them. On PostgreSQL, whose hot writes are each one statement
         outside a transaction block (holding their row locks for no round trip longer), they
         stay apart."""
-        if self.db.is_postgres:
+        if self._fast is not None:
             yield
             return
         with self.db.one_transaction():
@@ -350,7 +331,7 @@ class Store:
         request_id: str | None = None,
         labels: Mapping[str, str] | None = None,
         refused_studies: Collection[int] = (),
-    ) -> claims.Claim | None:
+    ) -> Claim | None:
         """The worker's next trial; ``after``: the trial whose completion asks for it;
         ``entry_points`` and ``commands``: the custom trainers and the command prefixes the
         worker's command line allows; ``request_id``: the claim's idempotency key, kept with
@@ -361,9 +342,7 @@ class Store:
         claimed = self._claim(worker_id, host, study_id, after, worker, request_id)
         if claimed is not None and claimed.study_key is not None:
             # Its completion, likely through this process, then need not read its study.
-            if len(self._claimed_studies) > 100_000:
-                self._claimed_studies.clear()
-            self._claimed_studies[claimed.trial_id] = claimed.study_key
+            self._hints.claimed_studies.put(claimed.trial_id, claimed.study_key)
         return claimed
 
     def _claim(
@@ -374,69 +353,55 @@ class Store:
         after: int | None,
         worker: Capabilities,
         request_id: str | None = None,
-    ) -> claims.Claim | None:
+    ) -> Claim | None:
         labels = tuple(sorted(worker.labels.items()))
-        touch = self._worker_touch.due((worker_id, host, worker.devices, labels))
-        look_for_expired = self._expired_probe.due(None)
+        touch = self._hints.worker_touch.due((worker_id, host, worker.devices, labels))
+        look_for_expired = self._hints.expired_probe.due(None)
         # The one-statement claim only takes a queued trial. Where the last claim found none
         # (a study whose parallelism leaves nothing to sample ahead), it would be a wasted
         # round trip, and so would the transaction's own look at the queue before it locks
         # the study: it then looks only if the study's count shows queued trials.
-        likely_queued = study_id not in self._queue_found_empty
-        if self.db.is_postgres and likely_queued and not (touch or look_for_expired):
-            with self.db.autocommit() as connection:
-                running = self._running.get(
+        likely_queued = study_id not in self._hints.queue_found_empty
+        request = claims.ClaimRequest(worker_id, self.lease, worker, after, request_id)
+        if self._fast is not None and likely_queued and not (touch or look_for_expired):
+            with self._fast.connection() as connection:
+                running = self._hints.running.get(
                     study_id, lambda: claims.running_studies(connection, study_id)
                 )
-                claimed = claims.claim_queued_at_once(
-                    connection,
-                    worker_id,
-                    self.lease,
-                    self._rules.get,
-                    running,
-                    after,
-                    worker,
-                    request_id,
-                )
+                claimed = claims.claim_queued_at_once(connection, request, self._rules.get, running)
             if claimed is not None:
                 return claimed
         with self.db.write() as s:
             if touch:
                 claims.touch_worker(s, worker_id, host, list(worker.devices), dict(labels))
 
-            def claim_by(running: list[StudyKey], look_for_expired: bool) -> claims.Claim | None:
+            def claim_by(running: list[StudyKey], look_for_expired: bool) -> Claim | None:
                 return claims.claim(
                     s,
-                    worker_id,
-                    self.lease,
+                    request,
                     self._rules.get,
                     running,
-                    self._history.history,
+                    self._hints.history.history,
                     look_for_expired=look_for_expired,
-                    after=after,
-                    worker=worker,
                     queue_first=likely_queued,
-                    request_id=request_id,
                 )
 
             # SQLite has no one-statement claim: the kept studies are tried here first.
-            kept = None if self.db.is_postgres else self._running.kept(study_id)
+            kept = None if self._fast is not None else self._hints.running.kept(study_id)
             claimed = claim_by(kept, look_for_expired) if kept is not None else None
             if claimed is None:
                 # Read afresh, in the transaction: whatever a claim by the kept ones missed.
                 running = claims.running_studies(s.connection(), study_id)
-                self._running.put(study_id, running)
+                self._hints.running.put(study_id, running)
                 if running != kept:
                     claimed = claim_by(running, look_for_expired and kept is None)
         if claimed is None or claimed.queue_may_hold_more:
-            self._queue_found_empty.discard(study_id)
+            self._hints.queue_found_empty.pop(study_id)
         else:
-            self._queue_found_empty.add(study_id)
+            self._hints.queue_found_empty.put(study_id, True)
         return claimed
 
-    def claimed_after(
-        self, trial_id: int, worker_id: str
-    ) -> claims.Claim | evaluations.EvaluationClaim | None:
+    def claimed_after(self, trial_id: int, worker_id: str) -> Claim | None:
         """The claim made with the completion of ``trial_id``, if ``worker_id`` holds it: a
         trial (found by its claim's event) or a final test evaluation. A worker runs one job
         at a time, so an evaluation it holds while it resends a completion was handed out to
@@ -445,7 +410,7 @@ class Store:
             trial = claims.claimed_after(s, trial_id, worker_id, self._rules.get)
             return trial or evaluations.held_by(s, worker_id, utcnow())
 
-    def claimed_by_request(self, worker_id: str, request_id: str) -> claims.Claim | None:
+    def claimed_by_request(self, worker_id: str, request_id: str) -> Claim | None:
         """The trial a claim with idempotency key ``request_id`` was given, if ``worker_id``
         still holds it: the answer to that claim resent."""
         with self.db.read() as s:
@@ -464,9 +429,7 @@ class Store:
         """What a worker that found nothing to claim waits for: the open studies
         (``study_id`` alone, if given) that hand out nothing now, and why in words."""
         with self.db.read() as s:
-            query = select(Study.id, Study.state, Study.reason).where(
-                Study.state.in_(("running", "paused"))
-            )
+            query = select(Study.id, Study.state, Study.reason).where(Study.state.in_(LIVE_STUDY))
             if study_id is not None:
                 query = query.where(Study.id == study_id)
             rows = s.execute(query.order_by(Study.id).limit(20)).all()
@@ -474,7 +437,7 @@ class Store:
             (
                 sid,
                 f"study {sid} is paused" + (f" ({reason})" if reason else "")
-                if state == "paused"
+                if state == StudyState.PAUSED
                 else f"study {sid} has no trial to hand out now (its trials are all running)",
             )
             for sid, state, reason in rows
@@ -483,27 +446,27 @@ class Store:
     def has_open_studies(self, study_id: int | None = None) -> bool:
         """Whether a worker should wait for more work (a study could still produce trials)."""
         with self.db.read() as s:
-            query = select(Study.id).where(Study.state.in_(("running", "paused")))
+            query = select(Study.id).where(Study.state.in_(LIVE_STUDY))
             if study_id is not None:
                 query = query.where(Study.id == study_id)
             return s.scalars(query.limit(1)).first() is not None
 
     def _report_at_once(
-        self, trial_id: int, worker_id: str, attempt: int, steps: queue.Steps
+        self, holder: Holder, steps: queue.Steps
     ) -> tuple[queue.ReportAck, queue.Steps] | None:
-        """A report or heartbeat as one statement on PostgreSQL (:func:`queue.report_at_once`);
-        None elsewhere, or when the lease is not held: the transaction then says why."""
-        if not self.db.is_postgres:
+        """A report or heartbeat as one statement on PostgreSQL (see :mod:`.postgres`); None
+        on SQLite, or when the lease is not held: the transaction then says why."""
+        if self._fast is None:
             return None
-        with self.db.autocommit() as connection:
-            return queue.report_at_once(connection, trial_id, worker_id, attempt, steps, self.lease)
+        return self._fast.report(holder, steps)
 
     def heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> queue.ReportAck:
-        done = self._report_at_once(trial_id, worker_id, attempt, ())
+        holder = Holder(trial_id, worker_id, attempt)
+        done = self._report_at_once(holder, ())
         if done is not None:
             return done[0]
         with self.db.write() as s:
-            return queue.heartbeat(s, trial_id, worker_id, attempt, self.lease)
+            return queue.heartbeat(s, holder, self.lease)
 
     def report(
         self,
@@ -517,19 +480,20 @@ class Store:
         """One step's metrics, after the ``earlier`` steps the worker held back, if any."""
         steps = [*earlier, (step, metrics)]
         judge = pbt.StepJudge(prune_decision)
-        done = self._report_at_once(trial_id, worker_id, attempt, steps)
+        holder = Holder(trial_id, worker_id, attempt)
+        done = self._report_at_once(holder, steps)
         if done is not None:
             ack, to_judge = done
             if not to_judge:
                 return ack
             with self.db.write() as s:
                 # Locked and checked again: the lease may have been lost since.
-                trial = queue.held(s, trial_id, worker_id, attempt)
+                trial = queue.held(s, holder)
                 reason = queue.judge(s, trial, to_judge, judge)
             ack = queue.ReportAck(reason is not None, reason, ack.lease_expires_at)
         else:
             with self.db.write() as s:
-                ack = queue.report(s, trial_id, worker_id, attempt, steps, self.lease, judge)
+                ack = queue.report(s, holder, steps, self.lease, prune=judge)
         if judge.exploit is not None:
             # Its own transaction: it locks the study, which the report's must not (it holds
             # the trial; the store locks a study before its trials).
@@ -546,40 +510,28 @@ class Store:
         steps: queue.Steps = (),
     ) -> Trial:
         """Ends a trial, storing first the ``steps`` its worker had not reported yet."""
-        study_key = self._claimed_studies.pop(trial_id, None)
-        if self.db.is_postgres:
-            with self.db.autocommit() as connection:
-                done = completion.complete_at_once(
-                    connection,
-                    trial_id,
-                    worker_id,
-                    attempt,
-                    metrics,
-                    self._rules.get,
-                    pruned,
-                    steps,
-                    study_key,
-                )
+        c = completion.Completion(Holder(trial_id, worker_id, attempt), metrics, pruned, steps)
+        study_key = self._hints.claimed_studies.pop(trial_id)
+        if self._fast is not None:
+            done = self._fast.complete(c, study_key)
             if done is not None:
-                if done.may_end_study or done.trial.state == "failed":
+                if done.may_end_study or done.trial.state == TrialState.FAILED:
                     with self.db.write() as s:
                         if done.may_end_study:
                             finish_if_done(s, get_study(s, done.trial.study_id, lock=True))
-                        if done.trial.state == "failed":
+                        if done.trial.state == TrialState.FAILED:
                             health.note_failure(s, worker_id)
                 return done.trial
         # Elsewhere, or to say why that ended nothing (a lost lease, a resent completion).
         with self.db.write() as s:
-            trial = completion.complete(
-                s, trial_id, worker_id, attempt, metrics, self._rules.get, pruned, steps
-            )
-            if trial.state == "failed":  # it never reported its objective
+            trial = completion.complete(s, c, self._rules.get)
+            if trial.state == TrialState.FAILED:  # it never reported its objective
                 health.note_failure(s, worker_id)
             return trial
 
     def fail(self, trial_id: int, worker_id: str, attempt: int, error: str) -> Trial:
         with self.db.write() as s:
-            trial = queue.fail(s, trial_id, worker_id, attempt, error)
+            trial = queue.fail(s, Holder(trial_id, worker_id, attempt), error)
             health.note_failure(s, worker_id)
             return trial
 
@@ -590,7 +542,7 @@ class Store:
 
     def release(self, trial_id: int, worker_id: str, attempt: int, why: str) -> Trial:
         with self.db.write() as s:
-            return queue.release(s, trial_id, worker_id, attempt, why)
+            return queue.release(s, Holder(trial_id, worker_id, attempt), why)
 
     def stop_trial(self, trial_id: int) -> Trial:
         with self.db.write() as s:
@@ -608,7 +560,8 @@ class Store:
         publish: Callable[[bool], object],
     ) -> None:
         with self.db.write() as s:
-            checkpoints.record(s, trial_id, worker_id, attempt, step, self.lease, publish)
+            holder = Holder(trial_id, worker_id, attempt)
+            checkpoints.record(s, holder, step, self.lease, publish)
 
     def trial_state(self, trial_id: int) -> str:
         """The trial's state; NotFound for an unknown trial."""
@@ -622,7 +575,7 @@ class Store:
         """Whether ``worker_id`` holds ``attempt`` of the trial's lease, or of its final test
         evaluation's: a read, which extends nothing."""
         with self.db.read() as s:
-            return checkpoints.readable_by_holder(s, trial_id, worker_id, attempt)
+            return checkpoints.readable_by_holder(s, Holder(trial_id, worker_id, attempt))
 
     def checkpoint_step(self, trial_id: int) -> int | None:
         with self.db.read() as s:
@@ -652,7 +605,7 @@ class Store:
     def request_final_evaluation(self, study_id: int, trial_id: int | None) -> FinalEvaluation:
         with self.db.write() as s:
             evaluation = evaluations.request(s, study_id, trial_id)
-        self._evaluation_probe.reset()
+        self._hints.evaluation_probe.reset()
         return evaluation
 
     def final_evaluation(self, study_id: int) -> FinalEvaluation | None:
@@ -660,10 +613,8 @@ class Store:
             get_study(s, study_id)
             return evaluations.of_study(s, study_id)
 
-    def claim_final_evaluation(
-        self, worker_id: str, study_id: int | None = None
-    ) -> evaluations.EvaluationClaim | None:
-        if not self._evaluation_probe.due(study_id):
+    def claim_final_evaluation(self, worker_id: str, study_id: int | None = None) -> Claim | None:
+        if not self._hints.evaluation_probe.due(study_id):
             return None
         with self.db.read() as s:  # the common case, nothing to do, takes no write lock
             if not evaluations.claimable(s, study_id, utcnow()):
@@ -677,19 +628,19 @@ class Store:
 
     def final_evaluation_heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> datetime:
         with self.db.write() as s:
-            return evaluations.heartbeat(s, trial_id, worker_id, attempt, self.lease)
+            return evaluations.heartbeat(s, Holder(trial_id, worker_id, attempt), self.lease)
 
     def complete_final_evaluation(
         self, trial_id: int, worker_id: str, attempt: int, metrics: Mapping[str, float | None]
     ) -> FinalEvaluation:
         with self.db.write() as s:
-            return evaluations.complete(s, trial_id, worker_id, attempt, metrics)
+            return evaluations.complete(s, Holder(trial_id, worker_id, attempt), metrics)
 
     def fail_final_evaluation(
         self, trial_id: int, worker_id: str, attempt: int, error: str
     ) -> FinalEvaluation:
         with self.db.write() as s:
-            return evaluations.fail(s, trial_id, worker_id, attempt, error)
+            return evaluations.fail(s, Holder(trial_id, worker_id, attempt), error)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -698,9 +649,8 @@ class Store:
         # A list of studies would otherwise parse every spec on every request; the objective
         # of a study never changes.
         key = (study.id, study.created_at)
-        objective = self._objectives.get(key)
+        objective = self._hints.objectives.get(key)
         if objective is None:
-            if len(self._objectives) > 10_000:
-                self._objectives.clear()
-            objective = self._objectives[key] = spec_of(study).build_objective().describe()
+            objective = spec_of(study).build_objective().describe()
+            self._hints.objectives.put(key, objective)
         return StudyView(study, counts(s, study), best, objective)

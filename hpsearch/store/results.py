@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hpsearch.store.models import ENDED_STATES, Trial, TrialIntermediate, Worker
+from hpsearch.states import ENDED, TrialState
+from hpsearch.store.models import Trial, TrialIntermediate, Worker
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,7 @@ def trial_points(
     picked = (
         [Trial.metrics[m].as_float() for m in names] if metrics is not None else [Trial.metrics]
     )
-    query = select(*columns, *picked).where(
-        Trial.study_id == study_id, Trial.state.in_(ENDED_STATES)
-    )
+    query = select(*columns, *picked).where(Trial.study_id == study_id, Trial.state.in_(ENDED))
     if since is not None:
         query = query.where(Trial.finished_at >= since)
     out = []
@@ -194,7 +193,7 @@ def worker_activity(session: Session) -> list[WorkerActivity]:
     running: dict[str, list[RunningTrial]] = {}
     for worker_id, trial_id, study_id, number, lease in session.execute(
         select(Trial.worker_id, Trial.id, Trial.study_id, Trial.number, Trial.lease_expires_at)
-        .where(Trial.state == "running", Trial.worker_id.is_not(None))
+        .where(Trial.state == TrialState.RUNNING, Trial.worker_id.is_not(None))
         .order_by(Trial.study_id, Trial.number)
     ).all():
         running.setdefault(str(worker_id), []).append(

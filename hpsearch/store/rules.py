@@ -1,28 +1,25 @@
-"""What the queue's hot paths need of a study's spec, parsed once per study and process.
+"""What the queue's hot paths need of a study's spec, parsed once per study and process
+(kept by :class:`hpsearch.store.hints.RulesCache`).
 
 A spec is fixed when its study is created, except ``budget`` (an enqueued guess raises
 ``max_trials``), which is therefore read from the study row on every claim and completion and
-never from here. Safe across server processes: nothing here is authoritative, and keys carry
-the creation time, since SQLite may give a deleted study's id to a new one.
+never from here.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from hpsearch.errors import NotFound
 from hpsearch.objective import Objective
 from hpsearch.samplers import Sampler, make_sampler
 from hpsearch.spec import StudySpec, parse_spec
-from hpsearch.store.models import Study
+from hpsearch.store.bounded import Bounded
 from hpsearch.store.studies import Ranked
 
 StudyKey = tuple[int, datetime]
@@ -42,35 +39,10 @@ class StudyRules:
     requires: dict[str, Any] = field(default_factory=dict)
     # The ranking columns of trials that have been the study's best, by trial id: ended
     # trials never change, so a completion compares with the best without reading it.
-    best_ranks: dict[int, Ranked] = field(default_factory=dict)
+    best_ranks: Bounded[int, Ranked] = field(default_factory=lambda: Bounded(64))
 
 
-class RulesCache:
-    def __init__(self, max_studies: int = 256) -> None:
-        self._rules: OrderedDict[StudyKey, StudyRules] = OrderedDict()
-        self._lock = threading.Lock()
-        self.max_studies = max_studies
-
-    def get(self, session: Session | Connection, key: StudyKey) -> StudyRules:
-        with self._lock:
-            rules = self._rules.get(key)
-        if rules is None:
-            spec_json = session.scalar(select(Study.spec).where(Study.id == key[0]))
-            if spec_json is None:
-                raise NotFound(f"study {key[0]} does not exist")
-            rules = _rules_of(key, spec_json)
-            with self._lock:
-                # Two threads may both have parsed it; the first one's sampler wins.
-                rules = self._rules.setdefault(key, rules)
-                while len(self._rules) > self.max_studies:
-                    self._rules.popitem(last=False)
-        return rules
-
-    def of(self, session: Session, study: Study) -> StudyRules:
-        return self.get(session, (study.id, study.created_at))
-
-
-def _rules_of(key: StudyKey, spec_json: dict[str, Any]) -> StudyRules:
+def rules_of(key: StudyKey, spec_json: dict[str, Any]) -> StudyRules:
     spec = parse_spec(spec_json)
     return StudyRules(
         key=key,

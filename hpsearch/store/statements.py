@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from hpsearch.states import StudyState, TrialState
 from hpsearch.store.models import Study, Trial, TrialEvent, Worker
 
 TRIALS = cast(Table, Trial.__table__)
@@ -53,7 +54,7 @@ _HELD = (
     _t.id == bindparam("b_trial_id"),
     _t.worker_id == bindparam("b_worker_id"),
     _t.attempt == bindparam("b_attempt"),
-    _t.state == "running",
+    _t.state == TrialState.RUNNING,
     _t.lease_expires_at >= bindparam("b_now"),
 )
 
@@ -73,46 +74,6 @@ EXTEND_LEASE_TO_STEP = EXTEND_LEASE.values(
     )
 )
 
-# The steps (JSON text, one entry per step) of the trial a statement's CTE ``t`` returns,
-# upserted: a clause of the one-statement report and completion on PostgreSQL.
-UPSERT_STEPS_OF_T_PG = """\
-  INSERT INTO trial_intermediates (trial_id, step, attempt, metrics, created_at)
-  SELECT t.id, x.step, :attempt, x.metrics, :now
-  FROM t, json_to_recordset(CAST(:steps AS json)) AS x(step integer, metrics json)
-  ON CONFLICT (trial_id, step) DO UPDATE
-  SET metrics = excluded.metrics, attempt = excluded.attempt
-"""
-
-# A report or a heartbeat on PostgreSQL, in one statement run outside a transaction block
-# (as the completion and the claim are): the holder's lease checked and extended (with
-# ``last_step`` moved to ``step``, when one is given), the steps upserted, and what the reply
-# says of the study. No row: the worker does not hold the lease. Parameters: trial_id,
-# worker_id, attempt, now, expires, step (or None), steps (JSON text, one entry per step).
-REPORT_AT_ONCE_PG = (
-    sql_text(
-        f"""
-WITH t AS (
-  UPDATE trials SET lease_expires_at = :expires,
-    last_step = CASE WHEN COALESCE(last_step, 0) < :step THEN :step ELSE last_step END
-  WHERE id = :trial_id AND worker_id = :worker_id AND attempt = :attempt
-    AND state = 'running' AND lease_expires_at >= :now
-  RETURNING id, study_id, stop_requested
-), s AS (
-{UPSERT_STEPS_OF_T_PG})
-SELECT t.stop_requested, studies.state, studies.spec -> 'pruner' AS pruner,
-  studies.spec -> 'scheduler' AS scheduler
-FROM t JOIN studies ON studies.id = t.study_id
-"""
-    )
-    .bindparams(
-        bindparam("step", type_=Integer()),
-        bindparam("now", type_=DateTime()),
-        bindparam("expires", type_=DateTime()),
-        bindparam("steps", type_=Text()),
-    )
-    .columns(*result_columns("stop_requested", "state", "pruner", "scheduler"))
-)
-
 # Parameters: study_id.
 STUDY_STATE_AND_PRUNER = select(
     STUDIES.c.state, STUDIES.c.spec["pruner"], STUDIES.c.spec["scheduler"]
@@ -120,7 +81,7 @@ STUDY_STATE_AND_PRUNER = select(
 
 # Trials whose lease ran out. Parameters: now.
 EXPIRED = select(_t.study_id, _t.id).where(
-    _t.state == "running", _t.lease_expires_at < bindparam("b_now")
+    _t.state == TrialState.RUNNING, _t.lease_expires_at < bindparam("b_now")
 )
 
 # (id, created_at), oldest first. Parameters: study_id (None: every study).
@@ -128,7 +89,7 @@ RUNNING_STUDIES = (
     select(STUDIES.c.id, STUDIES.c.created_at)
     .order_by(STUDIES.c.id)
     .where(
-        STUDIES.c.state == "running",
+        STUDIES.c.state == StudyState.RUNNING,
         (bindparam("b_study_id", type_=STUDIES.c.id.type).is_(None))
         | (STUDIES.c.id == bindparam("b_study_id", type_=STUDIES.c.id.type)),
     )
@@ -140,12 +101,12 @@ RUNNING_STUDIES = (
 # wait on each other here. Parameters: study_id, worker_id, now, expires.
 _study_runs = (
     select(STUDIES.c.id)
-    .where(STUDIES.c.id == bindparam("b_study_id"), STUDIES.c.state == "running")
+    .where(STUDIES.c.id == bindparam("b_study_id"), STUDIES.c.state == StudyState.RUNNING)
     .exists()
 )
 _oldest_queued = (
     select(_t.id)
-    .where(_t.study_id == bindparam("b_study_id"), _t.state == "queued", _study_runs)
+    .where(_t.study_id == bindparam("b_study_id"), _t.state == TrialState.QUEUED, _study_runs)
     .order_by(_t.number)
     .limit(1)
     .with_for_update(skip_locked=True)
@@ -155,7 +116,7 @@ CLAIM_QUEUED = (
     update(TRIALS)
     .where(_t.id == _oldest_queued)
     .values(
-        state="running",
+        state=TrialState.RUNNING,
         attempt=_t.attempt + 1,
         worker_id=bindparam("b_worker_id"),
         lease_expires_at=bindparam("b_expires"),
@@ -166,37 +127,6 @@ CLAIM_QUEUED = (
 )
 
 
-# CLAIM_QUEUED and the claim's event in one statement (PostgreSQL). Like CLAIM_QUEUED, it
-# checks that the study still runs: a pause or stop committed since the claim read the
-# running studies must hand out nothing. Parameters: study_id, worker_id, now, expires,
-# detail.
-CLAIM_QUEUED_WITH_EVENT_PG = (
-    sql_text(
-        """
-WITH c AS (
-  UPDATE trials SET state = 'running', attempt = attempt + 1, worker_id = :worker_id,
-    lease_expires_at = :expires, started_at = COALESCE(started_at, :now), stop_requested = false
-  WHERE id = (
-    SELECT id FROM trials WHERE study_id = :study_id AND state = 'queued'
-      AND EXISTS (SELECT 1 FROM studies WHERE id = :study_id AND state = 'running')
-    ORDER BY number LIMIT 1 FOR UPDATE SKIP LOCKED
-  )
-  RETURNING id, number, attempt, params, last_step
-), e AS (
-  INSERT INTO trial_events (trial_id, kind, attempt, worker_id, detail, created_at)
-  SELECT id, 'claimed', attempt, :worker_id, :detail, :now FROM c
-)
-SELECT id, number, attempt, params, last_step FROM c
-"""
-    )
-    .bindparams(
-        bindparam("now", type_=DateTime()),
-        bindparam("expires", type_=DateTime()),
-        bindparam("detail", type_=Text()),
-    )
-    .columns(*result_columns("id", "number", "attempt", "params", "last_step"))
-)
-
 # A sampled trial, created already leased (attempt 1). Parameters: study_id, number, params,
 # worker_id, now, expires.
 INSERT_LEASED_TRIAL = (
@@ -205,7 +135,7 @@ INSERT_LEASED_TRIAL = (
         study_id=bindparam("b_study_id"),
         number=bindparam("b_number"),
         params=bindparam("b_params", type_=_t.params.type),
-        state="running",
+        state=TrialState.RUNNING,
         source="sampler",
         attempt=1,
         worker_id=bindparam("b_worker_id"),
@@ -218,38 +148,13 @@ INSERT_LEASED_TRIAL = (
     .returning(_t.id)
 )
 
-# INSERT_LEASED_TRIAL, SET_NEXT_NUMBER and the claim's event in one statement (PostgreSQL).
-# Parameters: study_id, number, params (JSON text), worker_id, now, expires, next_number,
-# detail.
-INSERT_LEASED_WITH_EVENT_PG = sql_text(
-    """
-WITH t AS (
-  INSERT INTO trials (study_id, number, params, state, source, attempt, worker_id,
-    lease_expires_at, stop_requested, metrics, created_at, started_at)
-  VALUES (:study_id, :number, CAST(:params AS json), 'running', 'sampler', 1, :worker_id,
-    :expires, false, CAST('{}' AS json), :now, :now)
-  RETURNING id
-), s AS (
-  UPDATE studies SET next_number = :next_number WHERE id = :study_id
-), e AS (
-  INSERT INTO trial_events (trial_id, kind, attempt, worker_id, detail, created_at)
-  SELECT id, 'claimed', 1, :worker_id, :detail, :now FROM t
-)
-SELECT id FROM t
-"""
-).bindparams(
-    bindparam("now", type_=DateTime()),
-    bindparam("expires", type_=DateTime()),
-    bindparam("detail", type_=Text()),
-)
-
 # A trial sampled ahead of its claim (see claims.AHEAD), queued. Parameters: study_id,
 # number, params, now.
 INSERT_QUEUED_TRIAL = insert(TRIALS).values(
     study_id=bindparam("b_study_id"),
     number=bindparam("b_number"),
     params=bindparam("b_params", type_=_t.params.type),
-    state="queued",
+    state=TrialState.QUEUED,
     source="sampler",
     attempt=0,
     stop_requested=False,
@@ -275,11 +180,11 @@ def _insert(dialect: str) -> Any:
 # Reported steps unpacked from one JSON array ``[{"step": n, "metrics": {...}}, ...]`` by the
 # database, so that a batch of steps is one statement whatever its length (steps unique).
 _STEPS_FROM_JSON = {
-    "postgresql": "SELECT :trial_id, s.step, :attempt, s.metrics, :now "
-    "FROM json_to_recordset(CAST(:steps AS json)) AS s(step integer, metrics json)",
+    "postgresql": "SELECT :b_trial_id, s.step, :b_attempt, s.metrics, :b_now "
+    "FROM json_to_recordset(CAST(:b_steps AS json)) AS s(step integer, metrics json)",
     # SQLite's upsert needs the WHERE after a SELECT (its parser would take ON for a join).
-    "sqlite": "SELECT :trial_id, json_extract(value, '$.step'), :attempt, "
-    "json_extract(value, '$.metrics'), :now FROM json_each(:steps) WHERE true",
+    "sqlite": "SELECT :b_trial_id, json_extract(value, '$.step'), :b_attempt, "
+    "json_extract(value, '$.metrics'), :b_now FROM json_each(:b_steps) WHERE true",
 }
 
 
@@ -295,10 +200,10 @@ def upsert_steps(dialect: str) -> Any:
         + " ON CONFLICT (trial_id, step) DO UPDATE"
         " SET metrics = excluded.metrics, attempt = excluded.attempt"
     ).bindparams(
-        bindparam("trial_id", type_=Integer()),
-        bindparam("attempt", type_=Integer()),
-        bindparam("now", type_=DateTime()),
-        bindparam("steps", type_=Text()),
+        bindparam("b_trial_id", type_=Integer()),
+        bindparam("b_attempt", type_=Integer()),
+        bindparam("b_now", type_=DateTime()),
+        bindparam("b_steps", type_=Text()),
     )
 
 
@@ -346,10 +251,10 @@ LOCK_STUDY = select(*_STUDY_FOR_UPDATE).where(_s.id == bindparam("b_study_id")).
 # previous holder added or claimed. Parameters: study_id.
 LIVE_COUNTS = select(
     select(func.count())
-    .where(_t.study_id == bindparam("b_study_id"), _t.state == "queued")
+    .where(_t.study_id == bindparam("b_study_id"), _t.state == TrialState.QUEUED)
     .scalar_subquery(),
     select(func.count())
-    .where(_t.study_id == bindparam("b_study_id"), _t.state == "running")
+    .where(_t.study_id == bindparam("b_study_id"), _t.state == TrialState.RUNNING)
     .scalar_subquery(),
 )
 # The study of a trial, locked (the store's lock order puts a study before its trials), and

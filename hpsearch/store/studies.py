@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session
 from hpsearch.errors import NotFound
 from hpsearch.objective import rank_key
 from hpsearch.spec import BudgetSpec, StudySpec, failure_limit, parse_spec
+from hpsearch.states import LIVE_STUDY, StudyState, TrialState
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
+from hpsearch.store.db import one_row
 from hpsearch.store.evaluations import request_automatic
-from hpsearch.store.models import Study, Trial
+from hpsearch.store.models import Study, Trial, TrialEvent
 
 
 @dataclass(frozen=True)
@@ -38,26 +40,27 @@ class StudyCounts:
 
 def get_study(session: Session, study_id: int, *, lock: bool = False) -> Study:
     query = select(Study).where(Study.id == study_id)
-    if lock:
-        # A locked read must see the committed row, not a copy the session loaded earlier
-        # in this transaction (a stale counter written back would lose an update).
-        query = query.with_for_update().execution_options(populate_existing=True)
-    study = session.scalars(query).one_or_none()
-    if study is None:
-        raise NotFound(f"study {study_id} does not exist")
-    return study
+    return one_row(session, query, lock, f"study {study_id} does not exist")
 
 
 def get_trial(session: Session, trial_id: int, *, lock: bool = False) -> Trial:
     query = select(Trial).where(Trial.id == trial_id)
-    if lock:
-        # A locked read must see the committed row, not a copy the session loaded earlier
-        # in this transaction (a stale counter written back would lose an update).
-        query = query.with_for_update().execution_options(populate_existing=True)
-    trial = session.scalars(query).one_or_none()
-    if trial is None:
-        raise NotFound(f"trial {trial_id} does not exist")
-    return trial
+    return one_row(session, query, lock, f"trial {trial_id} does not exist")
+
+
+def queued_trial(study: Study, number: int, params: dict[str, Any], source: str) -> Trial:
+    """A trial put in ``study``'s queue by hand (``source``: user, fork) rather than sampled."""
+    return Trial(
+        study_id=study.id,
+        number=number,
+        params=params,
+        state=TrialState.QUEUED,
+        source=source,
+        attempt=0,
+        stop_requested=False,
+        metrics={},
+        created_at=utcnow(),
+    )
 
 
 def spec_of(study: Study) -> StudySpec:
@@ -81,13 +84,13 @@ def counts(session: Session, study: Study) -> StudyCounts:
 
 def record_ended(session: Session, study: Study, trial: Trial) -> None:
     """Updates the study's counters and best trial after ``trial`` ended."""
-    if trial.state == "completed":
+    if trial.state == TrialState.COMPLETED:
         study.n_completed += 1
         if trial.feasible and trial.value is not None:
             _maybe_new_best(session, study, trial)
-    elif trial.state == "pruned":
+    elif trial.state == TrialState.PRUNED:
         study.n_pruned += 1
-    elif trial.state == "failed":
+    elif trial.state == TrialState.FAILED:
         study.n_failed += 1
     study.updated_at = utcnow()
 
@@ -135,7 +138,7 @@ def finish_if_done(
     ``exhausted`` is set by the claim path when the sampler has nothing left to propose;
     ``live`` is (queued, running) when the caller has just counted them.
     """
-    if study.state not in ("running", "paused"):
+    if study.state not in LIVE_STUDY:
         return False
     spec = study.spec
     budget = spec.get("budget", {})
@@ -149,14 +152,16 @@ def finish_if_done(
     elif _failing_from_the_start(study):
         # A broken setup (a typo, missing data) would burn the whole budget one failure at a
         # time: stop handing out trials until someone looks. Running trials go on.
-        study.state, study.updated_at = "paused", utcnow()
+        study.state, study.updated_at = StudyState.PAUSED, utcnow()
         study.reason = (
             f"the first {study.n_failed} trials all failed "
             f"({_last_failure(session, study.id)}); fix the cause, then resume"
         )
         return True
     elif study.n_failed >= (limit := failure_limit(budget.get("max_failures"), study.max_trials)):
-        study.state = "stopped" if study.n_completed + study.n_pruned else "failed"
+        study.state = (
+            StudyState.STOPPED if study.n_completed + study.n_pruned else StudyState.FAILED
+        )
         study.reason = f"max_failures ({limit}) reached"
         study.finished_at = utcnow()
         _request_stop_running(session, study.id)
@@ -175,15 +180,15 @@ def finish_if_done(
         drop_sampled_ahead(session, study.id)
         failed = session.execute(
             update(Trial)
-            .where(Trial.study_id == study.id, Trial.state == "queued")
-            .values(state="failed", error=f"study ended: {reason}", finished_at=utcnow())
+            .where(Trial.study_id == study.id, Trial.state == TrialState.QUEUED)
+            .values(state=TrialState.FAILED, error=f"study ended: {reason}", finished_at=utcnow())
         )
         study.n_failed += failed.rowcount  # type: ignore[attr-defined]
     if not (study.n_completed or study.n_pruned or running):  # every trial failed
-        study.state, study.reason = "failed", f"{reason}, every trial failed"
+        study.state, study.reason = StudyState.FAILED, f"{reason}, every trial failed"
         study.finished_at = utcnow()
         return True
-    study.state, study.reason, study.finished_at = "completed", reason, utcnow()
+    study.state, study.reason, study.finished_at = StudyState.COMPLETED, reason, utcnow()
     request_automatic(session, study)  # the test evaluation, if the spec asks for it
     return True
 
@@ -196,7 +201,7 @@ def _failing_from_the_start(study: Study) -> bool:
     """Whether ``study`` has had only failures, enough to pause it; once only (it keeps the
     reason when resumed, and the ``max_failures`` budget then decides)."""
     return (
-        study.state == "running"
+        study.state == StudyState.RUNNING
         and study.reason is None
         and study.n_completed + study.n_pruned == 0
         and study.n_failed >= FAILURES_BEFORE_PAUSE
@@ -207,7 +212,7 @@ def _last_failure(session: Session, study_id: int) -> str:
     """The last line of the latest failure of a study: the reason users need to see."""
     row = session.execute(
         select(Trial.number, Trial.error)
-        .where(Trial.study_id == study_id, Trial.state == "failed")
+        .where(Trial.study_id == study_id, Trial.state == TrialState.FAILED)
         .order_by(Trial.finished_at.desc(), Trial.id.desc())
         .limit(1)
     ).first()
@@ -266,7 +271,7 @@ def _sampled_ahead(study_id: int) -> tuple[ColumnElement[bool], ...]:
     """The trials of a study that a claim sampled ahead (claims.AHEAD) and nobody ran."""
     return (
         Trial.study_id == study_id,
-        Trial.state == "queued",
+        Trial.state == TrialState.QUEUED,
         Trial.source == "sampler",
         Trial.attempt == 0,
     )
@@ -309,7 +314,7 @@ def queue_ahead_of_sampler(session: Session, study: Study) -> int:
 def _request_stop_running(session: Session, study_id: int) -> None:
     session.execute(
         update(Trial)
-        .where(Trial.study_id == study_id, Trial.state == "running")
+        .where(Trial.study_id == study_id, Trial.state == TrialState.RUNNING)
         .values(stop_requested=True)
     )
 
@@ -327,13 +332,12 @@ def study_row(spec: StudySpec, spec_json: dict[str, Any]) -> Study:
     return Study(
         name=spec.name,
         spec=spec_json,
-        state="running",
+        state=StudyState.RUNNING,
         next_number=0,
         max_trials=spec.budget.max_trials,
         n_completed=0,
         n_pruned=0,
         n_failed=0,
-        sampler_state={},
         created_at=now,
         updated_at=now,
     )
@@ -360,10 +364,14 @@ def trials_page(
     # The SQL form of objective.rank_key (a test holds the two equal): completed feasible
     # trials by value, then completed infeasible ones by violation, then the rest. The first
     # group is read through ix_trials_study_rank, so a top page never sorts the whole study.
-    feasible = and_(Trial.state == "completed", Trial.feasible == true(), Trial.value.is_not(None))
+    feasible = and_(
+        Trial.state == TrialState.COMPLETED, Trial.feasible == true(), Trial.value.is_not(None)
+    )
     # Its complement, NULL-safe (``feasible`` is NULL until a trial completes).
     others = not_(
-        and_(Trial.state == "completed", Trial.feasible.is_(True), Trial.value.is_not(None))
+        and_(
+            Trial.state == TrialState.COMPLETED, Trial.feasible.is_(True), Trial.value.is_not(None)
+        )
     )
     page = list(
         session.scalars(
@@ -379,8 +387,8 @@ def trials_page(
     # Completed with a value (infeasible), then completed without one (diverged), then the
     # rest; the completed ones by violation.
     group = case(
-        (and_(Trial.state == "completed", Trial.value.is_not(None)), 1),
-        (Trial.state == "completed", 2),
+        (and_(Trial.state == TrialState.COMPLETED, Trial.value.is_not(None)), 1),
+        (Trial.state == TrialState.COMPLETED, 2),
         else_=3,
     )
     rest = query.where(others).order_by(
@@ -392,3 +400,25 @@ def trials_page(
     )
     rest = rest.offset(max(0, offset - n_feasible)).limit(limit - len(page))
     return page + list(session.scalars(rest))
+
+
+def lock_study_then_trial(session: Session, trial_id: int) -> tuple[Study, Trial]:
+    """Locks in the store's one order (study, then trial); ``study_id`` never changes."""
+    study_id = session.scalar(select(Trial.study_id).where(Trial.id == trial_id))
+    if study_id is None:
+        raise NotFound(f"trial {trial_id} does not exist")
+    study = get_study(session, study_id, lock=True)
+    return study, get_trial(session, trial_id, lock=True)
+
+
+def record_event(session: Session, trial: Trial, kind: str, detail: str | None) -> None:
+    session.add(
+        TrialEvent(
+            trial_id=trial.id,
+            kind=kind,
+            attempt=trial.attempt,
+            worker_id=trial.worker_id,
+            detail=detail,
+            created_at=utcnow(),
+        )
+    )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpsearch.cli import format_status
 from hpsearch.cli_studies import parse_assignments
+from hpsearch.study_status import format_status
 from tests.conftest import digits_spec
 
 

@@ -391,7 +391,7 @@ def test_claims_read_only_the_trials_that_ended_since(store: Store) -> None:
         assert c is not None
         store.complete(c.trial_id, "w", c.attempt, {"dev_accuracy": i / 30, "latency_ms": 1})
     # 29 claims saw a history; each ended trial's row was read once, not once per claim.
-    assert store._history.rows_read == 29
+    assert store._hints.history.rows_read == 29
 
 
 def test_a_worker_whose_last_trials_fail_where_others_complete_is_unhealthy(
@@ -413,3 +413,25 @@ def test_a_worker_whose_last_trials_fail_where_others_complete_is_unhealthy(
     assert reason is not None and reason.startswith("its last 3 trials failed")
     assert store.worker_unhealthy("healthy") is None
     assert {w.id: w.unhealthy for w in store.workers()}["broken"] == reason
+
+
+def test_a_pruned_trial_reaches_the_tpe_adapter_with_its_last_step(store: Store) -> None:
+    from optuna.trial import TrialState
+
+    from hpsearch.samplers.optuna_adapter import OptunaSampler
+
+    study = store.create_study(
+        digits_spec(sampler={"kind": "tpe", "seed": 0}, budget={"max_trials": 5, "parallelism": 1})
+    )
+    c = store.claim("w")
+    assert c is not None
+    for step, accuracy in [(1, 0.2), (2, 0.3), (3, 0.35)]:
+        store.report(c.trial_id, "w", c.attempt, step, {"dev_accuracy": accuracy, "latency_ms": 1})
+    store.complete(c.trial_id, "w", c.attempt, {"dev_accuracy": 0.35, "latency_ms": 1}, True)
+    assert store.claim("w") is not None  # the claim feeds the sampler the pruned trial
+    sampler = store._rules.get(None, (study.id, study.created_at)).sampler  # type: ignore[arg-type]
+    assert isinstance(sampler, OptunaSampler)
+    pruned = sampler.study.get_trials(deepcopy=False)[0]
+    assert pruned.state == TrialState.PRUNED
+    assert pruned.intermediate_values == {1: 0.2, 2: 0.3, 3: 0.35}
+    assert pruned.last_step == 3

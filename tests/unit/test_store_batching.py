@@ -13,8 +13,8 @@ from hpsearch.samplers import make_sampler
 from hpsearch.spec import parse_spec
 from hpsearch.store import Database, Store
 from hpsearch.store.claims import AHEAD
+from hpsearch.store.hints import Recent, Throttle
 from hpsearch.store.models import Trial
-from hpsearch.store.throttle import Recent, Throttle
 from tests.conftest import digits_spec
 from tests.unit.conftest import statements_run
 

@@ -13,7 +13,6 @@ from sqlalchemy import update
 from hpsearch.errors import InvalidInput, InvalidState, LeaseLost
 from hpsearch.store import Store
 from hpsearch.store.clock import utcnow
-from hpsearch.store.evaluations import EvaluationClaim
 from hpsearch.store.models import FinalEvaluation, Trial
 from tests.conftest import digits_spec
 
@@ -49,7 +48,7 @@ def test_the_evaluation_is_leased_like_a_trial(store: Store) -> None:
     assert store.has_pending_final_evaluation(study_id)
 
     job = store.claim_final_evaluation("w1", study_id)
-    assert job is not None and (job.trial_id, job.attempt, job.last_step) == (best, 1, None)
+    assert job is not None and (job.trial_id, job.attempt, job.resume_step) == (best, 1, None)
     assert store.claim_final_evaluation("w2") is None  # one worker at a time
     expire_evaluation(store, study_id)
     again = store.claim_final_evaluation("w2")
@@ -75,7 +74,7 @@ def test_a_resent_completion_finds_the_evaluation_its_reply_handed_out(store: St
     store.request_final_evaluation(study_id, None)
     job = store.claim_final_evaluation("w1", study_id)  # as the completion of `best` did
     held = store.claimed_after(best, "w1")
-    assert isinstance(held, EvaluationClaim) and held == job
+    assert held is not None and held.kind == "evaluate_test" and held == job
     assert store.claimed_after(best, "w2") is None
     expire_evaluation(store, study_id)
     assert store.claimed_after(best, "w1") is None  # no longer held

@@ -21,7 +21,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from hpsearch.store import Database, Store, claims, completion
-from hpsearch.store.rules import RulesCache, StudyKey
+from hpsearch.store.hints import RulesCache
+from hpsearch.store.lease import Holder
+from hpsearch.store.rules import StudyKey
 from tests.conftest import digits_spec, wait_for
 
 pytestmark = pytest.mark.postgres
@@ -61,7 +63,7 @@ def test_a_claim_that_waited_counts_the_trial_the_lock_holder_claimed(
 ) -> None:
     study = store.create_study(digits_spec(budget={"max_trials": 10, "parallelism": 1}))
     with store.db.write() as s:
-        first = claims.claim(s, "w1", timedelta(minutes=1), RulesCache().get, _running(s, study.id))
+        first = claims.claim(s, _asks("w1"), RulesCache().get, _running(s, study.id))
         assert first is not None
         second = other_thread(store.claim, "w2", study_id=study.id)
         wait_for(_waits_for_a_lock(store), 30, "the second claim to wait for the study")
@@ -85,11 +87,10 @@ def test_a_completion_that_waited_ranks_against_the_best_the_lock_holder_set(
     assert worse is not None
     with store.db.write() as s:
         if better is None:
-            better = claims.claim(
-                s, "w-better", timedelta(minutes=1), rules.get, _running(s, study.id)
-            )
+            better = claims.claim(s, _asks("w-better"), rules.get, _running(s, study.id))
             assert better is not None
-        completion.complete(s, better.trial_id, "w-better", better.attempt, GOOD, rules.get)
+        holder = Holder(better.trial_id, "w-better", better.attempt)
+        completion.complete(s, completion.Completion(holder, GOOD), rules.get)
         later = other_thread(store.complete, worse.trial_id, "w-worse", worse.attempt, WORSE)
         wait_for(_waits_for_a_lock(store), 30, "the second completion to wait for the study")
     assert later.result(timeout=30).state == "completed"
@@ -114,14 +115,13 @@ def test_a_claim_takes_nothing_from_a_study_paused_after_it_read_the_running_one
         store.set_study_state(study.id, "pause")
         return rules.get(session, key)
 
-    lease = timedelta(minutes=1)
     if path == "one-statement":
         with store.db.autocommit() as connection:
             running = claims.running_studies(connection, study.id)
-            got = claims.claim_queued_at_once(connection, "w", lease, pausing_rules, running)
+            got = claims.claim_queued_at_once(connection, _asks("w"), pausing_rules, running)
     else:
         with store.db.write() as s:
-            got = claims.claim(s, "w", lease, pausing_rules, _running(s, study.id))
+            got = claims.claim(s, _asks("w"), pausing_rules, _running(s, study.id))
     assert got is None
     assert store.trial(queued.id).trial.state == "queued"
     store.set_study_state(study.id, "resume")
@@ -160,3 +160,7 @@ def test_a_guess_takes_back_only_the_trials_sampled_ahead_above_one_claimed_mean
 
 def _running(s: Session, study_id: int) -> list[StudyKey]:
     return claims.running_studies(s.connection(), study_id)
+
+
+def _asks(worker_id: str) -> claims.ClaimRequest:
+    return claims.ClaimRequest(worker_id, timedelta(minutes=1))

@@ -1,10 +1,10 @@
 """The PyTorch side of a worker: built-in trainers that train a real model on real data and
 return its metrics. The claim loop needs only :func:`train_trial`."""
 
+from workers.outcomes import TrainingDiverged
 from workers.training.checkpoint import CheckpointError, Checkpoints
 from workers.training.hyperparameters import HyperparameterError
 from workers.training.run import (
-    TrainingDiverged,
     TrainingResult,
     TrainingStopped,
     evaluate_checkpoint,

@@ -157,7 +157,7 @@ class CheckpointWriter:
     ) -> None:
         self.checkpoints = checkpoints
         self.every = every
-        self._fixed = {
+        self._fixed: dict[str, Any] = {
             "trainer": trainer,
             "params": params,
             "model": model,
