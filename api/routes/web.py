@@ -28,7 +28,7 @@ from api.views.pages import (
 )
 from api.views.point_cache import PointCache
 from api.views.study import CONTEXT_CURVES, curve_ids, study_plots
-from api.web_assets import templates
+from api.web_assets import partial_plotly, templates
 from hpsearch.settings import Settings
 from hpsearch.spec import StudySpec, parse_spec
 from hpsearch.store import Store
@@ -37,8 +37,10 @@ from hpsearch.store.repository import StudyView
 
 router = APIRouter(include_in_schema=False)
 
-# Plotly's bundle ships inside the installed `plotly` package: the page works offline.
-PLOTLY_JS = str(files("plotly") / "package_data" / "plotly.min.js")
+# A partial Plotly bundle with only the trace types the pages draw (scripts/web-assets.sh
+# installs it), a third of the full one to parse; else the full bundle inside the installed
+# `plotly` package. Either way the page works offline.
+PLOTLY_JS = str(partial_plotly() or files("plotly") / "package_data" / "plotly.min.js")
 _REGIONS = re.compile(r"^/api/v1/studies/\{[^}]+\}/regions$")
 _FORK = re.compile(r"^/api/v1/trials/\{[^}]+\}/fork$")
 _EVALUATE_TEST = re.compile(r"^/api/v1/studies/\{[^}]+\}/evaluate-test$")
@@ -260,7 +262,14 @@ def study_curves_json(
     digits = [s.strip() for s in selected.split(",") if s.strip().isdigit()]
     picked = [int(s) for s in digits if len(s) <= 10 and int(s) <= MAX_ID][:MAX_SELECTED]
     half = CONTEXT_CURVES // 2
-    top = store.trials(study_id, order="rank", limit=CONTEXT_CURVES, states=("completed",))
+    # Imported trials ran elsewhere and carry no steps: when the best ones are imported,
+    # the context lines come from the best trials that ran here, then the latest ones.
+    ranked = store.trials(study_id, order="rank", limit=4 * CONTEXT_CURVES, states=("completed",))
+    recent = store.trials(
+        study_id, offset=max(0, view.counts.completed - half), limit=half, states=("completed",)
+    )
+    ran_here = [t for t in [*ranked, *reversed(recent)] if t.source != "import"]
+    top = ran_here + [t for t in ranked if t.source == "import"]
     n_stopped = view.counts.pruned + view.counts.failed
     stopped = store.trials(
         study_id, offset=max(0, n_stopped - half), limit=half, states=("pruned", "failed")
@@ -268,7 +277,7 @@ def study_curves_json(
     ids = curve_ids(
         view.best.id if view.best else None,
         picked,
-        [t.id for t in top],
+        list(dict.fromkeys(t.id for t in top)),
         [t.id for t in reversed(stopped)],
     )
     return JSONResponse(_curves_payload(store, spec, study_id, ids, family))

@@ -12,12 +12,47 @@
   let family = "";
   let regions = null;
   let paramFigures = [];
+  let historyFigure = null;
 
   // -- plots --------------------------------------------------------------------------------
+  // The history is drawn as soon as the data arrive; every other plot when it comes near the
+  // viewport. Plots are drawn one per task, so the page answers clicks and scrolls between
+  // them instead of freezing until the last one is done.
 
   let plotsAt = 0;
   let plotsCost = 0;
   let plotsPending = null;
+  let drawChain = Promise.resolve();
+  const waiting = new Map(); // element → its latest draw, until it is first seen
+  const seen = new WeakSet();
+
+  /** Runs `draw` in a task of its own, after the draws queued before it. */
+  function queueDraw(draw) {
+    drawChain = drawChain
+      .then(() => new Promise((resolve) => setTimeout(resolve, 0)))
+      .then(draw)
+      .catch((err) => console.warn("plot failed", err));
+    return drawChain;
+  }
+
+  const near = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      if (!entry.isIntersecting) continue;
+      near.unobserve(entry.target);
+      seen.add(entry.target);
+      const draw = waiting.get(entry.target);
+      waiting.delete(entry.target);
+      if (draw) queueDraw(draw);
+    }
+  }, { rootMargin: "300px 0px" });
+
+  /** Draws into `el` now if it has been in view, else once it comes near the viewport. */
+  function drawWhenSeen(el, draw) {
+    if (seen.has(el)) return queueDraw(draw);
+    waiting.set(el, draw);
+    near.observe(el);
+    return Promise.resolve();
+  }
 
   async function loadPlots() {
     const started = performance.now();
@@ -30,22 +65,26 @@
     $("history-note").textContent = d.shown < d.valued
       ? `showing ${hp.count(d.shown)} of ${hp.count(d.valued)} trials (the best, and a spread of the rest); the best-so-far line uses all${failed}`
       : `${hp.count(d.valued)} trials with a value${failed}`;
-    if (d.valued) await hp.plot($("plot-history"), d.history);
+    historyFigure = d.valued ? d.history : null;
+    if (historyFigure) await drawHistory();
     else hp.emptyPlot($("plot-history"), "No trial has a value yet.");
     bindClicks($("plot-history"));
     paramFigures = d.params;
-    await drawParams();
+    drawParams();
     $("importance-note").textContent = d.importance_note;
-    if (d.importance) await hp.plot($("plot-importance"), d.importance);
-    else hp.emptyPlot($("plot-importance"), `Importance ${d.importance_note}.`);
-    // Parallel coordinates are WebGL, the slowest to draw: the learning curves go first.
-    await firstCurves;
+    drawWhenSeen($("plot-importance"), () => d.importance
+      ? hp.plot($("plot-importance"), d.importance)
+      : hp.emptyPlot($("plot-importance"), `Importance ${d.importance_note}.`));
     const lines = d.parallel ? d.parallel.layout.meta.lines : 0;
     $("parallel-note").textContent = lines < d.completed
       ? `${hp.count(lines)} of ${hp.count(d.completed)} completed trials (the best, and a spread of the rest)`
       : `${hp.count(lines)} completed trials`;
-    if (d.parallel) await hp.plot($("plot-parallel"), d.parallel);
-    else hp.emptyPlot($("plot-parallel"), "Shown once two trials have completed.");
+    // Parallel coordinates are WebGL, the slowest to draw: the learning curves go first.
+    drawWhenSeen($("plot-parallel"), async () => {
+      await firstCurves;
+      if (d.parallel) await hp.plot($("plot-parallel"), d.parallel);
+      else hp.emptyPlot($("plot-parallel"), "Shown once two trials have completed.");
+    });
   }
 
   /** Refreshes plots when trials end, but never busier than 5× what a refresh costs. */
@@ -58,7 +97,7 @@
     }, wait);
   }
 
-  async function drawParams() {
+  function drawParams() {
     const grid = $("param-plots");
     for (const figure of paramFigures) {
       const name = figure.layout.meta.param;
@@ -69,11 +108,52 @@
         el.dataset.param = name;
         grid.appendChild(el);
       }
-      figure.layout.shapes = regionShapes(figure.layout.meta);
-      await hp.plot(el, figure);
-      bindClicks(el);
+      drawWhenSeen(el, async () => {
+        figure.layout.shapes = regionShapes(figure.layout.meta);
+        await hp.plot(el, withGroups(figure));
+        bindClicks(el);
+      });
     }
   }
+
+  function drawHistory() {
+    historyFigure.layout.shapes = roundMarks();
+    return hp.plot($("plot-history"), withGroups(historyFigure));
+  }
+
+  // -- groups a reader hides (the legend chips) ---------------------------------------------
+
+  const hidden = new Set();
+  const groupOf = (name) => name.startsWith("feasible (") ? "feasible"
+    : name.startsWith("broke ") ? "infeasible"
+      : name.startsWith("pruned") ? "pruned"
+        : name === "best feasible" ? "best" : null;
+
+  /** The figure with the hidden groups' traces hidden (still listed in a legend). */
+  function withGroups(figure) {
+    for (const trace of figure.data) {
+      const group = trace.name ? groupOf(trace.name) : null;
+      if (group) trace.visible = hidden.has(group) ? "legendonly" : true;
+    }
+    return figure;
+  }
+
+  document.querySelector(".legend-chips").addEventListener("click", (event) => {
+    const chip = event.target.closest("button[data-group]");
+    if (!chip) return;
+    const group = chip.dataset.group;
+    if (hidden.has(group)) hidden.delete(group);
+    else hidden.add(group);
+    chip.setAttribute("aria-pressed", String(!hidden.has(group)));
+    for (const el of [$("plot-history"), ...document.querySelectorAll("#param-plots .plot")]) {
+      if (!el.data) continue;
+      const shown = el.data.map((t) => {
+        const g = t.name ? groupOf(t.name) : null;
+        return g ? (hidden.has(g) ? "legendonly" : true) : (t.visible ?? true);
+      });
+      queueDraw(() => window.Plotly.restyle(el, { visible: shown }));
+    }
+  });
 
   function bindClicks(el) {
     if (!el || el.dataset.bound || !el.on) return;
@@ -92,7 +172,10 @@
     if (!result.ok) return;
     regions = normalizeRegions(result.data);
     $("regions-key").hidden = !regions.length;
-    if (regions.length) await drawParams();
+    if (regions.length) {
+      drawParams();
+      if (historyFigure) queueDraw(drawHistory);
+    }
   }
 
   /** Accepts [{round, params: {name: {low, high} | [low, high] | {choices}}}] or {rounds: …}. */
@@ -114,6 +197,17 @@
     const low = entry.low ?? entry.lo ?? entry.min;
     const high = entry.high ?? entry.hi ?? entry.max;
     return low != null && high != null ? { low, high } : null;
+  }
+
+  /** A dashed line where each coarse-to-fine round after the first begins. */
+  function roundMarks() {
+    if (!regions) return [];
+    return regions.filter((r) => r.round > 1 && r.first != null).map((r) => ({
+      type: "line", xref: "x", yref: "paper", x0: r.first - 0.5, x1: r.first - 0.5, y0: 0, y1: 1,
+      layer: "below", line: { color: "#CC79A7", width: 1.5, dash: "dash" },
+      label: { text: `round ${r.round}`, textposition: "start", yanchor: "top",
+        font: { size: 10, color: "#8b3a6b" } },
+    }));
   }
 
   function regionShapes(meta) {
