@@ -74,7 +74,8 @@
     $("importance-note").textContent = d.importance_note;
     drawWhenSeen($("plot-importance"), () => d.importance
       ? hp.plot($("plot-importance"), d.importance)
-      : hp.emptyPlot($("plot-importance"), `Importance ${d.importance_note}.`));
+      : hp.emptyPlot($("plot-importance"), `Importance: ${d.importance_note}. Below that,`
+        + " a parameter's share is about as uncertain as the share itself."));
     const lines = d.parallel ? d.parallel.layout.meta.lines : 0;
     $("parallel-note").textContent = lines < d.completed
       ? `${hp.count(lines)} of ${hp.count(d.completed)} completed trials (the best, and a spread of the rest)`

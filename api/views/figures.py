@@ -88,7 +88,7 @@ def history_figure(
 
 def top_range(points: Sequence[TrialPoint], objective: Objective) -> list[float] | None:
     """The y range of the better half of the completed trials (to the best one), padded;
-    ``None`` when that half already fills most of the axis (nothing is squashed)."""
+    ``None`` when that half already spans a third of the axis or more (nothing squashed)."""
     values = sorted(
         p.value
         for p in points
@@ -102,7 +102,7 @@ def top_range(points: Sequence[TrialPoint], objective: Objective) -> list[float]
         a, b = middle, highest
     else:
         a, b = lowest, middle
-    if highest - lowest <= 0 or (b - a) > 0.5 * (highest - lowest):
+    if highest - lowest <= 0 or (b - a) > (highest - lowest) / 3:
         return None
     pad = 0.08 * (b - a) if b > a else 0.01 * max(abs(b), 1e-9)
     return [a - pad, b + pad]

@@ -55,10 +55,7 @@ def _importance_note(result: Importance | None, completed: int) -> str:
     when one was taken, or why there is no chart yet."""
     if result is None or not _trusted(result):
         usable = result.n_trials if result is not None else 0
-        return (
-            f"too few completed trials to tell: {usable:,} of the {TRUSTED_TRIALS} needed"
-            " (below that the uncertainty is as large as the scores)"
-        )
+        return f"too few completed trials to tell: {usable:,} of the {TRUSTED_TRIALS} needed"
     base = f"from {result.n_given:,} completed trials"
     if result.n_trials < result.n_given:
         base += f" (estimated on a sample of {result.n_trials:,})"
