@@ -19,6 +19,10 @@
   // viewport. Plots are drawn one per task, so the page answers clicks and scrolls between
   // them instead of freezing until the last one is done.
 
+  // Asked for at once, while the browser still parses Plotly (a deferred script): the data
+  // and the bundle arrive together instead of one after the other.
+  let earlyPlots = hp.get(`/studies/${sid}/plots.json`);
+  let earlyCurves = hp.get(`/studies/${sid}/curves.json?selected=&family=`);
   let plotsAt = 0;
   let plotsCost = 0;
   let plotsPending = null;
@@ -56,7 +60,8 @@
 
   async function loadPlots() {
     const started = performance.now();
-    const result = await hp.get(`/studies/${sid}/plots.json`);
+    const result = await (earlyPlots || hp.get(`/studies/${sid}/plots.json`));
+    earlyPlots = null;
     plotsCost = performance.now() - started;
     plotsAt = Date.now();
     if (!result.ok) return;
@@ -80,6 +85,10 @@
     $("parallel-note").textContent = lines < d.completed
       ? `${hp.count(lines)} of ${hp.count(d.completed)} completed trials (the best, and a spread of the rest)`
       : `${hp.count(lines)} completed trials`;
+    $("edf-note").textContent = d.edf
+      ? `${hp.count(d.edf.layout.meta.trials)} feasible completed trials` : "";
+    drawWhenSeen($("plot-edf"), () => d.edf ? hp.plot($("plot-edf"), d.edf)
+      : hp.emptyPlot($("plot-edf"), "Shown once two feasible trials have completed."));
     // Parallel coordinates are WebGL, the slowest to draw: the learning curves go first.
     drawWhenSeen($("plot-parallel"), async () => {
       await firstCurves;
@@ -258,7 +267,9 @@
 
   async function loadCurves() {
     const query = new URLSearchParams({ selected: [...selected].join(","), family });
-    const result = await hp.get(`/studies/${sid}/curves.json?${query}`);
+    const early = String(query) === "selected=&family=" ? earlyCurves : null;
+    earlyCurves = null;
+    const result = await (early || hp.get(`/studies/${sid}/curves.json?${query}`));
     if (!result.ok) return;
     const d = result.data;
     const select = $("curve-family");

@@ -414,6 +414,45 @@ def _marker_trace(
     }
 
 
+EDF_STEPS = 400
+
+
+def edf_figure(points: Sequence[TrialPoint], objective: Objective) -> Figure | None:
+    """The empirical distribution of the objective over feasible completed trials: for each
+    value, the share of trials at or below it (Optuna's EDF plot). At most ``EDF_STEPS``
+    steps, taken evenly by rank, so 100 000 trials draw as quickly as 400; ``None`` below two
+    trials."""
+    values = sorted(
+        p.value
+        for p in points
+        if p.state == "completed" and p.feasible and p.value is not None and math.isfinite(p.value)
+    )
+    n = len(values)
+    if n < 2:
+        return None
+    ranks = sorted({round(i * (n - 1) / (EDF_STEPS - 1)) for i in range(EDF_STEPS)})
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": [values[r] for r in ranks],
+                "y": [(r + 1) / n for r in ranks],
+                "line": {"shape": "hv", "color": style.FEASIBLE, "width": 2},
+                "hovertemplate": f"%{{y:.1%}} of trials at or below {objective.metric} ="
+                f" %{{x:{style.NUMBER}}}<extra></extra>",
+            }
+        ],
+        "layout": style.layout(
+            xaxis=style.axis(objective.metric),
+            yaxis=style.axis("share of trials at or below", tickformat=".0%", range=[0, 1.02]),
+            margin={"l": 60, "r": 16, "t": 12, "b": 44},
+            showlegend=False,
+            meta={"trials": n},
+        ),
+    }
+
+
 def parallel_figure(
     params: Sequence[Param],
     points: Sequence[TrialPoint],

@@ -6,7 +6,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from api.views.figures import history_figure, importance_figure, parallel_figure, param_figures
+from api.views.figures import (
+    edf_figure,
+    history_figure,
+    importance_figure,
+    parallel_figure,
+    param_figures,
+)
 from api.views.sampling import PLOT_LIMIT, has_value, plot_sample
 from hpsearch.importance import TRUSTED_TRIALS, Importance, importance
 from hpsearch.spec import StudySpec
@@ -39,6 +45,7 @@ def study_plots(
         "history": history_figure(shown, objective, best_id, line_from=points),
         "params": param_figures(space.params(), shown, objective, best_id),
         "parallel": parallel_figure(space.params(), lines, objective),
+        "edf": edf_figure(points, objective),
         "importance": importance_figure(result, objective.metric)
         if result is not None and _trusted(result)
         else None,

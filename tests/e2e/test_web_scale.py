@@ -18,7 +18,7 @@ from tests.e2e.conftest import Console, draw_every_plot, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-PLOTS = ["plot-history", "plot-curves", "plot-importance", "plot-parallel"]
+PLOTS = ["plot-history", "plot-curves", "plot-importance", "plot-parallel", "plot-edf"]
 PARAMS = ["lr", "beta", "hidden_units", "layers", "batch_size"]
 
 

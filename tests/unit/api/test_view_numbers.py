@@ -9,7 +9,15 @@ import random
 import pytest
 
 from api.views import bias_variance
-from api.views.figures import GL_POINTS, history_figure, int_ticks, param_figure, top_range
+from api.views.figures import (
+    EDF_STEPS,
+    GL_POINTS,
+    edf_figure,
+    history_figure,
+    int_ticks,
+    param_figure,
+    top_range,
+)
 from api.views.study import study_plots
 from api.web_assets import fmt
 from hpsearch.importance import TRUSTED_TRIALS, importance
@@ -127,3 +135,16 @@ def test_a_negative_gap_is_explained() -> None:
     assert gaps["avoidable_bias"].value == pytest.approx(-0.01)
     assert "below human-level" in gaps["avoidable_bias"].note
     assert gaps["variance"].note == ""
+
+
+def test_edf_is_the_share_of_feasible_trials_at_or_below_each_value_in_few_steps() -> None:
+    points = [point(i, i / 10_000) for i in range(10_000)]
+    points += [point(10_000 + i, 0.99, latency=400) for i in range(50)]  # infeasible: left out
+    fig = edf_figure(points, OBJECTIVE)
+    assert fig is not None and fig["layout"]["meta"]["trials"] == 10_000
+    xs, ys = fig["data"][0]["x"], fig["data"][0]["y"]
+    assert len(xs) <= EDF_STEPS and xs == sorted(xs) and ys == sorted(ys)
+    assert (xs[0], ys[-1], xs[-1]) == (0.0, 1.0, 0.9999)
+    half = xs.index(min(xs, key=lambda x: abs(x - 0.5)))
+    assert ys[half] == pytest.approx(0.5, abs=0.01)
+    assert edf_figure(points[:1], OBJECTIVE) is None
