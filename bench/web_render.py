@@ -320,7 +320,14 @@ _ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--
 
 def plot_names() -> list[str]:
     """Every plot of the study page: the fixed ones and one per parameter of SPEC."""
-    fixed = ["plot-history", "plot-curves", "plot-importance", "plot-parallel", "plot-edf"]
+    fixed = [
+        "plot-history",
+        "plot-curves",
+        "plot-importance",
+        "plot-parallel",
+        "plot-edf",
+        "plot-timeline",
+    ]
     return fixed + list(parse_spec(SPEC).build_space())
 
 

@@ -17,6 +17,7 @@ from api.deps import ArtifactsDep, SettingsDep, StoreDep
 from api.schemas import MAX_ID, StudyId, TrialId, TrialNumber
 from api.views import bias_variance
 from api.views.curves import CurveTrial, curves_figure, default_family, families
+from api.views.figures import timeline_figure
 from api.views.pages import (
     PER_PAGE,
     age,
@@ -34,6 +35,7 @@ from hpsearch.spec import StudySpec, parse_spec
 from hpsearch.store import Store
 from hpsearch.store.clock import utcnow
 from hpsearch.store.repository import StudyView
+from hpsearch.store.timeline import trial_spans
 
 router = APIRouter(include_in_schema=False)
 
@@ -246,6 +248,22 @@ def _caches(app: FastAPI) -> _Caches:
         app.state.web_caches = _Caches()
     caches: _Caches = app.state.web_caches
     return caches
+
+
+TIMELINE_LIMIT = 2000
+"""The timeline draws the trials that started last, at most this many."""
+
+
+@router.get("/studies/{study_id}/timeline.json")
+def study_timeline_json(study_id: StudyId, store: StoreDep) -> JSONResponse:
+    """Trials per worker over time; asked for when the timeline is scrolled into view."""
+    view = store.get_study(study_id)
+    with store.db.read() as session:
+        spans = trial_spans(session, study_id, TIMELINE_LIMIT)
+    started = view.counts.ended + view.counts.running
+    return JSONResponse(
+        {"figure": timeline_figure(spans, utcnow()), "shown": len(spans), "started": started}
+    )
 
 
 @router.get("/studies/{study_id}/curves.json")

@@ -89,12 +89,24 @@
       ? `${hp.count(d.edf.layout.meta.trials)} feasible completed trials` : "";
     drawWhenSeen($("plot-edf"), () => d.edf ? hp.plot($("plot-edf"), d.edf)
       : hp.emptyPlot($("plot-edf"), "Shown once two feasible trials have completed."));
+    drawWhenSeen($("plot-timeline"), drawTimeline);
     // Parallel coordinates are WebGL, the slowest to draw: the learning curves go first.
     drawWhenSeen($("plot-parallel"), async () => {
       await firstCurves;
       if (d.parallel) await hp.plot($("plot-parallel"), d.parallel);
       else hp.emptyPlot($("plot-parallel"), "Shown once two trials have completed.");
     });
+  }
+
+  async function drawTimeline() {
+    const result = await hp.get(`/studies/${sid}/timeline.json`);
+    if (!result.ok) return;
+    const t = result.data;
+    $("timeline-note").textContent = t.shown < t.started
+      ? `the ${hp.count(t.shown)} trials that started last, of ${hp.count(t.started)}`
+      : `${hp.count(t.shown)} trials`;
+    if (t.figure) await hp.plot($("plot-timeline"), t.figure);
+    else hp.emptyPlot($("plot-timeline"), "No trial has started yet.");
   }
 
   /** Refreshes plots when trials end, but never busier than 5× what a refresh costs. */

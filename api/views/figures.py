@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from api.views import style
@@ -13,6 +14,7 @@ from hpsearch.importance import Importance
 from hpsearch.objective import Objective
 from hpsearch.space import CategoricalParam, IntParam, Param, ParamValue
 from hpsearch.store.results import TrialPoint
+from hpsearch.store.timeline import Span
 
 Figure = style.Figure
 
@@ -411,6 +413,64 @@ def _marker_trace(
         "text": [f"trial {p.number} · {notes.get(p.id, p.state)}" for p in members],
         "hovertemplate": hover,
         "marker": marker,
+    }
+
+
+_STATE_COLOURS = {
+    "completed": style.FEASIBLE,
+    "pruned": style.PRUNED,
+    "failed": style.FAILED,
+    "running": style.BEST,
+}
+
+
+def timeline_figure(spans: Sequence[Span], now: datetime) -> Figure | None:
+    """One bar per trial from its start to its end (to ``now`` while it runs), a row per
+    worker, coloured by state: where workers sat idle, and which states took the time."""
+    if not spans:
+        return None
+    by_state: dict[str, list[Span]] = {}
+    for span in spans:
+        by_state.setdefault(span.state, []).append(span)
+    workers = sorted({s.worker_id or "—" for s in spans})
+    many = len(spans) > GL_POINTS // 2  # two points a bar
+    data = []
+    for state in sorted(
+        by_state, key=lambda k: list(_STATE_COLOURS).index(k) if k in _STATE_COLOURS else 9
+    ):
+        members = by_state[state]
+        xs: list[str | None] = []
+        ys: list[str | None] = []
+        text: list[str | None] = []
+        for s in members:
+            end = s.finished_at or now
+            xs += [s.started_at.isoformat(), end.isoformat(), None]
+            worker = s.worker_id or "—"
+            ys += [worker, worker, None]
+            label = f"trial {s.number} · {state} · {(end - s.started_at).total_seconds():,.1f} s"
+            text += [label, label, None]
+        data.append(
+            {
+                "type": "scattergl" if many else "scatter",
+                "mode": "lines",
+                "name": f"{state} ({len(members):,})",
+                "x": xs,
+                "y": ys,
+                "text": text,
+                "line": {"color": _STATE_COLOURS.get(state, style.MUTED), "width": 8},
+                "hovertemplate": "%{text}<extra></extra>",
+            }
+        )
+    return {
+        "data": data,
+        "layout": style.layout(
+            xaxis=style.axis("time (UTC)", type="date"),
+            yaxis=style.axis(
+                "worker", type="category", categoryorder="array", categoryarray=workers
+            ),
+            margin={"l": 60, "r": 16, "t": 36, "b": 44},
+            meta={"trials": len(spans), "workers": len(workers)},
+        ),
     }
 
 

@@ -18,7 +18,14 @@ from tests.e2e.conftest import Console, draw_every_plot, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-PLOTS = ["plot-history", "plot-curves", "plot-importance", "plot-parallel", "plot-edf"]
+PLOTS = [
+    "plot-history",
+    "plot-curves",
+    "plot-importance",
+    "plot-parallel",
+    "plot-edf",
+    "plot-timeline",
+]
 PARAMS = ["lr", "beta", "hidden_units", "layers", "batch_size"]
 
 

@@ -5,6 +5,7 @@ drawing order of groups, importance's count and uncertainty, negative gaps expla
 from __future__ import annotations
 
 import random
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -16,12 +17,14 @@ from api.views.figures import (
     history_figure,
     int_ticks,
     param_figure,
+    timeline_figure,
     top_range,
 )
 from api.views.study import study_plots
 from api.web_assets import fmt
 from hpsearch.importance import TRUSTED_TRIALS, importance
 from hpsearch.space import IntParam
+from hpsearch.store.timeline import Span
 from tests.unit.api.test_views import OBJECTIVE, SPACE, SPEC, point, random_points
 
 
@@ -148,3 +151,23 @@ def test_edf_is_the_share_of_feasible_trials_at_or_below_each_value_in_few_steps
     half = xs.index(min(xs, key=lambda x: abs(x - 0.5)))
     assert ys[half] == pytest.approx(0.5, abs=0.01)
     assert edf_figure(points[:1], OBJECTIVE) is None
+
+
+def test_timeline_draws_a_bar_per_trial_in_its_workers_row_running_ones_to_now() -> None:
+    t0 = datetime(2026, 1, 1, 12, 0, 0)
+    spans = [
+        Span(0, "completed", "w1", t0, t0 + timedelta(seconds=30)),
+        Span(1, "pruned", "w2", t0, t0 + timedelta(seconds=10)),
+        Span(2, "completed", "w1", t0 + timedelta(seconds=31), t0 + timedelta(seconds=50)),
+        Span(3, "running", "w2", t0 + timedelta(seconds=12), None),
+    ]
+    fig = timeline_figure(spans, now=t0 + timedelta(seconds=60))
+    assert fig is not None
+    traces = {t["name"]: t for t in fig["data"]}
+    assert sorted(traces) == ["completed (2)", "pruned (1)", "running (1)"]
+    done = traces["completed (2)"]
+    assert done["y"] == ["w1", "w1", None, "w1", "w1", None]
+    assert done["x"][:2] == ["2026-01-01T12:00:00", "2026-01-01T12:00:30"]
+    assert traces["running (1)"]["x"][1] == "2026-01-01T12:01:00"  # runs to now
+    assert fig["layout"]["yaxis"]["categoryarray"] == ["w1", "w2"]
+    assert timeline_figure([], now=t0) is None
