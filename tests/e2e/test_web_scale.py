@@ -11,22 +11,15 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, delete, select, update
 
-from bench.web_render import seed_study
+from bench.web_render import plot_names, seed_study
 from hpsearch.store.models import Study, Trial, TrialIntermediate
 from tests.conftest import ServerProcess
 from tests.e2e.conftest import Console, draw_every_plot, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-PLOTS = [
-    "plot-history",
-    "plot-curves",
-    "plot-importance",
-    "plot-parallel",
-    "plot-edf",
-    "plot-timeline",
-]
 PARAMS = ["lr", "beta", "hidden_units", "layers", "batch_size"]
+PLOTS = [name for name in plot_names() if name not in PARAMS]  # every plot the bench times
 
 
 def _import_the_best(url: str, n: int) -> tuple[int, int]:
