@@ -44,3 +44,5 @@ def fmt(value: object) -> str:
 
 
 templates.env.filters["fmt"] = fmt
+# "latency_ms ≤ 100" → "latency_ms": a broken constraint named in a narrow table cell.
+templates.env.filters["first_word"] = lambda text: str(text).split(" ", 1)[0]
