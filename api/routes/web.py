@@ -17,7 +17,7 @@ from api.deps import ArtifactsDep, SettingsDep, StoreDep
 from api.schemas import MAX_ID, StudyId, TrialId, TrialNumber
 from api.views import bias_variance
 from api.views.curves import CurveTrial, curves_figure, default_family, families
-from api.views.figures import timeline_figure
+from api.views.figures import compare_figures, timeline_figure
 from api.views.pages import (
     PER_PAGE,
     age,
@@ -109,6 +109,47 @@ def _studies_context(store: Store, state: str | None) -> dict[str, Any]:
         "now": utcnow(),
         "age": age,
     }
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request,
+    store: StoreDep,
+    studies: Annotated[list[Annotated[int, Query(ge=1, le=MAX_ID)]], Query(max_length=8)] = [],  # noqa: B006
+) -> HTMLResponse:
+    """Two or more studies on one page (``/compare?studies=3&studies=5``): their best-so-far
+    lines and objective distributions together, and each one's best trial."""
+    views = [store.get_study(i) for i in dict.fromkeys(studies)]
+    rows = []
+    for view in views:
+        spec = parse_spec(view.study.spec)
+        rows.append(
+            (view.study.name, spec.build_objective(), _ended_points(request.app, store, view, spec))
+        )
+    history, distribution = compare_figures(rows) if len(views) >= 2 else (None, None)
+    return templates.TemplateResponse(
+        request,
+        "compare.html",
+        {
+            "views": views,
+            "objectives": {
+                v.study.id: o.describe() for v, (_, o, _) in zip(views, rows, strict=True)
+            },
+            "figures": {"history": history, "edf": distribution},
+        },
+    )
+
+
+def _ended_points(app: FastAPI, store: Store, view: StudyView, spec: StudySpec) -> list[Any]:
+    """A study's ended trials, from the cache the study page fills and tops up."""
+    metrics = tuple(dict.fromkeys(c.metric for c in spec.constraints))
+    study_id = view.study.id
+    return _caches(app).points.points(
+        study_id,
+        view.counts.ended,
+        (str(id(store)), *metrics),
+        lambda since: store.trial_points(study_id, metrics, since),
+    )
 
 
 # -- one study -------------------------------------------------------------------------------
@@ -222,13 +263,7 @@ def study_plots_json(request: Request, study_id: StudyId, store: StoreDep) -> Re
     body = caches.figures.get(key)
     if body is None:
         # Points carry only the satisficing metrics: the objective is the trial's value.
-        metrics = tuple(dict.fromkeys(c.metric for c in spec.constraints))
-        points = caches.points.points(
-            study_id,
-            view.counts.ended,
-            (str(id(store)), *metrics),
-            lambda since: store.trial_points(study_id, metrics, since),
-        )
+        points = _ended_points(request.app, store, view, spec)
         payload = study_plots(spec, points, view.study.best_trial_id)
         body = json.dumps(payload, separators=(",", ":")).encode()
         caches.figures[key] = body

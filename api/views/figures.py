@@ -474,6 +474,54 @@ def timeline_figure(spans: Sequence[Span], now: datetime) -> Figure | None:
     }
 
 
+def compare_figures(
+    studies: Sequence[tuple[str, Objective, Sequence[TrialPoint]]],
+) -> tuple[Figure, Figure]:
+    """Several studies on one page: each one's best-so-far line by trial number, and each
+    one's EDF, one colour per study (``studies``: name, objective, ended trials)."""
+    lines, edfs = [], []
+    for k, (name, objective, points) in enumerate(studies):
+        colour = style.SERIES[k % len(style.SERIES)]
+        label = f"{name} ({objective.metric})"
+        steps = best_so_far(points, objective.direction)
+        lines.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": label,
+                "x": [n for n, _ in steps],
+                "y": [v for _, v in steps],
+                "line": {"shape": "hv", "color": colour, "width": 2.5},
+                "hovertemplate": f"{style.plot_text(name)} · after trial %{{x}}:"
+                f" %{{y:{style.NUMBER}}}<extra></extra>",
+            }
+        )
+        edf = edf_figure(points, objective)
+        if edf is not None:
+            trace = edf["data"][0]
+            edfs.append({**trace, "name": label, "line": {**trace["line"], "color": colour}})
+    metrics = sorted({objective.metric for _, objective, _ in studies})
+    metric = " / ".join(metrics)
+    legend = {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0}
+    history = {
+        "data": lines,
+        "layout": style.layout(
+            xaxis=style.axis("trial number", rangemode="tozero"),
+            yaxis=style.axis(f"best feasible {metric} so far"),
+            legend=legend,
+        ),
+    }
+    distribution = {
+        "data": edfs,
+        "layout": style.layout(
+            xaxis=style.axis(metric),
+            yaxis=style.axis("share of trials at or below", tickformat=".0%", range=[0, 1.02]),
+            legend=legend,
+        ),
+    }
+    return history, distribution
+
+
 EDF_STEPS = 400
 
 

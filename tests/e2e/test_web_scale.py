@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, delete, select, update
 
@@ -124,4 +125,17 @@ def test_a_10k_trial_study_page_draws_every_plot_and_reads_right(
     assert "Imported with its result" in p.inner_text("#events")
     assert "Queued, not claimed yet" not in p.inner_text("#events")
     screenshot(p, "trial-page-imported")
+
+    # Both studies on one page: a best-so-far line and a distribution each.
+    p.goto(f"{server.url}/")
+    p.check(f"input[name=studies][value='{big}']")
+    p.check(f"input[name=studies][value='{small}']")
+    p.click("#compare-button")
+    p.wait_for_selector("#plot-compare-edf .main-svg")
+    for plot in ("plot-compare-history", "plot-compare-edf"):
+        traces = p.evaluate(f"document.getElementById('{plot}').data.map(t => t.x.length)")
+        assert len(traces) == 2 and all(n > 1 for n in traces), (plot, traces)
+    assert p.locator("#compared tbody tr").count() == 2
+    screenshot(p, "compare-studies")
+    assert httpx.get(f"{server.url}/compare?studies=0", timeout=30).status_code == 422
     assert console.errors == []
