@@ -327,6 +327,7 @@ def plot_names() -> list[str]:
         "plot-parallel",
         "plot-edf",
         "plot-timeline",
+        "plot-contour",
     ]
     return fixed + list(parse_spec(SPEC).build_space())
 

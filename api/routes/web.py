@@ -11,13 +11,14 @@ from importlib.resources import files
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from api.deps import ArtifactsDep, SettingsDep, StoreDep
 from api.schemas import MAX_ID, StudyId, TrialId, TrialNumber
 from api.views import bias_variance
 from api.views.curves import CurveTrial, curves_figure, default_family, families
-from api.views.figures import compare_figures, timeline_figure
+from api.views.figures import compare_figures, contour_figure, timeline_figure
 from api.views.pages import (
     PER_PAGE,
     age,
@@ -283,6 +284,34 @@ def _caches(app: FastAPI) -> _Caches:
         app.state.web_caches = _Caches()
     caches: _Caches = app.state.web_caches
     return caches
+
+
+@router.get("/studies/{study_id}/contour.json")
+def study_contour_json(
+    request: Request,
+    study_id: StudyId,
+    store: StoreDep,
+    x: Annotated[str, Query(max_length=200)],
+    y: Annotated[str, Query(max_length=200)],
+) -> JSONResponse:
+    """The objective over two chosen parameters (``?x=lr&y=beta``), each on its own scale."""
+    view = store.get_study(study_id)
+    spec = parse_spec(view.study.spec)
+    space = spec.build_space()
+    for field_name, name in (("x", x), ("y", y)):
+        if name not in space:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("query", field_name),
+                        "msg": f"{name!r} is not a parameter of this study ({', '.join(space)})",
+                        "type": "value_error",
+                    }
+                ]
+            )
+    points = _ended_points(request.app, store, view, spec)
+    figure = contour_figure(space[x], space[y], points, spec.build_objective())
+    return JSONResponse({"figure": figure})
 
 
 TIMELINE_LIMIT = 2000

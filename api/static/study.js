@@ -9,6 +9,8 @@
   let state = cfg.state;
   let bestId = cfg.best_id;
   let lastEnded = null;
+  let plotsEnded = null; // how many ended trials the drawn plots were made from
+  let refreshedFor = null;
   let family = "";
   let regions = null;
   let paramFigures = [];
@@ -66,6 +68,7 @@
     plotsAt = Date.now();
     if (!result.ok) return;
     const d = result.data;
+    plotsEnded = d.ended;
     const failed = d.failed ? ` · ${hp.count(d.failed)} failed (no value)` : "";
     $("history-note").textContent = d.shown < d.valued
       ? `showing ${hp.count(d.shown)} of ${hp.count(d.valued)} trials (the best, and a spread of the rest); the best-so-far line uses all${failed}`
@@ -90,12 +93,32 @@
     drawWhenSeen($("plot-edf"), () => d.edf ? hp.plot($("plot-edf"), d.edf)
       : hp.emptyPlot($("plot-edf"), "Shown once two feasible trials have completed."));
     drawWhenSeen($("plot-timeline"), drawTimeline);
+    drawWhenSeen($("plot-contour"), drawContour);
     // Parallel coordinates are WebGL, the slowest to draw: the learning curves go first.
     drawWhenSeen($("plot-parallel"), async () => {
       await firstCurves;
       if (d.parallel) await hp.plot($("plot-parallel"), d.parallel);
       else hp.emptyPlot($("plot-parallel"), "Shown once two trials have completed.");
     });
+  }
+
+  async function drawContour() {
+    const query = new URLSearchParams({ x: $("contour-x").value, y: $("contour-y").value });
+    const result = await hp.get(`/studies/${sid}/contour.json?${query}`);
+    const el = $("plot-contour");
+    if (!result.ok) return hp.emptyPlot(el, hp.errorText(result));
+    const figure = result.data.figure;
+    if (!figure) return hp.emptyPlot(el, "Shown once two feasible trials have completed.");
+    await hp.plot(el, figure);
+    // A square per cell: its size in pixels is known only once the axes are laid out.
+    const [nx, ny] = figure.layout.meta.bins;
+    // The larger of a cell's width and height: neighbours touch rather than leave gaps.
+    const size = Math.max(2, el._fullLayout.xaxis._length / (nx + 0.8),
+      el._fullLayout.yaxis._length / (ny + 0.8));
+    await window.Plotly.restyle(el, { "marker.size": size });
+  }
+  for (const id of ["contour-x", "contour-y"]) {
+    $(id).addEventListener("change", () => queueDraw(drawContour));
   }
 
   async function drawTimeline() {
@@ -111,12 +134,16 @@
 
   /** Refreshes plots when trials end, but never busier than 5× what a refresh costs. */
   function refreshPlotsSoon() {
-    if (plotsPending) return;
+    if (plotsPending) return false;
     const wait = Math.max(0, plotsAt + Math.max(2000, 5 * plotsCost) - Date.now());
     plotsPending = setTimeout(async () => {
-      await loadPlots();
-      plotsPending = null;
+      try {
+        await loadPlots();
+      } finally {
+        plotsPending = null;
+      }
     }, wait);
+    return true;
   }
 
   function drawParams() {
@@ -354,8 +381,12 @@
     }
     syncChecks();
     if (d.state !== state) applyState(d.state, d.reason);
+    // Against what the plots were drawn from, not the previous poll: a trial that ended
+    // between the plot data and the first poll still refreshes them.
+    if (plotsEnded !== null && d.ended !== plotsEnded && d.ended !== refreshedFor) {
+      if (refreshPlotsSoon()) refreshedFor = d.ended;
+    }
     if (d.ended !== lastEnded || d.best_id !== bestId) {
-      if (lastEnded !== null) refreshPlotsSoon();
       lastEnded = d.ended;
       bestId = d.best_id;
       loadCurves();

@@ -4,6 +4,7 @@ scale, parallel coordinates, importance. Pure: trial rows in, ``{"data", "layout
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -520,6 +521,88 @@ def compare_figures(
         ),
     }
     return history, distribution
+
+
+CONTOUR_BINS = 20
+
+
+def contour_figure(
+    px: Param,
+    py: Param,
+    points: Sequence[TrialPoint],
+    objective: Objective,
+    bins: int = CONTOUR_BINS,
+) -> Figure | None:
+    """The objective over two parameters, each on its own scale: the mean over the feasible
+    completed trials in each cell of a grid that is even in each parameter's unit scale (so
+    log-spaced on a log parameter, one cell per value of a categorical or a few-valued int),
+    drawn as squares coloured by that mean. ``None`` with fewer than two trials."""
+    cells: dict[tuple[int, int], list[float]] = {}
+    axes = []
+    sizes = []
+    for param in (px, py):
+        levels = _levels(param)
+        sizes.append(len(levels) if levels is not None else bins)
+    for p in points:
+        if not (p.state == "completed" and p.feasible and p.value is not None):
+            continue
+        if not math.isfinite(p.value) or px.name not in p.params or py.name not in p.params:
+            continue
+        if not (px.contains(p.params[px.name]) and py.contains(p.params[py.name])):
+            continue
+        key = (
+            _cell(px, p.params[px.name], sizes[0]),
+            _cell(py, p.params[py.name], sizes[1]),
+        )
+        cells.setdefault(key, []).append(p.value)
+    n = sum(len(v) for v in cells.values())
+    if n < 2:
+        return None
+    centres = []
+    for param, size in zip((px, py), sizes, strict=True):
+        to_x, axis = _param_axis(param)
+        axes.append(axis)
+        if _levels(param) is not None:
+            centres.append([float(k) for k in range(size)])
+        else:
+            centres.append([to_x(param.from_unit((k + 0.5) / size)) for k in range(size)])
+    keys = sorted(cells)
+    means = [statistics.fmean(cells[k]) for k in keys]
+    scale = "Viridis" if objective.direction == "maximize" else "Viridis_r"
+    return {
+        "data": [
+            {
+                "type": "scattergl",
+                "mode": "markers",
+                "x": [centres[0][i] for i, _ in keys],
+                "y": [centres[1][j] for _, j in keys],
+                "customdata": [len(cells[k]) for k in keys],
+                "marker": {
+                    "symbol": "square",
+                    "size": 12,  # the page sizes a square to its cell once drawn
+                    "color": means,
+                    "colorscale": scale,
+                    "showscale": True,
+                    "colorbar": {"title": {"text": objective.metric}, "thickness": 12},
+                },
+                "hovertemplate": f"mean {objective.metric} %{{marker.color:{style.NUMBER}}}"
+                " over %{customdata} trials<extra></extra>",
+            }
+        ],
+        "layout": style.layout(
+            xaxis=axes[0],
+            yaxis=axes[1],
+            margin={"l": 60, "r": 16, "t": 12, "b": 44},
+            showlegend=False,
+            meta={"bins": sizes, "trials": n, "x": px.name, "y": py.name},
+        ),
+    }
+
+
+def _cell(param: Param, value: ParamValue, size: int) -> int:
+    if _levels(param) is not None:
+        return _level(param, value)
+    return min(int(param.to_unit(value) * size), size - 1)
 
 
 EDF_STEPS = 400

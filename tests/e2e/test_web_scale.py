@@ -138,4 +138,6 @@ def test_a_10k_trial_study_page_draws_every_plot_and_reads_right(
     assert p.locator("#compared tbody tr").count() == 2
     screenshot(p, "compare-studies")
     assert httpx.get(f"{server.url}/compare?studies=0", timeout=30).status_code == 422
+    bad = httpx.get(f"{server.url}/studies/{big}/contour.json?x=nope&y=lr", timeout=30)
+    assert bad.status_code == 422 and "x" in bad.text and "nope" in bad.text
     assert console.errors == []

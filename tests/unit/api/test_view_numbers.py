@@ -5,7 +5,9 @@ drawing order of groups, importance's count and uncertainty, negative gaps expla
 from __future__ import annotations
 
 import random
+import statistics
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -13,6 +15,7 @@ from api.views import bias_variance
 from api.views.figures import (
     EDF_STEPS,
     GL_POINTS,
+    contour_figure,
     edf_figure,
     history_figure,
     int_ticks,
@@ -171,3 +174,30 @@ def test_timeline_draws_a_bar_per_trial_in_its_workers_row_running_ones_to_now()
     assert traces["running (1)"]["x"][1] == "2026-01-01T12:01:00"  # runs to now
     assert fig["layout"]["yaxis"]["categoryarray"] == ["w1", "w2"]
     assert timeline_figure([], now=t0) is None
+
+
+def test_contour_cells_are_even_on_each_parameters_own_scale() -> None:
+    rng = random.Random(5)
+    points = []
+    for i in range(2000):
+        params = SPACE.from_unit({n: rng.random() for n in SPACE})
+        value = SPACE["lr"].to_unit(params["lr"])  # the objective follows lr's log scale
+        points.append(point(i, value, params=params))
+    fig = contour_figure(SPACE["lr"], SPACE["batch_size"], points, OBJECTIVE, bins=10)
+    assert fig is not None
+    trace = fig["data"][0]
+    assert fig["layout"]["meta"]["bins"] == [10, 3]  # a cell per batch_size choice
+    assert fig["layout"]["xaxis"]["type"] == "log"
+    assert sorted(set(trace["y"])) == [0.0, 1.0, 2.0]
+    # Cell centres are log-spaced: 10^-4 … 1 in ten equal steps of log10.
+    xs = sorted(set(trace["x"]))
+    assert xs[0] == pytest.approx(10 ** (-4 + 0.2)) and xs[-1] == pytest.approx(10**-0.2)
+    # The mean rises along lr's unit scale, whatever batch_size.
+    by_x: dict[float, list[float]] = {}
+    for x, mean in zip(trace["x"], trace["marker"]["color"], strict=True):
+        by_x.setdefault(x, []).append(mean)
+    means = [statistics.fmean(by_x[x]) for x in xs]
+    assert all(a < b for a, b in pairwise(means))
+    assert means[0] == pytest.approx(0.05, abs=0.01) and means[-1] == pytest.approx(0.95, abs=0.01)
+    assert sum(trace["customdata"]) == fig["layout"]["meta"]["trials"]
+    assert contour_figure(SPACE["lr"], SPACE["beta"], points[:1], OBJECTIVE) is None
