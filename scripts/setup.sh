@@ -12,3 +12,4 @@ fi
 # the CUDA build on a GPU box. Quiet, but errors still show.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${extras}]" \
   2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+scripts/web-assets.sh

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections import OrderedDict
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, Field
 
 from api.deps import StoreDep
 from api.schemas import ErrorBody, StudyId
 from hpsearch.samplers.coarse_to_fine import Region, Rounds, study_regions, study_rounds
 from hpsearch.space import CategoricalParam, Param, Scale, Space
+from hpsearch.store import Store
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
@@ -42,14 +46,38 @@ class RegionsOut(BaseModel):
 
 
 @router.get("/{study_id}/regions", responses={404: {"model": ErrorBody}})
-def study_regions_view(study_id: StudyId, store: StoreDep) -> RegionsOut:
+def study_regions_view(request: Request, study_id: StudyId, store: StoreDep) -> RegionsOut:
     """Each begun round's region, computed from the study's finished trials."""
     view = store.get_study(study_id)
+    # Regions depend only on ended trials, like the plot data: the study row changes whenever
+    # one ends (and a round begins with a trial number), so a page following the study
+    # reads them again only then.
+    key = (id(store), study_id, view.study.updated_at, view.counts.ended, view.study.next_number)
+    cache = _cache(request.app)
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = _regions(store, study_id, view.study.next_number)
+        while len(cache) > _CACHED:
+            cache.popitem(last=False)
+    return found
+
+
+_CACHED = 16
+
+
+def _cache(app: FastAPI) -> OrderedDict[tuple[Any, ...], RegionsOut]:
+    if not hasattr(app.state, "regions_cache"):
+        app.state.regions_cache = OrderedDict()
+    cache: OrderedDict[tuple[Any, ...], RegionsOut] = app.state.regions_cache
+    return cache
+
+
+def _regions(store: Store, study_id: int, next_number: int) -> RegionsOut:
     spec = store.spec(study_id)
     config = study_rounds(spec)
     if config is None:
         return RegionsOut(study_id=study_id, sampler=spec.sampler.kind, rounds=[])
-    found = study_regions(spec, store.history(study_id), view.study.next_number)
+    found = study_regions(spec, store.history(study_id), next_number)
     space = spec.build_space()
     return RegionsOut(
         study_id=study_id,

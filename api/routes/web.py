@@ -11,12 +11,14 @@ from importlib.resources import files
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from api.deps import ArtifactsDep, SettingsDep, StoreDep
 from api.schemas import MAX_ID, StudyId, TrialId, TrialNumber
 from api.views import bias_variance
 from api.views.curves import CurveTrial, curves_figure, default_family, families
+from api.views.figures import compare_figures, contour_figure, timeline_figure
 from api.views.pages import (
     PER_PAGE,
     age,
@@ -28,17 +30,20 @@ from api.views.pages import (
 )
 from api.views.point_cache import PointCache
 from api.views.study import CONTEXT_CURVES, curve_ids, study_plots
-from api.web_assets import templates
+from api.web_assets import partial_plotly, templates
 from hpsearch.settings import Settings
 from hpsearch.spec import StudySpec, parse_spec
 from hpsearch.store import Store
 from hpsearch.store.clock import utcnow
 from hpsearch.store.repository import StudyView
+from hpsearch.store.timeline import trial_spans
 
 router = APIRouter(include_in_schema=False)
 
-# Plotly's bundle ships inside the installed `plotly` package: the page works offline.
-PLOTLY_JS = str(files("plotly") / "package_data" / "plotly.min.js")
+# A partial Plotly bundle with only the trace types the pages draw (scripts/web-assets.sh
+# installs it), a third of the full one to parse; else the full bundle inside the installed
+# `plotly` package. Either way the page works offline.
+PLOTLY_JS = str(partial_plotly() or files("plotly") / "package_data" / "plotly.min.js")
 _REGIONS = re.compile(r"^/api/v1/studies/\{[^}]+\}/regions$")
 _FORK = re.compile(r"^/api/v1/trials/\{[^}]+\}/fork$")
 _EVALUATE_TEST = re.compile(r"^/api/v1/studies/\{[^}]+\}/evaluate-test$")
@@ -105,6 +110,47 @@ def _studies_context(store: Store, state: str | None) -> dict[str, Any]:
         "now": utcnow(),
         "age": age,
     }
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request,
+    store: StoreDep,
+    studies: Annotated[list[Annotated[int, Query(ge=1, le=MAX_ID)]], Query(max_length=8)] = [],  # noqa: B006
+) -> HTMLResponse:
+    """Two or more studies on one page (``/compare?studies=3&studies=5``): their best-so-far
+    lines and objective distributions together, and each one's best trial."""
+    views = [store.get_study(i) for i in dict.fromkeys(studies)]
+    rows = []
+    for view in views:
+        spec = parse_spec(view.study.spec)
+        rows.append(
+            (view.study.name, spec.build_objective(), _ended_points(request.app, store, view, spec))
+        )
+    history, distribution = compare_figures(rows) if len(views) >= 2 else (None, None)
+    return templates.TemplateResponse(
+        request,
+        "compare.html",
+        {
+            "views": views,
+            "objectives": {
+                v.study.id: o.describe() for v, (_, o, _) in zip(views, rows, strict=True)
+            },
+            "figures": {"history": history, "edf": distribution},
+        },
+    )
+
+
+def _ended_points(app: FastAPI, store: Store, view: StudyView, spec: StudySpec) -> list[Any]:
+    """A study's ended trials, from the cache the study page fills and tops up."""
+    metrics = tuple(dict.fromkeys(c.metric for c in spec.constraints))
+    study_id = view.study.id
+    return _caches(app).points.points(
+        study_id,
+        view.counts.ended,
+        (str(id(store)), *metrics),
+        lambda since: store.trial_points(study_id, metrics, since),
+    )
 
 
 # -- one study -------------------------------------------------------------------------------
@@ -218,13 +264,7 @@ def study_plots_json(request: Request, study_id: StudyId, store: StoreDep) -> Re
     body = caches.figures.get(key)
     if body is None:
         # Points carry only the satisficing metrics: the objective is the trial's value.
-        metrics = tuple(dict.fromkeys(c.metric for c in spec.constraints))
-        points = caches.points.points(
-            study_id,
-            view.counts.ended,
-            (str(id(store)), *metrics),
-            lambda since: store.trial_points(study_id, metrics, since),
-        )
+        points = _ended_points(request.app, store, view, spec)
         payload = study_plots(spec, points, view.study.best_trial_id)
         body = json.dumps(payload, separators=(",", ":")).encode()
         caches.figures[key] = body
@@ -246,6 +286,50 @@ def _caches(app: FastAPI) -> _Caches:
     return caches
 
 
+@router.get("/studies/{study_id}/contour.json")
+def study_contour_json(
+    request: Request,
+    study_id: StudyId,
+    store: StoreDep,
+    x: Annotated[str, Query(max_length=200)],
+    y: Annotated[str, Query(max_length=200)],
+) -> JSONResponse:
+    """The objective over two chosen parameters (``?x=lr&y=beta``), each on its own scale."""
+    view = store.get_study(study_id)
+    spec = parse_spec(view.study.spec)
+    space = spec.build_space()
+    for field_name, name in (("x", x), ("y", y)):
+        if name not in space:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("query", field_name),
+                        "msg": f"{name!r} is not a parameter of this study ({', '.join(space)})",
+                        "type": "value_error",
+                    }
+                ]
+            )
+    points = _ended_points(request.app, store, view, spec)
+    figure = contour_figure(space[x], space[y], points, spec.build_objective())
+    return JSONResponse({"figure": figure})
+
+
+TIMELINE_LIMIT = 2000
+"""The timeline draws the trials that started last, at most this many."""
+
+
+@router.get("/studies/{study_id}/timeline.json")
+def study_timeline_json(study_id: StudyId, store: StoreDep) -> JSONResponse:
+    """Trials per worker over time; asked for when the timeline is scrolled into view."""
+    view = store.get_study(study_id)
+    with store.db.read() as session:
+        spans = trial_spans(session, study_id, TIMELINE_LIMIT)
+    started = view.counts.ended + view.counts.running
+    return JSONResponse(
+        {"figure": timeline_figure(spans, utcnow()), "shown": len(spans), "started": started}
+    )
+
+
 @router.get("/studies/{study_id}/curves.json")
 def study_curves_json(
     study_id: StudyId,
@@ -260,7 +344,14 @@ def study_curves_json(
     digits = [s.strip() for s in selected.split(",") if s.strip().isdigit()]
     picked = [int(s) for s in digits if len(s) <= 10 and int(s) <= MAX_ID][:MAX_SELECTED]
     half = CONTEXT_CURVES // 2
-    top = store.trials(study_id, order="rank", limit=CONTEXT_CURVES, states=("completed",))
+    # Imported trials ran elsewhere and carry no steps: when the best ones are imported,
+    # the context lines come from the best trials that ran here, then the latest ones.
+    ranked = store.trials(study_id, order="rank", limit=4 * CONTEXT_CURVES, states=("completed",))
+    recent = store.trials(
+        study_id, offset=max(0, view.counts.completed - half), limit=half, states=("completed",)
+    )
+    ran_here = [t for t in [*ranked, *reversed(recent)] if t.source != "import"]
+    top = ran_here + [t for t in ranked if t.source == "import"]
     n_stopped = view.counts.pruned + view.counts.failed
     stopped = store.trials(
         study_id, offset=max(0, n_stopped - half), limit=half, states=("pruned", "failed")
@@ -268,7 +359,7 @@ def study_curves_json(
     ids = curve_ids(
         view.best.id if view.best else None,
         picked,
-        [t.id for t in top],
+        list(dict.fromkeys(t.id for t in top)),
         [t.id for t in reversed(stopped)],
     )
     return JSONResponse(_curves_payload(store, spec, study_id, ids, family))

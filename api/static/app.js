@@ -109,7 +109,15 @@ const hp = (() => {
     poller(async () => {
       const result = await request("GET", url);
       if (!result.ok) return true;
-      if (body.innerHTML !== result.data.html) body.innerHTML = result.data.html;
+      if (body.innerHTML !== result.data.html) {
+        // Ticked boxes (studies picked to compare) survive the rows being drawn again.
+        const ticked = new Set([...body.querySelectorAll("input[type=checkbox]:checked")]
+          .map((box) => `${box.name}=${box.value}`));
+        body.innerHTML = result.data.html;
+        for (const box of body.querySelectorAll("input[type=checkbox]")) {
+          box.checked = ticked.has(`${box.name}=${box.value}`);
+        }
+      }
       return result.data.active;
     }, ms);
   }

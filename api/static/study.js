@@ -9,56 +9,144 @@
   let state = cfg.state;
   let bestId = cfg.best_id;
   let lastEnded = null;
+  let plotsEnded = null; // how many ended trials the drawn plots were made from
+  let refreshedFor = null;
   let family = "";
   let regions = null;
   let paramFigures = [];
+  let historyFigure = null;
 
   // -- plots --------------------------------------------------------------------------------
+  // The history is drawn as soon as the data arrive; every other plot when it comes near the
+  // viewport. Plots are drawn one per task, so the page answers clicks and scrolls between
+  // them instead of freezing until the last one is done.
 
+  // Asked for at once, while the browser still parses Plotly (a deferred script): the data
+  // and the bundle arrive together instead of one after the other.
+  let earlyPlots = hp.get(`/studies/${sid}/plots.json`);
+  let earlyCurves = hp.get(`/studies/${sid}/curves.json?selected=&family=`);
   let plotsAt = 0;
   let plotsCost = 0;
   let plotsPending = null;
+  let drawChain = Promise.resolve();
+  const waiting = new Map(); // element → its latest draw, until it is first seen
+  const seen = new WeakSet();
+
+  /** Runs `draw` in a task of its own, after the draws queued before it. */
+  function queueDraw(draw) {
+    drawChain = drawChain
+      .then(() => new Promise((resolve) => setTimeout(resolve, 0)))
+      .then(draw)
+      .catch((err) => console.warn("plot failed", err));
+    return drawChain;
+  }
+
+  const near = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      if (!entry.isIntersecting) continue;
+      near.unobserve(entry.target);
+      seen.add(entry.target);
+      const draw = waiting.get(entry.target);
+      waiting.delete(entry.target);
+      if (draw) queueDraw(draw);
+    }
+  }, { rootMargin: "300px 0px" });
+
+  /** Draws into `el` now if it has been in view, else once it comes near the viewport. */
+  function drawWhenSeen(el, draw) {
+    if (seen.has(el)) return queueDraw(draw);
+    waiting.set(el, draw);
+    near.observe(el);
+    return Promise.resolve();
+  }
 
   async function loadPlots() {
     const started = performance.now();
-    const result = await hp.get(`/studies/${sid}/plots.json`);
+    const result = await (earlyPlots || hp.get(`/studies/${sid}/plots.json`));
+    earlyPlots = null;
     plotsCost = performance.now() - started;
     plotsAt = Date.now();
     if (!result.ok) return;
     const d = result.data;
+    plotsEnded = d.ended;
     const failed = d.failed ? ` · ${hp.count(d.failed)} failed (no value)` : "";
     $("history-note").textContent = d.shown < d.valued
       ? `showing ${hp.count(d.shown)} of ${hp.count(d.valued)} trials (the best, and a spread of the rest); the best-so-far line uses all${failed}`
       : `${hp.count(d.valued)} trials with a value${failed}`;
-    if (d.valued) await hp.plot($("plot-history"), d.history);
+    historyFigure = d.valued ? d.history : null;
+    if (historyFigure) await drawHistory();
     else hp.emptyPlot($("plot-history"), "No trial has a value yet.");
     bindClicks($("plot-history"));
     paramFigures = d.params;
-    await drawParams();
+    drawParams();
     $("importance-note").textContent = d.importance_note;
-    if (d.importance) await hp.plot($("plot-importance"), d.importance);
-    else hp.emptyPlot($("plot-importance"), `Importance ${d.importance_note}.`);
-    // Parallel coordinates are WebGL, the slowest to draw: the learning curves go first.
-    await firstCurves;
+    drawWhenSeen($("plot-importance"), () => d.importance
+      ? hp.plot($("plot-importance"), d.importance)
+      : hp.emptyPlot($("plot-importance"), `Importance: ${d.importance_note}. Below that,`
+        + " a parameter's share is about as uncertain as the share itself."));
     const lines = d.parallel ? d.parallel.layout.meta.lines : 0;
     $("parallel-note").textContent = lines < d.completed
       ? `${hp.count(lines)} of ${hp.count(d.completed)} completed trials (the best, and a spread of the rest)`
       : `${hp.count(lines)} completed trials`;
-    if (d.parallel) await hp.plot($("plot-parallel"), d.parallel);
-    else hp.emptyPlot($("plot-parallel"), "Shown once two trials have completed.");
+    $("edf-note").textContent = d.edf
+      ? `${hp.count(d.edf.layout.meta.trials)} feasible completed trials` : "";
+    drawWhenSeen($("plot-edf"), () => d.edf ? hp.plot($("plot-edf"), d.edf)
+      : hp.emptyPlot($("plot-edf"), "Shown once two feasible trials have completed."));
+    drawWhenSeen($("plot-timeline"), drawTimeline);
+    drawWhenSeen($("plot-contour"), drawContour);
+    // Parallel coordinates are WebGL, the slowest to draw: the learning curves go first.
+    drawWhenSeen($("plot-parallel"), async () => {
+      await firstCurves;
+      if (d.parallel) await hp.plot($("plot-parallel"), d.parallel);
+      else hp.emptyPlot($("plot-parallel"), "Shown once two trials have completed.");
+    });
+  }
+
+  async function drawContour() {
+    const query = new URLSearchParams({ x: $("contour-x").value, y: $("contour-y").value });
+    const result = await hp.get(`/studies/${sid}/contour.json?${query}`);
+    const el = $("plot-contour");
+    if (!result.ok) return hp.emptyPlot(el, hp.errorText(result));
+    const figure = result.data.figure;
+    if (!figure) return hp.emptyPlot(el, "Shown once two feasible trials have completed.");
+    await hp.plot(el, figure);
+    // A square per cell: its size in pixels is known only once the axes are laid out.
+    const [nx, ny] = figure.layout.meta.bins;
+    // The larger of a cell's width and height: neighbours touch rather than leave gaps.
+    const size = Math.max(2, el._fullLayout.xaxis._length / (nx + 0.8),
+      el._fullLayout.yaxis._length / (ny + 0.8));
+    await window.Plotly.restyle(el, { "marker.size": size });
+  }
+  for (const id of ["contour-x", "contour-y"]) {
+    $(id).addEventListener("change", () => queueDraw(drawContour));
+  }
+
+  async function drawTimeline() {
+    const result = await hp.get(`/studies/${sid}/timeline.json`);
+    if (!result.ok) return;
+    const t = result.data;
+    $("timeline-note").textContent = t.shown < t.started
+      ? `the ${hp.count(t.shown)} trials that started last, of ${hp.count(t.started)}`
+      : `${hp.count(t.shown)} trials`;
+    if (t.figure) await hp.plot($("plot-timeline"), t.figure);
+    else hp.emptyPlot($("plot-timeline"), "No trial has started yet.");
   }
 
   /** Refreshes plots when trials end, but never busier than 5× what a refresh costs. */
   function refreshPlotsSoon() {
-    if (plotsPending) return;
+    if (plotsPending) return false;
     const wait = Math.max(0, plotsAt + Math.max(2000, 5 * plotsCost) - Date.now());
     plotsPending = setTimeout(async () => {
-      await loadPlots();
-      plotsPending = null;
+      try {
+        await loadPlots();
+      } finally {
+        plotsPending = null;
+      }
     }, wait);
+    return true;
   }
 
-  async function drawParams() {
+  function drawParams() {
     const grid = $("param-plots");
     for (const figure of paramFigures) {
       const name = figure.layout.meta.param;
@@ -69,11 +157,52 @@
         el.dataset.param = name;
         grid.appendChild(el);
       }
-      figure.layout.shapes = regionShapes(figure.layout.meta);
-      await hp.plot(el, figure);
-      bindClicks(el);
+      drawWhenSeen(el, async () => {
+        figure.layout.shapes = regionShapes(figure.layout.meta);
+        await hp.plot(el, withGroups(figure));
+        bindClicks(el);
+      });
     }
   }
+
+  function drawHistory() {
+    historyFigure.layout.shapes = roundMarks();
+    return hp.plot($("plot-history"), withGroups(historyFigure));
+  }
+
+  // -- groups a reader hides (the legend chips) ---------------------------------------------
+
+  const hidden = new Set();
+  const groupOf = (name) => name.startsWith("feasible (") ? "feasible"
+    : name.startsWith("broke ") ? "infeasible"
+      : name.startsWith("pruned") ? "pruned"
+        : name === "best feasible" ? "best" : null;
+
+  /** The figure with the hidden groups' traces hidden (still listed in a legend). */
+  function withGroups(figure) {
+    for (const trace of figure.data) {
+      const group = trace.name ? groupOf(trace.name) : null;
+      if (group) trace.visible = hidden.has(group) ? "legendonly" : true;
+    }
+    return figure;
+  }
+
+  document.querySelector(".legend-chips").addEventListener("click", (event) => {
+    const chip = event.target.closest("button[data-group]");
+    if (!chip) return;
+    const group = chip.dataset.group;
+    if (hidden.has(group)) hidden.delete(group);
+    else hidden.add(group);
+    chip.setAttribute("aria-pressed", String(!hidden.has(group)));
+    for (const el of [$("plot-history"), ...document.querySelectorAll("#param-plots .plot")]) {
+      if (!el.data) continue;
+      const shown = el.data.map((t) => {
+        const g = t.name ? groupOf(t.name) : null;
+        return g ? (hidden.has(g) ? "legendonly" : true) : (t.visible ?? true);
+      });
+      queueDraw(() => window.Plotly.restyle(el, { visible: shown }));
+    }
+  });
 
   function bindClicks(el) {
     if (!el || el.dataset.bound || !el.on) return;
@@ -92,7 +221,10 @@
     if (!result.ok) return;
     regions = normalizeRegions(result.data);
     $("regions-key").hidden = !regions.length;
-    if (regions.length) await drawParams();
+    if (regions.length) {
+      drawParams();
+      if (historyFigure) queueDraw(drawHistory);
+    }
   }
 
   /** Accepts [{round, params: {name: {low, high} | [low, high] | {choices}}}] or {rounds: …}. */
@@ -114,6 +246,17 @@
     const low = entry.low ?? entry.lo ?? entry.min;
     const high = entry.high ?? entry.hi ?? entry.max;
     return low != null && high != null ? { low, high } : null;
+  }
+
+  /** A dashed line where each coarse-to-fine round after the first begins. */
+  function roundMarks() {
+    if (!regions) return [];
+    return regions.filter((r) => r.round > 1 && r.first != null).map((r) => ({
+      type: "line", xref: "x", yref: "paper", x0: r.first - 0.5, x1: r.first - 0.5, y0: 0, y1: 1,
+      layer: "below", line: { color: "#CC79A7", width: 1.5, dash: "dash" },
+      label: { text: `round ${r.round}`, textposition: "start", yanchor: "top",
+        font: { size: 10, color: "#8b3a6b" } },
+    }));
   }
 
   function regionShapes(meta) {
@@ -163,7 +306,9 @@
 
   async function loadCurves() {
     const query = new URLSearchParams({ selected: [...selected].join(","), family });
-    const result = await hp.get(`/studies/${sid}/curves.json?${query}`);
+    const early = String(query) === "selected=&family=" ? earlyCurves : null;
+    earlyCurves = null;
+    const result = await (early || hp.get(`/studies/${sid}/curves.json?${query}`));
     if (!result.ok) return;
     const d = result.data;
     const select = $("curve-family");
@@ -236,8 +381,12 @@
     }
     syncChecks();
     if (d.state !== state) applyState(d.state, d.reason);
+    // Against what the plots were drawn from, not the previous poll: a trial that ended
+    // between the plot data and the first poll still refreshes them.
+    if (plotsEnded !== null && d.ended !== plotsEnded && d.ended !== refreshedFor) {
+      if (refreshPlotsSoon()) refreshedFor = d.ended;
+    }
     if (d.ended !== lastEnded || d.best_id !== bestId) {
-      if (lastEnded !== null) refreshPlotsSoon();
       lastEnded = d.ended;
       bestId = d.best_id;
       loadCurves();

@@ -30,6 +30,7 @@ class Gap:
     value: float
     width: float  # bar length, 0..100 (% of the largest positive gap)
     largest: bool
+    note: str = ""  # why a negative gap is not a problem (shown beside it)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,21 @@ def split_error(metrics: Mapping[str, float | None], split: str) -> float | None
         return error
     accuracy = metrics.get(f"{split}_accuracy")
     return None if accuracy is None else 1.0 - accuracy
+
+
+_NEGATIVE = {
+    "avoidable_bias": "train error below human-level: the model fits the training set better"
+    " than the reference (or the reference is set too high); no bias to remove",
+    "variance": "dev error below train error: no overfitting to see (often regularization"
+    " that is off at evaluation, or an easy dev set)",
+    "data_mismatch": "dev error below train-dev error: no mismatch to see",
+    "dev_overfitting": "test error below dev error: the dev set was not overfit",
+}
+
+
+def negative_note(key: str) -> str:
+    """What a gap below zero means: nothing to fix on that rung, and why it can happen."""
+    return _NEGATIVE.get(key, "below zero: nothing to fix here")
 
 
 def panel(metrics: Mapping[str, float | None], reference_error: float | None) -> Panel | None:
@@ -82,6 +98,7 @@ def panel(metrics: Mapping[str, float | None], reference_error: float | None) ->
             value,
             100.0 * max(value, 0.0) / top if top > 0 else 0.0,
             key == d.largest,
+            negative_note(key) if value < 0 else "",
         )
         for key, value in d.gaps.items()
     ]

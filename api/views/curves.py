@@ -73,8 +73,8 @@ def curves_figure(
                 "line": {"color": style.MUTED, "width": 1},
                 "opacity": 0.8,
                 "customdata": [t.id] * len(xs),
-                "hovertemplate": f"trial {t.number} ({t.state}) · step %{{x}}: %{{y:.4g}}"
-                "<extra></extra>",
+                "hovertemplate": f"trial {t.number} ({t.state}) · step %{{x}}:"
+                f" %{{y:{style.NUMBER}}}<extra></extra>",
             }
         )
         first_context = False
@@ -98,7 +98,7 @@ def curves_figure(
                     "marker": {"size": 5, "color": color},
                     "customdata": [t.id] * len(xs),
                     "hovertemplate": f"trial {t.number} {split.replace('_', '-')} {family}"
-                    " · step %{x}: %{y:.4g}<extra></extra>",
+                    f" · step %{{x}}: %{{y:{style.NUMBER}}}<extra></extra>",
                 }
             )
             if split == "dev":

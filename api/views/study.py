@@ -6,9 +6,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from api.views.figures import history_figure, importance_figure, parallel_figure, param_figures
+from api.views.figures import (
+    edf_figure,
+    history_figure,
+    importance_figure,
+    parallel_figure,
+    param_figures,
+)
 from api.views.sampling import PLOT_LIMIT, has_value, plot_sample
-from hpsearch.importance import MIN_TRIALS, Importance, importance
+from hpsearch.importance import TRUSTED_TRIALS, Importance, importance
 from hpsearch.spec import StudySpec
 from hpsearch.store.results import TrialPoint
 
@@ -39,17 +45,30 @@ def study_plots(
         "history": history_figure(shown, objective, best_id, line_from=points),
         "params": param_figures(space.params(), shown, objective, best_id),
         "parallel": parallel_figure(space.params(), lines, objective),
-        "importance": importance_figure(result, objective.metric) if result else None,
-        "importance_note": _importance_note(result),
+        "edf": edf_figure(points, objective),
+        "importance": importance_figure(result, objective.metric)
+        if result is not None and _trusted(result)
+        else None,
+        "importance_note": _importance_note(result, len(completed)),
     }
 
 
-def _importance_note(result: Importance | None) -> str:
-    if result is None:
-        return f"needs at least {MIN_TRIALS} completed trials"
+def _trusted(result: Importance | None) -> bool:
+    return result is not None and result.n_trials >= TRUSTED_TRIALS
+
+
+def _importance_note(result: Importance | None, completed: int) -> str:
+    """What the importance chart rests on: the true count of completed trials, the sample
+    when one was taken, or why there is no chart yet."""
+    if result is None or not _trusted(result):
+        usable = result.n_trials if result is not None else 0
+        return f"too few completed trials to tell: {usable:,} of the {TRUSTED_TRIALS} needed"
+    base = f"from {result.n_given:,} completed trials"
+    if result.n_trials < result.n_given:
+        base += f" (estimated on a sample of {result.n_trials:,})"
     if not any(result.scores.values()):
-        return f"from {result.n_trials:,} completed trials: none stands out from noise yet"
-    return f"from {result.n_trials:,} completed trials"
+        return f"{base}: none stands out from noise yet"
+    return f"{base}; ± one bootstrap standard error"
 
 
 def _f(value: float | None) -> float:

@@ -28,6 +28,11 @@ def plot_text(value: object) -> str:
     return html.escape(str(value), quote=False)
 
 
+NUMBER = ",.4~r"
+"""Plotly's (d3's) format for a value in hover text: 4 significant digits, thousands
+separated, never an exponent: what the pages' ``fmt`` writes."""
+
+
 def axis(title: str, **extra: Any) -> dict[str, Any]:
     return {
         "title": {"text": title, "standoff": 6},
@@ -35,6 +40,9 @@ def axis(title: str, **extra: Any) -> dict[str, Any]:
         "linecolor": "#c5ccd3",
         "zeroline": False,
         "automargin": True,
+        # "131,200", not "131.2k" or "1.312e+05", as the tables write it.
+        "separatethousands": True,
+        "exponentformat": "none",
         **extra,
     }
 

@@ -63,3 +63,12 @@ def screenshot(page: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def draw_every_plot(page: Any, params: int) -> None:
+    """Brings each plot of a study page into view, as a reader scrolling down would (plots
+    below the fold are drawn only then), and waits until it is drawn."""
+    page.wait_for_function(f"document.querySelectorAll('#param-plots .plot').length >= {params}")
+    for plot in page.locator("[id^=plot-], #param-plots .plot").all():
+        plot.scroll_into_view_if_needed()
+        plot.locator(".main-svg, .empty-plot").first.wait_for()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.e2e.conftest import Console, screenshot
+from tests.e2e.conftest import Console, draw_every_plot, screenshot
 from tests.http_worker import build_study
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -19,9 +19,9 @@ PLOTTED = "#{} .main-svg"
 
 
 def _wait_for_plots(page: Any) -> None:
-    for plot in ("plot-history", "plot-curves", "plot-importance", "plot-parallel"):
+    draw_every_plot(page, 5)
+    for plot in ("plot-history", "plot-curves", "plot-parallel"):
         page.wait_for_selector(PLOTTED.format(plot))
-    page.wait_for_function("document.querySelectorAll('#param-plots .main-svg').length >= 5")
 
 
 def _trace_names(page: Any, plot: str) -> list[str]:
@@ -51,12 +51,17 @@ def test_study_page_plots_and_shows_the_feasible_best(
     assert p.get_attribute("#trials tr.best", "data-trial") == str(built.best_number)
     infeasible = p.locator("#trials tr[data-feasible='False']")
     assert infeasible.count() == 2
-    assert "broke latency_ms ≤ 100" in infeasible.first.inner_text()
+    # A compact mark in the table, the threshold in its title.
+    mark = infeasible.first.locator(".badge.infeasible")
+    assert mark.inner_text() == "✗ latency_ms"
+    assert mark.get_attribute("title") == "broke latency_ms ≤ 100"
 
     history = _trace_names(p, "plot-history")
     assert "broke latency_ms ≤ 100 (2)" in history and "best feasible so far" in history
     assert "pruned (1)" in history
     assert p.locator("#plot-parallel .parcoords, #plot-parallel .gl-container").count() > 0
+    # A handful of trials: importance says so rather than rank parameters on noise.
+    assert "too few completed trials to tell" in p.inner_text("#plot-importance")
     scales = p.evaluate(
         "[...document.querySelectorAll('#param-plots .plot')]"
         ".map(e => [e.layout.meta.param, e._fullLayout.xaxis.type])"
@@ -271,11 +276,22 @@ def test_coarse_to_fine_regions_are_drawn_over_the_scatter(
     built = build_study(server, sampler={**sampler, "seed": 1})
     p.goto(f"{server.url}/studies/{built.id}")
     p.wait_for_selector("#regions-key:not([hidden])")
+    draw_every_plot(p, 5)
+    p.wait_for_function(
+        "[...document.querySelectorAll('#param-plots .plot')]"
+        ".every(e => e.layout && (e.layout.shapes || []).length > 0)"
+    )
     shapes = p.evaluate(
         "Object.fromEntries([...document.querySelectorAll('#param-plots .plot')]"
         ".map(e => [e.layout.meta.param, (e.layout.shapes || []).length]))"
     )
     assert shapes["lr"] == 3 and shapes["layers"] == 3  # one region per round
     assert shapes["batch_size"] >= 3  # one box per kept choice per round
+    # The history marks where rounds 2 and 3 began.
+    p.wait_for_function("(document.getElementById('plot-history').layout.shapes || []).length")
+    marks = p.evaluate(
+        "document.getElementById('plot-history').layout.shapes.map(s => [s.x0, s.label.text])"
+    )
+    assert marks == [[4.5, "round 2"], [9.5, "round 3"]]
     screenshot(p, "study-page-coarse-to-fine")
     assert console.errors == []

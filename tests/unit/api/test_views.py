@@ -186,7 +186,10 @@ def test_each_parameter_is_plotted_on_its_own_scale() -> None:
     )
     beta = param_figure(SPACE["beta"], points, OBJECTIVE, None)
     assert beta["layout"]["xaxis"]["type"] == "log"
-    assert beta["layout"]["xaxis"]["title"]["text"].startswith("1 − beta")
+    assert beta["layout"]["xaxis"]["title"]["text"] == "beta (log scale of 1 − beta)"
+    # Labelled in β itself, at 1 − β on the axis.
+    assert beta["layout"]["xaxis"]["ticktext"] == ["0.9", "0.99", "0.999"]
+    assert beta["layout"]["xaxis"]["tickvals"] == pytest.approx([0.1, 0.01, 0.001])
     xs = [x for t in beta["data"] for x in t["x"]]
     assert all(0.001 - 1e-12 <= x <= 0.1 + 1e-12 for x in xs)  # 1 - β for β in [0.9, 0.999]
     # Few discrete values: evenly spaced levels, each trial spread sideways by its number.
@@ -229,13 +232,17 @@ def test_parallel_coordinates_cover_params_constraints_feasibility_and_objective
         "hidden_units (log)",
         "layers",
         "batch_size",
-        "latency_ms",
+        "latency_ms (≤ 100)",  # the threshold where feasible ends
         "feasible",
         "dev_accuracy",
     ]
     for d in dims[:3]:
         assert all(0.0 <= v <= 1.0 for v in d["values"])
     assert dims[4]["ticktext"] == ["32", "64", "128"]
+    # Integers have whole-number ticks (no 1.5 or 2.5); β is labelled in β.
+    assert (dims[3]["tickvals"], dims[3]["ticktext"]) == ([1, 2, 3], ["1", "2", "3"])
+    assert dims[2]["ticktext"] == ["16", "32", "64", "128", "256"]
+    assert dims[1]["ticktext"] == ["0.9", "0.99", "0.999"]
 
 
 # -- learning curves ---------------------------------------------------------------------------
@@ -379,4 +386,4 @@ def test_study_plots_compose_every_figure() -> None:
     assert plots["parallel"] is not None and plots["importance"] is not None
     assert plots["importance_note"].startswith("from ")
     few = study_plots(SPEC, points[:3], None)
-    assert few["importance"] is None and "at least" in few["importance_note"]
+    assert few["importance"] is None and "too few completed trials" in few["importance_note"]

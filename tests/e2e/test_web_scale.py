@@ -1,0 +1,143 @@
+"""The study page of a 10,000-trial study in a real chromium: every plot is drawn with data,
+and what a reader of a large study looks for holds (sampled legends say so, integer and β
+axes read in their own values, groups can be hidden, importance counts every trial). A small
+study whose best trials were imported shows learning curves of the trials that ran here.
+One browser page for all of it: the suite's time is scarce. Screenshots in test-artifacts/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, delete, select, update
+
+from bench.web_render import plot_names, seed_study
+from hpsearch.store.models import Study, Trial, TrialIntermediate
+from tests.conftest import ServerProcess
+from tests.e2e.conftest import Console, draw_every_plot, screenshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+PARAMS = ["lr", "beta", "hidden_units", "layers", "batch_size"]
+PLOTS = [name for name in plot_names() if name not in PARAMS]  # every plot the bench times
+
+
+def _import_the_best(url: str, n: int) -> tuple[int, int]:
+    """A study whose completed trials were all imported (no steps) except one that ran here
+    with a learning curve, ranked below them. Returns the study's id and that trial's."""
+    study_id = seed_study(url, n, seed=7)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        completed = conn.execute(
+            select(Trial.id, Trial.number, Trial.value)
+            .where(Trial.study_id == study_id, Trial.state == "completed")
+            .order_by(Trial.value)
+        ).all()
+        ran_here = completed[0]  # the worst: ranked below every imported trial
+        imported = [r.id for r in completed if r.id != ran_here.id]
+        conn.execute(update(Trial).where(Trial.id.in_(imported)).values(source="import"))
+        ids = select(Trial.id).where(Trial.study_id == study_id)
+        conn.execute(delete(TrialIntermediate).where(TrialIntermediate.trial_id.in_(ids)))
+        conn.execute(
+            TrialIntermediate.__table__.insert(),
+            [
+                {
+                    "trial_id": ran_here.id,
+                    "step": step,
+                    "attempt": 1,
+                    "metrics": {"dev_accuracy": 0.1 * step, "train_accuracy": 0.11 * step},
+                    "created_at": conn.execute(select(Study.created_at)).scalars().first(),
+                }
+                for step in range(1, 4)
+            ],
+        )
+    engine.dispose()
+    return study_id, ran_here.id
+
+
+def _plotted(page: Any) -> dict[str, int]:
+    """How many values each plot draws (points, or parallel-coordinate lines)."""
+    counts: dict[str, int] = page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll('[id^=plot-], [data-param]')]
+          .map(el => [el.dataset.param || el.id, (el.data || []).reduce((n, t) =>
+            n + (t.dimensions ? t.dimensions[0].values.length : (t.x || []).length), 0)]))"""
+    )
+    return counts
+
+
+def test_a_10k_trial_study_page_draws_every_plot_and_reads_right(
+    server: ServerProcess, page: tuple[Any, Console]
+) -> None:
+    p, console = page
+    big = seed_study(server.database_url, 10_000, seed=10_000)
+    small, ran_here = _import_the_best(server.database_url, 40)
+
+    p.goto(f"{server.url}/studies/{big}")
+    draw_every_plot(p, len(PARAMS))
+    drawn = _plotted(p)
+    assert sorted(drawn) == sorted(PLOTS + PARAMS)
+    assert all(n > 0 for n in drawn.values()), sorted(drawn.items())
+    assert drawn["plot-history"] > 1000  # a sample of 10,000, drawn with WebGL
+    history = p.evaluate(
+        "document.getElementById('plot-history').data.map(t => [t.type, t.name, t.visible])"
+    )
+    assert {kind for kind, _, _ in history} == {"scattergl"}
+    # A downsampled group's legend says it is a sample, and of how many.
+    feasible = next(name for _, name, _ in history if name.startswith("feasible ("))
+    assert " of " in feasible and feasible.endswith(" shown)")
+    # The history starts zoomed to the top half of the trials, with a way back.
+    menu = p.evaluate("document.getElementById('plot-history').layout.updatemenus[0].buttons")
+    assert [b["label"] for b in menu] == ["zoom to the top", "all trials"]
+    # Integer axes tick whole numbers; β reads in β.
+    axes = p.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#param-plots .plot')]"
+        ".map(e => [e.dataset.param, e.layout.xaxis.ticktext || null]))"
+    )
+    assert axes["hidden_units"] == ["16", "32", "64", "128", "256"]
+    assert axes["beta"] == ["0.9", "0.99", "0.999"]
+    # Importance counts every completed trial, and says when it used a sample.
+    completed = p.evaluate(
+        "Number(document.querySelector('#progress dd').textContent.replace(/,/g, ''))"
+    )
+    note = p.inner_text("#importance-note")
+    assert note.startswith(f"from {completed:,} completed trials (estimated on a sample of 5,000)")
+    # A legend chip hides its group in every plot.
+    p.click("button[data-group='infeasible']")
+    p.wait_for_function(
+        "[document.getElementById('plot-history'),"
+        " ...document.querySelectorAll('#param-plots .plot')].every(e => e.data"
+        ".filter(t => t.name.startsWith('broke ')).every(t => t.visible === 'legendonly'))"
+    )
+    screenshot(p, "study-page-10k")
+
+    # Imported best trials carry no steps: the curves come from the trial that ran here.
+    p.goto(f"{server.url}/studies/{small}")
+    p.wait_for_selector("#plot-curves .main-svg")
+    curves = p.evaluate(
+        "document.getElementById('plot-curves').data"
+        ".filter(t => t.customdata && t.x.length).map(t => t.customdata[0])"
+    )
+    assert ran_here in curves
+    screenshot(p, "study-page-imported-best")
+    p.click("#best-link")
+    p.wait_for_selector("#events")
+    assert "Imported with its result" in p.inner_text("#events")
+    assert "Queued, not claimed yet" not in p.inner_text("#events")
+    screenshot(p, "trial-page-imported")
+
+    # Both studies on one page: a best-so-far line and a distribution each.
+    p.goto(f"{server.url}/")
+    p.check(f"input[name=studies][value='{big}']")
+    p.check(f"input[name=studies][value='{small}']")
+    p.click("#compare-button")
+    p.wait_for_selector("#plot-compare-edf .main-svg")
+    for plot in ("plot-compare-history", "plot-compare-edf"):
+        traces = p.evaluate(f"document.getElementById('{plot}').data.map(t => t.x.length)")
+        assert len(traces) == 2 and all(n > 1 for n in traces), (plot, traces)
+    assert p.locator("#compared tbody tr").count() == 2
+    screenshot(p, "compare-studies")
+    assert httpx.get(f"{server.url}/compare?studies=0", timeout=30).status_code == 422
+    bad = httpx.get(f"{server.url}/studies/{big}/contour.json?x=nope&y=lr", timeout=30)
+    assert bad.status_code == 422 and "x" in bad.text and "nope" in bad.text
+    assert console.errors == []
