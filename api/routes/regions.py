@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -13,6 +12,7 @@ from api.schemas import ErrorBody, StudyId
 from hpsearch.samplers.coarse_to_fine import Region, Rounds, study_regions, study_rounds
 from hpsearch.space import CategoricalParam, Param, Scale, Space
 from hpsearch.store import Store
+from hpsearch.store.bounded import Bounded
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
@@ -52,23 +52,20 @@ def study_regions_view(request: Request, study_id: StudyId, store: StoreDep) -> 
     # Regions depend only on ended trials, like the plot data: the study row changes whenever
     # one ends (and a round begins with a trial number), so a page following the study
     # reads them again only then.
-    key = (id(store), study_id, view.study.updated_at, view.counts.ended, view.study.next_number)
+    key = (study_id, view.study.updated_at, view.counts.ended, view.study.next_number)
     cache = _cache(request.app)
     found = cache.get(key)
     if found is None:
-        found = cache[key] = _regions(store, study_id, view.study.next_number)
-        while len(cache) > _CACHED:
-            cache.popitem(last=False)
+        found = _regions(store, study_id, view.study.next_number)
+        cache.put(key, found)
     return found
 
 
-_CACHED = 16
-
-
-def _cache(app: FastAPI) -> OrderedDict[tuple[Any, ...], RegionsOut]:
+def _cache(app: FastAPI) -> Bounded[tuple[Any, ...], RegionsOut]:
+    # One per app, as the store is: the key needs no store.
     if not hasattr(app.state, "regions_cache"):
-        app.state.regions_cache = OrderedDict()
-    cache: OrderedDict[tuple[Any, ...], RegionsOut] = app.state.regions_cache
+        app.state.regions_cache = Bounded(16)
+    cache: Bounded[tuple[Any, ...], RegionsOut] = app.state.regions_cache
     return cache
 
 

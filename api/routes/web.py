@@ -4,8 +4,6 @@ store the REST API reads. Shaping lives in ``api.views``; these handlers load an
 from __future__ import annotations
 
 import json
-import re
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Annotated, Any, Literal
@@ -34,6 +32,7 @@ from api.web_assets import partial_plotly, templates
 from hpsearch.settings import Settings
 from hpsearch.spec import StudySpec, parse_spec
 from hpsearch.store import Store
+from hpsearch.store.bounded import Bounded
 from hpsearch.store.clock import utcnow
 from hpsearch.store.repository import StudyView
 from hpsearch.store.timeline import trial_spans
@@ -44,9 +43,6 @@ router = APIRouter(include_in_schema=False)
 # installs it), a third of the full one to parse; else the full bundle inside the installed
 # `plotly` package. Either way the page works offline.
 PLOTLY_JS = str(partial_plotly() or files("plotly") / "package_data" / "plotly.min.js")
-_REGIONS = re.compile(r"^/api/v1/studies/\{[^}]+\}/regions$")
-_FORK = re.compile(r"^/api/v1/trials/\{[^}]+\}/fork$")
-_EVALUATE_TEST = re.compile(r"^/api/v1/studies/\{[^}]+\}/evaluate-test$")
 TrialOrder = Literal["rank", "number"]
 TrialState = Literal["", "queued", "running", "completed", "pruned", "failed"]
 
@@ -148,7 +144,7 @@ def _ended_points(app: FastAPI, store: Store, view: StudyView, spec: StudySpec) 
     return _caches(app).points.points(
         study_id,
         view.counts.ended,
-        (str(id(store)), *metrics),
+        metrics,
         lambda since: store.trial_points(study_id, metrics, since),
     )
 
@@ -162,9 +158,7 @@ def study_page(
 ) -> HTMLResponse:
     view = store.get_study(study_id)
     context = _study_context(request.app, store, view, table)
-    context["regions_url"] = (
-        f"/api/v1/studies/{study_id}/regions" if _has_route(request.app, _REGIONS) else None
-    )
+    context["regions_url"] = f"/api/v1/studies/{study_id}/regions"
     return templates.TemplateResponse(request, "study.html", context)
 
 
@@ -220,7 +214,6 @@ def _study_context(
     )
     broken = {t.id: objective.evaluate(t.metrics).broken for t in trials if t.feasible is False}
     best_metrics = _all_metrics(view.best) if view.best else {}
-    can_evaluate = _has_route(app, _EVALUATE_TEST)
     return {
         "view": view,
         "spec": spec,
@@ -235,8 +228,7 @@ def _study_context(
         "best_metrics": best_metrics,
         "diagnosis": bias_variance.panel(best_metrics, spec.reference_error) if view.best else None,
         "fields": enqueue_fields(spec.build_space(), view.best.params if view.best else None),
-        "can_evaluate": can_evaluate,
-        "final_evaluation": store.final_evaluation(view.study.id) if can_evaluate else None,
+        "final_evaluation": store.final_evaluation(view.study.id),
         "now": utcnow(),
         "age": age,
     }
@@ -247,19 +239,12 @@ def _all_metrics(trial: Any) -> dict[str, float | None]:
     return {**trial.metrics, **(getattr(trial, "test_metrics", None) or {})}
 
 
-def _has_route(app: FastAPI, path: re.Pattern[str]) -> bool:
-    """Whether this server has an endpoint the page can use (coarse-to-fine regions, forks):
-    where it is missing, the page neither shows the feature nor asks for it."""
-    # The OpenAPI document lists every REST path however routers are nested (and is cached).
-    return any(path.match(p) for p in app.openapi().get("paths", {}))
-
-
 @router.get("/studies/{study_id}/plots.json")
 def study_plots_json(request: Request, study_id: StudyId, store: StoreDep) -> Response:
     view = store.get_study(study_id)
     spec = parse_spec(view.study.spec)
     # Plots depend only on ended trials; the study row changes whenever one ends.
-    key = (id(store), study_id, view.study.updated_at, view.counts.ended)
+    key = (study_id, view.study.updated_at, view.counts.ended)
     caches = _caches(request.app)
     body = caches.figures.get(key)
     if body is None:
@@ -267,16 +252,14 @@ def study_plots_json(request: Request, study_id: StudyId, store: StoreDep) -> Re
         points = _ended_points(request.app, store, view, spec)
         payload = study_plots(spec, points, view.study.best_trial_id)
         body = json.dumps(payload, separators=(",", ":")).encode()
-        caches.figures[key] = body
-        while len(caches.figures) > 16:
-            caches.figures.popitem(last=False)
+        caches.figures.put(key, body)
     return Response(body, media_type="application/json")
 
 
 @dataclass
 class _Caches:
     points: PointCache = field(default_factory=PointCache)
-    figures: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
+    figures: Bounded[tuple[Any, ...], bytes] = field(default_factory=lambda: Bounded(16))
 
 
 def _caches(app: FastAPI) -> _Caches:
@@ -417,7 +400,7 @@ def trial_page(
     objective = spec.build_objective()
     t = view.trial
     evaluation = objective.evaluate(t.metrics) if t.state in ("completed", "pruned") else None
-    fork_url = f"/api/v1/trials/{t.id}/fork" if _has_route(request.app, _FORK) else None
+    fork_url = f"/api/v1/trials/{t.id}/fork"
     return templates.TemplateResponse(
         request,
         "trial.html",
