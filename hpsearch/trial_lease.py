@@ -77,7 +77,7 @@ class TrialLease:
     ) -> None:
         self._client = client
         self._state = state
-        self.id: int = int(claimed["trial_id"])
+        self.id: int = int(claimed["id"])
         """The trial's global id (/api/v1/trials/{id})."""
         self.study_id: int = int(claimed["study_id"])
         self.number: int = int(claimed["number"])

@@ -28,7 +28,7 @@ def run_final_evaluation(
     threads: int | None,
     say: Callable[[str], None],
 ) -> None:
-    trial_id, attempt, number = claim["trial_id"], claim["attempt"], claim["number"]
+    trial_id, attempt, number = claim["id"], claim["attempt"], claim["number"]
     say(f"trial {number} (study {claim['study_id']}): evaluating its final model on the test set")
     metrics: dict[str, float] | None = None
     error = ""
@@ -77,7 +77,7 @@ def _test_metrics(
     torch.set_num_threads(threads or int(os.environ.get("OMP_NUM_THREADS", "1")))
     bind(device)
     # Read as the evaluation's lease holder: a worker token reads no other trial's model.
-    data = client.download_checkpoint(claim["trial_id"], worker_id, claim["attempt"])
+    data = client.download_checkpoint(claim["id"], worker_id, claim["attempt"])
     if data is not None:
         try:
             return evaluate_checkpoint(params, task, data, device, epoch=claim["resume_step"])

@@ -21,7 +21,7 @@ class Lease(Heartbeat):
         super().__init__(heartbeat_seconds)
         self.client = client
         self.worker_id = worker_id
-        self.trial_id: int = claim["trial_id"]
+        self.trial_id: int = claim["id"]
         self.attempt: int = claim["attempt"]
         # Made at the claim, which starts the first report interval. A server that predates
         # report_interval_s sends none: every report at once, as it expects.

@@ -54,7 +54,7 @@ def run_pack(worker: Worker, first: Claim, size: int) -> int:
     claims, others = [first], []
     host, devices = socket.gethostname(), list(worker.opts.devices or (worker.device,))
     with ExitStack() as held:
-        leases = {first["trial_id"]: held.enter_context(worker.lease_for(first))}
+        leases = {first["id"]: held.enter_context(worker.lease_for(first))}
         while len(claims) < size and not worker.stopping and worker.budget.take():
             reply = worker.client.claim(
                 worker.opts.worker_id,
@@ -76,12 +76,12 @@ def run_pack(worker: Worker, first: Claim, size: int) -> int:
                 held.enter_context(worker.lease_for(claim))
                 continue
             claims.append(claim)
-            leases[claim["trial_id"]] = held.enter_context(worker.lease_for(claim))
+            leases[claim["id"]] = held.enter_context(worker.lease_for(claim))
         groups: dict[PackKey | None, list[Claim]] = {}
         for claim in claims:
             groups.setdefault(_key(claim), []).append(claim)
         for group in groups.values():
-            _train_group(worker, group, [leases[c["trial_id"]] for c in group])
+            _train_group(worker, group, [leases[c["id"]] for c in group])
     for claim in others:  # their own leases start now: run_trial heartbeats itself
         if claim.get("kind") != "evaluate_test":
             worker.run_trial(claim)
