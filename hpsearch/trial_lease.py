@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
+from hpsearch.claimed_job import ClaimedJob
 from hpsearch.client import ApiError, Client, ServerUnreachable
 from hpsearch.errors import LeaseLost
 
@@ -70,7 +71,7 @@ class TrialLease:
     def __init__(
         self,
         client: Client,
-        claimed: Mapping[str, Any],
+        claimed: ClaimedJob,
         worker_id: str,
         state: StateCodec,
         heartbeat: bool = True,

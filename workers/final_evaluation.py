@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable
-from typing import Any
 
+from hpsearch.claimed_job import ClaimedJob
 from hpsearch.client import ApiError, Client, ServerUnreachable
 from workers.devices import bind
 from workers.heartbeat import Heartbeat
@@ -20,7 +20,7 @@ from workers.heartbeat import Heartbeat
 
 def run_final_evaluation(
     client: Client,
-    claim: dict[str, Any],
+    claim: ClaimedJob,
     *,
     worker_id: str,
     device: str,
@@ -57,7 +57,7 @@ def run_final_evaluation(
 
 def _test_metrics(
     client: Client,
-    claim: dict[str, Any],
+    claim: ClaimedJob,
     worker_id: str,
     device: str,
     threads: int | None,

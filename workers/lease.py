@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Self
 
+from hpsearch.claimed_job import ClaimedJob
 from hpsearch.client import ApiError, Client, ServerUnreachable
 from workers.checkpoints import ServerCheckpoints
 from workers.heartbeat import Heartbeat
@@ -16,7 +17,7 @@ from workers.trial_log import TrialLog
 
 class Lease(Heartbeat):
     def __init__(
-        self, client: Client, worker_id: str, claim: dict[str, Any], heartbeat_seconds: float
+        self, client: Client, worker_id: str, claim: ClaimedJob, heartbeat_seconds: float
     ) -> None:
         super().__init__(heartbeat_seconds)
         self.client = client

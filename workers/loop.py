@@ -36,6 +36,7 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
+from hpsearch.claimed_job import ClaimedJob
 from hpsearch.client import ApiError, Client, Interrupted, ServerUnreachable
 from hpsearch.commands import parse_prefix
 from hpsearch.states import TrialState
@@ -239,7 +240,7 @@ class Worker:
                 self.say(f"passing over study {study_id}: {passing}")
         return False
 
-    def _run_claim(self, claim: dict[str, Any], where: dict[str, Any]) -> dict[str, Any] | None:
+    def _run_claim(self, claim: ClaimedJob, where: dict[str, Any]) -> dict[str, Any] | None:
         """Runs one claimed job; returns the next claim's reply when its completion brought
         one (only a trial run alone asks: a pack claims its partners itself)."""
         if claim.get("kind") == "evaluate_test":
@@ -251,7 +252,7 @@ class Worker:
             return self.run_trial(claim, claim_next=where)
         return None
 
-    def run_final_evaluation(self, claim: dict[str, Any]) -> None:
+    def run_final_evaluation(self, claim: ClaimedJob) -> None:
         run_final_evaluation(
             self.client,
             claim,
@@ -263,7 +264,7 @@ class Worker:
         )
 
     def run_trial(
-        self, claim: dict[str, Any], claim_next: dict[str, Any] | None = None
+        self, claim: ClaimedJob, claim_next: dict[str, Any] | None = None
     ) -> dict[str, Any] | None:
         """Trains a claimed trial and sends its outcome.
 
@@ -321,7 +322,7 @@ class Worker:
                 return None
             return self.complete(lease, number, result, claim_next)
 
-    def _train_one(self, claim: dict[str, Any], lease: Lease) -> Any:
+    def _train_one(self, claim: ClaimedJob, lease: Lease) -> Any:
         """Runs the claimed trial's trainer with a report callback; returns its result
         (``.metrics``, ``.stopped_early``)."""
         number, task = claim["number"], claim["task"]
@@ -350,7 +351,7 @@ class Worker:
 
         return report
 
-    def lease_for(self, claim: dict[str, Any]) -> Lease:
+    def lease_for(self, claim: ClaimedJob) -> Lease:
         """The lease of a claimed trial: entered, it heartbeats until the trial is ended."""
         return Lease(self.client, self.opts.worker_id, claim, self.opts.heartbeat_seconds)
 
@@ -426,7 +427,7 @@ class Worker:
             )
         return following
 
-    def _refuse_study(self, lease: Lease, claim: dict[str, Any], problem: str) -> None:
+    def _refuse_study(self, lease: Lease, claim: ClaimedJob, problem: str) -> None:
         """Hands back a trial this worker could not even set up, and claims no more of its
         study."""
         study_id = claim["study_id"]
@@ -538,7 +539,7 @@ def _needs(passed: Mapping[str, Any]) -> tuple[int, str, str]:
     return study_id, f"entry point {entry_point}", f"--allow {entry_point}"
 
 
-def _cut_short(result: Any, claim: dict[str, Any]) -> bool:
+def _cut_short(result: Any, claim: ClaimedJob) -> bool:
     """Whether a trial that ended while the worker shuts down ended before its last epoch:
     a report asked it to stop, or (an entry point that watches ``trial.should_stop``) it
     returned early. Such a trial is handed back, to be resumed from its checkpoint, rather

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
+from hpsearch.claimed_job import ClaimedJob
 from hpsearch.client import ApiError
 from hpsearch.packing import PackKey, pack_key
 from workers.devices import bind
@@ -36,7 +37,7 @@ from workers.outcomes import HandBackNow, TrainingDiverged, short
 if TYPE_CHECKING:  # the slot that runs the pack: types only, loop.py imports this module
     from workers.loop import Worker
 
-Claim = dict[str, Any]
+Claim = ClaimedJob
 
 
 def packable(claim: Claim) -> bool:
