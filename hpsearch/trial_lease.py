@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
+from hpsearch.claimed_job import ClaimedJob
 from hpsearch.client import ApiError, Client, ServerUnreachable
 from hpsearch.errors import LeaseLost
 
@@ -70,14 +71,14 @@ class TrialLease:
     def __init__(
         self,
         client: Client,
-        claimed: Mapping[str, Any],
+        claimed: ClaimedJob,
         worker_id: str,
         state: StateCodec,
         heartbeat: bool = True,
     ) -> None:
         self._client = client
         self._state = state
-        self.id: int = int(claimed["trial_id"])
+        self.id: int = int(claimed["id"])
         """The trial's global id (/api/v1/trials/{id})."""
         self.study_id: int = int(claimed["study_id"])
         self.number: int = int(claimed["number"])

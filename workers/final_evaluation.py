@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable
-from typing import Any
 
+from hpsearch.claimed_job import ClaimedJob
 from hpsearch.client import ApiError, Client, ServerUnreachable
 from workers.devices import bind
 from workers.heartbeat import Heartbeat
@@ -20,7 +20,7 @@ from workers.heartbeat import Heartbeat
 
 def run_final_evaluation(
     client: Client,
-    claim: dict[str, Any],
+    claim: ClaimedJob,
     *,
     worker_id: str,
     device: str,
@@ -28,7 +28,7 @@ def run_final_evaluation(
     threads: int | None,
     say: Callable[[str], None],
 ) -> None:
-    trial_id, attempt, number = claim["trial_id"], claim["attempt"], claim["number"]
+    trial_id, attempt, number = claim["id"], claim["attempt"], claim["number"]
     say(f"trial {number} (study {claim['study_id']}): evaluating its final model on the test set")
     metrics: dict[str, float] | None = None
     error = ""
@@ -57,7 +57,7 @@ def run_final_evaluation(
 
 def _test_metrics(
     client: Client,
-    claim: dict[str, Any],
+    claim: ClaimedJob,
     worker_id: str,
     device: str,
     threads: int | None,
@@ -77,7 +77,7 @@ def _test_metrics(
     torch.set_num_threads(threads or int(os.environ.get("OMP_NUM_THREADS", "1")))
     bind(device)
     # Read as the evaluation's lease holder: a worker token reads no other trial's model.
-    data = client.download_checkpoint(claim["trial_id"], worker_id, claim["attempt"])
+    data = client.download_checkpoint(claim["id"], worker_id, claim["attempt"])
     if data is not None:
         try:
             return evaluate_checkpoint(params, task, data, device, epoch=claim["resume_step"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Self
 
+from hpsearch.claimed_job import ClaimedJob
 from hpsearch.client import ApiError, Client, ServerUnreachable
 from workers.checkpoints import ServerCheckpoints
 from workers.heartbeat import Heartbeat
@@ -16,12 +17,12 @@ from workers.trial_log import TrialLog
 
 class Lease(Heartbeat):
     def __init__(
-        self, client: Client, worker_id: str, claim: dict[str, Any], heartbeat_seconds: float
+        self, client: Client, worker_id: str, claim: ClaimedJob, heartbeat_seconds: float
     ) -> None:
         super().__init__(heartbeat_seconds)
         self.client = client
         self.worker_id = worker_id
-        self.trial_id: int = claim["trial_id"]
+        self.trial_id: int = claim["id"]
         self.attempt: int = claim["attempt"]
         # Made at the claim, which starts the first report interval. A server that predates
         # report_interval_s sends none: every report at once, as it expects.

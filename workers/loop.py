@@ -36,6 +36,7 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
+from hpsearch.claimed_job import ClaimedJob
 from hpsearch.client import ApiError, Client, Interrupted, ServerUnreachable
 from hpsearch.commands import parse_prefix
 from hpsearch.states import TrialState
@@ -108,7 +109,13 @@ class TrialBudget:
 
 
 class Worker:
-    """One claim loop: claims a trial, trains it on ``opts.device``, reports, repeats."""
+    """One claim loop: claims a trial, trains it on ``opts.device``, reports, repeats.
+
+    A trial's run, here (:meth:`run_trial`) or in a pack (:mod:`workers.packing`), goes
+    through the same public steps: :meth:`lease_for` the claim, :meth:`reporter` for its
+    epochs, then one of :meth:`complete`, :meth:`fail` or :meth:`release`; :meth:`say` shows
+    what happened.
+    """
 
     def __init__(
         self,
@@ -121,7 +128,7 @@ class Worker:
         # Set by a signal: a request being retried (an unreachable server) gives up at once.
         self._interrupt = threading.Event()
         self.client = Client(
-            opts.server, token=opts.token, on_retry=self._say, interrupt=self._interrupt
+            opts.server, token=opts.token, on_retry=self.say, interrupt=self._interrupt
         )
         self.stopping = False
         self._handing_back = False
@@ -143,7 +150,7 @@ class Worker:
                 self.stopping = True
                 self._wake.set()
                 self._interrupt.set()
-                self._say(
+                self.say(
                     f"signal {signum}: handing back the current trial after this epoch "
                     "(signal again to hand it back now)"
                 )
@@ -163,16 +170,16 @@ class Worker:
         }
         if self.opts.labels:
             where["labels"] = dict(self.opts.labels)
-        self._say(f"worker {self.opts.worker_id} on {self.device}, server {self.client.server}")
+        self.say(f"worker {self.opts.worker_id} on {self.device}, server {self.client.server}")
         # A claim's reply: from POST /claims, or from the last completion (its claim_next).
         # Either way the budget was taken for it, and is given back if it holds no trial.
         reply: dict[str, Any] | None = None
         said: set[tuple[int, str]] = set()
-        idle = _Idle(self.opts.idle_exit, self._say)
+        idle = _Idle(self.opts.idle_exit, self.say)
         try:
             while True:
                 if self.unhealthy is not None:
-                    self._say(f"this worker is unhealthy ({self.unhealthy}): it stops claiming")
+                    self.say(f"this worker is unhealthy ({self.unhealthy}): it stops claiming")
                     return 1
                 if self.opts.study_id is not None and self.opts.study_id in self.refused:
                     return 1  # bound to a study it cannot set up: said when it was refused
@@ -191,7 +198,7 @@ class Worker:
                     if self._never_runs(passed_over, said):
                         return 2
                     if not open_studies and not self.opts.keep_alive:
-                        self._say("no study has work left: exiting")
+                        self.say("no study has work left: exiting")
                         break
                     if idle.over(waiting) and not self.opts.keep_alive:
                         break
@@ -226,14 +233,14 @@ class Worker:
                 bound = f"study {study_id} needs a worker with {why}; this one has not"
                 passing = f"it needs a worker with {why}"
             if self.opts.study_id == study_id:
-                self._say(bound)
+                self.say(bound)
                 return True
             if (study_id, why) not in said:
                 said.add((study_id, why))
-                self._say(f"passing over study {study_id}: {passing}")
+                self.say(f"passing over study {study_id}: {passing}")
         return False
 
-    def _run_claim(self, claim: dict[str, Any], where: dict[str, Any]) -> dict[str, Any] | None:
+    def _run_claim(self, claim: ClaimedJob, where: dict[str, Any]) -> dict[str, Any] | None:
         """Runs one claimed job; returns the next claim's reply when its completion brought
         one (only a trial run alone asks: a pack claims its partners itself)."""
         if claim.get("kind") == "evaluate_test":
@@ -245,7 +252,7 @@ class Worker:
             return self.run_trial(claim, claim_next=where)
         return None
 
-    def run_final_evaluation(self, claim: dict[str, Any]) -> None:
+    def run_final_evaluation(self, claim: ClaimedJob) -> None:
         run_final_evaluation(
             self.client,
             claim,
@@ -253,11 +260,11 @@ class Worker:
             device=self.device,
             heartbeat_seconds=self.opts.heartbeat_seconds,
             threads=self.opts.threads,
-            say=self._say,
+            say=self.say,
         )
 
     def run_trial(
-        self, claim: dict[str, Any], claim_next: dict[str, Any] | None = None
+        self, claim: ClaimedJob, claim_next: dict[str, Any] | None = None
     ) -> dict[str, Any] | None:
         """Trains a claimed trial and sends its outcome.
 
@@ -267,35 +274,35 @@ class Worker:
         (claim as usual).
         """
         number = claim["number"]
-        with self._lease(claim) as lease:
+        with self.lease_for(claim) as lease:
             if self.stopping:  # the signal came while the claim was on its way
-                self._release(lease, "worker shutting down")
+                self.release(lease, "worker shutting down")
                 return None
-            self._say(
+            self.say(
                 f"study {claim['study_id']} trial {number} (attempt {claim['attempt']}): "
                 f"{short(claim['params'])}"
             )
             try:
                 result = self._train_one(claim, lease)
             except HandBackNow:
-                self._release(lease, "worker interrupted")
+                self.release(lease, "worker interrupted")
                 return None
             except TrainingDiverged as e:
-                self._say(f"trial {number} diverged: {e}")
+                self.say(f"trial {number} diverged: {e}")
                 result = e.result(claim["task"])
             except (EntryPointNotAllowed, CommandNotAllowed) as e:
-                self._say(f"trial {number} refused: {e}")
-                self._fail(lease, str(e))
+                self.say(f"trial {number} refused: {e}")
+                self.fail(lease, str(e))
                 return None
             except ApiError as e:
                 if e.status == 409:
-                    self._say(f"trial {number}: lease lost ({e.message}); dropping it")
+                    self.say(f"trial {number}: lease lost ({e.message}); dropping it")
                     return None
-                self._fail(lease, traceback.format_exc())
+                self.fail(lease, traceback.format_exc())
                 return None
             except CommandFailed as e:
-                self._say(f"trial {number} failed: {e}")
-                self._fail(lease, str(e))
+                self.say(f"trial {number} failed: {e}")
+                self.fail(lease, str(e))
                 return None
             except Exception as e:
                 problem = setup_problem(e)
@@ -303,23 +310,23 @@ class Worker:
                     self._refuse_study(lease, claim, problem)
                     return None
                 error = traceback.format_exc()
-                self._say(f"trial {number} failed:\n{error}")
+                self.say(f"trial {number} failed:\n{error}")
                 lease.log.write(error)
-                self._fail(lease, error)
+                self.fail(lease, error)
                 return None
             if lease.lost:
-                self._say(f"trial {number}: lease lost; dropping its result")
+                self.say(f"trial {number}: lease lost; dropping its result")
                 return None
             if self.stopping and lease.stop_reason is None and _cut_short(result, claim):
-                self._release(lease, "worker shutting down")
+                self.release(lease, "worker shutting down")
                 return None
-            return self._complete(lease, number, result, claim_next)
+            return self.complete(lease, number, result, claim_next)
 
-    def _train_one(self, claim: dict[str, Any], lease: Lease) -> Any:
+    def _train_one(self, claim: ClaimedJob, lease: Lease) -> Any:
         """Runs the claimed trial's trainer with a report callback; returns its result
         (``.metrics``, ``.stopped_early``)."""
         number, task = claim["number"], claim["task"]
-        report = self._reporter(lease, number, int(task.get("epochs", 0)))
+        report = self.reporter(lease, number, int(task.get("epochs", 0)))
         train = self._trainer_for(task, number, lease)
         if task.get("trainer") == COMMAND and self._train is None:
             # The program's own output is the log; nothing of this process's.
@@ -327,7 +334,7 @@ class Worker:
         with lease.log.capture():
             return train(claim["params"], task, report, device=self.device, seed=number)
 
-    def _reporter(
+    def reporter(
         self, lease: Lease, number: int, epochs: int
     ) -> Callable[[int, Mapping[str, float]], bool]:
         """A trial's report callback: hands each epoch's metrics to the lease's reports (sent
@@ -339,12 +346,13 @@ class Worker:
             reason = lease.reports.add(step, sent)
             self.progress.epoch(number, step, epochs, sent)
             if reason and not self.stopping:
-                self._say(f"trial {number} stops at step {step}: {reason}")
+                self.say(f"trial {number} stops at step {step}: {reason}")
             return bool(reason or self.stopping)
 
         return report
 
-    def _lease(self, claim: dict[str, Any]) -> Lease:
+    def lease_for(self, claim: ClaimedJob) -> Lease:
+        """The lease of a claimed trial: entered, it heartbeats until the trial is ended."""
         return Lease(self.client, self.opts.worker_id, claim, self.opts.heartbeat_seconds)
 
     def _trainer_for(
@@ -362,7 +370,7 @@ class Worker:
                 allowed=self.opts.allow,
                 number=number,
                 should_stop=should_stop,
-                checkpoints=lease.checkpoints(self._say),
+                checkpoints=lease.checkpoints(self.say),
             )
         if task.get("trainer") == COMMAND:
             return partial(
@@ -370,14 +378,14 @@ class Worker:
                 allowed=self.commands,
                 trial_id=lease.trial_id,
                 number=number,
-                checkpoints=lease.checkpoints(self._say),
+                checkpoints=lease.checkpoints(self.say),
                 log=lease.log.write,
                 should_stop=should_stop,
             )
         train = _builtin_train(self.device, self.opts.threads)
-        return partial(train, checkpoints=lease.checkpoints(self._say))
+        return partial(train, checkpoints=lease.checkpoints(self.say))
 
-    def _complete(
+    def complete(
         self,
         lease: Lease,
         number: int,
@@ -410,28 +418,29 @@ class Worker:
         if (
             out is not None and out["state"] == TrialState.FAILED
         ):  # e.g. it never reported the objective
-            self._say(f"trial {number} failed: {out.get('error')}")
+            self.say(f"trial {number} failed: {out.get('error')}")
         elif out is not None:
             verdict = "pruned" if pruned else ("feasible" if out["feasible"] else "INFEASIBLE")
             value = "diverged" if out.get("diverged") else number_text(out["value"])
-            self._say(
+            self.say(
                 f"study {out['study_id']} trial {number} {out['state']}: value={value} {verdict}"
             )
         return following
 
-    def _refuse_study(self, lease: Lease, claim: dict[str, Any], problem: str) -> None:
+    def _refuse_study(self, lease: Lease, claim: ClaimedJob, problem: str) -> None:
         """Hands back a trial this worker could not even set up, and claims no more of its
         study."""
         study_id = claim["study_id"]
         self.refused[study_id] = problem
-        self._say(
+        self.say(
             f"study {study_id}: {problem}; handing trial {claim['number']} back, and this "
             f"worker claims no more of study {study_id}"
         )
-        self._release(lease, f"setup error on worker {self.opts.worker_id}: {problem}")
+        self.release(lease, f"setup error on worker {self.opts.worker_id}: {problem}")
         self._handing_back = False  # the worker goes on: a second signal may cut it short again
 
-    def _fail(self, lease: Lease, error: str) -> None:
+    def fail(self, lease: Lease, error: str) -> None:
+        """Ends the leased trial as failed with ``error``, after its held-back reports."""
         lease.log.close()
         self._send_held(lease)
         out = self._send(
@@ -443,7 +452,9 @@ class Worker:
         if out is not None and out.get("worker_unhealthy"):
             self.unhealthy = str(out["worker_unhealthy"])
 
-    def _release(self, lease: Lease, why: str) -> None:
+    def release(self, lease: Lease, why: str) -> None:
+        """Hands the leased trial back to the queue (its held-back reports first), saying
+        ``why``; a further signal does not cut this short."""
         self._handing_back = True  # a further signal must not cut the hand-back short
         lease.log.close()
         self._send_held(lease)
@@ -451,12 +462,12 @@ class Worker:
             lambda: self.client.release(lease.trial_id, self.opts.worker_id, lease.attempt, why)
         )
         if out is not None:
-            self._say(f"trial {out['number']} handed back to the queue ({why})")
+            self.say(f"trial {out['number']} handed back to the queue ({why})")
 
     def _send_held(self, lease: Lease) -> None:
         why = lease.send_held()
         if why is not None:
-            self._say(f"trial {lease.trial_id}: held-back reports not sent: {why}")
+            self.say(f"trial {lease.trial_id}: held-back reports not sent: {why}")
 
     def _send(self, call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         """Sends a trial's outcome; if the server refuses or cannot be reached, the lease
@@ -465,14 +476,15 @@ class Worker:
             return call()
         except ApiError as e:
             if e.status == 409:
-                self._say(f"server refused the result: {e.message}")
+                self.say(f"server refused the result: {e.message}")
                 return None
             raise
         except ServerUnreachable as e:
-            self._say(f"could not send the result ({e}); the server will re-queue the trial")
+            self.say(f"could not send the result ({e}); the server will re-queue the trial")
             return None
 
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
+        """Shows a line of the worker's progress."""
         self.progress.say(text)
 
 
@@ -527,7 +539,7 @@ def _needs(passed: Mapping[str, Any]) -> tuple[int, str, str]:
     return study_id, f"entry point {entry_point}", f"--allow {entry_point}"
 
 
-def _cut_short(result: Any, claim: dict[str, Any]) -> bool:
+def _cut_short(result: Any, claim: ClaimedJob) -> bool:
     """Whether a trial that ended while the worker shuts down ended before its last epoch:
     a report asked it to stop, or (an entry point that watches ``trial.should_stop``) it
     returned early. Such a trial is handed back, to be resumed from its checkpoint, rather

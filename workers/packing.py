@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
+from hpsearch.claimed_job import ClaimedJob
 from hpsearch.client import ApiError
 from hpsearch.packing import PackKey, pack_key
 from workers.devices import bind
@@ -36,7 +37,7 @@ from workers.outcomes import HandBackNow, TrainingDiverged, short
 if TYPE_CHECKING:  # the slot that runs the pack: types only, loop.py imports this module
     from workers.loop import Worker
 
-Claim = dict[str, Any]
+Claim = ClaimedJob
 
 
 def packable(claim: Claim) -> bool:
@@ -54,7 +55,7 @@ def run_pack(worker: Worker, first: Claim, size: int) -> int:
     claims, others = [first], []
     host, devices = socket.gethostname(), list(worker.opts.devices or (worker.device,))
     with ExitStack() as held:
-        leases = {first["trial_id"]: held.enter_context(worker._lease(first))}
+        leases = {first["id"]: held.enter_context(worker.lease_for(first))}
         while len(claims) < size and not worker.stopping and worker.budget.take():
             reply = worker.client.claim(
                 worker.opts.worker_id,
@@ -73,15 +74,15 @@ def run_pack(worker: Worker, first: Claim, size: int) -> int:
                 continue
             if not packable(claim):
                 others.append(claim)  # held (heartbeats) until the packs are done
-                held.enter_context(worker._lease(claim))
+                held.enter_context(worker.lease_for(claim))
                 continue
             claims.append(claim)
-            leases[claim["trial_id"]] = held.enter_context(worker._lease(claim))
+            leases[claim["id"]] = held.enter_context(worker.lease_for(claim))
         groups: dict[PackKey | None, list[Claim]] = {}
         for claim in claims:
             groups.setdefault(_key(claim), []).append(claim)
         for group in groups.values():
-            _train_group(worker, group, [leases[c["trial_id"]] for c in group])
+            _train_group(worker, group, [leases[c["id"]] for c in group])
     for claim in others:  # their own leases start now: run_trial heartbeats itself
         if claim.get("kind") != "evaluate_test":
             worker.run_trial(claim)
@@ -96,10 +97,10 @@ def _key(claim: Claim) -> PackKey | None:
 def _train_group(worker: Worker, claims: list[Claim], leases: list[Lease]) -> None:
     if worker.stopping:
         for lease in leases:
-            worker._release(lease, "worker shutting down")
+            worker.release(lease, "worker shutting down")
         return
     task = claims[0]["task"]
-    worker._say(
+    worker.say(
         f"pack of {len(claims)} trials (study {claims[0]['study_id']}): "
         + "; ".join(f"{c['number']}: {short(c['params'])}" for c in claims)
     )
@@ -108,13 +109,13 @@ def _train_group(worker: Worker, claims: list[Claim], leases: list[Lease]) -> No
         outcomes = _train(worker, specs, task)
     except HandBackNow:
         for lease in leases:
-            worker._release(lease, "worker interrupted")
+            worker.release(lease, "worker interrupted")
         return
     except Exception:  # the task itself (data, split): every trial of the pack fails with it
         error = traceback.format_exc()
-        worker._say(f"pack failed:\n{error}")
+        worker.say(f"pack failed:\n{error}")
         for lease in leases:
-            worker._fail(lease, error)
+            worker.fail(lease, error)
         return
     for claim, lease, outcome in zip(claims, leases, outcomes, strict=True):
         if not isinstance(outcome, Exception):
@@ -138,25 +139,25 @@ def _spec(worker: Worker, claim: Claim, lease: Lease) -> Any:
     from workers.training.packed import PackedTrialSpec
 
     number, epochs = claim["number"], int(claim["task"].get("epochs", 0))
-    report = worker._reporter(lease, number, epochs)
-    return PackedTrialSpec(claim["params"], number, report, lease.checkpoints(worker._say))
+    report = worker.reporter(lease, number, epochs)
+    return PackedTrialSpec(claim["params"], number, report, lease.checkpoints(worker.say))
 
 
 def _finish(worker: Worker, claim: Claim, lease: Lease, outcome: Any) -> None:
     """As Worker.run_trial ends a trial, for one trial of a pack."""
     number = claim["number"]
     if isinstance(outcome, TrainingDiverged):  # a real outcome, not a crash
-        worker._say(f"trial {number} diverged: {outcome}")
+        worker.say(f"trial {number} diverged: {outcome}")
         outcome = outcome.result(claim["task"])
     if isinstance(outcome, ApiError) and outcome.status == 409:
-        worker._say(f"trial {number}: lease lost ({outcome.message}); dropping it")
+        worker.say(f"trial {number}: lease lost ({outcome.message}); dropping it")
     elif isinstance(outcome, Exception):
         error = "".join(traceback.format_exception(outcome))
-        worker._say(f"trial {number} failed:\n{error}")
-        worker._fail(lease, error)
+        worker.say(f"trial {number} failed:\n{error}")
+        worker.fail(lease, error)
     elif lease.lost:
-        worker._say(f"trial {number}: lease lost; dropping its result")
+        worker.say(f"trial {number}: lease lost; dropping its result")
     elif worker.stopping and outcome.stopped_early and lease.stop_reason is None:
-        worker._release(lease, "worker shutting down")
+        worker.release(lease, "worker shutting down")
     else:
-        worker._complete(lease, number, outcome)
+        worker.complete(lease, number, outcome)

@@ -102,7 +102,7 @@ def test_leases_start_no_thread_per_trial() -> None:
     # A worker slot runs trial after trial: the heartbeat, held reports and log of each ride
     # on the process's one ticker thread, so the thread count does not move with the trials.
     server = Server()
-    claim = {"trial_id": 1, "attempt": 1, "report_interval_s": 5.0}
+    claim = {"id": 1, "attempt": 1, "report_interval_s": 5.0}
     with Lease(server, "w", claim, heartbeat_seconds=0.05):  # type: ignore[arg-type]
         wait_for(lambda: server.beats >= 1, 10, "the first heartbeat")
     threads = threading.active_count()
