@@ -307,7 +307,10 @@ class Store:
             if found is None:
                 return False
             found.exited_at = utcnow()
-            return True
+        # Its next claim (a restart under the same id) refreshes its row, clearing the exit,
+        # rather than waiting out the throttle on refreshing workers' rows.
+        self._hints.worker_touch.reset()
+        return True
 
     def worker_activity(self) -> list[results.WorkerActivity]:
         with self.db.read() as s:
