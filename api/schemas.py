@@ -244,6 +244,8 @@ class WorkerOut(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     unhealthy: str | None = None
     """Why the worker stopped claiming (its last trials all failed); None while healthy."""
+    exited_at: UtcDateTime | None = None
+    """When the worker said it was leaving; None while it works (or if it was lost)."""
 
     @classmethod
     def of(cls, w: Worker) -> WorkerOut:
@@ -254,7 +256,12 @@ class WorkerOut(BaseModel):
             last_seen_at=w.last_seen_at,
             labels=w.labels or {},
             unhealthy=w.unhealthy,
+            exited_at=w.exited_at,
         )
+
+
+class WorkerExitIn(_Body):
+    worker_id: str = Field(min_length=1, max_length=200)
 
 
 class EnqueueIn(_Body):

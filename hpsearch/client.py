@@ -224,6 +224,11 @@ class Client:
             body["refused_studies"] = list(refused_studies)
         return self._obj("POST", "/claims", json=body)
 
+    def worker_exited(self, worker_id: str) -> None:
+        """Says the worker is leaving: once, not retried (a worker on its way out does not
+        wait for a server that is down; the page then calls it lost, as it would anyway)."""
+        self._call("POST", "/workers/exit", json={"worker_id": worker_id}, retry_for=0.0)
+
     def heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> dict[str, Any]:
         return self._obj(
             "POST",
@@ -393,14 +398,18 @@ class Client:
     def _list(self, method: str, path: str, **kwargs: Any) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], self._call(method, path, **kwargs))
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._response(method, path, **kwargs)
+    def _call(
+        self, method: str, path: str, *, retry_for: float | None = None, **kwargs: Any
+    ) -> Any:
+        response = self._response(method, path, retry_for=retry_for, **kwargs)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
 
-    def _response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        deadline = time.monotonic() + self.retry_for
+    def _response(
+        self, method: str, path: str, *, retry_for: float | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        deadline = time.monotonic() + (self.retry_for if retry_for is None else retry_for)
         delay = _FIRST_DELAY
         while True:
             try:

@@ -19,6 +19,7 @@ to the queue (or completes it, if that was its last epoch); a second one hands i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing
@@ -214,8 +215,15 @@ class Worker:
         except Interrupted:
             pass  # a signal while the server could not be reached: nothing is held
         finally:
+            self._say_goodbye()
             self.client.close()
         return 0
+
+    def _say_goodbye(self) -> None:
+        """Tells the server this worker is leaving, so its page says so; best effort, once."""
+        # Never seen (it claimed nothing), or the server is gone: it will show lost.
+        with contextlib.suppress(ApiError, ServerUnreachable, Interrupted, HandBackNow):
+            self.client.worker_exited(self.opts.worker_id)
 
     def _never_runs(self, passed_over: list[dict[str, Any]], said: set[tuple[int, str]]) -> bool:
         """Says (once each) which studies a claim passed over, and why (an ``--allow`` or

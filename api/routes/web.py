@@ -24,7 +24,7 @@ from api.views.pages import (
     last_contact,
     metric_columns,
     paginate,
-    worker_alive,
+    worker_status,
 )
 from api.views.point_cache import PointCache
 from api.views.study import CONTEXT_CURVES, curve_ids, study_plots
@@ -461,7 +461,7 @@ def _workers_context(store: Store, settings: Settings) -> dict[str, Any]:
             {
                 "worker": w,
                 "contact": contact,
-                "alive": worker_alive(contact, now, settings.lease_seconds),
+                "status": worker_status(contact, w.exited_at, now, settings.lease_seconds),
             }
         )
     return {"rows": rows, "now": now, "age": age, "lease_seconds": settings.lease_seconds}

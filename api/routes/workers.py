@@ -7,7 +7,8 @@ from fastapi import APIRouter, Request
 from api.auth import act_as
 from api.deps import SettingsDep, StoreDep, run_queue_work
 from api.metrics import count_claims
-from api.schemas import ClaimIn, ClaimOut, WorkerOut
+from api.schemas import ClaimIn, ClaimOut, ErrorBody, WorkerExitIn, WorkerOut
+from hpsearch.errors import NotFound
 from hpsearch.store import worker_requests
 
 router = APIRouter(tags=["workers"])
@@ -27,6 +28,15 @@ async def claim(
     )
     count_claims(claimed)
     return ClaimOut.of(claimed, settings.report_interval_s)
+
+
+@router.post("/workers/exit", status_code=204, responses={404: {"model": ErrorBody}})
+def worker_exit(body: WorkerExitIn, request: Request, store: StoreDep) -> None:
+    """The worker is leaving (out of work, told to stop, or on a signal), so the workers page
+    says "exited" rather than calling it lost once it goes quiet. 404 for a worker never seen."""
+    act_as(request, body.worker_id)
+    if not store.worker_exited(body.worker_id):
+        raise NotFound(f"worker {body.worker_id!r} not found")
 
 
 @router.get("/workers")

@@ -122,10 +122,15 @@ def _field(p: Param, default: ParamValue | None) -> FormField:
     return FormField(p.name, "float", hint, f"{float(default):.6g}", p.low, p.high, step)
 
 
-def worker_alive(last_contact: datetime, now: datetime, lease_seconds: float) -> bool:
-    """A worker is alive while it was heard from within two lease periods: one lease may
-    pass between heartbeats by design, the second is the grace before calling it lost."""
-    return now - last_contact <= timedelta(seconds=2 * lease_seconds)
+def worker_status(
+    last_contact: datetime, exited_at: datetime | None, now: datetime, lease_seconds: float
+) -> str:
+    """``exited`` once a worker said it left (and was not heard from after); else ``alive``
+    while it was heard from within two lease periods (one lease may pass between heartbeats
+    by design, the second is the grace), then ``lost``."""
+    if exited_at is not None and exited_at >= last_contact:
+        return "exited"
+    return "alive" if now - last_contact <= timedelta(seconds=2 * lease_seconds) else "lost"
 
 
 def last_contact(

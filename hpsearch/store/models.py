@@ -183,6 +183,8 @@ class Worker(Base):
     unhealthy: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime())
     last_seen_at: Mapped[datetime] = mapped_column(DateTime())
+    # When it said it was leaving; None while it works. A claim under its id clears it.
+    exited_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
 
 
 class ApiToken(Base):

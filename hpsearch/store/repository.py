@@ -300,6 +300,18 @@ class Store:
         with self.db.read() as s:
             return results.curves(s, trial_ids)
 
+    def worker_exited(self, worker_id: str) -> bool:
+        """Records that ``worker_id`` left; False for a worker never seen."""
+        with self.db.write() as s:
+            found = s.get(Worker, worker_id)
+            if found is None:
+                return False
+            found.exited_at = utcnow()
+        # Its next claim (a restart under the same id) refreshes its row, clearing the exit,
+        # rather than waiting out the throttle on refreshing workers' rows.
+        self._hints.worker_touch.reset()
+        return True
+
     def worker_activity(self) -> list[results.WorkerActivity]:
         with self.db.read() as s:
             return results.worker_activity(s)

@@ -94,6 +94,7 @@ class WorkerActivity:
     running: list[RunningTrial] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     unhealthy: str | None = None
+    exited_at: datetime | None = None
 
 
 def trial_points(
@@ -209,6 +210,7 @@ def worker_activity(session: Session) -> list[WorkerActivity]:
             running.get(w.id, []),
             dict(w.labels or {}),
             w.unhealthy,
+            w.exited_at,
         )
         for w in session.scalars(select(Worker).order_by(Worker.last_seen_at.desc()))
     ]

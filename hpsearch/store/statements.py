@@ -226,6 +226,7 @@ def upsert_worker(dialect: str) -> Any:
             "devices": statement.excluded.devices,
             "labels": statement.excluded.labels,
             "last_seen_at": statement.excluded.last_seen_at,
+            "exited_at": None,  # back under the same id: it works again
         },
     )
 

@@ -260,7 +260,7 @@ def test_studies_and_workers_pages(server: ServerProcess, page: tuple[Any, Conso
 
     p.goto(f"{server.url}/workers")
     worker = p.locator("#workers tr[data-worker='e2e-worker']")
-    assert worker.get_attribute("data-alive") == "true"
+    assert worker.get_attribute("data-status") == "alive"
     assert f"trial {built.running_number}" in worker.inner_text()
     screenshot(p, "workers-page")
     assert console.errors == []

@@ -52,6 +52,9 @@ def test_two_workers_finish_a_six_trial_study(server: ServerProcess, tmp_path: P
         assert [e["kind"] for e in detail["events"]].count("claimed") == 1
         assert [p["step"] for p in detail["intermediates"]] == [1, 2]
     assert {t["worker_id"] for t in trials} == {"w0", "w1"}
+    # Each said goodbye on its way out: the workers page shows them exited, not lost.
+    listed = {w["id"]: w for w in httpx.get(f"{api}/workers").json()}
+    assert listed["w0"]["exited_at"] is not None and listed["w1"]["exited_at"] is not None
     best = httpx.get(f"{api}/studies/1/best").json()
     assert best["feasible"] is True
     feasible = [t for t in trials if t["feasible"]]

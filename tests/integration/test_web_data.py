@@ -9,7 +9,9 @@ import re
 from collections.abc import Callable
 
 import httpx
+import pytest
 
+from hpsearch.client import ApiError, Client
 from tests.conftest import ServerProcess, digits_spec, wait_for
 from tests.http_worker import WorkerOverHttp, build_study
 
@@ -106,23 +108,41 @@ def test_live_fragment_follows_the_study(server: ServerProcess) -> None:
     assert httpx.get(live).json()["state"] == "paused"
 
 
-def test_workers_page_tells_alive_from_lost(make_server: Callable[..., ServerProcess]) -> None:
+def test_workers_page_tells_alive_from_lost_and_exited(
+    make_server: Callable[..., ServerProcess],
+) -> None:
     server = make_server(HPSEARCH_LEASE_SECONDS="1")
     spec = digits_spec()
     study_id = httpx.post(f"{server.url}/api/v1/studies", json=spec).json()["id"]
     worker = WorkerOverHttp(server)
     trial = worker.claim(study_id)
     page = httpx.get(f"{server.url}/workers").text
-    assert 'data-worker="e2e-worker" data-alive="true"' in page
+    assert 'data-worker="e2e-worker" data-status="alive"' in page
     assert f"study {study_id} · trial {trial['number']}</a>" in page
     assert "e2e-host" in page and "cpu" in page
     worker.post("/claims", {"worker_id": "quiet-worker", "study_id": 999})
     # Two lease periods (2 s) without a word: lost.
     wait_for(
         lambda: (
-            'data-worker="quiet-worker" data-alive="false"'
+            'data-worker="quiet-worker" data-status="lost"'
             in httpx.get(f"{server.url}/workers").text
         ),
         timeout=30,
         what="the silent worker to be shown lost",
+    )
+    # A worker that says it leaves is shown exited, not lost; one never seen is a 404.
+    Client(server.url).worker_exited("quiet-worker")
+    assert (
+        'data-worker="quiet-worker" data-status="exited"' in httpx.get(f"{server.url}/workers").text
+    )
+    listed = {w["id"]: w for w in httpx.get(f"{server.url}/api/v1/workers").json()}
+    assert listed["quiet-worker"]["exited_at"] is not None
+    assert listed["e2e-worker"]["exited_at"] is None
+    with pytest.raises(ApiError) as info:
+        Client(server.url).worker_exited("never-seen")
+    assert info.value.status == 404
+    # Back under the same id: working again.
+    worker.post("/claims", {"worker_id": "quiet-worker", "study_id": 999})
+    assert (
+        'data-worker="quiet-worker" data-status="alive"' in httpx.get(f"{server.url}/workers").text
     )

@@ -24,7 +24,7 @@ from api.views.pages import (
     last_contact,
     metric_columns,
     paginate,
-    worker_alive,
+    worker_status,
 )
 from api.views.sampling import best_so_far, plot_sample, top_trials
 from api.views.study import curve_ids, study_plots
@@ -363,15 +363,21 @@ def test_enqueue_fields_prefill_typed_inputs() -> None:
     assert fields["beta"].low == 0.9 and "reverse-log" in fields["beta"].hint
 
 
-def test_a_worker_is_alive_within_two_lease_periods() -> None:
+def test_a_worker_is_alive_within_two_lease_periods_and_exited_once_it_said_so() -> None:
     now = datetime(2025, 1, 1, 12, 0, 0)
     seen = now - timedelta(seconds=500)
     lease_end = now + timedelta(seconds=50)  # renewed 10 s ago with a 60 s lease
     contact = last_contact(seen, [None, lease_end], 60)
     assert contact == now - timedelta(seconds=10)
-    assert worker_alive(contact, now, 60)
-    assert worker_alive(now - timedelta(seconds=120), now, 60)
-    assert not worker_alive(now - timedelta(seconds=121), now, 60)
+    assert worker_status(contact, None, now, 60) == "alive"
+    assert worker_status(now - timedelta(seconds=120), None, now, 60) == "alive"
+    assert worker_status(now - timedelta(seconds=121), None, now, 60) == "lost"
+    # Said it left: exited at once, and still exited long after (never "lost").
+    left = now - timedelta(seconds=1)
+    assert worker_status(left - timedelta(seconds=1), left, now, 60) == "exited"
+    assert worker_status(left, left, now + timedelta(hours=1), 60) == "exited"
+    # Heard from again after it left (a claim under the same id): its contact decides.
+    assert worker_status(now, left, now, 60) == "alive"
 
 
 def test_study_plots_compose_every_figure() -> None:
