@@ -101,7 +101,9 @@ def _supervise(opts: WorkerOptions, worker_slots: list[str], budget: TrialBudget
             os.kill(child.pid, signal.SIGTERM)
     for child in children:
         child.join()
-    return 0 if all(child.exitcode == 0 for child in children) else 1
+    # A slot killed by a signal (a negative exit code) counts as a failure (1); a slot that
+    # cannot run its study says so with 2, as a one-slot worker does.
+    return max((child.exitcode if child.exitcode >= 0 else 1) for child in children)
 
 
 def _slot_main(opts: WorkerOptions, budget: TrialBudget) -> None:

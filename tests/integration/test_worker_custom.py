@@ -71,9 +71,14 @@ def test_a_worker_is_never_given_an_entry_point_it_does_not_allow(
         study = client.create_study(custom_spec("curve"))
         # Allowed: a different function of the same module; the study's one is not.
         done = run_worker(server, "--study", str(study["id"]), "--allow", f"{MODULE}:gated")
+        # The same with two slots: the worker's exit code is its slots' worst, 2 here too.
+        slots = run_worker(
+            server, "--study", str(study["id"]), "--allow", f"{MODULE}:gated", "--concurrency", "2"
+        )
         trials = client.trials(study["id"])
     # Bound to that study, the worker could never run anything: it says so and exits.
     assert done.returncode == 2, done.stderr
+    assert slots.returncode == 2, slots.stderr
     assert (
         f"study {study['id']} runs entry point {MODULE}:curve, which this worker does not "
         f"allow: start it with --allow {MODULE}:curve"
