@@ -78,15 +78,17 @@ schema = schemathesis.openapi.from_dict(_document(), config=CONFIG)
 
 
 def _onto_the_study(case: Any, study: BuiltStudy) -> None:
-    """Small ids land on the real study and its trials; other values (large, negative, not
-    numbers) are kept, to meet the 404s and 422s as well."""
+    """Small ids land on the real study and its trials; other values (zero, large, negative,
+    not numbers) are kept, to meet the 404s and 422s as well. Zero stays zero: the document's
+    minimum is 1, so a case that sends 0 expects a refusal, and mapping it onto a real trial
+    would make the server's right answer look like an accepted invalid request."""
     params = case.path_parameters or {}
     trial_ids = sorted(study.trial_ids.values())
     trial_id = params.get("trial_id")
-    if isinstance(trial_id, int) and not isinstance(trial_id, bool) and 0 <= trial_id < 1000:
+    if isinstance(trial_id, int) and not isinstance(trial_id, bool) and 1 <= trial_id < 1000:
         params["trial_id"] = trial_ids[trial_id % len(trial_ids)]
     study_id = params.get("study_id")
-    if isinstance(study_id, int) and not isinstance(study_id, bool) and 0 <= study_id < 1000:
+    if isinstance(study_id, int) and not isinstance(study_id, bool) and 1 <= study_id < 1000:
         params["study_id"] = study.id
 
 
