@@ -99,3 +99,43 @@ def broken_here(trial: Any) -> dict[str, float]:
     if os.environ.get("HPSEARCH_TEST_BROKEN"):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
     return {"dev_accuracy": float(trial.params["quality"])}
+
+
+def paced(trial: Any) -> dict[str, float]:
+    """A trainer whose pace the test sets, for population-based training: each epoch adds
+    ``params.quality`` to its score (``dev_accuracy``), so which trials are the worst and the
+    best at an epoch is known from their parameters. It trains epoch ``e`` only once the file
+    ``params.gates/<trial number>`` holds a number >= ``e``.
+
+    Its checkpoint holds the score and, per epoch, the trial number and the quality that
+    trained it: whatever resumes or copies it carries its lineage's history on.
+    """
+    state = trial.load_checkpoint() or {"step": 0, "score": 0.0, "by": [], "quality": []}
+    gate = Path(trial.params["gates"]) / str(trial.number)
+    deadline = time.monotonic() + 120
+    for step in range(int(state["step"]) + 1, trial.epochs + 1):
+        while not trial.should_stop and int(_read(gate) or 0) < step:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{gate} never allowed epoch {step}")
+            time.sleep(0.02)
+        if trial.should_stop:
+            break
+        quality = float(trial.params["quality"])
+        state = {
+            "step": step,
+            "score": float(state["score"]) + quality,
+            "by": [*state["by"], trial.number],
+            "quality": [*state["quality"], quality],
+        }
+        stop = trial.report(step, {"dev_accuracy": state["score"]})
+        trial.save_checkpoint(state)
+        if stop:
+            break
+    return {"dev_accuracy": float(state["score"])}
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None
