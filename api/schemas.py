@@ -349,6 +349,12 @@ class ClaimedTrial(BaseModel):
         "together (in a report's `earlier`, or in the completion's `steps`); 0: send each at "
         "once (the study's pruner judges every step)",
     )
+    schedule: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="a replay of a PBT schedule (POST /trials/{id}/replay): train epochs "
+        "`first_epoch` on with each entry's `params`, resuming from the trial's own checkpoint "
+        "between entries; null: train with `params`",
+    )
 
     @classmethod
     def of(cls, c: Claim, report_interval_s: float) -> ClaimedTrial:

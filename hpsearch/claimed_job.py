@@ -29,3 +29,6 @@ class ClaimedJob(TypedDict):
     report_interval_s: float
     """How long the worker may hold back per-epoch reports to send them together; 0: each
     at once."""
+    schedule: list[dict[str, Any]] | None
+    """A replay of a PBT schedule: ``[{"first_epoch", "params"}, ...]``, oldest first
+    (``workers.schedule`` trains each stretch with its params); None: train with ``params``."""

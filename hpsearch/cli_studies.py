@@ -64,6 +64,14 @@ def add_commands(sub: Any, server_url: str) -> None:
         help="take one of the trials the budget has left (default: add one to the budget)",
     )
 
+    r = command(
+        "replay",
+        "queue a new trial that trains a PBT trial's schedule (its hyperparameters over time) "
+        "from scratch",
+        _replay,
+    )
+    r.add_argument("trial", help="STUDY/NUMBER as in /studies/3/trials/18 (3/18), or its id")
+
     x = command("extend", "give a study N more trials; a completed one runs again", _extend)
     x.add_argument("study", type=int)
     x.add_argument("n_trials", type=int, metavar="N")
@@ -177,6 +185,17 @@ def _enqueue(args: argparse.Namespace) -> int:
         f"study {args.study} trial {trial['number']} queued ({how}, now {budget} trials): "
         f"{_params(trial['params'])}"
     )
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        trial = client.replay(trial_id_of(client, args.trial))
+        schedule = client.schedule(trial["id"])
+    print(f"study {trial['study_id']} trial {trial['number']} queued: it replays {args.trial}")
+    for s in schedule["segments"]:
+        last = "end" if s["last_epoch"] is None else s["last_epoch"]
+        print(f"  epochs {s['first_epoch']}-{last}: {_params(s['params'])}")
     return 0
 
 

@@ -166,6 +166,15 @@ class Client:
         """A new trial continuing ``trial_id`` from its checkpoint with ``params`` changed."""
         return self._obj("POST", f"/trials/{trial_id}/fork", json={"params": dict(params)})
 
+    def replay(self, trial_id: int) -> dict[str, Any]:
+        """A new trial that trains ``trial_id``'s PBT schedule from scratch (its
+        hyperparameters changed at the epochs its lineage changed them)."""
+        return self._obj("POST", f"/trials/{trial_id}/replay")
+
+    def schedule(self, trial_id: int) -> dict[str, Any]:
+        """The hyperparameters the trial's model trains with, epoch range by range."""
+        return self._obj("GET", f"/trials/{trial_id}/schedule")
+
     def import_history(self, study_id: int, trials: list[dict[str, Any]]) -> int:
         """Adds ended trials (``{params, metrics, state}``) to a study, in batches."""
         imported = 0

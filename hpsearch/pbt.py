@@ -184,6 +184,25 @@ def schedule(trial_id: int, links: Mapping[int, Link], last: int | None) -> list
     return out
 
 
+def stored(segments: Sequence[Segment]) -> list[dict[str, object]]:
+    """A schedule as a replay keeps it (``trials.schedule``, a claim's ``schedule``): each
+    stretch's first epoch and params; each ends where the next begins, the last at the end."""
+    return [{"first_epoch": s.first, "params": dict(s.params)} for s in segments]
+
+
+def stretches(
+    schedule: Sequence[Mapping[str, object]], epochs: int
+) -> list[tuple[int, int, dict[str, ParamValue]]]:
+    """A stored schedule as (first epoch, last epoch, params), the last stretch to ``epochs``:
+    what a worker trains, stretch by stretch, for a replayed trial."""
+    firsts = [int(str(s["first_epoch"])) for s in schedule]
+    lasts = [f - 1 for f in firsts[1:]] + [epochs]
+    return [
+        (first, last, dict(s["params"]))  # type: ignore[call-overload]
+        for first, last, s in zip(firsts, lasts, schedule, strict=True)
+    ]
+
+
 def replay(segments: Sequence[Segment], epoch: int) -> dict[str, ParamValue]:
     """The hyperparameters a schedule trains epoch ``epoch`` with (replaying it: a trainer that
     changes them as it goes, or a chain of forks at the segments' ends)."""

@@ -50,6 +50,7 @@ from workers.lease import Lease
 from workers.outcomes import HandBackNow, TrainingDiverged, number_text, setup_problem, short
 from workers.packing import packable, run_pack
 from workers.progress import Progress
+from workers.schedule import follow_schedule
 
 log = logging.getLogger("hpsearch.worker")
 
@@ -336,6 +337,9 @@ class Worker:
         number, task = claim["number"], claim["task"]
         report = self.reporter(lease, number, int(task.get("epochs", 0)))
         train = self._trainer_for(task, number, lease)
+        schedule = claim.get("schedule")
+        if schedule:  # a replay: the trainer runs once per stretch
+            train = partial(follow_schedule, train, schedule)
         if task.get("trainer") == COMMAND and self._train is None:
             # The program's own output is the log; nothing of this process's.
             return train(claim["params"], task, report, device=self.device, seed=number)

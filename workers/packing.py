@@ -45,6 +45,7 @@ def packable(claim: Claim) -> bool:
     return (
         claim.get("kind", "train") == "train"
         and claim.get("resume_step") is None
+        and not claim.get("schedule")
         and _key(claim) is not None
     )
 

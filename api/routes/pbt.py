@@ -3,16 +3,17 @@ hyperparameters its model trained with over time), for the web view and for repl
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 
 from api.deps import StoreDep
-from api.schemas import ErrorBody, StudyId, TrialId
+from api.schemas import ErrorBody, StudyId, TrialId, TrialOut
 
 router = APIRouter(tags=["pbt"])
 
 Value = bool | int | float | str | None
 _ERRORS: dict[int | str, dict[str, object]] = {404: {"model": ErrorBody}}
+_REPLAY_ERRORS: dict[int | str, dict[str, object]] = {**_ERRORS, 409: {"model": ErrorBody}}
 
 
 class SegmentOut(BaseModel):
@@ -59,6 +60,19 @@ def trial_schedule(trial_id: TrialId, store: StoreDep) -> ScheduleOut:
         for s in store.schedule(trial_id)
     ]
     return ScheduleOut(trial_id=trial_id, segments=segments)
+
+
+@router.post(
+    "/trials/{trial_id}/replay", status_code=status.HTTP_201_CREATED, responses=_REPLAY_ERRORS
+)
+def replay_trial(trial_id: TrialId, store: StoreDep, response: Response) -> TrialOut:
+    """Queues a new trial that trains this (ended) trial's schedule from scratch: the
+    hyperparameters of each stretch of ``GET /trials/{id}/schedule``, changed at the epochs
+    recorded there (the worker resumes from the new trial's own checkpoint at each change).
+    It runs next and adds one to the study's budget; 409 while the trial still trains."""
+    trial = store.replay_trial(trial_id)
+    response.headers["Location"] = f"/api/v1/trials/{trial.id}"
+    return TrialOut.of(trial)
 
 
 @router.get("/studies/{study_id}/lineage", responses=_ERRORS)

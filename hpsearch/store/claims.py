@@ -347,6 +347,7 @@ def _still_held(session: Session, found: Any, worker_id: str, rules_for: RulesFo
         trial.params,
         trial.lease_expires_at,
         trial.last_step,
+        trial.schedule,
     )
 
 
@@ -356,6 +357,7 @@ def _leased(
     params: Any,
     expires: datetime,
     resume_step: int | None,
+    schedule: list[dict[str, Any]] | None = None,
 ) -> Claim:
     """The claim of a trial leased until ``expires``; ``ids``: trial id, study id, number,
     attempt."""
@@ -371,6 +373,7 @@ def _leased(
         resume_step,
         judges_each_step=rules.judges_each_step,
         study_key=rules.key,
+        schedule=schedule,
     )
 
 
@@ -394,9 +397,9 @@ def _claim_queued(
             _record_claimed(connection, lease, row[0], row[2])
     if row is None:
         return None
-    trial_id, number, attempt, trial_params, last_step = row
+    trial_id, number, attempt, trial_params, last_step, schedule = row
     ids = (trial_id, study_id, number, attempt)
-    return _leased(rules, ids, trial_params, lease.expires, last_step)
+    return _leased(rules, ids, trial_params, lease.expires, last_step, schedule)
 
 
 def _sample_new(

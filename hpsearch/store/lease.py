@@ -53,6 +53,8 @@ class Claim:
     # False when the trial was sampled for this claim with none left queued beside it: the
     # study's queue was empty, and the next claim will likely sample too.
     queue_may_hold_more: bool = True
+    # A replay's schedule ([{"first_epoch", "params"}, ...]); None: train with ``params``.
+    schedule: list[dict[str, Any]] | None = None
 
 
 class Leased(Protocol):

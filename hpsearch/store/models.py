@@ -85,6 +85,9 @@ class Trial(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # A fork ("Panda" mode) starts from this trial's checkpoint, with some params changed.
     parent_trial_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A replay of a PBT schedule: [{"first_epoch", "params"}, ...], oldest first; the worker
+    # trains each stretch with its params (see hpsearch.pbt.replay_segments). None: params.
+    schedule: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     # The epoch the trial's checkpoint (in the artifact store) ends; None: it has none.
     checkpoint_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Set once, by the study's final test evaluation; never read by ranking or sampling.

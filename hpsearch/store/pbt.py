@@ -29,10 +29,19 @@ from sqlalchemy.orm import Session
 from hpsearch import pbt, tasks
 from hpsearch.errors import HpsearchError, InvalidState
 from hpsearch.spec import PbtSchedulerSpec, SchedulerSpec
-from hpsearch.states import LIVE_STUDY, TrialState
+from hpsearch.states import LIVE_STUDY, StudyState, TrialState
+from hpsearch.store.clock import utcnow
 from hpsearch.store.forks import queue_fork
 from hpsearch.store.models import PbtExploit, Study, Trial, TrialIntermediate
-from hpsearch.store.studies import get_study, record_event, spec_of
+from hpsearch.store.studies import (
+    add_to_budget,
+    get_study,
+    lock_study_then_trial,
+    queue_ahead_of_sampler,
+    queued_trial,
+    record_event,
+    spec_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +210,36 @@ def queue_exploit_safely(
         return None
 
 
+def queue_replay(session: Session, trial_id: int) -> Trial:
+    """Queues a replay of ``trial_id``'s schedule: a new trial of the study, trained from
+    scratch with the hyperparameters its lineage had over time (``schedule`` kept on the
+    trial; the worker changes them at the epochs recorded). Like a fork, it runs next and adds
+    one to the budget; a completed study runs again for it."""
+    study, trial = lock_study_then_trial(session, trial_id)
+    if study.state == StudyState.STOPPED:
+        raise InvalidState(f"study {study.id} is stopped")
+    if trial.state not in (TrialState.COMPLETED, TrialState.PRUNED):
+        raise InvalidState(
+            f"trial {trial_id} is {trial.state}: only an ended trial's schedule is final "
+            "(replay a completed or pruned trial)"
+        )
+    segments = schedule_of(session, trial)
+    if study.state == StudyState.COMPLETED:
+        study.state, study.reason, study.finished_at = StudyState.RUNNING, None, None
+    replayed = queued_trial(study, queue_ahead_of_sampler(session, study), trial.params, "replay")
+    replayed.parent_trial_id, replayed.schedule = trial.id, pbt.stored(segments)
+    add_to_budget(study, 1)
+    study.updated_at = utcnow()
+    session.add(replayed)
+    session.flush()
+    stretches = "; ".join(
+        f"epochs {s.first}-{s.last if s.last is not None else '…'} as trial #{s.number}"
+        for s in segments
+    )
+    record_event(session, replayed, "replay", f"replays trial #{trial.number}: {stretches}")
+    return replayed
+
+
 def lineage(session: Session, study_id: int) -> dict[int, pbt.Link]:
     """Every trial of the study as a link of its lineage (parent and epoch for PBT's copies)."""
     parents = {
@@ -220,5 +259,14 @@ def lineage(session: Session, study_id: int) -> dict[int, pbt.Link]:
 
 
 def schedule_of(session: Session, trial: Trial) -> list[pbt.Segment]:
-    """The hyperparameters ``trial``'s model was trained with, over its lineage's epochs."""
-    return pbt.schedule(trial.id, lineage(session, trial.study_id), trial.last_step)
+    """The hyperparameters ``trial``'s model was trained with, over its lineage's epochs (a
+    replay's: the schedule it was given, every stretch trained by itself)."""
+    if trial.schedule is None:
+        return pbt.schedule(trial.id, lineage(session, trial.study_id), trial.last_step)
+    firsts = [int(s["first_epoch"]) for s in trial.schedule]
+    lasts: list[int | None] = [f - 1 for f in firsts[1:]]
+    lasts.append(trial.last_step)
+    return [
+        pbt.Segment(first, last, trial.id, trial.number, dict(s["params"]))
+        for first, last, s in zip(firsts, lasts, trial.schedule, strict=True)
+    ]

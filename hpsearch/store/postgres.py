@@ -144,12 +144,12 @@ WITH c AS (
       AND EXISTS (SELECT 1 FROM studies WHERE id = :b_study_id AND state = 'running')
     ORDER BY number LIMIT 1 FOR UPDATE SKIP LOCKED
   )
-  RETURNING id, number, attempt, params, last_step
+  RETURNING id, number, attempt, params, last_step, schedule
 ), e AS (
   INSERT INTO trial_events (trial_id, kind, attempt, worker_id, detail, created_at)
   SELECT id, 'claimed', attempt, :b_worker_id, :b_detail, :b_now FROM c
 )
-SELECT id, number, attempt, params, last_step FROM c
+SELECT id, number, attempt, params, last_step, schedule FROM c
 """
     )
     .bindparams(
@@ -157,7 +157,7 @@ SELECT id, number, attempt, params, last_step FROM c
         bindparam("b_expires", type_=DateTime()),
         bindparam("b_detail", type_=Text()),
     )
-    .columns(*result_columns("id", "number", "attempt", "params", "last_step"))
+    .columns(*result_columns("id", "number", "attempt", "params", "last_step", "schedule"))
 )
 
 

@@ -604,6 +604,13 @@ class Store:
         with self.db.read() as s:
             return pbt.schedule_of(s, get_trial(s, trial_id))
 
+    def replay_trial(self, trial_id: int) -> Trial:
+        """Queues a new trial that trains ``trial_id``'s PBT schedule from scratch."""
+        with self.db.write() as s:
+            replayed = pbt.queue_replay(s, trial_id)
+        self._hints.running.clear()  # as extend_study: a completed study runs again
+        return replayed
+
     def fork_trial(
         self,
         trial_id: int,

@@ -123,7 +123,7 @@ CLAIM_QUEUED = (
         started_at=func.coalesce(_t.started_at, bindparam("b_now")),
         stop_requested=False,
     )
-    .returning(_t.id, _t.number, _t.attempt, _t.params, _t.last_step)
+    .returning(_t.id, _t.number, _t.attempt, _t.params, _t.last_step, _t.schedule)
 )
 
 

@@ -13,6 +13,8 @@ state the server shows, never on time.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -153,3 +155,36 @@ def test_pbt_exploits_keep_lineages_and_survive_a_killed_worker(
         assert t["metrics"]["dev_accuracy"] == saved["score"]
         if number == 4:
             assert [s["number"] for s in segments] == [2, 4]
+
+    # Replayed from scratch (the CLI's command), the copy's schedule trains as one new trial
+    # whose hyperparameters change at the recorded epoch: #2's quality for epochs 1-2, then
+    # #4's, as the stored schedule says, to the same score.
+    schedule = httpx.get(f"{api}/trials/{copy['id']}/schedule").json()["segments"]
+    replayed = subprocess.run(
+        [sys.executable, "-m", "hpsearch.cli", "replay", f"{study}/4", "--server", server.url],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"study {study} trial 5 queued: it replays {study}/4" in replayed.stdout
+    gates.allow(5, EPOCHS)
+    again = server.start_worker(*worker, "--worker-id", "replayer")
+    assert again.wait(timeout=60) == 0
+    replay = client.trial_by_number(study, 5)
+    assert replay["state"] == "completed" and replay["source"] == "replay"
+    assert replay["parent_trial_id"] == copy["id"] and replay["attempt"] == 1
+    assert [p["step"] for p in replay["intermediates"]] == [1, 2, 3, 4]
+    saved = decode(client.download_checkpoint(replay["id"]) or b"")
+    assert saved["by"] == [5] * EPOCHS
+    assert saved["quality"] == [
+        s["params"]["quality"]
+        for s in schedule
+        for _ in range(s["first_epoch"], s["last_epoch"] + 1)
+    ]
+    assert replay["metrics"]["dev_accuracy"] == copy["metrics"]["dev_accuracy"]
+    own = httpx.get(f"{api}/trials/{replay['id']}/schedule").json()["segments"]
+    assert [(s["first_epoch"], s["last_epoch"], s["params"]) for s in own] == [
+        (s["first_epoch"], s["last_epoch"], s["params"]) for s in schedule
+    ]

@@ -10,7 +10,19 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hpsearch.pbt import Link, Pbt, donors, perturb, perturb_value, quantiles, replay, schedule
+from hpsearch.errors import InvalidState
+from hpsearch.pbt import (
+    Link,
+    Pbt,
+    donors,
+    perturb,
+    perturb_value,
+    quantiles,
+    replay,
+    schedule,
+    stored,
+    stretches,
+)
 from hpsearch.space import CategoricalParam, FloatParam, IntParam, Space
 from hpsearch.spec import SpecError, parse_spec
 from hpsearch.store import Store
@@ -134,6 +146,12 @@ def test_a_schedule_follows_the_lineage_and_replays_by_epoch() -> None:
         0.096,
     ]
     assert [(s.first, s.last) for s in schedule(11, links, last=None)] == [(1, None)]
+    # As a replay keeps it and its worker trains it: stretch by stretch, the last to the end.
+    assert stretches(stored(segments), 8) == [
+        (1, 2, {"lr": 0.1}),
+        (3, 4, {"lr": 0.08}),
+        (5, 8, {"lr": 0.096}),
+    ]
 
 
 PBT = {
@@ -237,3 +255,24 @@ def test_store_replaces_the_bottom_trial_by_a_perturbed_copy_of_a_top_one(store:
     # The new trial is claimed next (its worker resumes from the copied checkpoint).
     nxt = store.claim("w1", study_id=study.id)
     assert nxt is not None and nxt.trial_id == new_id and nxt.params == new.trial.params
+    # A trial still training has no final schedule to replay; an ended one is replayed as a
+    # new trial that carries the schedule to its worker's claim.
+    with pytest.raises(InvalidState, match="only an ended trial's schedule is final"):
+        store.replay_trial(new_id)
+    for step in range(3, 7):
+        store.report(new_id, "w1", nxt.attempt, step, {"dev_accuracy": 0.9})
+    store.complete(new_id, "w1", nxt.attempt, {"dev_accuracy": 0.9, "latency_ms": 1.0})
+    replayed = store.replay_trial(new_id)
+    assert (replayed.source, replayed.parent_trial_id) == ("replay", new_id)
+    assert replayed.params == new.trial.params and replayed.checkpoint_step is None
+    assert [e.kind for e in store.trial(replayed.id).events] == ["replay"]
+    claim = store.claim("w9", study_id=study.id)
+    assert claim is not None and claim.trial_id == replayed.id
+    assert claim.schedule == [
+        {"first_epoch": 1, "params": best.params},
+        {"first_epoch": 3, "params": new.trial.params},
+    ]
+    assert [(s.first, s.last, s.trial_id, s.params) for s in store.schedule(replayed.id)] == [
+        (1, 2, replayed.id, best.params),
+        (3, None, replayed.id, new.trial.params),
+    ]
