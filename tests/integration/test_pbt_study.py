@@ -1,7 +1,8 @@
 """A population-based-training study with a real server and two real workers running user
 code that uses the checkpoint API: the worst trial is replaced by a perturbed copy of the best
 one's checkpoint, the lineage is stored, every trial's last checkpoint holds its own lineage's
-history, and a worker killed in the middle of the copy loses nothing.
+history, a worker killed in the middle of the copy loses nothing, and the copy's schedule
+replayed from scratch (``hpsearch replay``) trains with the recorded hyperparameters.
 
 The trainer (``custom_trainers.paced``) adds its ``quality`` to its score each epoch and
 trains an epoch only when the test lets it, so the order in which trials report is the
