@@ -1,13 +1,16 @@
 """A replayed trial's trainer runs once per stretch of its schedule, with the stretch's
 hyperparameters and its epochs cut at the stretch's end, and stops at the first run that
-ends early."""
+ends early; the built-in trainer, resuming between stretches, reports each epoch at its
+stretch's learning rate."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from workers.schedule import follow_schedule
+from workers.training import train_trial
 
 SCHEDULE = [
     {"first_epoch": 1, "params": {"lr": 0.1}},
@@ -58,3 +61,34 @@ def test_a_run_that_ends_early_ends_the_replay() -> None:
     result = follow_schedule(train, SCHEDULE, {"lr": 0.096}, {"epochs": 8}, print)
     assert [e for _, e, _ in train.runs] == [2, 4]
     assert result == Result(True, 3)
+
+
+@dataclass
+class Latest:
+    """A trial's checkpoints as the server keeps them: the latest one is what a run loads."""
+
+    saved: dict[int, bytes] = field(default_factory=dict)
+
+    def load(self) -> bytes | None:
+        return self.saved[max(self.saved)] if self.saved else None
+
+    def save(self, step: int, data: bytes) -> None:
+        self.saved[step] = data
+
+
+def test_a_built_in_trainer_trains_each_epoch_with_its_stretchs_learning_rate(
+    blobs_npz: Path,
+) -> None:
+    task = {"trainer": "mlp_classifier", "dataset": "file", "data_path": str(blobs_npz)}
+    reports: list[tuple[int, float]] = []
+
+    def report(epoch: int, metrics: dict[str, float]) -> bool:
+        reports.append((epoch, metrics["lr"]))
+        return False
+
+    params = {"hidden_units": 16, "batch_size": 32, "optimizer": "momentum", "lr": 0.096}
+    result = follow_schedule(
+        train_trial, SCHEDULE, params, {**task, "epochs": 6}, report, checkpoints=Latest()
+    )
+    assert reports == [(1, 0.1), (2, 0.1), (3, 0.08), (4, 0.08), (5, 0.096), (6, 0.096)]
+    assert result.epochs_run == 6 and not result.stopped_early
