@@ -135,6 +135,15 @@ class Study:
                 commands=commands,
             )
             claimed = reply.get("trial")
+            if claimed is not None and claimed.get("schedule"):
+                # A replay changes hyperparameters between resumed runs of the trainer, which
+                # only a worker does: here it would train with its params alone. Back it goes.
+                reason = "a replay of a PBT schedule: only a worker trains it"
+                self.client.release(claimed["id"], self.worker_id, claimed["attempt"], reason)
+                raise InvalidState(
+                    f"study {self.id} trial {claimed['number']} replays a PBT schedule, which "
+                    f"only a worker trains: run it with `hpsearch worker --study {self.id}`"
+                )
             if claimed is not None and claimed.get("kind", "train") == "train":
                 # Checkpoint state is the worker's format (torch, loaded on first use only).
                 from workers import checkpoint_state

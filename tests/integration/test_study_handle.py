@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 import hpsearch
-from hpsearch.errors import LeaseLost
+from hpsearch.errors import InvalidState, LeaseLost
 from hpsearch.trial_lease import TrialLike
 from tests.conftest import REPO, ServerProcess, wait_for
 
@@ -85,6 +85,14 @@ def test_ask_in_a_with_block_completes_or_fails_the_trial(server: ServerProcess)
     by_id = httpx.get(f"{server.url}/trials/{first.id}").text
     assert "<title>Trial 0 · notebook" in by_id
     assert httpx.get(f"{server.url}/studies/{study.id}/trials/99").status_code == 404
+    # A replay of a schedule is a worker's to train (it resumes the trainer at each change of
+    # hyperparameters): the notebook hands it back and says so.
+    with server.client() as client:
+        replay = client.replay(first.id)
+        with pytest.raises(InvalidState, match="replays a PBT schedule, which only a worker"):
+            study.ask()
+        again = client.trial(replay["id"])
+    assert again["state"] == "queued" and "released" in [e["kind"] for e in again["events"]]
 
 
 def test_optimize_runs_trials_in_two_threads(server: ServerProcess) -> None:
