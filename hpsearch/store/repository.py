@@ -22,6 +22,7 @@ from hpsearch.store import (
     checkpoints,
     claims,
     completion,
+    ending,
     evaluations,
     forks,
     gauges,
@@ -36,7 +37,7 @@ from hpsearch.store.clock import utcnow
 from hpsearch.store.db import Database
 from hpsearch.store.hints import Hints
 from hpsearch.store.history import read_history
-from hpsearch.store.lease import Claim, Holder
+from hpsearch.store.lease import Claim, Holder, Steps
 from hpsearch.store.models import (
     FinalEvaluation,
     Study,
@@ -463,9 +464,7 @@ class Store:
                 query = query.where(Study.id == study_id)
             return s.scalars(query.limit(1)).first() is not None
 
-    def _report_at_once(
-        self, holder: Holder, steps: queue.Steps
-    ) -> tuple[queue.ReportAck, queue.Steps] | None:
+    def _report_at_once(self, holder: Holder, steps: Steps) -> tuple[queue.ReportAck, Steps] | None:
         """A report or heartbeat as one statement on PostgreSQL (see :mod:`.postgres`); None
         on SQLite, or when the lease is not held: the transaction then says why."""
         if self._fast is None:
@@ -487,7 +486,7 @@ class Store:
         attempt: int,
         step: int,
         metrics: Mapping[str, float | None],
-        earlier: queue.Steps = (),
+        earlier: Steps = (),
     ) -> queue.ReportAck:
         """One step's metrics, after the ``earlier`` steps the worker held back, if any."""
         steps = [*earlier, (step, metrics)]
@@ -519,10 +518,10 @@ class Store:
         attempt: int,
         metrics: Mapping[str, float | None],
         pruned: bool = False,
-        steps: queue.Steps = (),
+        steps: Steps = (),
     ) -> Trial:
         """Ends a trial, storing first the ``steps`` its worker had not reported yet."""
-        c = completion.Completion(Holder(trial_id, worker_id, attempt), metrics, pruned, steps)
+        c = ending.Completion(Holder(trial_id, worker_id, attempt), metrics, pruned, steps)
         study_key = self._hints.claimed_studies.pop(trial_id)
         if self._fast is not None:
             done = self._fast.complete(c, study_key)
