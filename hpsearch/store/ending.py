@@ -12,6 +12,10 @@ A trial ends in four ways, and each goes through this module:
 - a user stops it while it is queued (:func:`hpsearch.store.queue.request_stop`):
   these three call :func:`end`.
 
+One more ending is a study's own: when a time limit or a target value ends a study, its
+queued trials fail together in one statement, and its failed counter moves by their count
+(:func:`hpsearch.store.studies.finish_if_done`).
+
 Whatever the way, an ended trial has its final state, ``finished_at`` and no lease (its
 ``worker_id`` and ``attempt`` stay those of the attempt that ended it, which is how a resent
 ending is recognised: :func:`hpsearch.store.lease.already_ended`); the study's counters and
