@@ -332,7 +332,6 @@ class ClaimIn(NextClaimIn):
 
 class ClaimedTrial(BaseModel):
     id: int = Field(description="the trial's id, as everywhere else (/trials/{id})")
-    trial_id: int = Field(description="deprecated, the same as `id`: read `id`")
     study_id: int
     number: int
     attempt: int

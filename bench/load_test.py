@@ -168,7 +168,7 @@ async def simulated_worker(
         if trial is None:
             await asyncio.sleep(0.5)
             continue
-        tid, lease = trial["trial_id"], {"worker_id": worker, "attempt": trial["attempt"]}
+        tid, lease = trial["id"], {"worker_id": worker, "attempt": trial["attempt"]}
         top, rate = rng.uniform(0.5, 0.99), rng.uniform(0.2, 1.5)
         metrics: dict[str, float] = {}
         for step in range(1, args.epochs + 1):
@@ -229,7 +229,7 @@ async def idle_baseline(port: int, study_id: int, tally: Tally, rounds: int) -> 
         body = {"worker_id": worker, "host": "loopback", "devices": [], "study_id": study_id}
         _, reply = await tally.call(conn, "claim", "POST", "/api/v1/claims", body)
         trial = reply["trial"]
-        tid, lease = trial["trial_id"], {"worker_id": worker, "attempt": trial["attempt"]}
+        tid, lease = trial["id"], {"worker_id": worker, "attempt": trial["attempt"]}
         for step in (1, 2):
             body = {**lease, "step": step, "metrics": {"dev_accuracy": 0.5 + 0.1 * step}}
             await tally.call(conn, "report", "POST", f"/api/v1/trials/{tid}/intermediate", body)

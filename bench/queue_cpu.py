@@ -122,7 +122,7 @@ class ThroughApp:
                 "steps": STEPS,
                 "claim_next": self.where,
             }
-            path = f"/api/v1/trials/{self.trial['trial_id']}/complete"
+            path = f"/api/v1/trials/{self.trial['id']}/complete"
             self.trial = (await self.http.post(path, done))["next"]["trial"]
 
 

@@ -266,7 +266,7 @@ async def simulated_worker(
             tally.claim_seconds.append(took)
         trial = reply["trial"]
         lease = {"worker_id": worker_id, "attempt": trial["attempt"]}
-        tid = trial["trial_id"]
+        tid = trial["id"]
         steps = [
             {"step": step, "metrics": {"dev_accuracy": step / EPOCHS, "train_accuracy": 0.5}}
             for step in range(1, EPOCHS + 1)

@@ -30,6 +30,7 @@ from hpsearch.spec import load_spec_file
 from hpsearch.states import StudyState
 from hpsearch.study_results import Progress, TrialResult
 from hpsearch.trial_lease import TrialLease, TrialLike
+from hpsearch.worker_code import CheckpointState, rebuild_model
 
 if TYPE_CHECKING:
     import pandas
@@ -146,10 +147,8 @@ class Study:
                 )
             if claimed is not None and claimed.get("kind", "train") == "train":
                 # Checkpoint state is the worker's format (torch, loaded on first use only).
-                from workers import checkpoint_state
-
                 return TrialLease(
-                    self.client, claimed, self.worker_id, checkpoint_state, heartbeat=heartbeat
+                    self.client, claimed, self.worker_id, CheckpointState(), heartbeat=heartbeat
                 )
             if claimed is not None:
                 # Handed the study's final test evaluation, which only a worker runs: left
@@ -363,9 +362,7 @@ class Study:
             raise NotFound(f"study {self.id} has no feasible trial yet")
         found = self.trial(found) if isinstance(found, int) else found
         data = self.download_checkpoint(found)
-        # The model code is the worker's (torch); imported only here, when asked for.
-        from workers.training.rebuild import rebuild_model
-
+        # The model code is the worker's (torch), loaded only here, when asked for.
         return rebuild_model(found.params, self.spec["task"], data, device)
 
 

@@ -53,8 +53,9 @@ def metrics_of(metrics: Mapping[str, Any] | None, named: Mapping[str, Any]) -> d
 
 
 class StateCodec(Protocol):
-    """Checkpoint state to bytes and back (``workers.checkpoint_state``: torch's format). The
-    study handle, which composes the layers, hands it in: the core itself never loads torch."""
+    """Checkpoint state to bytes and back (the worker's ``workers.checkpoint_state``: torch's
+    format). The study handle hands in :class:`hpsearch.worker_code.CheckpointState`, which
+    finds it through an entry point: the core itself never imports torch or the worker."""
 
     def encode(self, state: Any) -> bytes: ...
 

@@ -57,7 +57,7 @@ class WorkerOverHttp:
 
     def upload_checkpoint(self, trial: dict[str, Any], step: int, data: bytes) -> Any:
         r = httpx.put(
-            f"{self.api}/trials/{trial['trial_id']}/checkpoint",
+            f"{self.api}/trials/{trial['id']}/checkpoint",
             params={"worker_id": self.worker_id, "attempt": trial["attempt"], "step": step},
             content=data,
             timeout=30,
@@ -74,7 +74,7 @@ class WorkerOverHttp:
         metrics: dict[str, float] | None = None,
     ) -> None:
         lease = {"worker_id": self.worker_id, "attempt": trial["attempt"]}
-        tid = trial["trial_id"]
+        tid = trial["id"]
         for step in range(1, steps + 1):
             self.post(
                 f"/trials/{tid}/intermediate",
@@ -129,11 +129,11 @@ def build_study(
     ids: dict[int, int] = {}
     for top, latency, end in plan:
         trial = w.claim(sid)
-        ids[trial["number"]] = trial["trial_id"]
+        ids[trial["number"]] = trial["id"]
         steps = 2 if end in ("pruned", "fail") else 6
         w.run(trial, steps, top, end, {"latency_ms": latency, "n_params": 1000 + 10 * latency})
     running = w.claim(sid)
-    ids[running["number"]] = running["trial_id"]
+    ids[running["number"]] = running["id"]
     w.run(running, 2, 0.9, end="")
     return BuiltStudy(
         id=sid,

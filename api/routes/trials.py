@@ -23,7 +23,7 @@ from api.schemas import (
     TrialOut,
 )
 from hpsearch.store import worker_requests
-from hpsearch.store.completion import Completion
+from hpsearch.store.ending import Completion
 from hpsearch.store.lease import Holder
 
 router = APIRouter(prefix="/trials", tags=["trials"])

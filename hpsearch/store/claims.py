@@ -29,6 +29,7 @@ from hpsearch.states import LIVE_STUDY, StudyState, TrialState
 from hpsearch.store import postgres
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
+from hpsearch.store.ending import end
 from hpsearch.store.history import read_history
 from hpsearch.store.lease import Claim
 from hpsearch.store.models import Study, Trial, TrialEvent
@@ -38,7 +39,6 @@ from hpsearch.store.studies import (
     get_study,
     live_counts,
     may_finish,
-    record_ended,
     record_event,
     time_is_up,
 )
@@ -147,16 +147,14 @@ def requeue_expired(session: Session, study: Study, trial_ids: list[int], now: d
     for trial in expired:
         record_event(session, trial, "lease_expired", f"worker {trial.worker_id} stopped answering")
         if trial.attempt >= max_attempts or study.state not in LIVE_STUDY:
-            trial.state = TrialState.FAILED
-            trial.error = (
+            error = (
                 f"lease expired on each of {trial.attempt} attempts "
                 f"(last worker: {trial.worker_id})"
                 if trial.attempt >= max_attempts
                 else f"lease expired (worker {trial.worker_id}) after the study was {study.state}"
             )
-            trial.finished_at = now
-            trial.lease_expires_at = None
-            record_ended(session, study, trial)
+            # The study is asked once, below, whether it is done.
+            end(session, study, trial, TrialState.FAILED, error, now=now, finish_study=False)
         else:
             trial.state = TrialState.QUEUED
             trial.lease_expires_at = None

@@ -1,7 +1,8 @@
-"""Ending a trial with its final metrics: the queue's other hot path, with its claim.
+"""A worker's completion of the trial it holds: the queue's other hot path, with its claim.
 
-A completion ends the trial (checking its lease), stores the steps it carries, records its
-events, and moves the study's counters and best trial; the study row is locked before the
+A completion ends the trial (checking its lease) as :func:`hpsearch.store.ending.ending`
+decides, stores the steps it carries, records its events, and moves the study's counters
+(:func:`hpsearch.store.ending.counted`) and best trial; the study row is locked before the
 trial row, the store's one lock order (see :mod:`hpsearch.store.claims`).
 
 On PostgreSQL all of it is one statement run outside a transaction block
@@ -15,22 +16,19 @@ by step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import LeaseLost, NotFound
-from hpsearch.objective import finite_metrics, rank_key
-from hpsearch.states import ENDED, TrialState
+from hpsearch.objective import rank_key
+from hpsearch.states import ENDED
 from hpsearch.store import statements as sql
-from hpsearch.store.clock import utcnow
+from hpsearch.store.ending import Completion, Ending, counted, ending
 from hpsearch.store.lease import Holder, already_ended
-from hpsearch.store.models import STORED_INFINITY, Trial
-from hpsearch.store.queue import Steps, check_held, holder_params, store_steps
+from hpsearch.store.models import Trial
+from hpsearch.store.queue import check_held, holder_params, store_steps
 from hpsearch.store.rules import RulesFor, StudyRules
 from hpsearch.store.studies import (
     Ranked,
@@ -39,93 +37,6 @@ from hpsearch.store.studies import (
     get_trial,
     may_finish,
 )
-
-
-@dataclass(frozen=True)
-class Completion:
-    """What a worker sends to end a trial it holds: its final metrics, whether the pruner
-    stopped it, and the steps it had not reported yet."""
-
-    holder: Holder
-    metrics: Mapping[str, float | None]
-    pruned: bool = False
-    steps: Steps = ()
-
-
-@dataclass(frozen=True)
-class Ending:
-    """What ending a held trial writes: the trial, its steps and events, and how the study's
-    counters move."""
-
-    holder: Holder
-    now: datetime
-    state: str
-    metrics: dict[str, float | None]
-    value: float | None
-    feasible: bool | None
-    violation: float | None
-    steps: list[tuple[int, dict[str, float | None]]]
-    events: list[tuple[str, str | None]]
-    # Why the trial failed instead of completing (it never reported its objective).
-    error: str | None = None
-
-    @property
-    def last_step(self) -> int | None:
-        return max((step for step, _ in self.steps), default=None)
-
-    @property
-    def may_be_best(self) -> bool:
-        return self.state == TrialState.COMPLETED and bool(self.feasible) and self.value is not None
-
-
-def ending(rules: StudyRules, c: Completion) -> Ending:
-    """What ending the trial as ``c`` asks writes, by the study's ``rules``."""
-    metrics, pruned = c.metrics, c.pruned
-    clean = finite_metrics(metrics)
-    evaluation = rules.objective.evaluate(clean)
-    state = TrialState.PRUNED if pruned else TrialState.COMPLETED
-    events: list[tuple[str, str | None]] = []
-    error = None if pruned else never_reported(rules.objective.metric, metrics)
-    if error is not None:
-        # A trial without its objective cannot count: it fails, saying what it did report.
-        state, events = TrialState.FAILED, [("failed", error)]
-    else:
-        if not evaluation.feasible:
-            events.append(("infeasible", "broke " + ", ".join(evaluation.broken)))
-        if not pruned and evaluation.value is None:
-            metric = rules.objective.metric
-            events.append(("diverged", f"objective {metric} was not a finite number"))
-        events.append((state, None))
-    failed = state == TrialState.FAILED  # unranked, as a trial failed by its worker is
-    return Ending(
-        holder=c.holder,
-        now=utcnow(),
-        state=state,
-        metrics=clean,
-        value=evaluation.value,
-        feasible=None if failed else evaluation.feasible,
-        violation=None if failed else min(evaluation.violation, STORED_INFINITY),
-        steps=[(step, finite_metrics(m)) for step, m in c.steps],
-        events=events,
-        error=error,
-    )
-
-
-def never_reported(objective: str, metrics: Mapping[str, float | None]) -> str | None:
-    """Why a trial whose final ``metrics`` lack the ``objective`` fails, or None.
-
-    A reported but non-finite objective (NaN, infinity: sent as null) is no failure: the
-    trial diverged, a real outcome (see :func:`hpsearch.objective.diverged`)."""
-    if objective in metrics:
-        return None
-    reported = ", ".join(sorted(metrics)) or "nothing"
-    return f"objective {objective} was never reported; reported: {reported}"
-
-
-# -- PostgreSQL: one statement ---------------------------------------------------------------
-
-
-# -- any database: a transaction, step by step ---------------------------------------------
 
 
 def complete(session: Session, c: Completion, rules_for: RulesFor) -> Trial:
@@ -147,17 +58,12 @@ def complete(session: Session, c: Completion, rules_for: RulesFor) -> Trial:
     row = _end_trial(session, e)
     if row is None:
         return _resent_or_refused(session, c.holder)
-    if e.state == TrialState.PRUNED:
-        n_pruned += 1
-    elif e.state == TrialState.FAILED:
-        n_failed += 1
-    else:
-        n_completed += 1
-        if e.may_be_best:
-            challenger = Ranked(number, e.value, True, 0.0)
-            if _beats(session, challenger, best_id, rules):
-                best_id = trial_id
-                rules.best_ranks.put(trial_id, challenger)
+    n_completed, n_pruned, n_failed = counted(e.state, (n_completed, n_pruned, n_failed))
+    if e.may_be_best:
+        challenger = Ranked(number, e.value, True, 0.0)
+        if _beats(session, challenger, best_id, rules):
+            best_id = trial_id
+            rules.best_ranks.put(trial_id, challenger)
     connection.execute(
         sql.SET_STUDY_COUNTERS,
         {
@@ -176,7 +82,8 @@ def complete(session: Session, c: Completion, rules_for: RulesFor) -> Trial:
 
 
 def _end_trial(session: Session, e: Ending) -> Row[Any] | None:
-    """The trial ended (None if its lease check fails), then its steps and events stored."""
+    """The trial ended as ``e`` says (None if its lease check fails: then nothing is
+    written), then its steps and events stored."""
     connection = session.connection()
     row = connection.execute(
         sql.END_HELD_TRIAL,

@@ -16,8 +16,9 @@ from hpsearch.objective import finite_metrics
 from hpsearch.space import SpaceError
 from hpsearch.states import ENDED_STUDY, TrialState
 from hpsearch.store.clock import utcnow
+from hpsearch.store.ending import count_ended
 from hpsearch.store.models import STORED_INFINITY, Study, Trial
-from hpsearch.store.studies import add_to_budget, record_ended, spec_of
+from hpsearch.store.studies import add_to_budget, spec_of
 
 IMPORTABLE_STATES = (TrialState.COMPLETED, TrialState.PRUNED)
 
@@ -62,7 +63,7 @@ def import_history(
     session.add_all(trials)
     session.flush()
     for trial in trials:
-        record_ended(session, study, trial)
+        count_ended(session, study, trial)
     study.next_number += len(trials)
     add_to_budget(study, len(trials))
     return trials

@@ -10,7 +10,7 @@ holder that resends an ending it already made (its first reply was lost) is reco
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -28,6 +28,10 @@ class Holder:
     trial_id: int
     worker_id: str
     attempt: int
+
+
+# What a holder reports: (step, metrics) pairs, oldest first.
+Steps = Sequence[tuple[int, Mapping[str, float | None]]]
 
 
 @dataclass(frozen=True)

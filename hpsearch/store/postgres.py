@@ -28,14 +28,13 @@ from sqlalchemy import text as sql_text
 
 from hpsearch.errors import NotFound
 from hpsearch.objective import Direction, finite_metrics
-from hpsearch.states import TrialState
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
-from hpsearch.store.completion import Completion, ending
 from hpsearch.store.db import Database
-from hpsearch.store.lease import Holder
+from hpsearch.store.ending import Completion, counted, ending
+from hpsearch.store.lease import Holder, Steps
 from hpsearch.store.models import Trial
-from hpsearch.store.queue import ReportAck, Steps, holder_params, judged_by, steps_json, stop_reason
+from hpsearch.store.queue import ReportAck, holder_params, judged_by, steps_json, stop_reason
 from hpsearch.store.rules import RulesFor, StudyKey
 from hpsearch.store.statements import result_columns
 from hpsearch.store.studies import may_finish
@@ -279,6 +278,7 @@ def complete_at_once(
     study_id, created = found
     rules = rules_for(connection, (study_id, created))
     e = ending(rules, c)
+    completed, pruned, failed = counted(e.state, (0, 0, 0))  # how the counters move
     row = connection.execute(
         _complete(rules.spec.objective.direction),
         {
@@ -293,9 +293,9 @@ def complete_at_once(
             "b_step": e.last_step,
             "b_steps": steps_json(e.steps),
             "b_events": json.dumps([{"kind": k, "detail": d} for k, d in e.events]),
-            "b_completed": int(e.state == TrialState.COMPLETED),
-            "b_pruned": int(e.state == TrialState.PRUNED),
-            "b_failed": int(e.state == TrialState.FAILED),
+            "b_completed": completed,
+            "b_pruned": pruned,
+            "b_failed": failed,
             "b_error": e.error,
             "b_candidate": e.may_be_best,
         },

@@ -1,5 +1,5 @@
 """The trial queue, the lease side: heartbeat, report, fail, release, stop (a completion:
-:mod:`hpsearch.store.completion`).
+:mod:`hpsearch.store.completion`; what ending a trial writes: :mod:`hpsearch.store.ending`).
 
 Rules (data, not code scattered through the worker):
 
@@ -16,7 +16,7 @@ Rules (data, not code scattered through the worker):
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,15 +28,10 @@ from hpsearch.objective import finite_metrics
 from hpsearch.states import ENDED_STUDY, TrialState
 from hpsearch.store import statements as sql
 from hpsearch.store.clock import utcnow
-from hpsearch.store.lease import Holder, already_ended, check_lease
+from hpsearch.store.ending import end
+from hpsearch.store.lease import Holder, Steps, already_ended, check_lease
 from hpsearch.store.models import Trial
-from hpsearch.store.studies import (
-    finish_if_done,
-    get_trial,
-    lock_study_then_trial,
-    record_ended,
-    record_event,
-)
+from hpsearch.store.studies import get_trial, lock_study_then_trial, record_event
 
 
 @dataclass(frozen=True)
@@ -103,9 +98,6 @@ def heartbeat(session: Session, holder: Holder, lease: timedelta) -> ReportAck:
     )
     reason = stop_reason(state, stop_requested)
     return ReportAck(reason is not None, reason, expires)
-
-
-Steps = Sequence[tuple[int, Mapping[str, float | None]]]
 
 
 def report(
@@ -178,15 +170,8 @@ def fail(session: Session, holder: Holder, error: str) -> Trial:
     if already_ended(trial, holder, [TrialState.FAILED]):
         return trial
     check_held(trial, holder)
-    trial.state = TrialState.FAILED
-    trial.error = error
-    trial.finished_at = utcnow()
-    trial.lease_expires_at = None
-    record_event(
-        session, trial, "failed", error.strip().splitlines()[-1] if error.strip() else None
-    )
-    record_ended(session, study, trial)
-    finish_if_done(session, study)
+    last_line = error.strip().splitlines()[-1] if error.strip() else None
+    end(session, study, trial, TrialState.FAILED, error, event=("failed", last_line))
     return trial
 
 
@@ -202,9 +187,7 @@ def release(session: Session, holder: Holder, why: str) -> Trial:
 def request_stop(session: Session, trial_id: int) -> Trial:
     study, trial = lock_study_then_trial(session, trial_id)
     if trial.state == TrialState.QUEUED:
-        trial.state, trial.error, trial.finished_at = TrialState.FAILED, "stopped by user", utcnow()
-        record_ended(session, study, trial)
-        finish_if_done(session, study)
+        end(session, study, trial, TrialState.FAILED, "stopped by user")
     elif trial.state == TrialState.RUNNING:
         trial.stop_requested = True
     else:

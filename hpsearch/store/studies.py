@@ -15,7 +15,6 @@ from sqlalchemy import ColumnElement, and_, case, delete, func, not_, select, tr
 from sqlalchemy.orm import Session
 
 from hpsearch.errors import NotFound
-from hpsearch.objective import rank_key
 from hpsearch.spec import BudgetSpec, StudySpec, failure_limit, parse_spec
 from hpsearch.states import LIVE_STUDY, StudyState, TrialState
 from hpsearch.store import statements as sql
@@ -80,37 +79,6 @@ def live_counts(session: Session, study_id: int) -> tuple[int, int]:
 def counts(session: Session, study: Study) -> StudyCounts:
     queued, running = live_counts(session, study.id)
     return StudyCounts(queued, running, study.n_completed, study.n_pruned, study.n_failed)
-
-
-def record_ended(session: Session, study: Study, trial: Trial) -> None:
-    """Updates the study's counters and best trial after ``trial`` ended."""
-    if trial.state == TrialState.COMPLETED:
-        study.n_completed += 1
-        if trial.feasible and trial.value is not None:
-            _maybe_new_best(session, study, trial)
-    elif trial.state == TrialState.PRUNED:
-        study.n_pruned += 1
-    elif trial.state == TrialState.FAILED:
-        study.n_failed += 1
-    study.updated_at = utcnow()
-
-
-def _maybe_new_best(session: Session, study: Study, trial: Trial) -> None:
-    direction = study.spec["objective"]["direction"]
-    if study.best_trial_id is None:
-        study.best_trial_id = trial.id
-        return
-    # Only the ranking columns, and no autoflush: this runs once per completed trial.
-    current = session.execute(
-        select(Trial.number, Trial.value, Trial.feasible, Trial.violation).where(
-            Trial.id == study.best_trial_id
-        ),
-        execution_options={"autoflush": False},
-    ).first()
-    if current is None or rank_key(Ranked.of(trial), direction) < rank_key(
-        Ranked(current[0], current[1], bool(current[2]), current[3] or 0.0), direction
-    ):
-        study.best_trial_id = trial.id
 
 
 @dataclass(frozen=True)

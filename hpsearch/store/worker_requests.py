@@ -22,7 +22,7 @@ from typing import Literal
 
 from hpsearch.states import TrialState
 from hpsearch.store.clock import utcnow
-from hpsearch.store.completion import Completion
+from hpsearch.store.ending import Completion
 from hpsearch.store.lease import Claim
 from hpsearch.store.models import Trial
 from hpsearch.store.repository import Store

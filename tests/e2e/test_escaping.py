@@ -51,19 +51,19 @@ def _study_with_the_payload(server: ServerProcess) -> tuple[int, list[int]]:
         httpx.post(f"{api}/studies/{sid}/trials", json={"params": params}).raise_for_status()
         body = {"worker_id": w.worker_id, "host": PAYLOAD, "study_id": sid, "entry_points": [ENTRY]}
         trial = w.post("/claims", body)["trial"]
-        ids.append(trial["trial_id"])
+        ids.append(trial["id"])
         lease = {"worker_id": w.worker_id, "attempt": trial["attempt"]}
         for step in (1, 2):
             metrics = {"dev_accuracy": 0.1 * (i + 1) * step, "train_accuracy": 0.5}
             w.post(
-                f"/trials/{trial['trial_id']}/intermediate",
+                f"/trials/{trial['id']}/intermediate",
                 {**lease, "step": step, "metrics": metrics},
             )
         if i == 2:
-            w.post(f"/trials/{trial['trial_id']}/fail", {**lease, "error": f"boom {PAYLOAD}"})
+            w.post(f"/trials/{trial['id']}/fail", {**lease, "error": f"boom {PAYLOAD}"})
         else:
             w.post(
-                f"/trials/{trial['trial_id']}/complete",
+                f"/trials/{trial['id']}/complete",
                 {**lease, "metrics": {"dev_accuracy": 0.2 * (i + 1)}},
             )
     return sid, ids

@@ -21,10 +21,10 @@ def test_a_running_trials_output_is_tailed_live_as_text(
     with server.client() as client:
         study = client.create_study(digits_spec(budget={"max_trials": 1, "parallelism": 1}))
         trial = client.claim("e2e-worker", "box", ["cpu"], study["id"])["trial"]
-        held = (trial["trial_id"], "e2e-worker", trial["attempt"])
+        held = (trial["id"], "e2e-worker", trial["attempt"])
         first = f"epoch 1 done\n{PAYLOAD}\n"
         offset = client.append_log(*held, 0, first)["next_offset"]
-        p.goto(f"{server.url}/trials/{trial['trial_id']}")
+        p.goto(f"{server.url}/trials/{trial['id']}")
         assert p.inner_text("#trial-log").strip() == first.strip()
         client.append_log(*held, offset, "epoch 2 done\n")
         p.wait_for_function(

@@ -225,9 +225,9 @@ def test_the_best_trial_is_evaluated_on_test_once(
     assert evaluation["trial_id"] == built.trial_ids[built.best_number]
     # A worker runs the job (over HTTP, as workers do); the page follows without a reload.
     job = built.worker.claim(built.id)
-    assert (job["kind"], job["trial_id"]) == ("evaluate_test", evaluation["trial_id"])
+    assert (job["kind"], job["id"]) == ("evaluate_test", evaluation["trial_id"])
     built.worker.post(
-        f"/trials/{job['trial_id']}/test-evaluation/complete",
+        f"/trials/{job['id']}/test-evaluation/complete",
         {
             "worker_id": built.worker.worker_id,
             "attempt": job["attempt"],

@@ -62,26 +62,26 @@ def test_study_lifecycle_over_http(server: ServerProcess) -> None:
     lease = {"worker_id": "w1", "attempt": claim["attempt"]}
     ack = post(
         server,
-        f"/trials/{claim['trial_id']}/intermediate",
+        f"/trials/{claim['id']}/intermediate",
         {**lease, "step": 1, "metrics": {"dev_accuracy": 0.5}},
     )
     assert ack.status_code == 200 and ack.json()["should_stop"] is False
     stranger = post(
         server,
-        f"/trials/{claim['trial_id']}/intermediate",
+        f"/trials/{claim['id']}/intermediate",
         {"worker_id": "w2", "attempt": 1, "step": 2, "metrics": {}},
     )
     assert stranger.status_code == 409 and stranger.json()["code"] == "lease_lost"
     done = post(
         server,
-        f"/trials/{claim['trial_id']}/complete",
+        f"/trials/{claim['id']}/complete",
         {**lease, "metrics": {"dev_accuracy": 0.9, "latency_ms": 500}},
     )
     assert done.json()["feasible"] is False
     study = httpx.get(f"{server.url}/api/v1/studies/{study_id}").json()
     assert study["counts"]["completed"] == 1 and study["best"] is None
     assert httpx.get(f"{server.url}/api/v1/studies/{study_id}/best").json() is None
-    trial = httpx.get(f"{server.url}/api/v1/trials/{claim['trial_id']}").json()
+    trial = httpx.get(f"{server.url}/api/v1/trials/{claim['id']}").json()
     assert [p["step"] for p in trial["intermediates"]] == [1]
 
 

@@ -191,7 +191,7 @@ def _claim_one(server: ServerProcess, t: dict[str, str], token: str, worker_id: 
     api(server, "POST", "/studies", t["user"], json=spec).raise_for_status()
     got = api(server, "POST", "/claims", token, json={"worker_id": worker_id})
     assert got.status_code == 200, got.text
-    trial_id: int = got.json()["trial"]["trial_id"]
+    trial_id: int = got.json()["trial"]["id"]
     return trial_id
 
 
@@ -286,7 +286,7 @@ def test_a_checkpoint_goes_only_to_its_lease_holder_or_a_reader(
     assert released.status_code == 200, released.text
     claim = {"worker_id": "box1-1", "study_id": released.json()["study_id"]}
     again = api(server, "POST", "/claims", tokens["box1"], json=claim).json()["trial"]
-    assert again["trial_id"] == trial and again["attempt"] == 2
+    assert again["id"] == trial and again["attempt"] == 2
     resumer = {"worker_id": "box1-1", "attempt": again["attempt"]}
     got = api(server, "GET", path, tokens["box1"], params=resumer)
     assert got.status_code == 200 and got.content == b"w1"

@@ -19,7 +19,7 @@ def test_checkpoints_are_uploaded_by_the_lease_holder_and_downloaded(
     with server.client(retry_for=5) as client:
         study = client.create_study(digits_spec())
         claim = client.claim("w", "host", ["cpu"], study["id"])["trial"]
-        trial, attempt = claim["trial_id"], claim["attempt"]
+        trial, attempt = claim["id"], claim["attempt"]
         assert client.download_checkpoint(trial) is None
 
         client.upload_checkpoint(trial, "w", attempt, 1, b"epoch 1")

@@ -280,7 +280,7 @@ def test_a_worker_frozen_past_its_lease_changes_nothing_when_it_wakes(
         finally:
             frozen.send_signal(signal.SIGCONT)
         assert claim["attempt"] == 2
-        tid = claim["trial_id"]
+        tid = claim["id"]
         before = client.trial(tid)
         # Woken, the frozen worker reports again: refused (409), it drops the trial.
         wait_for(

@@ -124,14 +124,14 @@ def test_a_checkpoint_upload_has_its_own_larger_limit(http: httpx.Client) -> Non
     trial = claim["trial"]
     data = os.urandom(2 * MiB)  # twice the request limit
     r = http.put(
-        f"/trials/{trial['trial_id']}/checkpoint",
+        f"/trials/{trial['id']}/checkpoint",
         params={"worker_id": "w-ckpt", "attempt": trial["attempt"], "step": 1},
         content=data,
         headers={"content-type": "application/octet-stream"},
     )
     assert r.status_code == 200, r.text
     assert r.json()["bytes"] == len(data)
-    assert http.get(f"/trials/{trial['trial_id']}/checkpoint").content == data
+    assert http.get(f"/trials/{trial['id']}/checkpoint").content == data
 
 
 # -- counts --------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def test_a_report_holds_at_most_1000_metrics(http: httpx.Client) -> None:
     lease = {"worker_id": "w-many", "attempt": trial["trial"]["attempt"]}
     metrics = {f"m{i}": 0.5 for i in range(1001)}
     r = http.post(
-        f"/trials/{trial['trial']['trial_id']}/intermediate",
+        f"/trials/{trial['trial']['id']}/intermediate",
         json={**lease, "step": 1, "metrics": metrics},
     )
     assert_error(r, 422, "validation_error", "metrics")
@@ -290,7 +290,7 @@ def test_metric_names_in_a_spec_are_validated(http: httpx.Client) -> None:
 def test_reported_metric_names_are_validated(http: httpx.Client, bad: str) -> None:
     study_id = create(http, digits_spec(budget={"max_trials": 1}))
     trial = http.post("/claims", json={"worker_id": "w-names", "study_id": study_id}).json()
-    tid, lease = trial["trial"]["trial_id"], {"worker_id": "w-names", "attempt": 1}
+    tid, lease = trial["trial"]["id"], {"worker_id": "w-names", "attempt": 1}
     metrics = {"dev_accuracy": 0.5, bad: 1.0}
     r = http.post(f"/trials/{tid}/intermediate", json={**lease, "step": 1, "metrics": metrics})
     body = assert_error(r, 422, "validation_error", f"metrics.{bad}")
@@ -324,7 +324,7 @@ def test_every_kind_of_error_is_a_json_body_with_a_code(http: httpx.Client) -> N
     study_id = create(http, digits_spec(budget={"max_trials": 1}))
     assert_error(http.post(f"/studies/{study_id}/resume"), 409, "invalid_state")
     trial = http.post("/claims", json={"worker_id": "holder", "study_id": study_id}).json()
-    tid = trial["trial"]["trial_id"]
+    tid = trial["trial"]["id"]
     r = http.post(
         f"/trials/{tid}/intermediate",
         json={"worker_id": "intruder", "attempt": 1, "step": 1, "metrics": {}},
@@ -344,7 +344,7 @@ def _finish(
     http: httpx.Client, study_id: int, worker: str, curve: list[float], final: dict[str, float]
 ) -> int:
     trial = http.post("/claims", json={"worker_id": worker, "study_id": study_id}).json()
-    tid, lease = trial["trial"]["trial_id"], {"worker_id": worker, "attempt": 1}
+    tid, lease = trial["trial"]["id"], {"worker_id": worker, "attempt": 1}
     for step, value in enumerate(curve, start=1):
         metrics = {"dev_accuracy": value, "train_loss": value}
         r = post_raw(

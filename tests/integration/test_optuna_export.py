@@ -27,8 +27,8 @@ def test_export_to_optuna_storage(server: ServerProcess, tmp_path: Path) -> None
     ]
     for i, (metrics, pruned) in enumerate(outcomes):
         c = client.claim(f"w{i}", "host", [])["trial"]
-        client.report(c["trial_id"], f"w{i}", 1, 1, {"dev_accuracy": metrics["dev_accuracy"]})
-        client.complete(c["trial_id"], f"w{i}", 1, metrics, pruned=pruned)
+        client.report(c["id"], f"w{i}", 1, 1, {"dev_accuracy": metrics["dev_accuracy"]})
+        client.complete(c["id"], f"w{i}", 1, metrics, pruned=pruned)
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     name = export_study(client, study_id, storage)

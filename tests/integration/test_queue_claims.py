@@ -56,10 +56,10 @@ def claim_everything(
                     done.wait(0.02)
                     continue
                 with lock:
-                    claims.append((trial["trial_id"], trial["number"], trial["attempt"]))
+                    claims.append((trial["id"], trial["number"], trial["attempt"]))
                 turn += 1
                 clients[turn % len(clients)].complete(
-                    trial["trial_id"], worker, trial["attempt"], METRICS
+                    trial["id"], worker, trial["attempt"], METRICS
                 )
         except BaseException as e:
             errors.append(e)
@@ -153,7 +153,7 @@ def test_a_late_report_after_the_lease_is_lost_gets_409_and_changes_nothing(
             "id"
         ]
         first = client.claim("slow", "test", [], study_id)["trial"]
-        client.report(first["trial_id"], "slow", 1, 1, {"dev_accuracy": 0.3})
+        client.report(first["id"], "slow", 1, 1, {"dev_accuracy": 0.3})
 
         # The lease runs out without a heartbeat; the next claim re-queues and takes it.
         def reclaimed() -> dict[str, Any] | None:
@@ -161,26 +161,26 @@ def test_a_late_report_after_the_lease_is_lost_gets_409_and_changes_nothing(
             return trial
 
         second = wait_for(reclaimed, 30, "the expired trial to be claimed again")
-        assert (second["trial_id"], second["attempt"]) == (first["trial_id"], 2)
+        assert (second["id"], second["attempt"]) == (first["id"], 2)
         assert second["resume_step"] == 1
 
         for late in (
-            lambda: client.report(first["trial_id"], "slow", 1, 2, {"dev_accuracy": 0.9}),
-            lambda: client.heartbeat(first["trial_id"], "slow", 1),
-            lambda: client.complete(first["trial_id"], "slow", 1, METRICS),
-            lambda: client.fail(first["trial_id"], "slow", 1, "boom"),
+            lambda: client.report(first["id"], "slow", 1, 2, {"dev_accuracy": 0.9}),
+            lambda: client.heartbeat(first["id"], "slow", 1),
+            lambda: client.complete(first["id"], "slow", 1, METRICS),
+            lambda: client.fail(first["id"], "slow", 1, "boom"),
         ):
             with pytest.raises(ApiError) as refused:
                 late()
             assert refused.value.status == 409
             assert refused.value.code == "lease_lost"
 
-        detail = client.trial(first["trial_id"])
+        detail = client.trial(first["id"])
         assert detail["state"] == "running" and detail["worker_id"] == "fast"
         assert [p["step"] for p in detail["intermediates"]] == [1]
         assert [e["kind"] for e in detail["events"]] == ["claimed", "lease_expired", "claimed"]
 
-        done = client.complete(second["trial_id"], "fast", 2, METRICS)
+        done = client.complete(second["id"], "fast", 2, METRICS)
         assert done["state"] == "completed" and done["value"] == 0.5
 
 
@@ -240,7 +240,7 @@ def test_a_resent_claim_gets_the_same_lease_even_after_a_restart(
         r = httpx.post(f"{server.url}/api/v1/claims", json=body, timeout=30)
         assert r.status_code == 200, r.text
         trial = r.json()["trial"]
-        return trial["trial_id"], trial["attempt"]
+        return trial["id"], trial["attempt"]
 
     # The first claim samples in a transaction; the second takes a queued trial (on
     # PostgreSQL, in the one-statement claim): each keeps its key.

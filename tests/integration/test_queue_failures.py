@@ -91,9 +91,9 @@ def test_a_server_killed_mid_study_comes_back_and_the_study_finishes(
         # A third trial is claimed and completed through the API before the kill.
         claim = client.claim("by-hand", "test", [], study_id, [f"{MODULE}:gated"])["trial"]
         for step in (1, 2, 3):
-            client.report(claim["trial_id"], "by-hand", 1, step, {"dev_accuracy": 0.1 * step})
+            client.report(claim["id"], "by-hand", 1, step, {"dev_accuracy": 0.1 * step})
         before = client.complete(
-            claim["trial_id"], "by-hand", 1, {"dev_accuracy": 0.77, "latency_ms": 1.0}
+            claim["id"], "by-hand", 1, {"dev_accuracy": 0.77, "latency_ms": 1.0}
         )
 
     server.stop(signal.SIGKILL)
@@ -110,7 +110,7 @@ def test_a_server_killed_mid_study_comes_back_and_the_study_finishes(
 
     assert study["state"] == "completed"
     assert study["counts"]["completed"] == 5 == len(trials)
-    after = trials[claim["trial_id"]]
+    after = trials[claim["id"]]
     assert after["state"] == "completed" and after["worker_id"] == "by-hand"
     assert (after["value"], after["metrics"]) == (before["value"], before["metrics"])
     for t in held:

@@ -38,10 +38,10 @@ def test_one_request_completes_a_trial_with_its_steps_and_claims_the_next(
             steps = [(s, {"dev_accuracy": s / 10}) for s in range(1, 5)]
             next_claim = {"host": "h", "devices": [], "study_id": study["id"]}
             out = client.complete(
-                trial["trial_id"], "w", trial["attempt"], DONE, steps=steps, claim_next=next_claim
+                trial["id"], "w", trial["attempt"], DONE, steps=steps, claim_next=next_claim
             )
             assert (out["state"], out["last_step"]) == ("completed", 4)
-            stored = client.trial(trial["trial_id"])["intermediates"]
+            stored = client.trial(trial["id"])["intermediates"]
             assert [p["step"] for p in stored] == [1, 2, 3, 4]
             trial = out["next"]["trial"]
         assert out["next"]["open_studies"] is False
@@ -56,16 +56,12 @@ def test_a_resent_completion_answers_with_the_claim_it_made_the_first_time(
         study = client.create_study(digits_spec(budget={"max_trials": 5, "parallelism": 1}))
         trial = client.claim("w", "h", [], study["id"])["trial"]
         next_claim = {"host": "h", "devices": [], "study_id": study["id"]}
-        first = client.complete(
-            trial["trial_id"], "w", trial["attempt"], DONE, claim_next=next_claim
-        )
+        first = client.complete(trial["id"], "w", trial["attempt"], DONE, claim_next=next_claim)
         # The first reply was lost: the worker sends the same completion again.
-        again = client.complete(
-            trial["trial_id"], "w", trial["attempt"], DONE, claim_next=next_claim
-        )
-        assert again["next"]["trial"]["trial_id"] == first["next"]["trial"]["trial_id"]
+        again = client.complete(trial["id"], "w", trial["attempt"], DONE, claim_next=next_claim)
+        assert again["next"]["trial"]["id"] == first["next"]["trial"]["id"]
         running = [t["id"] for t in client.trials(study["id"]) if t["state"] == "running"]
-        assert running == [first["next"]["trial"]["trial_id"]]
+        assert running == [first["next"]["trial"]["id"]]
 
 
 def test_a_resent_completion_answers_with_the_test_evaluation_it_handed_out(
@@ -80,12 +76,8 @@ def test_a_resent_completion_answers_with_the_test_evaluation_it_handed_out(
         study = client.create_study(spec)
         trial = client.claim("w", "h", [], study["id"])["trial"]
         next_claim = {"host": "h", "devices": [], "study_id": study["id"]}
-        first = client.complete(
-            trial["trial_id"], "w", trial["attempt"], DONE, claim_next=next_claim
-        )
+        first = client.complete(trial["id"], "w", trial["attempt"], DONE, claim_next=next_claim)
         job = first["next"]["trial"]
-        assert job["kind"] == "evaluate_test" and job["trial_id"] == trial["trial_id"]
-        again = client.complete(
-            trial["trial_id"], "w", trial["attempt"], DONE, claim_next=next_claim
-        )
+        assert job["kind"] == "evaluate_test" and job["id"] == trial["id"]
+        again = client.complete(trial["id"], "w", trial["attempt"], DONE, claim_next=next_claim)
         assert again["next"]["trial"] == job

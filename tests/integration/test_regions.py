@@ -24,7 +24,7 @@ def _claim(server: ServerProcess, worker: str) -> dict[str, Any]:
 
 def _complete(server: ServerProcess, trial: dict[str, Any], worker: str, metrics: Any) -> None:
     body = {"worker_id": worker, "attempt": trial["attempt"], "metrics": metrics}
-    r = _post(server, f"/trials/{trial['trial_id']}/complete", body)
+    r = _post(server, f"/trials/{trial['id']}/complete", body)
     assert r.status_code == 200, r.text
 
 

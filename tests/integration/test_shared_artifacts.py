@@ -28,7 +28,7 @@ def test_checkpoints_and_logs_written_through_one_server_are_read_through_anothe
     assert r.status_code == 201, r.text
     worker = WorkerOverHttp(a, "shared-worker")
     trial = worker.claim(r.json()["id"])
-    tid = trial["trial_id"]
+    tid = trial["id"]
 
     # Bigger than a chunk row, and not a multiple of one: three rows, the last one short.
     checkpoint = os.urandom(2 * CHUNK + 12345)

@@ -74,7 +74,7 @@ def test_plot_and_curve_data_show_the_feasible_best_and_where_trials_stopped(
     other_study = httpx.post(
         f"{server.url}/api/v1/studies", json={**_spec_of(server, built.id), "name": "other"}
     ).json()["id"]
-    foreign = WorkerOverHttp(server, "w2").claim(other_study)["trial_id"]
+    foreign = WorkerOverHttp(server, "w2").claim(other_study)["id"]
     chosen = httpx.get(
         f"{base}/curves.json", params={"selected": f"{pick},{foreign},999999", "family": "loss"}
     ).json()

@@ -72,7 +72,7 @@ def test_a_stop_request_ends_only_its_trial(server: ServerProcess) -> None:
         run_pack(worker, claim, size=3)
         stopper.join()
         trials = {t["id"]: client.trial(t["id"]) for t in client.trials(study_id)}
-    stopped = trials.pop(claim["trial_id"])
+    stopped = trials.pop(claim["id"])
     assert stopped["state"] == "pruned"
     assert len(stopped["intermediates"]) < epochs
     for other in trials.values():
@@ -82,8 +82,8 @@ def test_a_stop_request_ends_only_its_trial(server: ServerProcess) -> None:
 
 def stop_after_first_report(server: ServerProcess, claim: dict[str, Any]) -> None:
     with Client(server.url) as client:
-        wait_for(lambda: client.trial(claim["trial_id"])["intermediates"], 60, "the first report")
-        client.stop_trial(claim["trial_id"])
+        wait_for(lambda: client.trial(claim["id"])["intermediates"], 60, "the first report")
+        client.stop_trial(claim["id"])
 
 
 def test_claims_of_different_architectures_train_as_separate_packs(server: ServerProcess) -> None:

@@ -29,13 +29,10 @@ def test_core_imports_neither_fastapi_nor_torch() -> None:
     assert out.returncode == 0, out.stderr
 
 
-# The modules that compose layers, and what each may import inside its functions only: the
-# CLI the server and the worker; the notebook's study handle the worker's code (to rebuild a
-# trained model, and the checkpoint format its trials read and write).
-_COMPOSING = {
-    "cli.py": {"api", "workers"},
-    "study_handle.py": {"workers"},
-}
+# The one module that composes layers, and what it may import inside its functions only: the
+# CLI the server and the worker. (The notebook's study handle finds the worker's code through
+# entry points: hpsearch/worker_code.py.)
+_COMPOSING = {"cli.py": {"api", "workers"}}
 
 
 def _imports(package: str) -> set[str]:

@@ -164,6 +164,41 @@ def test_trial_fails_after_max_attempts(store: Store) -> None:
     assert trial.error is not None and "2 attempts" in trial.error
 
 
+def test_every_way_a_trial_ends_leaves_it_ended_alike(store: Store) -> None:
+    """Completed, failed by its worker, expired on its last attempt, stopped while queued
+    (store/ending.py): each ends with its finish time, no lease, the attempt that ended it
+    kept, the study's counters moved once, and an event that says how."""
+    spec = digits_spec(budget={"max_trials": 3, "parallelism": 3, "max_attempts": 1})
+    study = store.create_study(spec)
+    done, failed, expired = (store.claim(f"w{i}") for i in range(3))
+    assert done is not None and failed is not None and expired is not None
+    store.complete(done.trial_id, "w0", 1, {"dev_accuracy": 0.9, "latency_ms": 5.0})
+    store.fail(failed.trial_id, "w1", 1, "Traceback ...\nRuntimeError: boom")
+    stopped = store.enqueue(study.id, dict(done.params))
+    store.stop_trial(stopped.id)
+    _expire(store, expired.trial_id)
+    assert store.claim("w3") is None  # finds the expired lease, on its last attempt
+
+    ended = {
+        t.id: (t.state, t.worker_id, t.attempt, t.lease_expires_at, t.finished_at is not None)
+        for t in store.trials(study.id)
+    }
+    assert ended == {
+        done.trial_id: ("completed", "w0", 1, None, True),
+        failed.trial_id: ("failed", "w1", 1, None, True),
+        expired.trial_id: ("failed", "w2", 1, None, True),
+        stopped.id: ("failed", None, 0, None, True),
+    }
+    view = store.get_study(study.id)
+    assert (view.counts.completed, view.counts.failed) == (1, 3)
+    assert view.best is not None and view.best.id == done.trial_id
+    kinds = {t: [e.kind for e in store.trial(t).events] for t in ended}
+    assert kinds[done.trial_id][-1] == "completed" and kinds[failed.trial_id][-1] == "failed"
+    assert kinds[expired.trial_id][-1] == "lease_expired"
+    assert kinds[stopped.id] == ["stop_requested"]
+    assert store.trial(stopped.id).trial.error == "stopped by user"
+
+
 def test_best_and_sql_rank_follow_the_ranking_rule(store: Store) -> None:
     rng = random.Random(3)
     study = store.create_study(digits_spec(budget={"max_trials": 40, "parallelism": 40}))

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from hpsearch.store import Database, Store, claims, completion
+from hpsearch.store import Database, Store, claims, completion, ending
 from hpsearch.store.hints import RulesCache
 from hpsearch.store.lease import Holder
 from hpsearch.store.rules import StudyKey
@@ -90,7 +90,7 @@ def test_a_completion_that_waited_ranks_against_the_best_the_lock_holder_set(
             better = claims.claim(s, _asks("w-better"), rules.get, _running(s, study.id))
             assert better is not None
         holder = Holder(better.trial_id, "w-better", better.attempt)
-        completion.complete(s, completion.Completion(holder, GOOD), rules.get)
+        completion.complete(s, ending.Completion(holder, GOOD), rules.get)
         later = other_thread(store.complete, worse.trial_id, "w-worse", worse.attempt, WORSE)
         wait_for(_waits_for_a_lock(store), 30, "the second completion to wait for the study")
     assert later.result(timeout=30).state == "completed"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from hpsearch.store import Store, worker_requests
-from hpsearch.store.completion import Completion
+from hpsearch.store.ending import Completion
 from hpsearch.store.lease import Holder
 from tests.conftest import digits_spec
 

@@ -1,7 +1,7 @@
 """A built-in trainer's trained model, rebuilt from one of its trial's checkpoints.
 
-``Study.load_model(trial)`` calls it (lazily: the notebook side needs torch only then), as
-does anyone holding a checkpoint downloaded with ``hpsearch best STUDY --download model.pt``::
+``Study.load_model(trial)`` calls it (found through an entry point, hpsearch/worker_code.py),
+as does anyone holding a checkpoint downloaded with ``hpsearch best STUDY --download model.pt``::
 
     from workers.training.rebuild import rebuild_model
     model = rebuild_model(trial.params, study.spec["task"], open("model.pt", "rb").read())
