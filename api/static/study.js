@@ -420,7 +420,49 @@
   });
   applyState(state, $("study-reason").textContent);
 
-  $("trial-filter").addEventListener("change", (event) => event.currentTarget.submit());
+  // -- the trials table: sorted by a header, filtered, paged in place ------------------------
+  // The table alone is fetched again (the live fragment, for the new query); the plots stay.
+  // The address follows, so a reload or a shared link shows the same rows.
+
+  const tableForm = $("trial-filter");
+  let tableAsked = 0;
+  async function showTable(query) {
+    const asked = ++tableAsked;
+    const result = await hp.get(`/studies/${sid}/live?${query}`);
+    if (!result.ok || asked !== tableAsked) return;
+    cfg.live = query;
+    history.replaceState(null, "", `?${query}#trials-card`);
+    const el = $("trials-table");
+    el.innerHTML = el.dataset.html = result.data.html.trials;
+    syncChecks();
+    const error = $("trial-filter-error");
+    error.textContent = result.data.table_error || "";
+    error.hidden = !result.data.table_error;
+    const sort = new URLSearchParams(query).get("sort") || "";
+    tableForm.elements.sort.value = result.data.table_error ? "" : sort;
+    $("rank-note").hidden = Boolean(tableForm.elements.sort.value)
+      || tableForm.elements.order.value !== "rank";
+  }
+  function formQuery() {
+    const query = new URLSearchParams(new FormData(tableForm));
+    for (const [key, value] of [...query]) if (!value) query.delete(key);
+    return query.toString();
+  }
+  tableForm.addEventListener("change", (event) => {
+    // Choosing an order drops a column sort, which would otherwise take precedence.
+    if (event.target.name === "order") tableForm.elements.sort.value = "";
+    showTable(formQuery());
+  });
+  tableForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    showTable(formQuery());
+  });
+  $("trials-card").addEventListener("click", (event) => {
+    const link = event.target.closest("th.sortable a, nav.pager a");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    showTable(new URL(link.href).searchParams.toString());
+  });
 
   document.addEventListener("click", async (event) => {
     const button = event.target.closest("[data-evaluate-test]");
