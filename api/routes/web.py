@@ -3,9 +3,11 @@ store the REST API reads. Shaping lives in ``api.views``; these handlers load an
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib.resources import files
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -28,6 +30,7 @@ from api.views.pages import (
     worker_status,
 )
 from api.views.point_cache import PointCache
+from api.views.sampling import FIRST_PAINT, PLOT_LIMIT
 from api.views.study import CONTEXT_CURVES, curve_ids, study_plots
 from api.web_assets import partial_plotly, templates
 from hpsearch.errors import InvalidInput
@@ -78,12 +81,19 @@ TrialsTableDep = Annotated[TrialsTable, Depends(_trials_table)]
 MAX_SELECTED = 8
 
 
+# Pages ask for the bundle under its digest (``?v=``), so a browser keeps it for good and
+# never asks again, not even on a reload; a new bundle is a new address.
+PLOTLY_DIGEST = hashlib.sha256(Path(PLOTLY_JS).read_bytes()).hexdigest()[:16]
+templates.env.globals["plotly_src"] = f"/static/plotly.min.js?v={PLOTLY_DIGEST}"
+
+
 @router.get("/static/plotly.min.js")
-def plotly_js() -> FileResponse:
+def plotly_js(v: str = "") -> FileResponse:
+    forever = "public, max-age=31536000, immutable"
     return FileResponse(
         PLOTLY_JS,
         media_type="text/javascript",
-        headers={"Cache-Control": "public, max-age=86400"},
+        headers={"Cache-Control": forever if v == PLOTLY_DIGEST else "public, max-age=86400"},
     )
 
 
@@ -304,17 +314,25 @@ def _all_metrics(trial: Any) -> dict[str, float | None]:
 
 
 @router.get("/studies/{study_id}/plots.json")
-def study_plots_json(request: Request, study_id: StudyId, store: StoreDep) -> Response:
+def study_plots_json(
+    request: Request,
+    study_id: StudyId,
+    store: StoreDep,
+    points: Annotated[int, Query(ge=100, le=PLOT_LIMIT)] = FIRST_PAINT,
+) -> Response:
+    """The study page's figures from at most about ``points`` trials (the best and a spread
+    of the rest): few enough to draw at once by default, more when the reader asks."""
     view = store.get_study(study_id)
     spec = parse_spec(view.study.spec)
     # Plots depend only on ended trials; the study row changes whenever one ends.
-    key = (study_id, view.study.updated_at, view.counts.ended)
+    key = (study_id, view.study.updated_at, view.counts.ended, points)
     caches = _caches(request.app)
     body = caches.figures.get(key)
     if body is None:
         # Points carry only the satisficing metrics: the objective is the trial's value.
-        points = _ended_points(request.app, store, view, spec)
-        payload = study_plots(spec, points, view.study.best_trial_id)
+        ended = _ended_points(request.app, store, view, spec)
+        payload = study_plots(spec, ended, view.study.best_trial_id, limit=points)
+        payload["more"] = PLOT_LIMIT
         body = json.dumps(payload, separators=(",", ":")).encode()
         caches.figures.put(key, body)
     return Response(body, media_type="application/json")

@@ -23,7 +23,9 @@
 
   // Asked for at once, while the browser still parses Plotly (a deferred script): the data
   // and the bundle arrive together instead of one after the other.
-  let earlyPlots = hp.get(`/studies/${sid}/plots.json`);
+  let plotPoints = 0; // 0: the server's first-paint sample; more once the reader asks
+  const plotsUrl = () => `/studies/${sid}/plots.json${plotPoints ? `?points=${plotPoints}` : ""}`;
+  let earlyPlots = hp.get(plotsUrl());
   let earlyCurves = hp.get(`/studies/${sid}/curves.json?selected=&family=`);
   let plotsAt = 0;
   let plotsCost = 0;
@@ -62,7 +64,7 @@
 
   async function loadPlots() {
     const started = performance.now();
-    const result = await (earlyPlots || hp.get(`/studies/${sid}/plots.json`));
+    const result = await (earlyPlots || hp.get(plotsUrl()));
     earlyPlots = null;
     plotsCost = performance.now() - started;
     plotsAt = Date.now();
@@ -73,6 +75,10 @@
     $("history-note").textContent = d.shown < d.valued
       ? `showing ${hp.count(d.shown)} of ${hp.count(d.valued)} trials (the best, and a spread of the rest); the best-so-far line uses all${failed}`
       : `${hp.count(d.valued)} trials with a value${failed}`;
+    const more = $("more-points");
+    more.hidden = !(d.shown < d.valued && d.shown < d.more && plotPoints < d.more);
+    more.dataset.points = Math.min(d.more, d.valued);
+    more.textContent = `draw up to ${hp.count(Number(more.dataset.points))}`;
     historyFigure = d.valued ? d.history : null;
     if (historyFigure) await drawHistory();
     else hp.emptyPlot($("plot-history"), "No trial has a value yet.");
@@ -164,6 +170,12 @@
       });
     }
   }
+
+  $("more-points").addEventListener("click", (event) => {
+    event.currentTarget.hidden = true;
+    plotPoints = Math.max(100, Number(event.currentTarget.dataset.points));
+    loadPlots();
+  });
 
   function drawHistory() {
     historyFigure.layout.shapes = roundMarks();
