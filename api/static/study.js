@@ -100,10 +100,16 @@
       : hp.emptyPlot($("plot-edf"), "Shown once two feasible trials have completed."));
     drawWhenSeen($("plot-timeline"), drawTimeline);
     drawWhenSeen($("plot-contour"), drawContour);
-    // Parallel coordinates are WebGL, the slowest to draw: the learning curves go first.
+    // Parallel coordinates are drawn as SVG lines; their WebGL form, whose axes filter,
+    // takes seconds to set up without a GPU, so it is drawn when the reader asks for it.
+    const brush = $("parallel-brush");
+    brush.hidden = !d.parallel || parallelBrushed;
+    $("parallel-how").hidden = !parallelBrushed;
+    parallelFigure = d.parallel;
     drawWhenSeen($("plot-parallel"), async () => {
       await firstCurves;
-      if (d.parallel) await hp.plot($("plot-parallel"), d.parallel);
+      const figure = parallelBrushed ? d.parallel : d.parallel_lines;
+      if (figure) await hp.plot($("plot-parallel"), figure);
       else hp.emptyPlot($("plot-parallel"), "Shown once two trials have completed.");
     });
   }
@@ -170,6 +176,19 @@
       });
     }
   }
+
+  let parallelBrushed = false;
+  let parallelFigure = null;
+  $("parallel-brush").addEventListener("click", (event) => {
+    event.currentTarget.hidden = true;
+    parallelBrushed = true;
+    $("parallel-how").hidden = false;
+    queueDraw(async () => {
+      const el = $("plot-parallel");
+      window.Plotly.purge(el);
+      await hp.plot(el, parallelFigure);
+    });
+  });
 
   $("more-points").addEventListener("click", (event) => {
     event.currentTarget.hidden = true;

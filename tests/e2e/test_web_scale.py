@@ -139,6 +139,21 @@ def test_a_10k_trial_study_page_draws_every_plot_and_reads_right(
     drawn = _plotted(p)
     assert sorted(drawn) == sorted(PLOTS + PARAMS)
     assert all(n > 0 for n in drawn.values()), sorted(drawn.items())
+    # Parallel coordinates come as SVG lines, a line per trial; WebGL's, which filter by
+    # axis, at a click.
+    parallel = "document.getElementById('plot-parallel')"
+    lines = p.evaluate(f"{parallel}.layout.meta.lines")
+    assert lines > 100
+    assert (
+        p.evaluate(
+            f"{parallel}.data.filter(t => t.mode === 'lines')"
+            ".reduce((n, t) => n + t.x.filter(x => x === null).length, 0)"
+        )
+        == lines
+    )
+    p.click("#parallel-brush")
+    p.wait_for_function(f"{parallel}.data[0].type === 'parcoords'")
+    assert p.evaluate(f"{parallel}.data[0].dimensions[0].values.length") == lines
     # A first paint of a few hundred of the 10,000, in SVG (no WebGL context to set up);
     # the reader asks for more, drawn with WebGL.
     assert 300 < drawn["plot-history"] < 1000
