@@ -13,10 +13,8 @@ is the page's default table, the first page of ranked trials read through its in
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.web_render import SPEC, seed_study  # noqa: E402
+from bench.web_render import SPEC, seed_study, timed  # noqa: E402
 from hpsearch.spec import parse_spec  # noqa: E402
 from hpsearch.store import Database, Store  # noqa: E402
 from hpsearch.store.db import upgrade  # noqa: E402
@@ -41,12 +39,7 @@ QUERIES = [
 
 def _median(fn: Callable[[], Any], repeat: int) -> float:
     fn()  # warm the connection pool and the database's page cache
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return timed(fn, repeat)
 
 
 def _page(store: Store, study_id: int, query: TrialQuery, offset: int) -> list[Any]:

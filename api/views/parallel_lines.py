@@ -85,7 +85,7 @@ def parallel_lines(figure: dict[str, Any] | None, maximize: bool) -> dict[str, A
         shapes=axes,
         xaxis={
             "tickvals": list(range(len(dims))),
-            "ticktext": [dim["label"] for dim in dims],
+            "ticktext": [style.plot_text(dim["label"]) for dim in dims],
             "side": "top",
             "showgrid": False,
             "zeroline": False,
@@ -127,7 +127,7 @@ def _tick_labels(scaled: Sequence[tuple[list[float], list[tuple[float, str]]]]) 
         for y, text in ticks:
             xs.append(i)
             ys.append(y)
-            texts.append(f"{text} –")
+            texts.append(f"{style.plot_text(text)} –")  # a choice may hold markup
     return {
         "type": "scatter",
         "mode": "text",
