@@ -23,7 +23,9 @@
 
   // Asked for at once, while the browser still parses Plotly (a deferred script): the data
   // and the bundle arrive together instead of one after the other.
-  let earlyPlots = hp.get(`/studies/${sid}/plots.json`);
+  let plotPoints = 0; // 0: the server's first-paint sample; more once the reader asks
+  const plotsUrl = () => `/studies/${sid}/plots.json${plotPoints ? `?points=${plotPoints}` : ""}`;
+  let earlyPlots = hp.get(plotsUrl());
   let earlyCurves = hp.get(`/studies/${sid}/curves.json?selected=&family=`);
   let plotsAt = 0;
   let plotsCost = 0;
@@ -62,7 +64,7 @@
 
   async function loadPlots() {
     const started = performance.now();
-    const result = await (earlyPlots || hp.get(`/studies/${sid}/plots.json`));
+    const result = await (earlyPlots || hp.get(plotsUrl()));
     earlyPlots = null;
     plotsCost = performance.now() - started;
     plotsAt = Date.now();
@@ -73,6 +75,10 @@
     $("history-note").textContent = d.shown < d.valued
       ? `showing ${hp.count(d.shown)} of ${hp.count(d.valued)} trials (the best, and a spread of the rest); the best-so-far line uses all${failed}`
       : `${hp.count(d.valued)} trials with a value${failed}`;
+    const more = $("more-points");
+    more.hidden = !(d.shown < d.valued && d.shown < d.more && plotPoints < d.more);
+    more.dataset.points = Math.min(d.more, d.valued);
+    more.textContent = `draw up to ${hp.count(Number(more.dataset.points))}`;
     historyFigure = d.valued ? d.history : null;
     if (historyFigure) await drawHistory();
     else hp.emptyPlot($("plot-history"), "No trial has a value yet.");
@@ -94,10 +100,16 @@
       : hp.emptyPlot($("plot-edf"), "Shown once two feasible trials have completed."));
     drawWhenSeen($("plot-timeline"), drawTimeline);
     drawWhenSeen($("plot-contour"), drawContour);
-    // Parallel coordinates are WebGL, the slowest to draw: the learning curves go first.
+    // Parallel coordinates are drawn as SVG lines; their WebGL form, whose axes filter,
+    // takes seconds to set up without a GPU, so it is drawn when the reader asks for it.
+    const brush = $("parallel-brush");
+    brush.hidden = !d.parallel || parallelBrushed;
+    $("parallel-how").hidden = !parallelBrushed;
+    parallelFigure = d.parallel;
     drawWhenSeen($("plot-parallel"), async () => {
       await firstCurves;
-      if (d.parallel) await hp.plot($("plot-parallel"), d.parallel);
+      const figure = parallelBrushed ? d.parallel : d.parallel_lines;
+      if (figure) await hp.plot($("plot-parallel"), figure);
       else hp.emptyPlot($("plot-parallel"), "Shown once two trials have completed.");
     });
   }
@@ -164,6 +176,25 @@
       });
     }
   }
+
+  let parallelBrushed = false;
+  let parallelFigure = null;
+  $("parallel-brush").addEventListener("click", (event) => {
+    event.currentTarget.hidden = true;
+    parallelBrushed = true;
+    $("parallel-how").hidden = false;
+    queueDraw(async () => {
+      const el = $("plot-parallel");
+      window.Plotly.purge(el);
+      await hp.plot(el, parallelFigure);
+    });
+  });
+
+  $("more-points").addEventListener("click", (event) => {
+    event.currentTarget.hidden = true;
+    plotPoints = Math.max(100, Number(event.currentTarget.dataset.points));
+    loadPlots();
+  });
 
   function drawHistory() {
     historyFigure.layout.shapes = roundMarks();
@@ -420,7 +451,49 @@
   });
   applyState(state, $("study-reason").textContent);
 
-  $("trial-filter").addEventListener("change", (event) => event.currentTarget.submit());
+  // -- the trials table: sorted by a header, filtered, paged in place ------------------------
+  // The table alone is fetched again (the live fragment, for the new query); the plots stay.
+  // The address follows, so a reload or a shared link shows the same rows.
+
+  const tableForm = $("trial-filter");
+  let tableAsked = 0;
+  async function showTable(query) {
+    const asked = ++tableAsked;
+    const result = await hp.get(`/studies/${sid}/live?${query}`);
+    if (!result.ok || asked !== tableAsked) return;
+    cfg.live = query;
+    history.replaceState(null, "", `?${query}#trials-card`);
+    const el = $("trials-table");
+    el.innerHTML = el.dataset.html = result.data.html.trials;
+    syncChecks();
+    const error = $("trial-filter-error");
+    error.textContent = result.data.table_error || "";
+    error.hidden = !result.data.table_error;
+    const sort = new URLSearchParams(query).get("sort") || "";
+    tableForm.elements.sort.value = result.data.table_error ? "" : sort;
+    $("rank-note").hidden = Boolean(tableForm.elements.sort.value)
+      || tableForm.elements.order.value !== "rank";
+  }
+  function formQuery() {
+    const query = new URLSearchParams(new FormData(tableForm));
+    for (const [key, value] of [...query]) if (!value) query.delete(key);
+    return query.toString();
+  }
+  tableForm.addEventListener("change", (event) => {
+    // Choosing an order drops a column sort, which would otherwise take precedence.
+    if (event.target.name === "order") tableForm.elements.sort.value = "";
+    showTable(formQuery());
+  });
+  tableForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    showTable(formQuery());
+  });
+  $("trials-card").addEventListener("click", (event) => {
+    const link = event.target.closest("th.sortable a, nav.pager a");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    showTable(new URL(link.href).searchParams.toString());
+  });
 
   document.addEventListener("click", async (event) => {
     const button = event.target.closest("[data-evaluate-test]");

@@ -4,12 +4,13 @@ scale, parallel coordinates, importance. Pure: trial rows in, ``{"data", "layout
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from api.views import style
+import numpy as np
+
+from api.views import smoothing, style
 from api.views.sampling import best_so_far
 from hpsearch.importance import Importance
 from hpsearch.objective import Objective
@@ -434,7 +435,6 @@ def timeline_figure(spans: Sequence[Span], now: datetime) -> Figure | None:
     for span in spans:
         by_state.setdefault(span.state, []).append(span)
     workers = sorted({s.worker_id or "—" for s in spans})
-    many = len(spans) > GL_POINTS // 2  # two points a bar
     data = []
     for state in sorted(
         by_state, key=lambda k: list(_STATE_COLOURS).index(k) if k in _STATE_COLOURS else 9
@@ -452,7 +452,9 @@ def timeline_figure(spans: Sequence[Span], now: datetime) -> Figure | None:
             text += [label, label, None]
         data.append(
             {
-                "type": "scattergl" if many else "scatter",
+                # SVG at any count: a trace's bars are one path, cheaper than setting up a
+                # WebGL context where there is no GPU.
+                "type": "scatter",
                 "mode": "lines",
                 "name": f"{state} ({len(members):,})",
                 "x": xs,
@@ -523,7 +525,7 @@ def compare_figures(
     return history, distribution
 
 
-CONTOUR_BINS = 20
+CONTOUR_BINS = 32
 
 
 def contour_figure(
@@ -533,16 +535,17 @@ def contour_figure(
     objective: Objective,
     bins: int = CONTOUR_BINS,
 ) -> Figure | None:
-    """The objective over two parameters, each on its own scale: the mean over the feasible
-    completed trials in each cell of a grid that is even in each parameter's unit scale (so
-    log-spaced on a log parameter, one cell per value of a categorical or a few-valued int),
-    drawn as squares coloured by that mean. ``None`` with fewer than two trials."""
-    cells: dict[tuple[int, int], list[float]] = {}
-    axes = []
+    """The objective over two parameters, each on its own scale, interpolated between the
+    feasible completed trials: a grid even in each parameter's unit scale (so log-spaced on a
+    log parameter, one cell per value of a categorical or a few-valued int), each cell the
+    kernel-weighted mean of the trials near it (api/views/smoothing.py), drawn as squares
+    coloured by it; cells with no trial near stay empty. ``None`` with fewer than two trials."""
     sizes = []
     for param in (px, py):
         levels = _levels(param)
         sizes.append(len(levels) if levels is not None else bins)
+    sums = np.zeros(sizes)
+    counts = np.zeros(sizes)
     for p in points:
         if not (p.state == "completed" and p.feasible and p.value is not None):
             continue
@@ -550,14 +553,19 @@ def contour_figure(
             continue
         if not (px.contains(p.params[px.name]) and py.contains(p.params[py.name])):
             continue
-        key = (
-            _cell(px, p.params[px.name], sizes[0]),
-            _cell(py, p.params[py.name], sizes[1]),
-        )
-        cells.setdefault(key, []).append(p.value)
-    n = sum(len(v) for v in cells.values())
+        i = _cell(px, p.params[px.name], sizes[0])
+        j = _cell(py, p.params[py.name], sizes[1])
+        sums[i, j] += p.value
+        counts[i, j] += 1
+    n = int(counts.sum())
     if n < 2:
         return None
+    sigmas = [
+        0.0 if _levels(param) is not None else smoothing.bandwidth(size, n)
+        for param, size in zip((px, py), sizes, strict=True)
+    ]
+    means, weights = smoothing.smooth(sums, counts, (sigmas[0], sigmas[1]))
+    axes = []
     centres = []
     for param, size in zip((px, py), sizes, strict=True):
         to_x, axis = _param_axis(param)
@@ -566,27 +574,29 @@ def contour_figure(
             centres.append([float(k) for k in range(size)])
         else:
             centres.append([to_x(param.from_unit((k + 0.5) / size)) for k in range(size)])
-    keys = sorted(cells)
-    means = [statistics.fmean(cells[k]) for k in keys]
+    keys = [(i, j) for i in range(sizes[0]) for j in range(sizes[1]) if math.isfinite(means[i, j])]
     scale = "Viridis" if objective.direction == "maximize" else "Viridis_r"
     return {
         "data": [
             {
-                "type": "scattergl",
+                # SVG: at most CONTOUR_BINS² squares, fewer nodes than a WebGL context costs.
+                "type": "scatter",
                 "mode": "markers",
                 "x": [centres[0][i] for i, _ in keys],
                 "y": [centres[1][j] for _, j in keys],
-                "customdata": [len(cells[k]) for k in keys],
+                # Trials in the cell, and the kernel weight of those near it.
+                "customdata": [[int(counts[k]), round(float(weights[k]), 1)] for k in keys],
                 "marker": {
                     "symbol": "square",
                     "size": 12,  # the page sizes a square to its cell once drawn
-                    "color": means,
+                    "color": [float(means[k]) for k in keys],
                     "colorscale": scale,
                     "showscale": True,
                     "colorbar": {"title": {"text": objective.metric}, "thickness": 12},
                 },
-                "hovertemplate": f"mean {objective.metric} %{{marker.color:{style.NUMBER}}}"
-                " over %{customdata} trials<extra></extra>",
+                "hovertemplate": f"≈ {objective.metric} %{{marker.color:{style.NUMBER}}}"
+                " (%{customdata[0]} trials in the cell, weight %{customdata[1]} near)"
+                "<extra></extra>",
             }
         ],
         "layout": style.layout(
@@ -594,7 +604,7 @@ def contour_figure(
             yaxis=axes[1],
             margin={"l": 60, "r": 16, "t": 12, "b": 44},
             showlegend=False,
-            meta={"bins": sizes, "trials": n, "x": px.name, "y": py.name},
+            meta={"bins": sizes, "trials": n, "x": px.name, "y": py.name, "smoothing": sigmas},
         ),
     }
 

@@ -18,6 +18,10 @@ from hpsearch.objective import Direction
 from hpsearch.store.results import TrialPoint
 
 PLOT_LIMIT = 2000
+# What the study page draws first: under figures.GL_POINTS, so every plot is SVG. Setting up a
+# WebGL context per plot, not the points, was most of a first paint on a machine without a
+# GPU (docs/performance.md); the reader asks for PLOT_LIMIT when the cloud needs it.
+FIRST_PAINT = 600
 TOP_KEPT = 100
 
 

@@ -13,6 +13,7 @@ from api.views.figures import (
     parallel_figure,
     param_figures,
 )
+from api.views.parallel_lines import parallel_lines
 from api.views.sampling import PLOT_LIMIT, has_value, plot_sample
 from hpsearch.importance import TRUSTED_TRIALS, Importance, importance
 from hpsearch.spec import StudySpec
@@ -32,6 +33,7 @@ def study_plots(
     # Past a few hundred lines parallel coordinates turn into a solid band (and cost seconds
     # of WebGL): they draw the best trials and a spread of the rest.
     lines = plot_sample(shown, objective.direction, PARALLEL_LIMIT)
+    parallel = parallel_figure(space.params(), lines, objective)
     valued = sum(1 for p in points if has_value(p))
     failed = sum(1 for p in points if p.state == "failed")
     completed = [p for p in points if p.state == "completed" and p.value is not None]
@@ -44,7 +46,8 @@ def study_plots(
         "completed": len(completed),
         "history": history_figure(shown, objective, best_id, line_from=points),
         "params": param_figures(space.params(), shown, objective, best_id),
-        "parallel": parallel_figure(space.params(), lines, objective),
+        "parallel": parallel,
+        "parallel_lines": parallel_lines(parallel, objective.direction == "maximize"),
         "edf": edf_figure(points, objective),
         "importance": importance_figure(result, objective.metric)
         if result is not None and _trusted(result)

@@ -28,6 +28,7 @@ from hpsearch.store import (
     pbt,
     postgres,
     results,
+    trial_table,
 )
 from hpsearch.store.clock import utcnow
 from hpsearch.store.db import Database
@@ -57,6 +58,7 @@ from hpsearch.store.studies import (
     trials_page,
 )
 from hpsearch.tasks import capabilities, describe_requires, unmet
+from hpsearch.trial_query import TrialQuery
 
 _TRANSITIONS = {
     "pause": ({StudyState.RUNNING}, StudyState.PAUSED),
@@ -240,6 +242,19 @@ class Store(QueueCalls):
         with self.db.read() as s:
             get_study(s, study_id)
             return trials_page(s, study_id, order=order, offset=offset, limit=limit, states=states)
+
+    def trial_page_ids(
+        self, study_id: int, query: TrialQuery, *, offset: int = 0, limit: int = 100
+    ) -> tuple[list[int], int]:
+        """The ids of a page of the study's trials sorted and filtered by any column, and
+        how many trials meet the filter (see store/trial_table.py)."""
+        with self.db.read() as s:
+            get_study(s, study_id)
+            return trial_table.page_ids(s, study_id, query, offset=offset, limit=limit)
+
+    def trials_by_id(self, ids: Sequence[int]) -> list[Trial]:
+        with self.db.read() as s:
+            return trial_table.trials_by_id(s, ids)
 
     def history(self, study_id: int) -> list[FinishedTrial]:
         """The study's ended trials as its sampler sees them (e.g. for coarse-to-fine regions)."""

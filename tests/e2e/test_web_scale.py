@@ -66,6 +66,67 @@ def _plotted(page: Any) -> dict[str, int]:
     return counts
 
 
+def _column(page: Any, name: str) -> list[str]:
+    """The texts of one column of the trials table, by its header's sort key."""
+    values: list[str] = page.evaluate(
+        """name => { const heads = [...document.querySelectorAll('#trials thead th')];
+          const i = heads.findIndex(th => th.querySelector(`a[data-sort="${name}"]`));
+          return [...document.querySelectorAll('#trials tbody tr')]
+            .map(tr => tr.children[i].textContent.trim()); }""",
+        name,
+    )
+    return values
+
+
+def _sort_and_filter_the_table(p: Any, url: str, study_id: int) -> None:
+    """Headers sort the 10,000 trials by any column in the database, both ways; the filter
+    box keeps the rows that meet it, with their count; a typo is named. The plots stay."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Trial.number, Trial.state, Trial.params, Trial.metrics).where(
+                Trial.study_id == study_id
+            )
+        ).all()
+    engine.dispose()
+    by_lr = sorted(rows, key=lambda r: (r.params["lr"], r.number))
+    plots = p.evaluate("document.getElementById('plot-history').data.length")
+
+    p.click("#trials th a[data-sort='lr']")
+    p.wait_for_function("location.search.includes('sort=lr')")
+    p.wait_for_selector("#trials th.sorted[aria-sort='ascending'] a[data-sort='lr']")
+    assert _column(p, "number") == [str(r.number) for r in by_lr[:50]]
+    p.click("#trials th a[data-sort='lr']")  # again: reversed
+    p.wait_for_selector("#trials th.sorted[aria-sort='descending'] a[data-sort='lr']")
+    assert _column(p, "number") == [str(r.number) for r in by_lr[::-1][:50]]
+
+    kept = [
+        r
+        for r in rows
+        if r.state == "pruned" and r.params["hidden_units"] >= 128 and r.metrics["latency_ms"] < 100
+    ]
+    p.fill("#trial-filter-text", "hidden_units >= 128, latency_ms < 100, state = pruned")
+    p.press("#trial-filter-text", "Enter")
+    p.wait_for_function(
+        "(new URLSearchParams(location.search).get('filter') || '').endsWith('state = pruned')"
+    )
+    p.wait_for_function(
+        f"document.querySelector('.pager span').textContent.endsWith('of {len(kept)}')"
+    )
+    numbers = [int(n) for n in _column(p, "number")]
+    expected = sorted(kept, key=lambda r: (-r.params["lr"], r.number))[:50]
+    assert numbers == [r.number for r in expected]
+    assert set(_column(p, "state")) == {"pruned"}
+    screenshot(p, "trials-table-sorted-filtered")
+
+    p.fill("#trial-filter-text", "hiden_units > 3")
+    p.press("#trial-filter-text", "Enter")
+    p.wait_for_selector("#trial-filter-error:not([hidden])")
+    assert "no column 'hiden_units'" in p.inner_text("#trial-filter-error")
+    # The table was redrawn in place: the history plot is the one drawn at first.
+    assert p.evaluate("document.getElementById('plot-history').data.length") == plots
+
+
 def test_a_10k_trial_study_page_draws_every_plot_and_reads_right(
     server: ServerProcess, page: tuple[Any, Console]
 ) -> None:
@@ -78,10 +139,32 @@ def test_a_10k_trial_study_page_draws_every_plot_and_reads_right(
     drawn = _plotted(p)
     assert sorted(drawn) == sorted(PLOTS + PARAMS)
     assert all(n > 0 for n in drawn.values()), sorted(drawn.items())
-    assert drawn["plot-history"] > 1000  # a sample of 10,000, drawn with WebGL
-    history = p.evaluate(
-        "document.getElementById('plot-history').data.map(t => [t.type, t.name, t.visible])"
+    # Parallel coordinates come as SVG lines, a line per trial; WebGL's, which filter by
+    # axis, at a click.
+    parallel = "document.getElementById('plot-parallel')"
+    lines = p.evaluate(f"{parallel}.layout.meta.lines")
+    assert lines > 100
+    assert (
+        p.evaluate(
+            f"{parallel}.data.filter(t => t.mode === 'lines')"
+            ".reduce((n, t) => n + t.x.filter(x => x === null).length, 0)"
+        )
+        == lines
     )
+    p.click("#parallel-brush")
+    p.wait_for_function(f"{parallel}.data[0].type === 'parcoords'")
+    assert p.evaluate(f"{parallel}.data[0].dimensions[0].values.length") == lines
+    # A first paint of a few hundred of the 10,000, in SVG (no WebGL context to set up);
+    # the reader asks for more, drawn with WebGL.
+    assert 300 < drawn["plot-history"] < 1000
+    traces = "document.getElementById('plot-history').data.map(t => [t.type, t.name, t.visible])"
+    assert {kind for kind, _, _ in p.evaluate(traces)} == {"scatter"}
+    p.click("#more-points")
+    p.wait_for_function(
+        "document.getElementById('plot-history').data.some(t => t.type === 'scattergl')"
+    )
+    assert _plotted(p)["plot-history"] > 1000
+    history = p.evaluate(traces)
     assert {kind for kind, _, _ in history} == {"scattergl"}
     # A downsampled group's legend says it is a sample, and of how many.
     feasible = next(name for _, name, _ in history if name.startswith("feasible ("))
@@ -110,6 +193,7 @@ def test_a_10k_trial_study_page_draws_every_plot_and_reads_right(
         ".filter(t => t.name.startsWith('broke ')).every(t => t.visible === 'legendonly'))"
     )
     screenshot(p, "study-page-10k")
+    _sort_and_filter_the_table(p, server.database_url, big)
 
     # Imported best trials carry no steps: the curves come from the trial that ran here.
     p.goto(f"{server.url}/studies/{small}")

@@ -3,6 +3,7 @@ bias/variance panel and the page pieces."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from api.views.pages import (
     paginate,
     worker_status,
 )
+from api.views.parallel_lines import parallel_lines
 from api.views.sampling import best_so_far, plot_sample, top_trials
 from api.views.study import curve_ids, study_plots
 from hpsearch.objective import Constraint, Objective, rank
@@ -243,6 +245,36 @@ def test_parallel_coordinates_cover_params_constraints_feasibility_and_objective
     assert (dims[3]["tickvals"], dims[3]["ticktext"]) == ([1, 2, 3], ["1", "2", "3"])
     assert dims[2]["ticktext"] == ["16", "32", "64", "128", "256"]
     assert dims[1]["ticktext"] == ["0.9", "0.99", "0.999"]
+
+
+def test_parallel_lines_draw_every_trial_on_the_parcoords_axes_best_on_top() -> None:
+    fig = parallel_figure(SPACE.params(), random_points(40), OBJECTIVE)
+    assert fig is not None
+    dims = fig["data"][0]["dimensions"]
+    lines = parallel_lines(fig, maximize=True)
+    assert lines is not None and lines["layout"]["meta"]["lines"] == len(dims[0]["values"])
+    bands = [t for t in lines["data"] if t.get("mode") == "lines"]
+    # One polyline per trial: an axis's value each, then a break.
+    assert sum(t["x"].count(None) for t in bands) == len(dims[0]["values"])
+    ys = [y for t in bands for y in t["y"] if y is not None]
+    assert min(ys) >= 0 and max(ys) <= 1
+    # Each band holds trials whose objective (the last axis) is at least the previous band's:
+    # the best are drawn last, on top.
+    objective_y = [
+        [t["y"][k] for k in range(len(dims) - 1, len(t["y"]), len(dims) + 1)] for t in bands
+    ]
+    assert all(max(a) <= min(b) for a, b in itertools.pairwise(objective_y))
+    # The axes read as parcoords' do: labels on top, β in β, layers in whole numbers.
+    assert lines["layout"]["xaxis"]["ticktext"] == [d["label"] for d in dims]
+    texts = next(t for t in lines["data"] if t.get("mode") == "text")["text"]
+    assert {"0.9 –", "0.99 –", "0.999 –", "1 –", "2 –", "3 –", "yes –", "no –"} <= set(texts)
+    # Minimizing turns the bands around: the best (lowest) value is on top.
+    low_first = parallel_lines(fig, maximize=False)
+    assert low_first is not None
+    bands = [t for t in low_first["data"] if t.get("mode") == "lines"]
+    last = bands[-1]["y"][len(dims) - 1 :: len(dims) + 1]
+    assert max(last) <= min(bands[0]["y"][len(dims) - 1 :: len(dims) + 1])
+    assert parallel_lines(None, maximize=True) is None
 
 
 # -- learning curves ---------------------------------------------------------------------------
