@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute
 from api.deps import StoreDep
 from api.schemas import MAX_ID, TrialId
 from hpsearch.auth import Authenticator, Permission, Principal
+from hpsearch.store import Holder
 
 COOKIE = "hpsearch_token"
 # The tag of routes that read what a trial produced (its checkpoint, its logs): each also
@@ -151,7 +152,7 @@ async def holder_or_reader(
             "send worker_id and attempt",
         )
     act_as(request, worker_id)
-    if not await run_in_threadpool(store.holds_lease, trial_id, worker_id, attempt):
+    if not await run_in_threadpool(store.holds_lease, Holder(trial_id, worker_id, attempt)):
         raise HTTPException(
             status_code=403,
             detail=f"worker {worker_id!r} does not hold attempt {attempt} of trial {trial_id}'s "

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from hpsearch.client import MAX_ERROR_CHARS, MAX_LOG_PIECE_CHARS
 from hpsearch.objective import diverged
-from hpsearch.store.lease import Claim
+from hpsearch.store.lease import Claim, Holder
 from hpsearch.store.models import (
     Study,
     Trial,
@@ -403,6 +403,10 @@ class ClaimOut(BaseModel):
 class LeaseIn(_Body):
     worker_id: str = Field(min_length=1, max_length=200)
     attempt: Attempt
+
+    def holder(self, trial_id: int) -> Holder:
+        """The lease this body acts on, of the trial named in the path."""
+        return Holder(trial_id, self.worker_id, self.attempt)
 
 
 class StepIn(_Body):

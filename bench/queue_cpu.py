@@ -142,7 +142,7 @@ class ThroughStore:
             c = self.claim
             assert c is not None
             with store.together():
-                store.complete(c.trial_id, "store", c.attempt, METRICS, False, self.steps)
+                store.complete(c.holder("store"), METRICS, False, self.steps)
                 self.claim = store.claim("store", "bench", (), self.study_id, after=c.trial_id)
 
 

@@ -19,7 +19,7 @@ from api.schemas import MAX_ID, CheckpointOut, ErrorBody, ForkIn, TrialId, Trial
 from hpsearch.artifact_store import ArtifactStore
 from hpsearch.artifacts import CheckpointInfo
 from hpsearch.errors import InvalidState, NotFound
-from hpsearch.store import Store
+from hpsearch.store import Holder, Store
 
 router = APIRouter(prefix="/trials", tags=["trials"])
 
@@ -52,11 +52,12 @@ async def upload_checkpoint(
     """The body is the checkpoint's bytes (at most the server's HPSEARCH_MAX_ARTIFACT_BYTES).
     409 when the worker does not hold the trial's lease; it replaces the previous checkpoint."""
     act_as(request, worker_id)
+    holder = Holder(trial_id, worker_id, attempt)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit():
         artifacts.check_size(int(declared))
     # A worker that lost its lease is refused before its bytes are read...
-    await run_in_threadpool(store.heartbeat, trial_id, worker_id, attempt)
+    await run_in_threadpool(store.heartbeat, holder)
     # On threads: the database backend writes a chunk row every few megabytes.
     with await run_in_threadpool(artifacts.upload, trial_id) as upload:
         async for chunk in request.stream():
@@ -69,7 +70,7 @@ async def upload_checkpoint(
         # ...and checked again, in the transaction that publishes the file: the lease may
         # have expired while the bytes were arriving.
         record = store.record_checkpoint
-        await run_in_threadpool(record, trial_id, worker_id, attempt, step, publish)
+        await run_in_threadpool(record, holder, step, publish)
     return _out(published[0])
 
 

@@ -60,7 +60,7 @@ def get_final_evaluation(study_id: StudyId, store: StoreDep) -> FinalEvaluationO
 @router.post("/trials/{trial_id}/test-evaluation/heartbeat", responses=_ERRORS, tags=["workers"])
 def heartbeat(trial_id: TrialId, body: LeaseIn, request: Request, store: StoreDep) -> AckOut:
     act_as(request, body.worker_id)
-    expires = store.final_evaluation_heartbeat(trial_id, body.worker_id, body.attempt)
+    expires = store.final_evaluation_heartbeat(body.holder(trial_id))
     return AckOut(should_stop=False, reason=None, lease_expires_at=expires)
 
 
@@ -71,13 +71,11 @@ def complete(
     """The test_* metrics of the trial's model; 409 when the worker lost the job's lease."""
     act_as(request, body.worker_id)
     return FinalEvaluationOut.of(
-        store.complete_final_evaluation(trial_id, body.worker_id, body.attempt, body.metrics)
+        store.complete_final_evaluation(body.holder(trial_id), body.metrics)
     )
 
 
 @router.post("/trials/{trial_id}/test-evaluation/fail", responses=_ERRORS, tags=["workers"])
 def fail(trial_id: TrialId, body: FailIn, request: Request, store: StoreDep) -> FinalEvaluationOut:
     act_as(request, body.worker_id)
-    return FinalEvaluationOut.of(
-        store.fail_final_evaluation(trial_id, body.worker_id, body.attempt, body.error)
-    )
+    return FinalEvaluationOut.of(store.fail_final_evaluation(body.holder(trial_id), body.error))

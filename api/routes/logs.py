@@ -32,7 +32,7 @@ async def append_log(
     """Appends a piece of the attempt's output that starts at ``offset`` (a piece resent after
     a lost reply is not appended twice). 409 when the worker does not hold the lease."""
     act_as(request, body.worker_id)
-    await run_in_threadpool(store.heartbeat, trial_id, body.worker_id, body.attempt)
+    await run_in_threadpool(store.heartbeat, body.holder(trial_id))
     append = artifacts.append_log
     size = await run_in_threadpool(append, trial_id, body.attempt, body.offset, body.text)
     return LogAppendOut(next_offset=size)

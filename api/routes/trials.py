@@ -24,7 +24,6 @@ from api.schemas import (
 )
 from hpsearch.store import worker_requests
 from hpsearch.store.ending import Completion
-from hpsearch.store.lease import Holder
 
 router = APIRouter(prefix="/trials", tags=["trials"])
 
@@ -49,7 +48,7 @@ def stop_trial(trial_id: TrialId, store: StoreDep) -> TrialOut:
 @router.post("/{trial_id}/heartbeat", responses=_ERRORS, tags=["workers"])
 async def heartbeat(trial_id: TrialId, body: LeaseIn, request: Request, store: StoreDep) -> AckOut:
     act_as(request, body.worker_id)
-    ack = await run_queue_work(request, store.heartbeat, trial_id, body.worker_id, body.attempt)
+    ack = await run_queue_work(request, store.heartbeat, body.holder(trial_id))
     return AckOut(
         should_stop=ack.should_stop, reason=ack.reason, lease_expires_at=ack.lease_expires_at
     )
@@ -67,9 +66,7 @@ async def report_intermediate(
     ack = await run_queue_work(
         request,
         store.report,
-        trial_id,
-        body.worker_id,
-        body.attempt,
+        body.holder(trial_id),
         body.step,
         body.metrics,
         earlier,
@@ -98,8 +95,7 @@ async def complete_trial(
     act_as(request, body.worker_id)
     claim_next = body.claim_next.where() if body.claim_next is not None else None
     steps = [(s.step, s.metrics) for s in body.steps]
-    holder = Holder(trial_id, body.worker_id, body.attempt)
-    c = Completion(holder, body.metrics, body.pruned, steps)
+    c = Completion(body.holder(trial_id), body.metrics, body.pruned, steps)
     ended = await run_queue_work(request, worker_requests.complete, store, c, claim_next)
     count_ended(ended)
     out = CompleteOut.of(ended.trial)
@@ -112,7 +108,7 @@ async def complete_trial(
 @router.post("/{trial_id}/fail", responses=_ERRORS, tags=["workers"])
 def fail_trial(trial_id: TrialId, body: FailIn, request: Request, store: StoreDep) -> EndedOut:
     act_as(request, body.worker_id)
-    ended = worker_requests.fail(store, trial_id, body.worker_id, body.attempt, body.error)
+    ended = worker_requests.fail(store, body.holder(trial_id), body.error)
     count_ended(ended)
     out = EndedOut.of(ended.trial)
     out.worker_unhealthy = ended.worker_unhealthy
@@ -124,4 +120,4 @@ def release_trial(
     trial_id: TrialId, body: ReleaseIn, request: Request, store: StoreDep
 ) -> TrialOut:
     act_as(request, body.worker_id)
-    return TrialOut.of(store.release(trial_id, body.worker_id, body.attempt, body.reason))
+    return TrialOut.of(store.release(body.holder(trial_id), body.reason))

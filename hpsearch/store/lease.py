@@ -60,6 +60,10 @@ class Claim:
     # A replay's schedule ([{"first_epoch", "params"}, ...]); None: train with ``params``.
     schedule: list[dict[str, Any]] | None = None
 
+    def holder(self, worker_id: str) -> Holder:
+        """The job's lease as held by ``worker_id``, the worker it was claimed for."""
+        return Holder(self.trial_id, worker_id, self.attempt)
+
 
 class Leased(Protocol):
     """A row that is leased: a trial or a final evaluation."""

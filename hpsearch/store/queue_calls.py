@@ -191,8 +191,7 @@ class QueueCalls:
             return None
         return self._fast.report(holder, steps)
 
-    def heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> queue.ReportAck:
-        holder = Holder(trial_id, worker_id, attempt)
+    def heartbeat(self, holder: Holder) -> queue.ReportAck:
         done = self._report_at_once(holder, ())
         if done is not None:
             return done[0]
@@ -201,9 +200,7 @@ class QueueCalls:
 
     def report(
         self,
-        trial_id: int,
-        worker_id: str,
-        attempt: int,
+        holder: Holder,
         step: int,
         metrics: Mapping[str, float | None],
         earlier: Steps = (),
@@ -211,7 +208,6 @@ class QueueCalls:
         """One step's metrics, after the ``earlier`` steps the worker held back, if any."""
         steps = [*earlier, (step, metrics)]
         judge = pbt.StepJudge(prune_decision)
-        holder = Holder(trial_id, worker_id, attempt)
         done = self._report_at_once(holder, steps)
         if done is not None:
             ack, to_judge = done
@@ -233,16 +229,14 @@ class QueueCalls:
 
     def complete(
         self,
-        trial_id: int,
-        worker_id: str,
-        attempt: int,
+        holder: Holder,
         metrics: Mapping[str, float | None],
         pruned: bool = False,
         steps: Steps = (),
     ) -> Trial:
         """Ends a trial, storing first the ``steps`` its worker had not reported yet."""
-        c = ending.Completion(Holder(trial_id, worker_id, attempt), metrics, pruned, steps)
-        study_key = self._hints.claimed_studies.pop(trial_id)
+        c = ending.Completion(holder, metrics, pruned, steps)
+        study_key = self._hints.claimed_studies.pop(holder.trial_id)
         if self._fast is not None:
             done = self._fast.complete(c, study_key)
             if done is not None:
@@ -251,19 +245,19 @@ class QueueCalls:
                         if done.may_end_study:
                             finish_if_done(s, get_study(s, done.trial.study_id, lock=True))
                         if done.trial.state == TrialState.FAILED:
-                            health.note_failure(s, worker_id)
+                            health.note_failure(s, holder.worker_id)
                 return done.trial
         # Elsewhere, or to say why that ended nothing (a lost lease, a resent completion).
         with self.db.write() as s:
             trial = completion.complete(s, c, self._rules.get)
             if trial.state == TrialState.FAILED:  # it never reported its objective
-                health.note_failure(s, worker_id)
+                health.note_failure(s, holder.worker_id)
             return trial
 
-    def fail(self, trial_id: int, worker_id: str, attempt: int, error: str) -> Trial:
+    def fail(self, holder: Holder, error: str) -> Trial:
         with self.db.write() as s:
-            trial = queue.fail(s, Holder(trial_id, worker_id, attempt), error)
-            health.note_failure(s, worker_id)
+            trial = queue.fail(s, holder, error)
+            health.note_failure(s, holder.worker_id)
             return trial
 
     def worker_unhealthy(self, worker_id: str) -> str | None:
@@ -271,9 +265,9 @@ class QueueCalls:
         with self.db.read() as s:
             return health.unhealthy(s, worker_id)
 
-    def release(self, trial_id: int, worker_id: str, attempt: int, why: str) -> Trial:
+    def release(self, holder: Holder, why: str) -> Trial:
         with self.db.write() as s:
-            return queue.release(s, Holder(trial_id, worker_id, attempt), why)
+            return queue.release(s, holder, why)
 
     def stop_trial(self, trial_id: int) -> Trial:
         with self.db.write() as s:

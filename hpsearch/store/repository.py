@@ -331,15 +331,9 @@ class Store(QueueCalls):
     # -- evaluations.py) ---------------------------------------------------------------
 
     def record_checkpoint(
-        self,
-        trial_id: int,
-        worker_id: str,
-        attempt: int,
-        step: int,
-        publish: Callable[[bool], object],
+        self, holder: Holder, step: int, publish: Callable[[bool], object]
     ) -> None:
         with self.db.write() as s:
-            holder = Holder(trial_id, worker_id, attempt)
             checkpoints.record(s, holder, step, self.lease, publish)
 
     def trial_state(self, trial_id: int) -> str:
@@ -350,11 +344,11 @@ class Store(QueueCalls):
                 raise NotFound(f"trial {trial_id} does not exist")
             return state
 
-    def holds_lease(self, trial_id: int, worker_id: str, attempt: int) -> bool:
-        """Whether ``worker_id`` holds ``attempt`` of the trial's lease, or of its final test
-        evaluation's: a read, which extends nothing."""
+    def holds_lease(self, holder: Holder) -> bool:
+        """Whether ``holder`` holds the trial's lease, or its final test evaluation's: a
+        read, which extends nothing."""
         with self.db.read() as s:
-            return checkpoints.readable_by_holder(s, Holder(trial_id, worker_id, attempt))
+            return checkpoints.readable_by_holder(s, holder)
 
     def checkpoint_step(self, trial_id: int) -> int | None:
         with self.db.read() as s:
@@ -412,21 +406,19 @@ class Store(QueueCalls):
         with self.db.read() as s:
             return evaluations.pending(s, study_id)
 
-    def final_evaluation_heartbeat(self, trial_id: int, worker_id: str, attempt: int) -> datetime:
+    def final_evaluation_heartbeat(self, holder: Holder) -> datetime:
         with self.db.write() as s:
-            return evaluations.heartbeat(s, Holder(trial_id, worker_id, attempt), self.lease)
+            return evaluations.heartbeat(s, holder, self.lease)
 
     def complete_final_evaluation(
-        self, trial_id: int, worker_id: str, attempt: int, metrics: Mapping[str, float | None]
+        self, holder: Holder, metrics: Mapping[str, float | None]
     ) -> FinalEvaluation:
         with self.db.write() as s:
-            return evaluations.complete(s, Holder(trial_id, worker_id, attempt), metrics)
+            return evaluations.complete(s, holder, metrics)
 
-    def fail_final_evaluation(
-        self, trial_id: int, worker_id: str, attempt: int, error: str
-    ) -> FinalEvaluation:
+    def fail_final_evaluation(self, holder: Holder, error: str) -> FinalEvaluation:
         with self.db.write() as s:
-            return evaluations.fail(s, Holder(trial_id, worker_id, attempt), error)
+            return evaluations.fail(s, holder, error)
 
     # -- internals -----------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import Literal
 from hpsearch.states import TrialState
 from hpsearch.store.clock import utcnow
 from hpsearch.store.ending import Completion
-from hpsearch.store.lease import Claim
+from hpsearch.store.lease import Claim, Holder
 from hpsearch.store.models import Trial
 from hpsearch.store.repository import Store
 from hpsearch.tasks import capabilities
@@ -114,10 +114,10 @@ def complete(store: Store, c: Completion, claim_next: Where | None = None) -> En
     """Ends a trial as ``c`` asks (see :meth:`Store.complete`) and, with ``claim_next``,
     claims the worker's next job in the same transaction where it can."""
     received = utcnow()
-    trial_id, worker_id, attempt = c.holder.trial_id, c.holder.worker_id, c.holder.attempt
+    trial_id, worker_id = c.holder.trial_id, c.holder.worker_id
 
     def end() -> Trial:
-        return store.complete(trial_id, worker_id, attempt, c.metrics, c.pruned, c.steps)
+        return store.complete(c.holder, c.metrics, c.pruned, c.steps)
 
     if claim_next is None:
         return _ended(store, end(), worker_id, received)
@@ -140,10 +140,10 @@ def complete(store: Store, c: Completion, claim_next: Where | None = None) -> En
     return done
 
 
-def fail(store: Store, trial_id: int, worker_id: str, attempt: int, error: str) -> Ended:
+def fail(store: Store, holder: Holder, error: str) -> Ended:
     """Ends a trial its worker saw fail."""
     received = utcnow()
-    return _ended(store, store.fail(trial_id, worker_id, attempt, error), worker_id, received)
+    return _ended(store, store.fail(holder, error), holder.worker_id, received)
 
 
 def _ended(store: Store, trial: Trial, worker_id: str, received: datetime) -> Ended:

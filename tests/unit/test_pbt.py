@@ -218,11 +218,11 @@ def test_store_replaces_the_bottom_trial_by_a_perturbed_copy_of_a_top_one(store:
         for i, c in enumerate(held):
             if step == 2 and i == 1:
                 continue  # the worst reports last
-            ack = store.report(c.trial_id, f"w{i}", c.attempt, step, {"dev_accuracy": values[i]})
+            ack = store.report(c.holder(f"w{i}"), step, {"dev_accuracy": values[i]})
             assert not ack.should_stop, ack.reason
-            store.record_checkpoint(c.trial_id, f"w{i}", c.attempt, step, lambda fresh: None)
+            store.record_checkpoint(c.holder(f"w{i}"), step, lambda fresh: None)
     worst = held[1]
-    ack = store.report(worst.trial_id, "w1", worst.attempt, 2, {"dev_accuracy": 0.5})
+    ack = store.report(worst.holder("w1"), 2, {"dev_accuracy": 0.5})
     assert ack.should_stop and ack.reason is not None
     assert ack.reason.startswith(
         "pbt: dev_accuracy 0.5 at epoch 2 is among the worst 1 of the 4 trials there; "
@@ -260,8 +260,8 @@ def test_store_replaces_the_bottom_trial_by_a_perturbed_copy_of_a_top_one(store:
     with pytest.raises(InvalidState, match="only an ended trial's schedule is final"):
         store.replay_trial(new_id)
     for step in range(3, 7):
-        store.report(new_id, "w1", nxt.attempt, step, {"dev_accuracy": 0.9})
-    store.complete(new_id, "w1", nxt.attempt, {"dev_accuracy": 0.9, "latency_ms": 1.0})
+        store.report(nxt.holder("w1"), step, {"dev_accuracy": 0.9})
+    store.complete(nxt.holder("w1"), {"dev_accuracy": 0.9, "latency_ms": 1.0})
     replayed = store.replay_trial(new_id)
     assert (replayed.source, replayed.parent_trial_id) == ("replay", new_id)
     assert replayed.params == new.trial.params and replayed.checkpoint_step is None

@@ -275,26 +275,24 @@ def test_store_prunes_by_asha_reading_only_the_rung_step(store: Store) -> None:
         for claim, value in zip((a, b, c), values, strict=True):
             worker = workers[claim.trial_id]
             metrics = {"dev_accuracy": value, "dev_loss": 1 - value}
-            assert not store.report(
-                claim.trial_id, worker, claim.attempt, step, metrics
-            ).should_stop
+            assert not store.report(claim.holder(worker), step, metrics).should_stop
     with statements_run(store) as statements:
         # Step 3 is no rung (1, 2, 4): nothing about other trials is read.
-        store.report(a.trial_id, "w0", a.attempt, 3, {"dev_accuracy": 0.61})
+        store.report(a.holder("w0"), 3, {"dev_accuracy": 0.61})
     assert _curve_reads(statements) == []
     # A fourth trial at rung 1 (step 2) with 0.65: the top half of {0.6, 0.7, 0.8, 0.65} is
     # {0.8, 0.7}, so it stops; the decision reads step 2 alone.
     d = store.claim("w3", study_id=study.id)
     assert d is not None
-    assert not store.report(d.trial_id, "w3", d.attempt, 1, {"dev_accuracy": 0.9}).should_stop
+    assert not store.report(d.holder("w3"), 1, {"dev_accuracy": 0.9}).should_stop
     with statements_run(store) as statements:
-        ack = store.report(d.trial_id, "w3", d.attempt, 2, {"dev_accuracy": 0.65})
+        ack = store.report(d.holder("w3"), 2, {"dev_accuracy": 0.65})
     assert ack.should_stop
     assert ack.reason is not None and ack.reason.startswith("asha: dev_accuracy 0.65 at rung 1")
     (read,) = _curve_reads(statements)
     assert "trial_intermediates.step =" in read and "trial_intermediates.step <" not in read
     # The worker completes it as pruned; its history says why.
-    store.complete(d.trial_id, "w3", d.attempt, {"dev_accuracy": 0.65}, pruned=True)
+    store.complete(d.holder("w3"), {"dev_accuracy": 0.65}, pruned=True)
     view = store.trial(d.trial_id)
     assert view.trial.state == "pruned"
     assert [e.detail for e in view.events if e.kind == "prune"] == [ack.reason]
@@ -312,24 +310,22 @@ def test_store_median_counts_only_completed_trials(store: Store) -> None:
     second = store.claim("w1", study_id=study.id)
     assert first is not None and second is not None
     # No trial has completed: the running one's curve is no reference.
-    store.report(first.trial_id, "w0", first.attempt, 1, {"dev_accuracy": 0.9})
-    assert not store.report(
-        second.trial_id, "w1", second.attempt, 1, {"dev_accuracy": 0.1}
-    ).should_stop
+    store.report(first.holder("w0"), 1, {"dev_accuracy": 0.9})
+    assert not store.report(second.holder("w1"), 1, {"dev_accuracy": 0.1}).should_stop
     for step in (2, 3):
-        store.report(first.trial_id, "w0", first.attempt, step, {"dev_accuracy": 0.9})
-    store.complete(first.trial_id, "w0", first.attempt, {"dev_accuracy": 0.9})
-    ack = store.report(second.trial_id, "w1", second.attempt, 2, {"dev_accuracy": 0.2})
+        store.report(first.holder("w0"), step, {"dev_accuracy": 0.9})
+    store.complete(first.holder("w0"), {"dev_accuracy": 0.9})
+    ack = store.report(second.holder("w1"), 2, {"dev_accuracy": 0.2})
     assert ack.should_stop and ack.reason is not None and "median 0.9" in ack.reason
     # A NaN reported (stored as missing) is pruned outright.
     third = store.claim("w2", study_id=study.id)
     assert third is not None
-    ack = store.report(third.trial_id, "w2", third.attempt, 1, {"dev_accuracy": math.nan})
+    ack = store.report(third.holder("w2"), 1, {"dev_accuracy": math.nan})
     assert ack.should_stop and "not a number" in (ack.reason or "")
     # The last step is never pruned: the trial is done anyway.
     fourth = store.claim("w3", study_id=study.id)
     assert fourth is not None
-    ack = store.report(fourth.trial_id, "w3", fourth.attempt, 3, {"dev_accuracy": 0.0})
+    ack = store.report(fourth.holder("w3"), 3, {"dev_accuracy": 0.0})
     assert not ack.should_stop
 
 
@@ -339,9 +335,9 @@ def test_store_without_pruner_never_stops_a_trial(store: Store) -> None:
     second = store.claim("w1", study_id=study.id)
     assert first is not None and second is not None
     for step in (1, 2, 3):
-        store.report(first.trial_id, "w0", first.attempt, step, {"dev_accuracy": 0.9})
-    store.complete(first.trial_id, "w0", first.attempt, {"dev_accuracy": 0.9})
+        store.report(first.holder("w0"), step, {"dev_accuracy": 0.9})
+    store.complete(first.holder("w0"), {"dev_accuracy": 0.9})
     with statements_run(store) as statements:
-        ack = store.report(second.trial_id, "w1", second.attempt, 1, {"dev_accuracy": 0.0})
+        ack = store.report(second.holder("w1"), 1, {"dev_accuracy": 0.0})
     assert not ack.should_stop
     assert _curve_reads(statements) == []

@@ -170,12 +170,10 @@ def test_store_decides_within_the_trials_bracket(store: Store) -> None:
     best, weak = in_zero[0], in_zero[1]
     other = elsewhere[0]
     for claim, value in ((best, 0.9), (other, 0.95)):
-        ack = store.report(
-            claim.trial_id, worker[claim.trial_id], claim.attempt, 1, {"dev_accuracy": value}
-        )
+        ack = store.report(claim.holder(worker[claim.trial_id]), 1, {"dev_accuracy": value})
         assert not ack.should_stop
     # The weak trial of bracket 0 competes with 0.9 (its bracket), not with 0.95: pruned.
-    ack = store.report(weak.trial_id, worker[weak.trial_id], weak.attempt, 1, {"dev_accuracy": 0.5})
+    ack = store.report(weak.holder(worker[weak.trial_id]), 1, {"dev_accuracy": 0.5})
     assert ack.should_stop and ack.reason is not None
     assert ack.reason.startswith("hyperband bracket 0 of 3: dev_accuracy 0.5 at rung 0")
     assert "top 1 of 2" in ack.reason

@@ -52,7 +52,7 @@ def test_parallel_claimers_never_share_a_trial(store: Store) -> None:
         while (c := store.claim(f"w{i}")) is not None:
             with lock:
                 claimed.append(c.trial_id)
-            store.complete(c.trial_id, f"w{i}", c.attempt, {"dev_accuracy": 0.5, "latency_ms": 1})
+            store.complete(c.holder(f"w{i}"), {"dev_accuracy": 0.5, "latency_ms": 1})
 
     threads = [threading.Thread(target=claimer, args=(i,)) for i in range(8)]
     for t in threads:
@@ -131,20 +131,20 @@ def test_expired_lease_requeues_and_late_report_is_refused(store: Store) -> None
     store.create_study(digits_spec(budget={"max_trials": 1, "parallelism": 1}))
     first = store.claim("dies")
     assert first is not None
-    store.report(first.trial_id, "dies", first.attempt, 1, {"dev_accuracy": 0.3})
+    store.report(first.holder("dies"), 1, {"dev_accuracy": 0.3})
     _expire(store, first.trial_id)
     second = store.claim("survives")
     assert second is not None
     assert (second.trial_id, second.attempt) == (first.trial_id, 2)
     assert second.resume_step == 1
     with pytest.raises(LeaseLost):
-        store.report(first.trial_id, "dies", first.attempt, 2, {"dev_accuracy": 0.4})
+        store.report(first.holder("dies"), 2, {"dev_accuracy": 0.4})
     with pytest.raises(LeaseLost):
-        store.complete(first.trial_id, "dies", first.attempt, {"dev_accuracy": 0.9})
-    done = store.complete(second.trial_id, "survives", 2, {"dev_accuracy": 0.8, "latency_ms": 1})
+        store.complete(first.holder("dies"), {"dev_accuracy": 0.9})
+    done = store.complete(second.holder("survives"), {"dev_accuracy": 0.8, "latency_ms": 1})
     assert done.state == "completed" and done.value == 0.8
     # A resend of the same completion (its reply was lost) gets the same answer.
-    again = store.complete(second.trial_id, "survives", 2, {"dev_accuracy": 0.1})
+    again = store.complete(second.holder("survives"), {"dev_accuracy": 0.1})
     assert again.value == 0.8
     events = [e.kind for e in store.trial(first.trial_id).events]
     assert events == ["claimed", "lease_expired", "claimed", "completed"]
@@ -172,8 +172,8 @@ def test_every_way_a_trial_ends_leaves_it_ended_alike(store: Store) -> None:
     study = store.create_study(spec)
     done, failed, expired = (store.claim(f"w{i}") for i in range(3))
     assert done is not None and failed is not None and expired is not None
-    store.complete(done.trial_id, "w0", 1, {"dev_accuracy": 0.9, "latency_ms": 5.0})
-    store.fail(failed.trial_id, "w1", 1, "Traceback ...\nRuntimeError: boom")
+    store.complete(done.holder("w0"), {"dev_accuracy": 0.9, "latency_ms": 5.0})
+    store.fail(failed.holder("w1"), "Traceback ...\nRuntimeError: boom")
     stopped = store.enqueue(study.id, dict(done.params))
     store.stop_trial(stopped.id)
     _expire(store, expired.trial_id)
@@ -206,14 +206,14 @@ def test_best_and_sql_rank_follow_the_ranking_rule(store: Store) -> None:
         c = store.claim(f"w{i}")
         assert c is not None
         if i % 7 == 3:
-            store.fail(c.trial_id, f"w{i}", 1, "Traceback...\nRuntimeError: boom")
+            store.fail(c.holder(f"w{i}"), "Traceback...\nRuntimeError: boom")
             continue
         # Coarse values make ties, which must go to the earlier trial.
         metrics = {
             "dev_accuracy": rng.choice([0.5, 0.7, 0.9]),
             "latency_ms": rng.choice([50.0, 150.0, 400.0]),
         }
-        store.complete(c.trial_id, f"w{i}", 1, metrics)
+        store.complete(c.holder(f"w{i}"), metrics)
     completed = store.trials(study.id, states=["completed"], limit=1000)
     python_order = [t.number for t in rank([_Rankable(t) for t in completed], "maximize")]
     sql_order = [t.number for t in store.trials(study.id, order="rank", limit=1000)]
@@ -232,10 +232,10 @@ def test_rank_pages_join_up_across_the_feasible_trials_and_the_rest(store: Store
         if i % 9 == 4:
             continue  # left running
         if i % 7 == 3:
-            store.fail(c.trial_id, f"w{i}", 1, "RuntimeError: boom")
+            store.fail(c.holder(f"w{i}"), "RuntimeError: boom")
             continue
         metrics = {"dev_accuracy": rng.choice([0.5, 0.7, 0.9]), "latency_ms": rng.choice([50, 150])}
-        store.complete(c.trial_id, f"w{i}", 1, metrics)
+        store.complete(c.holder(f"w{i}"), metrics)
     whole = [t.id for t in store.trials(study.id, order="rank", limit=1000)]
     assert len(whole) == 30
     for size in (1, 4, 7, 30):
@@ -263,7 +263,7 @@ def test_pause_resume_stop(store: Store) -> None:
     store.set_study_state(study.id, "resume")
     assert store.claim("w2") is not None
     store.set_study_state(study.id, "stop")
-    ack = store.report(running.trial_id, "w", 1, 1, {"dev_accuracy": 0.5})
+    ack = store.report(running.holder("w"), 1, {"dev_accuracy": 0.5})
     assert ack.should_stop and ack.reason == "study stopped"
     with pytest.raises(InvalidState):
         store.set_study_state(study.id, "resume")
@@ -284,11 +284,11 @@ def test_max_failures_stops_the_study(store: Store) -> None:
     study = store.create_study(spec)
     c = store.claim("w")
     assert c is not None
-    store.complete(c.trial_id, "w", 1, {"dev_accuracy": 0.5, "latency_ms": 1})
+    store.complete(c.holder("w"), {"dev_accuracy": 0.5, "latency_ms": 1})
     for i in range(2):
         c = store.claim("w")
         assert c is not None
-        store.fail(c.trial_id, "w", 1, f"crash {i}")
+        store.fail(c.holder("w"), f"crash {i}")
     view = store.get_study(study.id)
     assert view.study.state == "stopped" and "max_failures" in (view.study.reason or "")
     assert store.claim("w") is None
@@ -304,7 +304,7 @@ def test_max_failures_defaults_to_half_the_trials_and_a_study_with_no_success_fa
             store.set_study_state(study.id, "resume")
         c = store.claim("w")
         assert c is not None
-        store.fail(c.trial_id, "w", 1, f"crash {i}")
+        store.fail(c.holder("w"), f"crash {i}")
     view = store.get_study(study.id)
     assert (view.study.state, view.study.reason) == ("failed", "max_failures (5) reached")
 
@@ -315,9 +315,9 @@ def test_a_study_whose_first_trials_all_fail_pauses_itself(store: Store) -> None
     for i, c in enumerate(claims[:3]):
         assert c is not None
         if i == 1:  # one that never reports its objective fails too
-            store.complete(c.trial_id, "w1", 1, {"dev_accuracy_top1": 0.5})
+            store.complete(c.holder("w1"), {"dev_accuracy_top1": 0.5})
         else:
-            store.fail(c.trial_id, f"w{i}", 1, f"Traceback ...\nFileNotFoundError: data {i}")
+            store.fail(c.holder(f"w{i}"), f"Traceback ...\nFileNotFoundError: data {i}")
     view = store.get_study(study.id)
     assert view.study.state == "paused"
     assert view.study.reason == (
@@ -327,7 +327,7 @@ def test_a_study_whose_first_trials_all_fail_pauses_itself(store: Store) -> None
     assert store.claim("w9") is None
     last = claims[3]
     assert last is not None  # a running trial goes on, and counts
-    store.complete(last.trial_id, "w3", 1, {"dev_accuracy": 0.5, "latency_ms": 1})
+    store.complete(last.holder("w3"), {"dev_accuracy": 0.5, "latency_ms": 1})
     assert store.get_study(study.id).counts.completed == 1
 
 
@@ -335,7 +335,7 @@ def test_a_trial_without_its_objective_fails_saying_what_it_reported(store: Stor
     study = store.create_study(digits_spec(budget={"max_trials": 5, "parallelism": 1}))
     c = store.claim("w")
     assert c is not None
-    trial = store.complete(c.trial_id, "w", 1, {"dev_accuracy_top1": 0.9, "latency_ms": 1.0})
+    trial = store.complete(c.holder("w"), {"dev_accuracy_top1": 0.9, "latency_ms": 1.0})
     assert trial.state == "failed"
     assert trial.error == (
         "objective dev_accuracy was never reported; reported: dev_accuracy_top1, latency_ms"
@@ -354,7 +354,7 @@ def test_a_diverged_trial_completes_and_ranks_below_every_finite_value(store: St
     ]
     for i, (c, metrics) in enumerate(zip(claims, outcomes, strict=True)):
         assert c is not None
-        assert store.complete(c.trial_id, f"w{i}", 1, metrics).state == "completed"
+        assert store.complete(c.holder(f"w{i}"), metrics).state == "completed"
     ranked = store.trials(study.id, order="rank")
     assert [t.number for t in ranked] == [2, 1, 0]
     assert [t.number for t in rank([_Rankable(t) for t in ranked], "maximize")] == [2, 1, 0]
@@ -381,7 +381,7 @@ def test_time_limit_ends_the_study_and_tells_running_trials_to_stop(store: Store
     view = store.get_study(study.id)
     assert view.study.state == "completed" and "time limit" in (view.study.reason or "")
     assert (view.counts.queued, view.counts.running) == (0, 1)
-    ack = store.report(running.trial_id, "w", 1, 1, {"dev_accuracy": 0.5})
+    ack = store.report(running.holder("w"), 1, {"dev_accuracy": 0.5})
     assert ack.should_stop and ack.reason == "study completed"
 
 
@@ -391,9 +391,9 @@ def test_target_value_ends_the_study_when_a_feasible_trial_reaches_it(store: Sto
     first, second = store.claim("a"), store.claim("b")
     assert first is not None and second is not None
     # Infeasible (too slow): never the best, so it cannot end the study.
-    store.complete(first.trial_id, "a", 1, {"dev_accuracy": 0.95, "latency_ms": 500})
+    store.complete(first.holder("a"), {"dev_accuracy": 0.95, "latency_ms": 500})
     assert store.get_study(study.id).study.state == "running"
-    store.complete(second.trial_id, "b", 1, {"dev_accuracy": 0.91, "latency_ms": 5})
+    store.complete(second.holder("b"), {"dev_accuracy": 0.91, "latency_ms": 5})
     view = store.get_study(study.id)
     assert view.study.state == "completed" and "target value" in (view.study.reason or "")
     assert view.best is not None and view.best.id == second.trial_id
@@ -404,7 +404,7 @@ def test_nan_metrics_are_stored_as_missing(store: Store) -> None:
     store.create_study(digits_spec(budget={"max_trials": 1}))
     c = store.claim("w")
     assert c is not None
-    t = store.complete(c.trial_id, "w", 1, {"dev_accuracy": float("nan"), "latency_ms": 1})
+    t = store.complete(c.holder("w"), {"dev_accuracy": float("nan"), "latency_ms": 1})
     assert t.metrics["dev_accuracy"] is None and t.value is None
 
 
@@ -424,7 +424,7 @@ def test_claims_read_only_the_trials_that_ended_since(store: Store) -> None:
     for i in range(30):
         c = store.claim("w")
         assert c is not None
-        store.complete(c.trial_id, "w", c.attempt, {"dev_accuracy": i / 30, "latency_ms": 1})
+        store.complete(c.holder("w"), {"dev_accuracy": i / 30, "latency_ms": 1})
     # 29 claims saw a history; each ended trial's row was read once, not once per claim.
     assert store._hints.history.rows_read == 29
 
@@ -436,14 +436,14 @@ def test_a_worker_whose_last_trials_fail_where_others_complete_is_unhealthy(
     good = {"dev_accuracy": 0.5, "latency_ms": 1.0}
     c = store.claim("healthy")
     assert c is not None
-    store.complete(c.trial_id, "healthy", 1, good)
+    store.complete(c.holder("healthy"), good)
     for i in range(3):
         c = store.claim("broken")
         assert c is not None and store.worker_unhealthy("broken") is None
         if i == 2:  # a completion without the objective counts as a failure too
-            store.complete(c.trial_id, "broken", 1, {"latency_ms": 1.0})
+            store.complete(c.holder("broken"), {"latency_ms": 1.0})
         else:
-            store.fail(c.trial_id, "broken", 1, "Traceback ...\nRuntimeError: CUDA error")
+            store.fail(c.holder("broken"), "Traceback ...\nRuntimeError: CUDA error")
     reason = store.worker_unhealthy("broken")
     assert reason is not None and reason.startswith("its last 3 trials failed")
     assert store.worker_unhealthy("healthy") is None
@@ -461,8 +461,8 @@ def test_a_pruned_trial_reaches_the_tpe_adapter_with_its_last_step(store: Store)
     c = store.claim("w")
     assert c is not None
     for step, accuracy in [(1, 0.2), (2, 0.3), (3, 0.35)]:
-        store.report(c.trial_id, "w", c.attempt, step, {"dev_accuracy": accuracy, "latency_ms": 1})
-    store.complete(c.trial_id, "w", c.attempt, {"dev_accuracy": 0.35, "latency_ms": 1}, True)
+        store.report(c.holder("w"), step, {"dev_accuracy": accuracy, "latency_ms": 1})
+    store.complete(c.holder("w"), {"dev_accuracy": 0.35, "latency_ms": 1}, True)
     assert store.claim("w") is not None  # the claim feeds the sampler the pruned trial
     sampler = store._rules.get(None, (study.id, study.created_at)).sampler  # type: ignore[arg-type]
     assert isinstance(sampler, OptunaSampler)

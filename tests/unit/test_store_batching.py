@@ -11,7 +11,7 @@ from sqlalchemy import event, func, select, update
 from hpsearch.errors import LeaseLost
 from hpsearch.samplers import make_sampler
 from hpsearch.spec import parse_spec
-from hpsearch.store import Database, Store
+from hpsearch.store import Database, Holder, Store
 from hpsearch.store.claims import AHEAD
 from hpsearch.store.hints import Recent, Throttle
 from hpsearch.store.models import Trial
@@ -30,7 +30,7 @@ def test_held_back_steps_are_stored_with_the_report_that_carries_them(store: Sto
     c = store.claim("w")
     assert c is not None
     earlier = [(1, {"dev_accuracy": 0.1}), (2, {"dev_accuracy": 0.2})]
-    ack = store.report(c.trial_id, "w", c.attempt, 3, {"dev_accuracy": 0.3}, earlier)
+    ack = store.report(c.holder("w"), 3, {"dev_accuracy": 0.3}, earlier)
     assert not ack.should_stop
     assert _curve(store, c.trial_id) == {1: 0.1, 2: 0.2, 3: 0.3}
     assert store.trial(c.trial_id).trial.last_step == 3
@@ -40,10 +40,10 @@ def test_a_completion_stores_the_steps_it_carries_then_ends_the_trial(store: Sto
     study = store.create_study(digits_spec())
     c = store.claim("w")
     assert c is not None
-    store.report(c.trial_id, "w", c.attempt, 1, {"dev_accuracy": 0.1})
+    store.report(c.holder("w"), 1, {"dev_accuracy": 0.1})
     # Step 2 resent with a new value replaces the stored one; the later of two copies wins.
     steps = [(2, {"dev_accuracy": 0.0}), (2, {"dev_accuracy": 0.2}), (3, {"dev_accuracy": 0.3})]
-    done = store.complete(c.trial_id, "w", c.attempt, DONE, steps=steps)
+    done = store.complete(c.holder("w"), DONE, steps=steps)
     assert (done.state, done.value, done.feasible, done.last_step) == ("completed", 0.5, True, 3)
     assert _curve(store, c.trial_id) == {1: 0.1, 2: 0.2, 3: 0.3}
     view = store.get_study(study.id)
@@ -56,7 +56,7 @@ def test_a_completion_refused_for_a_lost_lease_stores_none_of_its_steps(store: S
     c = store.claim("w")
     assert c is not None
     with pytest.raises(Exception, match="no longer leased"):
-        store.complete(c.trial_id, "impostor", c.attempt, DONE, steps=[(1, {"dev_accuracy": 1})])
+        store.complete(c.holder("impostor"), DONE, steps=[(1, {"dev_accuracy": 1})])
     assert _curve(store, c.trial_id) == {}
     assert store.get_study(c.study_id).counts.completed == 0
 
@@ -65,8 +65,8 @@ def test_an_infeasible_completion_is_counted_and_never_best(store: Store) -> Non
     study = store.create_study(digits_spec())
     a, b = store.claim("a"), store.claim("b")
     assert a is not None and b is not None
-    store.complete(a.trial_id, "a", 1, {"dev_accuracy": 0.9, "latency_ms": 500.0})
-    store.complete(b.trial_id, "b", 1, {"dev_accuracy": 0.4, "latency_ms": 5.0})
+    store.complete(a.holder("a"), {"dev_accuracy": 0.9, "latency_ms": 500.0})
+    store.complete(b.holder("b"), {"dev_accuracy": 0.4, "latency_ms": 5.0})
     view = store.get_study(study.id)
     assert view.counts.completed == 2 and view.best is not None and view.best.id == b.trial_id
     kinds = [e.kind for e in store.trial(a.trial_id).events]
@@ -86,13 +86,11 @@ def test_held_back_steps_are_judged_in_order_and_judging_stops_at_the_first_prun
     for i, value in enumerate((0.5, 0.6, 0.7)):
         c = store.claim(f"w{i}", study_id=study.id)
         assert c is not None
-        assert not store.report(c.trial_id, f"w{i}", 1, 1, {"dev_accuracy": value}).should_stop
+        assert not store.report(c.holder(f"w{i}"), 1, {"dev_accuracy": value}).should_stop
     late = store.claim("late", study_id=study.id)
     assert late is not None
     # Steps 1 and 2 (both rungs) arrive together; step 1 already ranks in the bottom half.
-    ack = store.report(
-        late.trial_id, "late", 1, 2, {"dev_accuracy": 0.9}, [(1, {"dev_accuracy": 0.1})]
-    )
+    ack = store.report(late.holder("late"), 2, {"dev_accuracy": 0.9}, [(1, {"dev_accuracy": 0.1})])
     assert ack.should_stop and (ack.reason or "").startswith("asha: dev_accuracy 0.1 at rung 0")
     prunes = [e for e in store.trial(late.trial_id).events if e.kind == "prune"]
     assert len(prunes) == 1  # judged at step 1 and not again at step 2
@@ -110,7 +108,7 @@ def test_a_report_and_a_heartbeat_are_one_statement_on_postgresql(store: Store) 
     before = store.trial(c.trial_id).trial.lease_expires_at
     assert before is not None
     with statements_run(store) as statements:
-        ack = store.report(c.trial_id, "w", c.attempt, 2, {"dev_accuracy": 0.2}, [(1, {})])
+        ack = store.report(c.holder("w"), 2, {"dev_accuracy": 0.2}, [(1, {})])
     assert len(statements) == (1 if store.db.is_postgres else 4), statements
     assert not ack.should_stop and ack.lease_expires_at > before
     trial = store.trial(c.trial_id).trial
@@ -122,19 +120,19 @@ def test_a_report_and_a_heartbeat_are_one_statement_on_postgresql(store: Store) 
 
     store.stop_trial(c.trial_id)
     with statements_run(store) as statements:
-        beat = store.heartbeat(c.trial_id, "w", c.attempt)
+        beat = store.heartbeat(c.holder("w"))
     assert len(statements) == (1 if store.db.is_postgres else 3), statements
     assert beat.should_stop and beat.reason == "stop requested"
     assert store.trial(c.trial_id).trial.last_step == 2  # a heartbeat moves no step
     store.set_study_state(study.id, "stop")
-    late = store.report(c.trial_id, "w", c.attempt, 3, {"dev_accuracy": 0.3})
+    late = store.report(c.holder("w"), 3, {"dev_accuracy": 0.3})
     assert late.should_stop and late.reason == "study stopped"
 
     # Another worker's report is refused and stores nothing.
     with pytest.raises(LeaseLost):
-        store.report(c.trial_id, "impostor", c.attempt, 4, {"dev_accuracy": 0.4})
+        store.report(c.holder("impostor"), 4, {"dev_accuracy": 0.4})
     with pytest.raises(LeaseLost):
-        store.heartbeat(c.trial_id, "w", c.attempt + 1)
+        store.heartbeat(Holder(c.trial_id, "w", c.attempt + 1))
     assert 4 not in {p.step for p in store.trial(c.trial_id).intermediates}
 
 
@@ -170,7 +168,7 @@ def test_a_lease_lost_before_the_pruner_judges_a_report_refuses_it(postgres_url:
     event.listen(store.db.engine, "before_cursor_execute", lose_the_lease)
     try:
         with pytest.raises(LeaseLost, match="no longer leased to w"):
-            store.report(c.trial_id, "w", c.attempt, 1, {"dev_accuracy": 0.1})
+            store.report(c.holder("w"), 1, {"dev_accuracy": 0.1})
     finally:
         event.remove(store.db.engine, "before_cursor_execute", lose_the_lease)
     assert lost  # the lease was lost where the test meant it to be
@@ -244,7 +242,7 @@ def test_a_users_guess_and_a_fork_run_before_the_trials_sampled_ahead(store: Sto
     assert sampled.params == one_by_one.propose(2, [], [])
     assert quick.get_study(study.id).counts.queued == AHEAD - 1
 
-    quick.record_checkpoint(first.trial_id, "w1", first.attempt, 3, lambda fresh: None)
+    quick.record_checkpoint(first.holder("w1"), 3, lambda fresh: None)
     fork = quick.fork_trial(first.trial_id, {"lr": 0.001}, 3, lambda trial: None)
     assert fork.number == 3 and quick.get_study(study.id).counts.queued == 1
     forked = quick.claim("w4", study_id=study.id)
@@ -261,14 +259,14 @@ def test_the_claim_made_with_a_completion_is_found_again_for_its_worker(store: S
     store.create_study(digits_spec(budget={"max_trials": 5, "parallelism": 1}))
     first = store.claim("w")
     assert first is not None
-    store.complete(first.trial_id, "w", first.attempt, DONE)
+    store.complete(first.holder("w"), DONE)
     second = store.claim("w", after=first.trial_id)
     assert second is not None
     again = store.claimed_after(first.trial_id, "w")
     assert again is not None and (again.trial_id, again.attempt) == (second.trial_id, 1)
     assert again.params == second.params and again.task == second.task
     assert store.claimed_after(first.trial_id, "other") is None
-    store.complete(second.trial_id, "w", second.attempt, DONE)
+    store.complete(second.holder("w"), DONE)
     assert store.claimed_after(first.trial_id, "w") is None  # no longer held
 
 
@@ -308,7 +306,7 @@ def test_claims_between_probes_take_the_queue_in_order_and_record_their_events(
     study = quick.create_study(digits_spec(budget={"max_trials": 20, "parallelism": 20}))
     first = quick.claim("w", study_id=study.id)
     assert first is not None and first.number == 0
-    quick.complete(first.trial_id, "w", first.attempt, DONE)
+    quick.complete(first.holder("w"), DONE)
     rest = [quick.claim("w", study_id=study.id, after=first.trial_id) for _ in range(AHEAD - 1)]
     assert [c.number for c in rest if c is not None] == list(range(1, AHEAD))
     again = quick.claimed_after(first.trial_id, "w")
@@ -359,7 +357,7 @@ def test_a_claim_that_samples_one_trial_at_a_time_skips_the_empty_queue_next_tim
     study = quick.create_study(digits_spec(budget={"max_trials": 10, "parallelism": 1}))
     first = quick.claim("w", study_id=study.id)
     assert first is not None and not first.queue_may_hold_more
-    quick.complete(first.trial_id, "w", first.attempt, DONE)
+    quick.complete(first.holder("w"), DONE)
     with statements_run(store) as statements:
         second = quick.claim("w", study_id=study.id, after=first.trial_id)
     assert second is not None and second.number == 1 and not second.queue_may_hold_more
@@ -371,7 +369,7 @@ def test_a_claim_that_samples_one_trial_at_a_time_skips_the_empty_queue_next_tim
     assert len(statements) == expected, statements
     again = quick.claimed_after(first.trial_id, "w")
     assert again is not None and again.trial_id == second.trial_id
-    quick.complete(second.trial_id, "w", second.attempt, DONE)
+    quick.complete(second.holder("w"), DONE)
 
     guess = {"lr": 0.01, "beta": 0.99, "hidden_units": 64, "layers": 2, "batch_size": 64}
     store.enqueue(study.id, guess)
@@ -392,7 +390,7 @@ def test_a_completion_and_its_claim_together_are_one_transaction_on_sqlite(
     first = store.claim("w", study_id=study.id)
     assert first is not None
     with statements_run(store) as statements, store.together():
-        store.complete(first.trial_id, "w", first.attempt, DONE)
+        store.complete(first.holder("w"), DONE)
         second = store.claim("w", study_id=study.id, after=first.trial_id)
     assert second is not None and second.number == 1
     assert store.trial(first.trial_id).trial.state == "completed"
@@ -400,7 +398,7 @@ def test_a_completion_and_its_claim_together_are_one_transaction_on_sqlite(
     assert len(begins) == (0 if store.db.is_postgres else 1), statements
 
     with pytest.raises(RuntimeError), store.together():
-        store.complete(second.trial_id, "w", second.attempt, DONE)
+        store.complete(second.holder("w"), DONE)
         assert store.trial(second.trial_id).trial.state == "completed"  # seen inside
         raise RuntimeError("the claim failed")
     after = store.trial(second.trial_id).trial

@@ -35,7 +35,7 @@ def test_a_partial_enqueue_is_completed_by_the_studys_sampler(
     for value in (0.9, 0.8):  # some history, for the samplers that learn from it
         c = store.claim("w")
         assert c is not None
-        store.complete(c.trial_id, "w", 1, {"dev_accuracy": value, "latency_ms": 1.0})
+        store.complete(c.holder("w"), {"dev_accuracy": value, "latency_ms": 1.0})
     trial = store.enqueue(study.id, {"lr": 0.01, "batch_size": 128})
     assert trial.params["lr"] == 0.01 and trial.params["batch_size"] == 128
     assert set(trial.params) == set(digits_spec()["space"])
@@ -47,7 +47,7 @@ def test_extend_refuses_a_study_its_time_limit_ended(store: Store) -> None:
     study = store.create_study(spec)
     c = store.claim("w")
     assert c is not None
-    store.complete(c.trial_id, "w", 1, {"dev_accuracy": 0.5, "latency_ms": 1.0})
+    store.complete(c.holder("w"), {"dev_accuracy": 0.5, "latency_ms": 1.0})
     assert store.get_study(study.id).study.state == "completed"
     with store.db.write() as s:  # the study began 61 s ago
         s.execute(

@@ -82,14 +82,14 @@ def test_everything_at_once_never_deadlocks_and_the_counters_add_up(
                     continue
                 try:
                     for step in (1, 2):
-                        store.report(c.trial_id, name, c.attempt, step, {"dev_accuracy": 0.1})
-                    store.heartbeat(c.trial_id, name, c.attempt)
+                        store.report(c.holder(name), step, {"dev_accuracy": 0.1})
+                    store.heartbeat(c.holder(name))
                     if rng.random() < 0.1:
-                        store.fail(c.trial_id, name, c.attempt, "RuntimeError: boom")
+                        store.fail(c.holder(name), "RuntimeError: boom")
                     else:
                         accuracy = 0.98 if c.study_id == studies[0] and c.number > 40 else 0.5
                         metrics = {"dev_accuracy": accuracy, "latency_ms": 1.0}
-                        store.complete(c.trial_id, name, c.attempt, metrics)
+                        store.complete(c.holder(name), metrics)
                 except EXPECTED:
                     pass  # our lease ran out (the hasty store) or the study moved on
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import update
 
 from hpsearch.errors import InvalidInput, InvalidState, LeaseLost
-from hpsearch.store import Store
+from hpsearch.store import Holder, Store
 from hpsearch.store.clock import utcnow
 from hpsearch.store.models import FinalEvaluation, Trial
 from tests.conftest import digits_spec
@@ -26,7 +26,7 @@ def finished_study(store: Store, n: int = 2, **spec: Any) -> tuple[int, list[int
     for i in range(n):
         c = store.claim("w", study_id=study.id)
         assert c is not None
-        store.complete(c.trial_id, "w", c.attempt, {**GOOD, "dev_accuracy": 0.5 + i / 10})
+        store.complete(c.holder("w"), {**GOOD, "dev_accuracy": 0.5 + i / 10})
         ids.append(c.trial_id)
     return study.id, ids
 
@@ -54,12 +54,12 @@ def test_the_evaluation_is_leased_like_a_trial(store: Store) -> None:
     again = store.claim_final_evaluation("w2")
     assert again is not None and again.attempt == 2
     with pytest.raises(LeaseLost):
-        store.complete_final_evaluation(best, "w1", 1, {"test_accuracy": 0.5})
+        store.complete_final_evaluation(Holder(best, "w1", 1), {"test_accuracy": 0.5})
     with pytest.raises(InvalidInput, match="test_"):
-        store.complete_final_evaluation(best, "w2", 2, {"dev_accuracy": 0.5})
-    done = store.complete_final_evaluation(best, "w2", 2, {"test_accuracy": 0.8})
+        store.complete_final_evaluation(Holder(best, "w2", 2), {"dev_accuracy": 0.5})
+    done = store.complete_final_evaluation(Holder(best, "w2", 2), {"test_accuracy": 0.8})
     assert done.state == "completed"
-    assert store.complete_final_evaluation(best, "w2", 2, {"test_accuracy": 0.8}).state == (
+    assert store.complete_final_evaluation(Holder(best, "w2", 2), {"test_accuracy": 0.8}).state == (
         "completed"  # a resend is answered, not refused
     )
     assert store.trial(best).trial.test_metrics == {"test_accuracy": 0.8}
@@ -89,7 +89,7 @@ def test_one_final_trial_per_study(store: Store) -> None:
         store.request_final_evaluation(study_id, best)
     job = store.claim_final_evaluation("w")
     assert job is not None
-    store.fail_final_evaluation(first, "w", job.attempt, "out of memory")
+    store.fail_final_evaluation(Holder(first, "w", job.attempt), "out of memory")
     retried = store.request_final_evaluation(study_id, first)  # a failed one may run again
     assert (retried.state, retried.attempt, retried.error) == ("queued", 0, None)
 
@@ -117,11 +117,11 @@ def test_a_checkpoint_is_recorded_by_the_lease_holder_only(store: Store) -> None
     c = store.claim("w", study_id=study.id)
     assert c is not None and store.checkpoint_step(c.trial_id) is None
     fresh: list[bool] = []
-    store.record_checkpoint(c.trial_id, "w", c.attempt, 1, fresh.append)
-    store.record_checkpoint(c.trial_id, "w", c.attempt, 2, fresh.append)
+    store.record_checkpoint(c.holder("w"), 1, fresh.append)
+    store.record_checkpoint(c.holder("w"), 2, fresh.append)
     assert fresh == [True, False] and store.checkpoint_step(c.trial_id) == 2
     with pytest.raises(LeaseLost):
-        store.record_checkpoint(c.trial_id, "other", c.attempt, 3, fresh.append)
+        store.record_checkpoint(c.holder("other"), 3, fresh.append)
     assert fresh == [True, False] and store.checkpoint_step(c.trial_id) == 2
 
 
@@ -130,9 +130,9 @@ def test_a_fork_changes_training_hyperparameters_only(store: Store) -> None:
     study = store.create_study(spec)
     c = store.claim("w", study_id=study.id)
     assert c is not None
-    store.record_checkpoint(c.trial_id, "w", c.attempt, 3, lambda fresh: None)
+    store.record_checkpoint(c.holder("w"), 3, lambda fresh: None)
     store.stop_trial(c.trial_id)
-    store.complete(c.trial_id, "w", c.attempt, GOOD, pruned=True)
+    store.complete(c.holder("w"), GOOD, pruned=True)
     assert store.get_study(study.id).study.state == "completed"
     copied: list[Trial] = []
 

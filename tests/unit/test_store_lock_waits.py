@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 
 from hpsearch.store import Database, Store, claims, completion, ending
 from hpsearch.store.hints import RulesCache
-from hpsearch.store.lease import Holder
 from hpsearch.store.rules import StudyKey
 from tests.conftest import digits_spec, wait_for
 
@@ -89,9 +88,9 @@ def test_a_completion_that_waited_ranks_against_the_best_the_lock_holder_set(
         if better is None:
             better = claims.claim(s, _asks("w-better"), rules.get, _running(s, study.id))
             assert better is not None
-        holder = Holder(better.trial_id, "w-better", better.attempt)
+        holder = better.holder("w-better")
         completion.complete(s, ending.Completion(holder, GOOD), rules.get)
-        later = other_thread(store.complete, worse.trial_id, "w-worse", worse.attempt, WORSE)
+        later = other_thread(store.complete, worse.holder("w-worse"), WORSE)
         wait_for(_waits_for_a_lock(store), 30, "the second completion to wait for the study")
     assert later.result(timeout=30).state == "completed"
     view = store.get_study(study.id)

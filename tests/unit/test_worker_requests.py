@@ -8,7 +8,6 @@ import pytest
 
 from hpsearch.store import Store, worker_requests
 from hpsearch.store.ending import Completion
-from hpsearch.store.lease import Holder
 from tests.conftest import digits_spec
 
 DONE = {"dev_accuracy": 0.5, "latency_ms": 1.0}
@@ -31,7 +30,7 @@ def test_a_completion_whose_claim_fails_is_kept_and_its_resend_claims(
 
     def complete() -> worker_requests.Ended:
         steps = [(1, {"dev_accuracy": 0.4})]
-        done = Completion(Holder(job.trial_id, "w", job.attempt), DONE, False, steps)
+        done = Completion(job.holder("w"), DONE, False, steps)
         return worker_requests.complete(store, done, where)
 
     monkeypatch.setattr(worker_requests, "claim", failing_claim)
@@ -55,7 +54,7 @@ def test_a_resent_completion_gets_the_claim_its_first_request_made(store: Store)
     where = worker_requests.Where(study_id=study.id)
     job = worker_requests.claim(store, "w", where).job
     assert job is not None
-    done = Completion(Holder(job.trial_id, "w", job.attempt), DONE)
+    done = Completion(job.holder("w"), DONE)
     first = worker_requests.complete(store, done, where)
     resent = worker_requests.complete(store, done, where)
     assert first.newly and not resent.newly
