@@ -312,6 +312,13 @@ class NextClaimIn(_Body):
         description="studies the worker found it cannot set up (a missing dataset, an import "
         "error, no CUDA): it is given none of their trials",
     )
+    ahead: bool = Field(
+        default=False,
+        description="a trial to hold ahead, started when the worker's current one ends: given "
+        "only from a study whose sampler ignores results (random, grid, QMC), only while the "
+        "study's parallelism leaves room for another trial after it, and never a final test "
+        "evaluation",
+    )
 
     def where(self) -> Where:
         return Where(**{f.name: getattr(self, f.name) for f in fields(Where)})

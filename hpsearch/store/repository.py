@@ -343,15 +343,17 @@ class Store:
         request_id: str | None = None,
         labels: Mapping[str, str] | None = None,
         refused_studies: Collection[int] = (),
+        ahead: bool = False,
     ) -> Claim | None:
         """The worker's next trial; ``after``: the trial whose completion asks for it;
         ``entry_points`` and ``commands``: the custom trainers and the command prefixes the
         worker's command line allows; ``request_id``: the claim's idempotency key, kept with
         the claim (see :meth:`claimed_by_request`); ``labels``: its ``--label``s (with
         ``devices``, matched against a study's ``requires``); ``refused_studies``: those it
-        found it cannot set up."""
+        found it cannot set up; ``ahead``: a trial the worker holds while its current one
+        runs (see :class:`claims.ClaimRequest`)."""
         worker = capabilities(devices, labels, entry_points, refused_studies, commands)
-        claimed = self._claim(worker_id, host, study_id, after, worker, request_id)
+        claimed = self._claim(worker_id, host, study_id, after, worker, request_id, ahead)
         if claimed is not None and claimed.study_key is not None:
             # Its completion, likely through this process, then need not read its study.
             self._hints.claimed_studies.put(claimed.trial_id, claimed.study_key)
@@ -365,6 +367,7 @@ class Store:
         after: int | None,
         worker: Capabilities,
         request_id: str | None = None,
+        ahead: bool = False,
     ) -> Claim | None:
         labels = tuple(sorted(worker.labels.items()))
         touch = self._hints.worker_touch.due((worker_id, host, worker.devices, labels))
@@ -374,8 +377,10 @@ class Store:
         # round trip, and so would the transaction's own look at the queue before it locks
         # the study: it then looks only if the study's count shows queued trials.
         likely_queued = study_id not in self._hints.queue_found_empty
-        request = claims.ClaimRequest(worker_id, self.lease, worker, after, request_id)
-        if self._fast is not None and likely_queued and not (touch or look_for_expired):
+        request = claims.ClaimRequest(worker_id, self.lease, worker, after, request_id, ahead)
+        # A claim ahead counts the study's trials first, with the study locked.
+        fast = not (touch or look_for_expired or ahead)
+        if self._fast is not None and likely_queued and fast:
             with self._fast.connection() as connection:
                 running = self._hints.running.get(
                     study_id, lambda: claims.running_studies(connection, study_id)
@@ -395,7 +400,7 @@ class Store:
                     running,
                     self._hints.history.history,
                     look_for_expired=look_for_expired,
-                    queue_first=likely_queued,
+                    queue_first=likely_queued and not ahead,
                 )
 
             # SQLite has no one-statement claim: the kept studies are tried here first.
