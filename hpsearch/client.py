@@ -200,10 +200,11 @@ class Client:
         commands: Sequence[Sequence[str]] = (),
         labels: Mapping[str, str] | None = None,
         refused_studies: Sequence[int] = (),
+        ahead: bool = False,
     ) -> dict[str, Any]:
         """The worker's next trial; ``entry_points`` and ``commands``: the custom trainers and
         the command prefixes it may run; ``labels``: its ``--label``s; ``refused_studies``:
-        those it cannot set up.
+        those it cannot set up; ``ahead``: a trial to hold while the current one runs.
 
         Each call sends a new idempotency key, and its retries (a lost connection, a server
         restarting) the same one: a claim the server made before its reply was lost is then
@@ -222,6 +223,8 @@ class Client:
             body["labels"] = dict(labels)
         if refused_studies:
             body["refused_studies"] = list(refused_studies)
+        if ahead:
+            body["ahead"] = True
         return self._obj("POST", "/claims", json=body)
 
     def worker_exited(self, worker_id: str) -> None:

@@ -42,6 +42,7 @@ from hpsearch.client import ApiError, Client, Interrupted, ServerUnreachable
 from hpsearch.commands import parse_prefix
 from hpsearch.states import TrialState
 from hpsearch.tasks import COMMAND, CUSTOM
+from workers.ahead import Ahead
 from workers.command import CommandFailed, CommandNotAllowed, run_command, suggested_prefix
 from workers.custom import EntryPointNotAllowed, run_custom
 from workers.devices import bind
@@ -85,6 +86,8 @@ class WorkerOptions:
     """The slot's label when the worker runs several trials at once."""
     pack: int = 1
     """Train up to this many trials of one study at once as one packed model."""
+    prefetch: bool = False
+    """``--prefetch``: each slot holds its next trial ahead (:mod:`workers.ahead`)."""
 
 
 class TrialBudget:
@@ -144,6 +147,12 @@ class Worker:
         self.refused: dict[int, str] = {}
         # Why the server calls this worker unhealthy (its last trials failed): it stops.
         self.unhealthy: str | None = None
+        # A packed slot claims its partners itself: it holds nothing ahead.
+        self.ahead = (
+            Ahead(self.client, opts.worker_id, self.budget, opts.heartbeat_seconds, self.say)
+            if opts.prefetch and opts.pack == 1
+            else None
+        )
 
     def install_signal_handlers(self, *, sigint: bool = True) -> None:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -215,6 +224,9 @@ class Worker:
         except Interrupted:
             pass  # a signal while the server could not be reached: nothing is held
         finally:
+            if self.ahead is not None:
+                self._handing_back = True  # a further signal must not cut the hand-back short
+                self.ahead.close("worker shutting down")
             self._say_goodbye()
             self.client.close()
         return 0
@@ -290,6 +302,8 @@ class Worker:
                 f"study {claim['study_id']} trial {number} (attempt {claim['attempt']}): "
                 f"{short(claim['params'])}"
             )
+            if self.ahead is not None and claim_next is not None:
+                self.ahead.ask(claim_next, claim["study_id"])
             try:
                 result = self._train_one(claim, lease)
             except HandBackNow:
@@ -405,23 +419,41 @@ class Worker:
         pruned = bool(result.stopped_early)
         lease.log.close()
         steps = lease.reports.take()
+        metrics = _json_metrics(result.metrics)
+
+        def send(next_where: Mapping[str, Any] | None) -> dict[str, Any] | None:
+            """Sends the completion (claiming with ``next_where``); shows what came back."""
+            out = self._send(
+                lambda: self.client.complete(
+                    lease.trial_id,
+                    self.opts.worker_id,
+                    lease.attempt,
+                    metrics,
+                    pruned,
+                    steps=steps,
+                    claim_next=next_where,
+                )
+            )
+            self._said_outcome(out, number, pruned)
+            return out
+
+        held = self.ahead.take() if self.ahead is not None and claim_next is not None else None
+        if self.ahead is not None and held is not None:
+            # Start the held trial now; this completion (claiming the one after it) goes in
+            # the background and is waited for when that trial ends.
+            self.ahead.send(send, None if self.stopping else claim_next, held["study_id"])
+            return {"trial": held, "open_studies": True}
         # The next trial's budget is taken now, as for POST /claims; the run loop gives it
         # back if the claim finds no trial, and so does this method if none was made.
         asked = claim_next is not None and not self.stopping and self.budget.take()
-        out = self._send(
-            lambda: self.client.complete(
-                lease.trial_id,
-                self.opts.worker_id,
-                lease.attempt,
-                _json_metrics(result.metrics),
-                pruned,
-                steps=steps,
-                claim_next=claim_next if asked else None,
-            )
-        )
+        out = send(claim_next if asked else None)
         following: dict[str, Any] | None = out.get("next") if asked and out is not None else None
         if asked and following is None:  # not answered, or a server without claim_next
             self.budget.give_back()
+        return following
+
+    def _said_outcome(self, out: dict[str, Any] | None, number: int, pruned: bool) -> None:
+        """Notes what the server said of a completion (the worker's health) and shows it."""
         self._note_health(out)
         if (
             out is not None and out["state"] == TrialState.FAILED
@@ -433,7 +465,6 @@ class Worker:
             self.say(
                 f"study {out['study_id']} trial {number} {out['state']}: value={value} {verdict}"
             )
-        return following
 
     def _refuse_study(self, lease: Lease, claim: ClaimedJob, problem: str) -> None:
         """Hands back a trial this worker could not even set up, and claims no more of its
