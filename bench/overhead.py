@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,38 @@ RAY = (10_000, 1.0, 16, 715.0)  # trials, seconds each, CPUs, measured wall (s)
 
 
 def sleep(trial: Any) -> dict[str, float]:
-    """The trial: sleeps as long as its study says, and reports nothing but its result."""
+    """The trial: sleeps as long as its study says, and reports nothing but its result, with
+    when it ran and in which slot (process), for :func:`breakdown`."""
+    began = time.time()
     time.sleep(float(trial.params["seconds"]))
-    return {"score": float(trial.params["x"])}
+    ended = time.time()
+    return {"score": float(trial.params["x"]), "began": began, "ended": ended, "pid": os.getpid()}
 
 
-def spec(trials: int, seconds: float, slots: int) -> dict[str, Any]:
+def breakdown(rows: list[dict[str, Any]], launched: float, exited: float) -> str:
+    """Where the end-to-end time beyond the sleeps went, from when each trial really ran
+    (the worker's clock; a trial held ahead is recorded as started at its claim): start-up to
+    the first sleep, the slots' starts spread out, the mean gap between one trial's end and
+    the next one's start in a slot, the time slots sat idle at the end (uneven shares), and
+    from the last sleep's end to the workers' exit."""
+    runs: dict[float, list[tuple[float, float]]] = {}
+    for t in rows:
+        m = t["metrics"]
+        runs.setdefault(m["pid"], []).append((m["began"], m["ended"]))
+    first = min(b for r in runs.values() for b, _ in r)
+    last = max(e for r in runs.values() for _, e in r)
+    gaps = [b2 - e1 for r in runs.values() for (_, e1), (b2, _) in pairwise(sorted(r))]
+    spread = max(min(r)[0] for r in runs.values()) - first
+    idle = sum(last - max(r)[1] for r in runs.values()) / len(runs)
+    return (
+        f"  where: {first - launched:.2f} s to the first sleep, slots' starts spread over "
+        f"{spread:.2f} s, {1000 * sum(gaps) / max(1, len(gaps)):.1f} ms between trials in a "
+        f"slot (mean of {len(gaps)}), {idle:.2f} s idle at the end per slot, "
+        f"{exited - last:.2f} s from the last sleep to the exit"
+    )
+
+
+def spec(trials: int, seconds: float, parallelism: int) -> dict[str, Any]:
     return {
         "name": f"overhead-{trials}x{seconds}s",
         "objective": {"metric": "score", "direction": "maximize"},
@@ -49,7 +76,7 @@ def spec(trials: int, seconds: float, slots: int) -> dict[str, Any]:
             "x": {"type": "float", "low": 0.0, "high": 1.0},
             "seconds": {"type": "categorical", "choices": [seconds]},
         },
-        "budget": {"max_trials": trials, "parallelism": slots},
+        "budget": {"max_trials": trials, "parallelism": parallelism},
         "task": {"trainer": "custom", "entry_point": ENTRY_POINT, "epochs": 1},
     }
 
@@ -62,30 +89,39 @@ def all_trials(client: Client, study_id: int) -> list[dict[str, Any]]:
 
 
 def run(
-    url: str, env: dict[str, str], trials: int, seconds: float, slots: int, processes: int
-) -> tuple[float, float, float]:
-    """(span, end to end, start-up) in seconds for one study; start-up runs from starting
-    the workers to the first trial's start."""
+    url: str, env: dict[str, str], trials: int, seconds: float, args: argparse.Namespace
+) -> tuple[float, float, float, str]:
+    """(span, end to end, start-up, :func:`breakdown`) in seconds for one study; start-up runs
+    from starting the workers to the first trial's start."""
+    slots, processes = args.slots, args.processes
+    parallelism = args.parallelism or (2 * slots + 1 if args.prefetch else slots)
     with Client(url) as client:
-        study = client.create_study(spec(trials, seconds, slots))
+        study = client.create_study(spec(trials, seconds, parallelism))
         worker = [sys.executable, "-m", "hpsearch.cli", "worker", "--server", url, "--quiet"]
-        args = ["--allow", ENTRY_POINT, "--study", str(study["id"])]
+        worker += ["--prefetch"] if args.prefetch else []
+        flags = ["--allow", ENTRY_POINT, "--study", str(study["id"])]
         per = slots // processes
-        started, started_at = time.perf_counter(), datetime.now(UTC)
+        started, started_at, launched = time.perf_counter(), datetime.now(UTC), time.time()
         procs = [
-            subprocess.Popen([*worker, *args, "--concurrency", str(per)], env=env, cwd=REPO)
+            subprocess.Popen([*worker, *flags, "--concurrency", str(per)], env=env, cwd=REPO)
             for _ in range(processes)
         ]
         for proc in procs:
             assert proc.wait() == 0
         end_to_end = time.perf_counter() - started
+        exited = time.time()
         rows = all_trials(client, study["id"])
     assert len(rows) == trials and all(t["state"] == "completed" for t in rows), {
         t["state"] for t in rows
     }
     first = min(_utc(t["started_at"]) for t in rows)
     last = max(_utc(t["finished_at"]) for t in rows)
-    return (last - first).total_seconds(), end_to_end, (first - started_at).total_seconds()
+    return (
+        (last - first).total_seconds(),
+        end_to_end,
+        (first - started_at).total_seconds(),
+        breakdown(rows, launched, exited),
+    )
 
 
 def _utc(stamp: str) -> datetime:
@@ -127,6 +163,18 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument(
+        "--prefetch",
+        action="store_true",
+        help="workers hold each slot's next trial ahead (hpsearch worker --prefetch)",
+    )
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        default=None,
+        help="the study's parallelism (default: the slots; with --prefetch, 2 × slots + 1, "
+        "room for a trial held ahead by each slot)",
+    )
+    parser.add_argument(
         "--engines", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"]
     )
     args = parser.parse_args()
@@ -136,7 +184,10 @@ def main() -> None:
         f"anchor: Ray Tune, {RAY[0]} × {RAY[1]:g} s on {RAY[2]} CPUs: {RAY[3]:.0f} s against "
         f"{ray_ideal:.0f} s ideal, {100 * (RAY[3] / ray_ideal - 1):.0f} % overhead"
     )
-    print(f"here: {args.slots} slots ({args.processes} worker process(es)), {os.cpu_count()} CPUs")
+    print(
+        f"here: {args.slots} slots ({args.processes} worker process(es)), {os.cpu_count()} "
+        f"CPUs, {'--prefetch' if args.prefetch else 'no prefetch'}, load {os.getloadavg()[0]:.2f}"
+    )
     for engine in args.engines:
         with tempfile.TemporaryDirectory(prefix="hpsearch-bench-") as tmp:
             cluster = None
@@ -150,15 +201,13 @@ def main() -> None:
             url, server, env = serve(database_url, tmp)
             try:
                 for seconds in sleeps:
-                    span, end_to_end, start_up = run(
-                        url, env, args.trials, seconds, args.slots, args.processes
-                    )
+                    span, end_to_end, start_up, where = run(url, env, args.trials, seconds, args)
                     ideal = args.trials * seconds / args.slots
                     print(
                         f"{engine:8s} {args.trials} × {seconds:g} s: ideal {ideal:6.1f} s, "
                         f"span {span:6.1f} s ({percent(span, ideal)}), "
                         f"end to end {end_to_end:6.1f} s ({percent(end_to_end, ideal)}; "
-                        f"{start_up:.1f} s to the first trial)",
+                        f"{start_up:.1f} s to the first trial)\n{where}",
                         flush=True,
                     )
             finally:
