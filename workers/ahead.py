@@ -151,12 +151,15 @@ class Ahead:
         return held.claim
 
     def close(self, why: str) -> None:
-        """Hands a trial held ahead back to the queue (the worker is leaving), after the
-        request on its way."""
+        """Hands a trial held ahead back to the queue (the worker is leaving, or cannot run
+        its study), after the request on its way."""
         try:
             claim = self.take()
         except Interrupted:
             return  # a signal while the server could not be reached: nothing came
+        except Exception as e:  # the request on its way failed: it holds nothing
+            self._say(f"the last request in the background failed: {e}")
+            return
         if claim is None:
             return
         self._budget.give_back()

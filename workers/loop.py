@@ -195,6 +195,9 @@ class Worker:
                     return 1  # bound to a study it cannot set up: said when it was refused
                 if self.refused:
                     where["refused_studies"] = sorted(self.refused)
+                held = self.ahead.take() if self.ahead is not None and reply is None else None
+                if held is not None:  # the last trial ended without a completion (it failed)
+                    reply = {"trial": held, "open_studies": True}
                 if reply is None:
                     if self.stopping or not self.budget.take():
                         break
@@ -476,6 +479,8 @@ class Worker:
             f"worker claims no more of study {study_id}"
         )
         self.release(lease, f"setup error on worker {self.opts.worker_id}: {problem}")
+        if self.ahead is not None:  # a trial held ahead is of the same study
+            self.ahead.close(f"setup error on worker {self.opts.worker_id}: {problem}")
         self._handing_back = False  # the worker goes on: a second signal may cut it short again
 
     def fail(self, lease: Lease, error: str) -> None:
