@@ -50,7 +50,8 @@ def breakdown(rows: list[dict[str, Any]], launched: float, exited: float) -> str
     (the worker's clock; a trial held ahead is recorded as started at its claim): start-up to
     the first sleep, the slots' starts spread out, the mean gap between one trial's end and
     the next one's start in a slot, the time slots sat idle at the end (uneven shares), and
-    from the last sleep's end to the workers' exit."""
+    from the last sleep's end to the end (``exited``: the workers' exit, or with a pool the
+    last completion)."""
     runs: dict[float, list[tuple[float, float]]] = {}
     for t in rows:
         m = t["metrics"]
@@ -64,7 +65,7 @@ def breakdown(rows: list[dict[str, Any]], launched: float, exited: float) -> str
         f"  where: {first - launched:.2f} s to the first sleep, slots' starts spread over "
         f"{spread:.2f} s, {1000 * sum(gaps) / max(1, len(gaps)):.1f} ms between trials in a "
         f"slot (mean of {len(gaps)}), {idle:.2f} s idle at the end per slot, "
-        f"{exited - last:.2f} s from the last sleep to the exit"
+        f"{exited - last:.2f} s from the last sleep to the end"
     )
 
 
@@ -93,19 +94,11 @@ def run(
 ) -> tuple[float, float, float, str]:
     """(span, end to end, start-up, :func:`breakdown`) in seconds for one study; start-up runs
     from starting the workers to the first trial's start."""
-    slots, processes = args.slots, args.processes
-    parallelism = args.parallelism or (2 * slots + 1 if args.prefetch else slots)
+    parallelism = args.parallelism or (2 * args.slots + 1 if args.prefetch else args.slots)
     with Client(url) as client:
         study = client.create_study(spec(trials, seconds, parallelism))
-        worker = [sys.executable, "-m", "hpsearch.cli", "worker", "--server", url, "--quiet"]
-        worker += ["--prefetch"] if args.prefetch else []
-        flags = ["--allow", ENTRY_POINT, "--study", str(study["id"])]
-        per = slots // processes
         started, started_at, launched = time.perf_counter(), datetime.now(UTC), time.time()
-        procs = [
-            subprocess.Popen([*worker, *flags, "--concurrency", str(per)], env=env, cwd=REPO)
-            for _ in range(processes)
-        ]
+        procs = start_workers(url, env, args, "--study", str(study["id"]))
         for proc in procs:
             assert proc.wait() == 0
         end_to_end = time.perf_counter() - started
@@ -122,6 +115,50 @@ def run(
         (first - started_at).total_seconds(),
         breakdown(rows, launched, exited),
     )
+
+
+def start_workers(
+    url: str, env: dict[str, str], args: argparse.Namespace, *flags: str
+) -> list[subprocess.Popen[bytes]]:
+    worker = [sys.executable, "-m", "hpsearch.cli", "worker", "--server", url, "--quiet"]
+    worker += ["--allow", ENTRY_POINT, "--concurrency", str(args.slots // args.processes)]
+    worker += ["--prefetch"] if args.prefetch else []
+    return [subprocess.Popen([*worker, *flags], env=env, cwd=REPO) for _ in range(args.processes)]
+
+
+def finish(client: Client, study_id: int) -> list[dict[str, Any]]:
+    """The study's trials once it has completed (polled: the workers of a pool do not exit)."""
+    while client.study(study_id)["state"] != "completed":
+        time.sleep(0.05)
+    rows = all_trials(client, study_id)
+    assert all(t["state"] == "completed" for t in rows), {t["state"] for t in rows}
+    return rows
+
+
+def run_warm(
+    client: Client, trials: int, seconds: float, args: argparse.Namespace
+) -> tuple[float, str]:
+    """With a pool of workers already waiting (``--keep-alive``, as Ray's figure has its
+    cluster up): seconds from the study's creation to its last trial's end, and the
+    :func:`breakdown` (its start-up: from the creation to the first sleep)."""
+    parallelism = args.parallelism or (2 * args.slots + 1 if args.prefetch else args.slots)
+    created = time.time()
+    study = client.create_study(spec(trials, seconds, parallelism))
+    rows = finish(client, study["id"])
+    last = max(_utc(t["finished_at"]) for t in rows).timestamp()
+    return last - created, breakdown(rows, created, last)
+
+
+def warm_pool(
+    url: str, env: dict[str, str], args: argparse.Namespace
+) -> tuple[Client, list[subprocess.Popen[bytes]]]:
+    """Workers that wait for studies, each slot past its start-up (a first study of one short
+    trial per slot, run to its end)."""
+    client = Client(url)
+    procs = start_workers(url, env, args, "--keep-alive")
+    warm = spec(args.slots, 1.0, args.slots)
+    finish(client, client.create_study({**warm, "name": "warm-up"})["id"])
+    return client, procs
 
 
 def _utc(stamp: str) -> datetime:
@@ -175,6 +212,12 @@ def main() -> None:
         "room for a trial held ahead by each slot)",
     )
     parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="time each study from its creation, with the workers already up and waiting "
+        "(--keep-alive), instead of starting them for it",
+    )
+    parser.add_argument(
         "--engines", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"]
     )
     args = parser.parse_args()
@@ -199,10 +242,22 @@ def main() -> None:
                 cluster = PostgresCluster(durable=True).start()
                 database_url = cluster.create_database("overhead")
             url, server, env = serve(database_url, tmp)
+            pool: list[subprocess.Popen[bytes]] = []
             try:
+                if args.warm:
+                    client, pool = warm_pool(url, env, args)
                 for seconds in sleeps:
-                    span, end_to_end, start_up, where = run(url, env, args.trials, seconds, args)
                     ideal = args.trials * seconds / args.slots
+                    if args.warm:
+                        wall, where = run_warm(client, args.trials, seconds, args)
+                        print(
+                            f"{engine:8s} {args.trials} × {seconds:g} s: ideal {ideal:6.1f} s, "
+                            f"workers waiting: {wall:6.1f} s from the study's creation to its "
+                            f"last trial's end ({percent(wall, ideal)})\n{where}",
+                            flush=True,
+                        )
+                        continue
+                    span, end_to_end, start_up, where = run(url, env, args.trials, seconds, args)
                     print(
                         f"{engine:8s} {args.trials} × {seconds:g} s: ideal {ideal:6.1f} s, "
                         f"span {span:6.1f} s ({percent(span, ideal)}), "
@@ -211,6 +266,9 @@ def main() -> None:
                         flush=True,
                     )
             finally:
+                for proc in pool:
+                    proc.terminate()  # idle: it exits at once
+                    proc.wait(timeout=60)
                 server.terminate()
                 server.wait(timeout=20)
                 if cluster is not None:
