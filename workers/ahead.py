@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.claimed_job import ClaimedJob
-from hpsearch.client import Client, Interrupted
+from hpsearch.client import ApiError, Client, Interrupted
 from workers.heartbeat import Heartbeat
 from workers.ticker import Ticker, process_ticker
 
@@ -108,14 +108,29 @@ class Ahead:
         self._ticker = ticker or process_ticker()
         self._pending: _Once | None = None
         self._held: HeldLease | None = None
+        self._unsupported = False
 
     def ask(self, where: Mapping[str, Any], study_id: int) -> None:
         """Claims a trial of ``study_id`` to hold ahead, in the background, unless one is held
         or on its way already, or the budget is spent."""
-        if self._pending is not None or self._held is not None or not self._budget.take():
+        if self._unsupported or self._pending is not None or self._held is not None:
+            return
+        if not self._budget.take():
             return
         body = {**where, "study_id": study_id}
-        self._start(lambda: self._client.claim(self._worker_id, **body, ahead=True), asked=True)
+
+        def claim() -> Reply | None:
+            try:
+                return self._client.claim(self._worker_id, **body, ahead=True)
+            except ApiError as e:
+                if e.status != 422:
+                    raise
+                # A server older than `ahead` refuses the field: run as without --prefetch.
+                self._unsupported = True
+                self._say(f"the server holds no trials ahead ({e.message}): --prefetch is off")
+                return None
+
+        self._start(claim, asked=True)
 
     def send(
         self,
