@@ -434,6 +434,11 @@ class CompleteIn(LeaseIn):
         description="claim the worker's next trial in the same request (the reply's `next`); "
         "the completion is committed first whatever the claim finds",
     )
+    started: Id | None = Field(
+        default=None,
+        description="a trial the worker held ahead (a claim with `ahead`) and started as this "
+        "one ended: its start is recorded as now rather than its claim",
+    )
 
 
 class FailIn(LeaseIn):

@@ -269,10 +269,12 @@ class Client:
         pruned: bool = False,
         steps: Steps = (),
         claim_next: Mapping[str, Any] | None = None,
+        started: int | None = None,
     ) -> dict[str, Any]:
         """Ends the trial, storing first the ``steps`` not reported yet. With ``claim_next``
         (``host``, ``devices``, ``study_id``), the reply's ``next`` is the worker's next claim,
-        as :meth:`claim` returns it (the completion is committed whatever the claim finds)."""
+        as :meth:`claim` returns it (the completion is committed whatever the claim finds).
+        ``started``: a trial held ahead that the worker started as this one ended."""
         body: dict[str, Any] = {
             "worker_id": worker_id,
             "attempt": attempt,
@@ -283,6 +285,8 @@ class Client:
             body["steps"] = _steps(steps)
         if claim_next is not None:
             body["claim_next"] = dict(claim_next)
+        if started is not None:
+            body["started"] = started
         return self._obj("POST", f"/trials/{trial_id}/complete", json=body)
 
     def fail(self, trial_id: int, worker_id: str, attempt: int, error: str) -> dict[str, Any]:

@@ -424,6 +424,8 @@ class Worker:
         steps = lease.reports.take()
         metrics = _json_metrics(result.metrics)
 
+        held = self.ahead.take() if self.ahead is not None and claim_next is not None else None
+
         def send(next_where: Mapping[str, Any] | None) -> dict[str, Any] | None:
             """Sends the completion (claiming with ``next_where``); shows what came back."""
             out = self._send(
@@ -435,12 +437,12 @@ class Worker:
                     pruned,
                     steps=steps,
                     claim_next=next_where,
+                    started=held["id"] if held is not None else None,
                 )
             )
             self._said_outcome(out, number, pruned)
             return out
 
-        held = self.ahead.take() if self.ahead is not None and claim_next is not None else None
         if self.ahead is not None and held is not None:
             # Start the held trial now; this completion (claiming the one after it) goes in
             # the background and is waited for when that trial ends.

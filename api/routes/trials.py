@@ -99,7 +99,7 @@ async def complete_trial(
     claim_next = body.claim_next.where() if body.claim_next is not None else None
     steps = [(s.step, s.metrics) for s in body.steps]
     holder = Holder(trial_id, body.worker_id, body.attempt)
-    c = Completion(holder, body.metrics, body.pruned, steps)
+    c = Completion(holder, body.metrics, body.pruned, steps, body.started)
     ended = await run_queue_work(request, worker_requests.complete, store, c, claim_next)
     count_ended(ended)
     out = CompleteOut.of(ended.trial)

@@ -300,6 +300,22 @@ class Store:
         with self.db.read() as s:
             return results.curves(s, trial_ids)
 
+    def held_trial_started(self, trial_id: int, worker_id: str, when: datetime) -> None:
+        """A trial ``worker_id`` held ahead started at ``when`` (it says so with the completion
+        of the trial before it): its first attempt's start is then, not its claim. Nothing for
+        a trial it no longer holds, or a retried one (whose start is its first attempt's)."""
+        with self.db.write() as s:
+            s.execute(
+                update(Trial)
+                .where(
+                    Trial.id == trial_id,
+                    Trial.worker_id == worker_id,
+                    Trial.state == TrialState.RUNNING,
+                    Trial.attempt == 1,
+                )
+                .values(started_at=when)
+            )
+
     def worker_exited(self, worker_id: str) -> bool:
         """Records that ``worker_id`` left; False for a worker never seen."""
         with self.db.write() as s:

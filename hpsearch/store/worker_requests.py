@@ -128,11 +128,17 @@ def complete(store: Store, c: Completion, claim_next: Where | None = None) -> En
     def end() -> Trial:
         return store.complete(trial_id, worker_id, attempt, c.metrics, c.pruned, c.steps)
 
+    def started() -> None:
+        if c.started is not None:
+            store.held_trial_started(c.started, worker_id, received)
+
     if claim_next is None:
+        started()
         return _ended(store, end(), worker_id, received)
     done = None
     try:
         with store.together():
+            started()
             done = _ended(store, end(), worker_id, received)
             if done.worker_unhealthy is not None:
                 return done  # a worker that stops claiming is given nothing more

@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,10 @@ def test_prefetch_holds_each_next_trial_ahead_within_max_trials(
     assert proxy.count("POST", "/trials/{id}/complete") == 3
     claimed = [[e for e in t["events"] if e["kind"] == "claimed"] for t in trials]
     assert claimed[2][0]["detail"] == f"after trial {trials[0]['id']}"
+    # A held trial's start is when the completion before it said it started, not its claim.
+    assert trials[0]["started_at"] == claimed[0][0]["created_at"]
+    for t, (c,) in zip(trials[1:], claimed[1:], strict=True):
+        assert datetime.fromisoformat(t["started_at"]) > datetime.fromisoformat(c["created_at"])
 
 
 def test_prefetch_hands_a_held_trial_back_when_the_worker_stops(
