@@ -304,17 +304,22 @@ class Store:
         """A trial ``worker_id`` held ahead started at ``when`` (it says so with the completion
         of the trial before it): its first attempt's start is then, not its claim. Nothing for
         a trial it no longer holds, or a retried one (whose start is its first attempt's)."""
-        with self.db.write() as s:
-            s.execute(
-                update(Trial)
-                .where(
-                    Trial.id == trial_id,
-                    Trial.worker_id == worker_id,
-                    Trial.state == TrialState.RUNNING,
-                    Trial.attempt == 1,
-                )
-                .values(started_at=when)
+        statement = (
+            update(Trial)
+            .where(
+                Trial.id == trial_id,
+                Trial.worker_id == worker_id,
+                Trial.state == TrialState.RUNNING,
+                Trial.attempt == 1,
             )
+            .values(started_at=when)
+        )
+        if self._fast is not None:  # one statement, its own transaction (the hot path's way)
+            with self._fast.connection() as connection:
+                connection.execute(statement)
+            return
+        with self.db.write() as s:  # on SQLite, inside the completion's transaction
+            s.execute(statement)
 
     def worker_exited(self, worker_id: str) -> bool:
         """Records that ``worker_id`` left; False for a worker never seen."""

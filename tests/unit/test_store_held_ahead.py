@@ -3,6 +3,8 @@ ordinary lease, given only where holding it costs nothing."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from hpsearch.store import Store
 from hpsearch.store.worker_requests import Where, claim
 from tests.conftest import digits_spec
@@ -48,3 +50,21 @@ def test_nothing_is_held_ahead_for_a_sampler_that_learns_from_results(store: Sto
     held = claim(store, "w", Where(study_id=study.id, ahead=True))
     assert (held.job, held.how) == (None, "none")
     assert store.claim("w", study_id=study.id) is not None
+
+
+def test_a_held_trial_s_start_is_when_its_worker_started_it(store: Store) -> None:
+    store.create_study(digits_spec(budget={"max_trials": 3, "parallelism": 3}))
+    running, held = store.claim("w"), store.claim("w", ahead=True)
+    assert running is not None and held is not None
+    claimed_at = store.trial(held.trial_id).trial.started_at
+    assert claimed_at is not None
+    started = claimed_at + timedelta(seconds=5)
+    store.held_trial_started(held.trial_id, "other", started)  # not its holder: nothing
+    assert store.trial(held.trial_id).trial.started_at == claimed_at
+    store.held_trial_started(held.trial_id, "w", started)
+    assert store.trial(held.trial_id).trial.started_at == started
+    _expire(store, held.trial_id)
+    retried = store.claim("v")
+    assert retried is not None and retried.attempt == 2
+    store.held_trial_started(held.trial_id, "v", started + timedelta(seconds=5))
+    assert store.trial(held.trial_id).trial.started_at == started  # a retry keeps its first start
