@@ -9,9 +9,11 @@ short trials (docs/performance.md). With it the round trip overlaps the next tri
 The server gives a trial ahead only where holding it costs nothing (a sampler that ignores
 results, room in the study's parallelism for another trial after it: see
 ``hpsearch.store.claims.ClaimRequest``). Off by default: where trials' lengths differ, a trial
-held behind a long one waits while another slot may idle at the end of a study. A held trial is an ordinary lease: it heartbeats (from the process's ticker)
-until it starts; a worker killed while holding it stops heartbeating, so its lease expires and
-the trial is retried like any other; a worker that stops hands it back.
+held behind a long one waits while another slot may idle at the end of a study. A held trial
+is an ordinary lease: it heartbeats (from the process's ticker) until it starts; a worker
+killed while holding it stops heartbeating, so its lease expires and the trial is retried like
+any other; a worker that stops hands it back. The completion sent as it starts names it, so
+its recorded start is then, not its claim.
 
 The requests go out on the process's ticker thread (:mod:`workers.ticker`) as one-off duties,
 so the slot's own thread only trains; at most one is on its way per slot.
