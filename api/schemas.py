@@ -312,6 +312,13 @@ class NextClaimIn(_Body):
         description="studies the worker found it cannot set up (a missing dataset, an import "
         "error, no CUDA): it is given none of their trials",
     )
+    ahead: bool = Field(
+        default=False,
+        description="a trial to hold ahead, started when the worker's current one ends: given "
+        "only from a study whose sampler ignores results (random, grid, QMC), only while the "
+        "study's parallelism leaves room for another trial after it, and never a final test "
+        "evaluation",
+    )
 
     def where(self) -> Where:
         return Where(**{f.name: getattr(self, f.name) for f in fields(Where)})
@@ -435,6 +442,11 @@ class CompleteIn(LeaseIn):
         default=None,
         description="claim the worker's next trial in the same request (the reply's `next`); "
         "the completion is committed first whatever the claim finds",
+    )
+    started: Id | None = Field(
+        default=None,
+        description="a trial the worker held ahead (a claim with `ahead`) and started as this "
+        "one ended: its start is recorded as now rather than its claim",
     )
 
 

@@ -204,6 +204,13 @@ def _parser() -> argparse.ArgumentParser:
         "requires.labels it has",
     )
     w.add_argument("--max-trials", type=int, default=None, help="exit after this many trials")
+    w.add_argument(
+        "--prefetch",
+        action="store_true",
+        help="each slot claims its next trial while the current one runs and starts it the "
+        "moment that one ends (studies whose sampler ignores results, with parallelism room "
+        "for it: see docs/performance.md)",
+    )
     w.add_argument("--heartbeat", type=float, default=10.0, help="seconds between heartbeats")
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(run=_worker)
@@ -454,6 +461,7 @@ def _worker(args: argparse.Namespace) -> int:
         idle_exit=args.idle_exit,
         labels=dict(args.label),
         max_trials=args.max_trials,
+        prefetch=args.prefetch,
         heartbeat_seconds=args.heartbeat,
         quiet=args.quiet,
         token=os.environ.get("HPSEARCH_TOKEN"),

@@ -209,10 +209,11 @@ class Client:
         commands: Sequence[Sequence[str]] = (),
         labels: Mapping[str, str] | None = None,
         refused_studies: Sequence[int] = (),
+        ahead: bool = False,
     ) -> dict[str, Any]:
         """The worker's next trial; ``entry_points`` and ``commands``: the custom trainers and
         the command prefixes it may run; ``labels``: its ``--label``s; ``refused_studies``:
-        those it cannot set up.
+        those it cannot set up; ``ahead``: a trial to hold while the current one runs.
 
         Each call sends a new idempotency key, and its retries (a lost connection, a server
         restarting) the same one: a claim the server made before its reply was lost is then
@@ -231,6 +232,8 @@ class Client:
             body["labels"] = dict(labels)
         if refused_studies:
             body["refused_studies"] = list(refused_studies)
+        if ahead:
+            body["ahead"] = True
         return self._obj("POST", "/claims", json=body)
 
     def worker_exited(self, worker_id: str) -> None:
@@ -275,10 +278,12 @@ class Client:
         pruned: bool = False,
         steps: Steps = (),
         claim_next: Mapping[str, Any] | None = None,
+        started: int | None = None,
     ) -> dict[str, Any]:
         """Ends the trial, storing first the ``steps`` not reported yet. With ``claim_next``
         (``host``, ``devices``, ``study_id``), the reply's ``next`` is the worker's next claim,
-        as :meth:`claim` returns it (the completion is committed whatever the claim finds)."""
+        as :meth:`claim` returns it (the completion is committed whatever the claim finds).
+        ``started``: a trial held ahead that the worker started as this one ended."""
         body: dict[str, Any] = {
             "worker_id": worker_id,
             "attempt": attempt,
@@ -289,6 +294,8 @@ class Client:
             body["steps"] = _steps(steps)
         if claim_next is not None:
             body["claim_next"] = dict(claim_next)
+        if started is not None:
+            body["started"] = started
         return self._obj("POST", f"/trials/{trial_id}/complete", json=body)
 
     def fail(self, trial_id: int, worker_id: str, attempt: int, error: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from hpsearch.client import ApiError, Client, Interrupted, ServerUnreachable
 from hpsearch.commands import parse_prefix
 from hpsearch.states import TrialState
 from hpsearch.tasks import COMMAND, CUSTOM
+from workers.ahead import Ahead
 from workers.command import CommandFailed, CommandNotAllowed, run_command, suggested_prefix
 from workers.custom import EntryPointNotAllowed, run_custom
 from workers.devices import bind
@@ -86,6 +87,8 @@ class WorkerOptions:
     """The slot's label when the worker runs several trials at once."""
     pack: int = 1
     """Train up to this many trials of one study at once as one packed model."""
+    prefetch: bool = False
+    """``--prefetch``: each slot holds its next trial ahead (:mod:`workers.ahead`)."""
 
 
 class TrialBudget:
@@ -145,6 +148,12 @@ class Worker:
         self.refused: dict[int, str] = {}
         # Why the server calls this worker unhealthy (its last trials failed): it stops.
         self.unhealthy: str | None = None
+        # A packed slot claims its partners itself: it holds nothing ahead.
+        self.ahead = (
+            Ahead(self.client, opts.worker_id, self.budget, opts.heartbeat_seconds, self.say)
+            if opts.prefetch and opts.pack == 1
+            else None
+        )
 
     def install_signal_handlers(self, *, sigint: bool = True) -> None:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -187,6 +196,9 @@ class Worker:
                     return 1  # bound to a study it cannot set up: said when it was refused
                 if self.refused:
                     where["refused_studies"] = sorted(self.refused)
+                held = self.ahead.take() if self.ahead is not None and reply is None else None
+                if held is not None:  # the last trial ended without a completion (it failed)
+                    reply = {"trial": held, "open_studies": True}
                 if reply is None:
                     if self.stopping or not self.budget.take():
                         break
@@ -204,7 +216,7 @@ class Worker:
                         break
                     if idle.over(waiting) and not self.opts.keep_alive:
                         break
-                    self._wake.wait(self.opts.poll_seconds)
+                    self._wake.wait(idle.next_wait(self.opts.poll_seconds))
                     continue
                 idle.reset()
                 # A claim in hand is run even when the worker is stopping: run_trial hands it
@@ -216,6 +228,9 @@ class Worker:
         except Interrupted:
             pass  # a signal while the server could not be reached: nothing is held
         finally:
+            if self.ahead is not None:
+                self._handing_back = True  # a further signal must not cut the hand-back short
+                self.ahead.close("worker shutting down")
             self._say_goodbye()
             self.client.close()
         return 0
@@ -291,6 +306,8 @@ class Worker:
                 f"study {claim['study_id']} trial {number} (attempt {claim['attempt']}): "
                 f"{short(claim['params'])}"
             )
+            if self.ahead is not None and claim_next is not None:
+                self.ahead.ask(claim_next, claim["study_id"])
             try:
                 result = self._train_one(claim, lease)
             except HandBackNow:
@@ -409,23 +426,43 @@ class Worker:
         pruned = bool(result.stopped_early)
         lease.log.close()
         steps = lease.reports.take()
+        metrics = _json_metrics(result.metrics)
+
+        held = self.ahead.take() if self.ahead is not None and claim_next is not None else None
+
+        def send(next_where: Mapping[str, Any] | None) -> dict[str, Any] | None:
+            """Sends the completion (claiming with ``next_where``); shows what came back."""
+            out = self._send(
+                lambda: self.client.complete(
+                    lease.trial_id,
+                    self.opts.worker_id,
+                    lease.attempt,
+                    metrics,
+                    pruned,
+                    steps=steps,
+                    claim_next=next_where,
+                    started=held["id"] if held is not None else None,
+                )
+            )
+            self._said_outcome(out, number, pruned)
+            return out
+
+        if self.ahead is not None and held is not None:
+            # Start the held trial now; this completion (claiming the one after it) goes in
+            # the background and is waited for when that trial ends.
+            self.ahead.send(send, None if self.stopping else claim_next, held["study_id"])
+            return {"trial": held, "open_studies": True}
         # The next trial's budget is taken now, as for POST /claims; the run loop gives it
         # back if the claim finds no trial, and so does this method if none was made.
         asked = claim_next is not None and not self.stopping and self.budget.take()
-        out = self._send(
-            lambda: self.client.complete(
-                lease.trial_id,
-                self.opts.worker_id,
-                lease.attempt,
-                _json_metrics(result.metrics),
-                pruned,
-                steps=steps,
-                claim_next=claim_next if asked else None,
-            )
-        )
+        out = send(claim_next if asked else None)
         following: dict[str, Any] | None = out.get("next") if asked and out is not None else None
         if asked and following is None:  # not answered, or a server without claim_next
             self.budget.give_back()
+        return following
+
+    def _said_outcome(self, out: dict[str, Any] | None, number: int, pruned: bool) -> None:
+        """Notes what the server said of a completion (the worker's health) and shows it."""
         self._note_health(out)
         if (
             out is not None and out["state"] == TrialState.FAILED
@@ -437,7 +474,6 @@ class Worker:
             self.say(
                 f"study {out['study_id']} trial {number} {out['state']}: value={value} {verdict}"
             )
-        return following
 
     def _refuse_study(self, lease: Lease, claim: ClaimedJob, problem: str) -> None:
         """Hands back a trial this worker could not even set up, and claims no more of its
@@ -449,6 +485,8 @@ class Worker:
             f"worker claims no more of study {study_id}"
         )
         self.release(lease, f"setup error on worker {self.opts.worker_id}: {problem}")
+        if self.ahead is not None:  # a trial held ahead is of the same study
+            self.ahead.close(f"setup error on worker {self.opts.worker_id}: {problem}")
         self._handing_back = False  # the worker goes on: a second signal may cut it short again
 
     def fail(self, lease: Lease, error: str) -> None:
@@ -504,13 +542,26 @@ class _Idle:
     """How long a worker has found nothing to claim; over ``limit`` seconds, it says what it
     waited for (the server's words) and is done."""
 
+    FIRST_WAIT = 0.05
+
     def __init__(self, limit: float, say: Callable[[str], None]) -> None:
         self.limit = limit
         self._say = say
         self._since: float | None = None
+        self._wait = self.FIRST_WAIT
 
     def reset(self) -> None:
         self._since = None
+        self._wait = self.FIRST_WAIT
+
+    def next_wait(self, longest: float) -> float:
+        """How long to wait before claiming again: short at first, doubling up to
+        ``longest``. A study's last trials end within moments of each other; a slot whose
+        last trial ended first then sees the study end (and exits) within about as long
+        as it waited for that, not a whole ``longest`` later, at a few claims per idle
+        spell."""
+        wait, self._wait = min(self._wait, longest), min(2 * self._wait, longest)
+        return wait
 
     def over(self, waiting: list[str]) -> bool:
         now = time.monotonic()

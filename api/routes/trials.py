@@ -95,7 +95,7 @@ async def complete_trial(
     act_as(request, body.worker_id)
     claim_next = body.claim_next.where() if body.claim_next is not None else None
     steps = [(s.step, s.metrics) for s in body.steps]
-    c = Completion(body.holder(trial_id), body.metrics, body.pruned, steps)
+    c = Completion(body.holder(trial_id), body.metrics, body.pruned, steps, body.started)
     ended = await run_queue_work(request, worker_requests.complete, store, c, claim_next)
     count_ended(ended)
     out = CompleteOut.of(ended.trial)

@@ -64,6 +64,14 @@ class ClaimRequest:
     (see :func:`hpsearch.tasks.unmet`). ``after``: the trial whose completion asked for this
     claim (see :func:`claimed_after`). ``request_id``: the claim's idempotency key, kept in its
     event (see :func:`claimed_by_request`).
+
+    ``ahead``: a trial the worker holds while its current one runs, to start it the moment
+    that one ends (the completion's round trip off the slot's critical path). It is an
+    ordinary lease (it heartbeats, expires and is re-queued like any other), and is given only
+    where holding it costs nothing: from a study whose sampler ignores results (a proposal made
+    a trial early is the same proposal), and only while the study's parallelism leaves room
+    for one more trial after it, so a worker with no trial finds room (where room runs short,
+    held trials are not renewed: their slots go back to claiming at each completion).
     """
 
     worker_id: str
@@ -71,6 +79,7 @@ class ClaimRequest:
     worker: Capabilities = BARE_WORKER
     after: int | None = None
     request_id: str | None = None
+    ahead: bool = False
 
     def granted(self, now: datetime) -> _Lease:
         detail = _detail(self.after, self.request_id)
@@ -211,9 +220,11 @@ def claim(
             continue
         if sid in worker.refused_studies or unmet(rules.requires, rules.task, worker):
             continue
+        if request.ahead and rules.sampler.needs_history:
+            continue
         from_queue = _claim_queued(connection, sid, rules, granted) if queue_first else None
         claimed = from_queue or _sample_new(
-            session, sid, rules, granted, history_for, take_queued=not queue_first
+            session, sid, rules, granted, history_for, not queue_first, request.ahead
         )
         if claimed is not None:
             return claimed
@@ -407,6 +418,7 @@ def _sample_new(
     lease: _Lease,
     history_for: HistoryFor | None = None,
     take_queued: bool = False,
+    to_hold: bool = False,
 ) -> Claim | None:
     """A new trial from the sampler, already leased, its event recorded; or None.
 
@@ -414,7 +426,8 @@ def _sample_new(
     same suggestion); other studies are not held up. The common case locks and reads the row,
     then its live counts, and writes with one statement on PostgreSQL, three on SQLite (one
     more with trials sampled ahead, see ``AHEAD``); the ORM is only asked when the study may
-    be ending. ``take_queued``: a queued trial first, if the count shows one.
+    be ending. ``take_queued``: a queued trial first, if the count shows one. ``to_hold``: a
+    trial held ahead (see :class:`ClaimRequest`), only while room for another remains after it.
     """
     now = lease.now
     connection = session.connection()
@@ -423,11 +436,13 @@ def _sample_new(
         return None
     _, created, state, next_number, n_completed, n_pruned, n_failed, best, max_trials = row
     queued, running = live_counts(session, study_id)
+    budget = rules.spec.budget
+    if to_hold and running + 1 >= budget.parallelism:
+        return None
     if take_queued and queued:
         claimed = _claim_queued(connection, study_id, rules, lease)
         if claimed is not None:
             return claimed
-    budget = rules.spec.budget
     if state != StudyState.RUNNING or next_number >= max_trials or running >= budget.parallelism:
         return None
     counters = (n_completed, n_pruned, n_failed)

@@ -129,6 +129,8 @@ class Completion:
     metrics: Mapping[str, float | None]
     pruned: bool = False
     steps: Steps = ()
+    # A trial the worker held ahead and started as this one ended (see Store.held_trial_started).
+    started: int | None = None
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from hpsearch.states import LIVE_STUDY, StudyState, TrialState
 from hpsearch.store import claims, completion, ending, evaluations, health, pbt, postgres, queue
@@ -64,15 +64,17 @@ class QueueCalls:
         request_id: str | None = None,
         labels: Mapping[str, str] | None = None,
         refused_studies: Collection[int] = (),
+        ahead: bool = False,
     ) -> Claim | None:
         """The worker's next trial; ``after``: the trial whose completion asks for it;
         ``entry_points`` and ``commands``: the custom trainers and the command prefixes the
         worker's command line allows; ``request_id``: the claim's idempotency key, kept with
         the claim (see :meth:`claimed_by_request`); ``labels``: its ``--label``s (with
         ``devices``, matched against a study's ``requires``); ``refused_studies``: those it
-        found it cannot set up."""
+        found it cannot set up; ``ahead``: a trial the worker holds while its current one
+        runs (see :class:`claims.ClaimRequest`)."""
         worker = capabilities(devices, labels, entry_points, refused_studies, commands)
-        claimed = self._claim(worker_id, host, study_id, after, worker, request_id)
+        claimed = self._claim(worker_id, host, study_id, after, worker, request_id, ahead)
         if claimed is not None and claimed.study_key is not None:
             # Its completion, likely through this process, then need not read its study.
             self._hints.claimed_studies.put(claimed.trial_id, claimed.study_key)
@@ -86,6 +88,7 @@ class QueueCalls:
         after: int | None,
         worker: Capabilities,
         request_id: str | None = None,
+        ahead: bool = False,
     ) -> Claim | None:
         labels = tuple(sorted(worker.labels.items()))
         touch = self._hints.worker_touch.due((worker_id, host, worker.devices, labels))
@@ -95,8 +98,10 @@ class QueueCalls:
         # round trip, and so would the transaction's own look at the queue before it locks
         # the study: it then looks only if the study's count shows queued trials.
         likely_queued = study_id not in self._hints.queue_found_empty
-        request = claims.ClaimRequest(worker_id, self.lease, worker, after, request_id)
-        if self._fast is not None and likely_queued and not (touch or look_for_expired):
+        request = claims.ClaimRequest(worker_id, self.lease, worker, after, request_id, ahead)
+        # A claim ahead counts the study's trials first, with the study locked.
+        fast = not (touch or look_for_expired or ahead)
+        if self._fast is not None and likely_queued and fast:
             with self._fast.connection() as connection:
                 running = self._hints.running.get(
                     study_id, lambda: claims.running_studies(connection, study_id)
@@ -116,7 +121,7 @@ class QueueCalls:
                     running,
                     self._hints.history.history,
                     look_for_expired=look_for_expired,
-                    queue_first=likely_queued,
+                    queue_first=likely_queued and not ahead,
                 )
 
             # SQLite has no one-statement claim: the kept studies are tried here first.
@@ -133,6 +138,27 @@ class QueueCalls:
         else:
             self._hints.queue_found_empty.put(study_id, True)
         return claimed
+
+    def held_trial_started(self, trial_id: int, worker_id: str, when: datetime) -> None:
+        """A trial ``worker_id`` held ahead started at ``when`` (it says so with the completion
+        of the trial before it): its first attempt's start is then, not its claim. Nothing for
+        a trial it no longer holds, or a retried one (whose start is its first attempt's)."""
+        statement = (
+            update(Trial)
+            .where(
+                Trial.id == trial_id,
+                Trial.worker_id == worker_id,
+                Trial.state == TrialState.RUNNING,
+                Trial.attempt == 1,
+            )
+            .values(started_at=when)
+        )
+        if self._fast is not None:  # one statement, its own transaction (the hot path's way)
+            with self._fast.connection() as connection:
+                connection.execute(statement)
+            return
+        with self.db.write() as s:  # on SQLite, inside the completion's transaction
+            s.execute(statement)
 
     def claimed_after(self, trial_id: int, worker_id: str) -> Claim | None:
         """The claim made with the completion of ``trial_id``, if ``worker_id`` holds it: a

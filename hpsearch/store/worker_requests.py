@@ -9,6 +9,8 @@ where they are tested without HTTP:
   waits for it. With nothing to hand out, the answer says whether to wait and for what.
 - A completion resent (its first reply was lost) changes nothing and answers with the trial
   as it ended, and with the claim its first request made, if the worker still holds it.
+- A trial held ahead (``Where.ahead``) is an ordinary lease, handed out only where it costs
+  nothing (see :meth:`Store.claim`); a final test evaluation is never held ahead.
 - A completion is never lost to the claim it carries: where both commit as one transaction
   (SQLite), a claim that fails has the completion committed on its own, then the error.
 """
@@ -40,6 +42,8 @@ class Where:
     commands: Collection[Sequence[str]] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     refused_studies: Collection[int] = ()
+    # A trial held ahead (see Store.claim): none of a study that learns from results.
+    ahead: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,9 @@ def claim(
         held = store.claimed_by_request(worker_id, request_id)
         if held is not None:
             return Claimed(held, "resent")
-    job = store.claim_final_evaluation(worker_id, study_id)
+    # A test evaluation is never held ahead: someone waits for it, and a slot may hold its
+    # trial ahead for as long as its current trial runs.
+    job = None if where.ahead else store.claim_final_evaluation(worker_id, study_id)
     if job is not None:
         return Claimed(job, "evaluation")
     worker = capabilities(
@@ -98,9 +104,12 @@ def claim(
         request_id,
         labels=where.labels,
         refused_studies=where.refused_studies,
+        ahead=where.ahead,
     )
     if trial is not None:
         return Claimed(trial, "trial")
+    if where.ahead:
+        return Claimed(None, "none")  # the worker has a trial running: it asks again later
     open_studies = store.has_open_studies(study_id) or store.has_pending_final_evaluation(study_id)
     passed = store.passed_over(worker, study_id)
     skipped = {sid for sid, *_ in passed}
@@ -119,11 +128,17 @@ def complete(store: Store, c: Completion, claim_next: Where | None = None) -> En
     def end() -> Trial:
         return store.complete(c.holder, c.metrics, c.pruned, c.steps)
 
+    def started() -> None:
+        if c.started is not None:
+            store.held_trial_started(c.started, worker_id, received)
+
     if claim_next is None:
+        started()
         return _ended(store, end(), worker_id, received)
     done = None
     try:
         with store.together():
+            started()
             done = _ended(store, end(), worker_id, received)
             if done.worker_unhealthy is not None:
                 return done  # a worker that stops claiming is given nothing more

@@ -15,6 +15,8 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import httpx
 import pytest
 
 from hpsearch.client import Client
-from tests.conftest import ServerProcess, digits_spec
+from tests.conftest import ServerProcess, digits_spec, wait_for
 from tests.integration.test_worker_custom import MODULE, custom_spec, worker_env
 
 # Longer than any test here: a step is held back until the trial's completion (or a
@@ -108,6 +110,33 @@ def run_worker(server: ServerProcess, proxy: CountingProxy, *args: str) -> None:
         timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@contextmanager
+def worker_process(
+    server: ServerProcess, proxy: CountingProxy, *args: str
+) -> Iterator[subprocess.Popen[str]]:
+    """A worker process whose progress lines can be read from its stdout; killed on the way
+    out if a test left it running."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch.cli", "worker", "--server", proxy.url, *args],
+        env=server.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield worker
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        worker.communicate()
+
+
+def stop(worker: subprocess.Popen[str]) -> None:
+    """A SIGTERM, as a scheduler sends it; the worker hands back what it holds and exits 0."""
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
 
 
 def details(client: Client, study_id: int) -> list[dict[str, Any]]:
@@ -211,17 +240,8 @@ def test_held_back_steps_are_sent_before_the_trial_is_handed_back(
     spec = custom_spec("gated", epochs=3, fixed={"gate": str(gate)})
     with server.client() as client:
         study_id = client.create_study(spec)["id"]
-        worker = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "hpsearch.cli", "worker", "--server", proxy.url),
-                *("--study", str(study_id), "--allow", f"{MODULE}:gated"),
-            ],
-            env=server.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
+        args = ("--study", str(study_id), "--allow", f"{MODULE}:gated")
+        with worker_process(server, proxy, *args) as worker:
             assert worker.stdout is not None
             # The worker's own progress line: step 1 is done, and held back.
             for line in worker.stdout:
@@ -229,15 +249,66 @@ def test_held_back_steps_are_sent_before_the_trial_is_handed_back(
                     break
             (running,) = client.trials(study_id)
             assert running["state"] == "running" and not running["last_step"]
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=60) == 0
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-            worker.communicate()
+            stop(worker)
         back = client.trial(running["id"])
     assert back["state"] == "queued"
     assert back["events"][-1]["kind"] == "released"
     # Step 1, and step 2 that the gated trainer reported on its way out, were kept.
     assert [p["step"] for p in back["intermediates"]] == [1, 2]
     assert proxy.count("POST", "/trials/{id}/intermediate") == 1
+
+
+def test_prefetch_holds_each_next_trial_ahead_within_max_trials(
+    proxied: Callable[..., tuple[ServerProcess, CountingProxy]],
+) -> None:
+    server, proxy = proxied(**HOLD)
+    spec = custom_spec("curve", trials=5, epochs=2, parallelism=3)
+    with server.client() as client:
+        study_id = client.create_study(spec)["id"]
+        run_worker(
+            server,
+            proxy,
+            *("--study", str(study_id), "--allow", f"{MODULE}:curve"),
+            *("--prefetch", "--max-trials", "3"),
+        )
+        trials = details(client, study_id)
+    # Three trials and no more: the held ones counted against --max-trials when claimed.
+    assert [(t["state"], t["attempt"]) for t in trials] == [("completed", 1)] * 3
+    # One claim to start, one claim ahead while the first ran; then the first completion
+    # claimed the third trial ahead and the others claimed nothing.
+    assert proxy.count("POST", "/claims") == 2
+    assert proxy.count("POST", "/trials/{id}/complete") == 3
+    claimed = [[e for e in t["events"] if e["kind"] == "claimed"] for t in trials]
+    assert claimed[2][0]["detail"] == f"after trial {trials[0]['id']}"
+    # A held trial's start is when the completion before it said it started, not its claim.
+    assert trials[0]["started_at"] == claimed[0][0]["created_at"]
+    for t, (c,) in zip(trials[1:], claimed[1:], strict=True):
+        assert datetime.fromisoformat(t["started_at"]) > datetime.fromisoformat(c["created_at"])
+
+
+def test_prefetch_hands_a_held_trial_back_when_the_worker_stops(
+    proxied: Callable[..., tuple[ServerProcess, CountingProxy]], tmp_path: Path
+) -> None:
+    server, proxy = proxied(**HOLD)
+    gate = tmp_path / "gate"  # never opened: the first trial waits at step 1
+    spec = custom_spec("gated", trials=3, epochs=3, parallelism=3, fixed={"gate": str(gate)})
+    with server.client() as client:
+        study_id = client.create_study(spec)["id"]
+        args = ("--study", str(study_id), "--allow", f"{MODULE}:gated", "--prefetch")
+        with worker_process(server, proxy, *args) as worker:
+            wait_for(
+                lambda: [t["state"] for t in client.trials(study_id)].count("running") == 2,
+                30,
+                "a trial running and one held ahead",
+            )
+            stop(worker)
+        trials = details(client, study_id)
+    # Both went back to the queue (the third was sampled into it with the first claim): the
+    # running one after its epoch, the held one at once.
+    assert [t["state"] for t in trials] == ["queued"] * 3
+    held = [t for t in trials if t["number"] != 0]
+    assert sorted(len(t["events"]) for t in held) == [0, 2]
+    assert [e["kind"] for e in max(held, key=lambda t: len(t["events"]))["events"]] == [
+        "claimed",
+        "released",
+    ]
