@@ -1,7 +1,7 @@
 """``trials.schedule``: the hyperparameters over time that a replayed trial trains with (a
 PBT schedule, ``POST /trials/{id}/replay``); null for every other trial.
 
-Revision ID: 0013
+Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-03
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
+revision = "0012"
 down_revision = "0011"
 branch_labels = None
 depends_on = None
