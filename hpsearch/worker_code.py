@@ -4,8 +4,9 @@ A trial run from a notebook checkpoints in the worker's format (torch), and
 ``Study.load_model`` rebuilds a built-in trainer's model with the worker's model code. The
 core imports neither (it installs and runs without torch): the worker package declares them
 as entry points of the group ``hpsearch.worker_code`` in ``pyproject.toml``, the one place
-that wires the two together, and they are loaded on first use. A server-only install has
-none, and says so when one is asked for.
+that wires the two together, and they are loaded on first use. A server-only install
+declares them too (entry points come with the package, not with an extra) but lacks torch:
+asking for one then says which install brings it, as when none is declared.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ def worker_code(name: str) -> Any:
             "pip install 'hpsearch[worker]' (in a checkout installed before the entry point "
             f"group {GROUP} was declared, install it again: scripts/setup.sh)"
         )
-    return next(iter(found)).load()
+    try:
+        return next(iter(found)).load()
+    except ImportError as e:  # declared, but the worker's packages (torch) are missing
+        raise WorkerCodeMissing(
+            f"{name} is the worker's code, which needs {e.name or e}, not installed here: "
+            "pip install 'hpsearch[worker]'"
+        ) from e
 
 
 class CheckpointState:

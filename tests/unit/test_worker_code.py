@@ -61,3 +61,24 @@ def test_a_notebook_trial_checkpoints_in_the_workers_format() -> None:
 def test_code_that_is_not_installed_is_named_with_the_install_that_brings_it() -> None:
     with pytest.raises(worker_code.WorkerCodeMissing, match=r"hpsearch\[worker\]"):
         worker_code.worker_code("no_such_code")
+
+
+def test_declared_code_whose_packages_are_missing_is_named_with_the_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server-only install: the entry point is declared, its module needs a package that
+    # is not there.
+    (tmp_path / "needs_torch_here.py").write_text("import no_such_package_here\n")
+    info = tmp_path / "needs_torch-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: needs-torch\n")
+    (info / "entry_points.txt").write_text(f"[{worker_code.GROUP}]\nlacking = needs_torch_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    worker_code.worker_code.cache_clear()
+    try:
+        with pytest.raises(
+            worker_code.WorkerCodeMissing, match=r"no_such_package_here.*hpsearch\[worker\]"
+        ):
+            worker_code.worker_code("lacking")
+    finally:
+        worker_code.worker_code.cache_clear()
