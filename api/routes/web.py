@@ -266,7 +266,8 @@ def _table_query(
 ) -> tuple[TrialQuery, str | None]:
     """The table's sort and filter, checked against the study's columns; a bad one is shown
     beside the filter box, and the table drops it rather than the page failing."""
-    if not (table.sort or table.filter or table.state):
+    if not (table.sort or table.filter.strip()):
+        # A state alone is the plain query: it keeps the ranked order and the study's counts.
         return TrialQuery(), None
     objective = spec.build_objective()
     reported = set(view.best.metrics) if view.best else set()
@@ -281,9 +282,7 @@ def _table_query(
         query = parse_query(table.sort, ", ".join((*state, table.filter)), columns)
     except InvalidInput as error:
         return TrialQuery(), str(error)
-    # A state alone is the plain query: it keeps the ranked order and the study's counts.
-    plain = not table.sort and not table.filter.strip()
-    return (TrialQuery() if plain else query), None
+    return query, None
 
 
 def _sorted_page(
