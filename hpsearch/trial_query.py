@@ -35,6 +35,7 @@ class Column:
     kind: ColumnKind
     name: str
     text: bool = False  # a trial state, or a categorical parameter with non-number choices
+    booleans: bool = False  # a categorical parameter with true or false among its choices
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,10 @@ class TableColumns:
         if name in self.params:
             p = self.params[name]
             # Choices that are not all numbers compare as text (``act = relu``).
-            text = isinstance(p, CategoricalParam) and not all(_is_number(c) for c in p.choices)
-            return Column("param", name, text=text)
+            choices = p.choices if isinstance(p, CategoricalParam) else ()
+            text = bool(choices) and not all(_is_number(c) for c in choices)
+            booleans = any(isinstance(c, bool) for c in choices)
+            return Column("param", name, text=text, booleans=booleans)
         if name == self.objective:
             return Column("objective", name)
         if name in self.metrics or self.any_metric:
@@ -114,6 +117,9 @@ def _condition(column: Column, op: str, raw: str) -> Condition:
             raise InvalidInput("filter", f"{column.name} compares only with = or !=")
         if column.name == "state" and raw not in STATES:
             raise InvalidInput("filter", f"state {raw!r} is not one of {', '.join(STATES)}")
+        if column.booleans and raw.lower() in ("true", "false"):
+            # The choice true or false, however the database spells a JSON boolean as text.
+            return Condition(column, op, raw.lower() == "true")  # type: ignore[arg-type]
         return Condition(column, op, raw)  # type: ignore[arg-type]
     try:
         number = float(raw)

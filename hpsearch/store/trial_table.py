@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, func, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, String, cast, func, select
 from sqlalchemy.orm import Session
 
 from hpsearch.store.models import Trial
@@ -26,13 +26,25 @@ def _expression(column: Column) -> SQLColumnExpression[Any]:
         return Trial.value
     source = Trial.params if column.kind == "param" else Trial.metrics
     item = source[column.name]
-    value: SQLColumnExpression[Any] = item.as_string() if column.text else item.as_float()
-    return value
+    if not column.text:
+        number: SQLColumnExpression[Any] = item.as_float()
+        return number
+    # As text on both databases: SQLite reads a JSON true out as the number 1, which is never
+    # equal to text, PostgreSQL as 'true'.
+    return cast(item.as_string(), String)
+
+
+def _spellings(value: bool) -> tuple[str, ...]:
+    """A JSON boolean read out as text: 'true' on PostgreSQL, '1' on SQLite."""
+    return ("true", "1") if value else ("false", "0")
 
 
 def _where(condition: Condition) -> ColumnElement[bool]:
     left = _expression(condition.column)
     value = condition.value
+    if isinstance(value, bool):
+        spelt = _spellings(value)
+        return left.in_(spelt) if condition.op == "=" else left.not_in(spelt)
     match condition.op:
         case "<":
             return left < value

@@ -18,6 +18,7 @@ from tests.conftest import digits_spec
 SPACE = {
     **digits_spec()["space"],
     "activation": {"type": "categorical", "choices": ["relu", "tanh", "sigmoid"]},
+    "batch_norm": {"type": "categorical", "choices": [True, False]},
 }
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
@@ -83,6 +84,9 @@ def _value(trial: Any, key: str) -> Any:
             lambda t: t.params["activation"] != "relu" and t.params["beta"] <= 0.99,
         ),
         ("-state", "", lambda t: True),
+        # A JSON boolean reads out as 1 on SQLite and as 'true' on PostgreSQL.
+        ("hidden_units", "batch_norm = true", lambda t: t.params["batch_norm"] is True),
+        ("-lr", "batch_norm != False", lambda t: t.params["batch_norm"] is not False),
     ],
 )
 def test_pages_sort_and_filter_like_python(
