@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from api.views import smoothing, style
+from api.views import isolines, smoothing, style
 from api.views.sampling import best_so_far
 from hpsearch.importance import Importance
 from hpsearch.objective import Objective
@@ -576,6 +576,17 @@ def contour_figure(
             centres.append([to_x(param.from_unit((k + 0.5) / size)) for k in range(size)])
     keys = [(i, j) for i in range(sizes[0]) for j in range(sizes[1]) if math.isfinite(means[i, j])]
     scale = "Viridis" if objective.direction == "maximize" else "Viridis_r"
+    known = means[np.isfinite(means)]
+    marks = isolines.levels(float(known.min()), float(known.max()))
+    logs = [axis.get("type") == "log" for axis in axes]
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for level in marks:
+        for (i0, j0), (i1, j1) in isolines.isolines(means, level):
+            xs += [isolines.along(centres[0], i0, logs[0]), isolines.along(centres[0], i1, logs[0])]
+            ys += [isolines.along(centres[1], j0, logs[1]), isolines.along(centres[1], j1, logs[1])]
+            xs.append(None)
+            ys.append(None)
     return {
         "data": [
             {
@@ -597,14 +608,30 @@ def contour_figure(
                 "hovertemplate": f"≈ {objective.metric} %{{marker.color:{style.NUMBER}}}"
                 " (%{customdata[0]} trials in the cell, weight %{customdata[1]} near)"
                 "<extra></extra>",
-            }
+            },
+            {
+                # Iso-lines at the colour bar's round values, over the squares.
+                "type": "scatter",
+                "mode": "lines",
+                "x": xs,
+                "y": ys,
+                "line": {"color": "rgba(255,255,255,0.8)", "width": 1},
+                "hoverinfo": "skip",
+            },
         ],
         "layout": style.layout(
             xaxis=axes[0],
             yaxis=axes[1],
             margin={"l": 60, "r": 16, "t": 12, "b": 44},
             showlegend=False,
-            meta={"bins": sizes, "trials": n, "x": px.name, "y": py.name, "smoothing": sigmas},
+            meta={
+                "bins": sizes,
+                "trials": n,
+                "x": px.name,
+                "y": py.name,
+                "smoothing": sigmas,
+                "levels": marks,
+            },
         ),
     }
 

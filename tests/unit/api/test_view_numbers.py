@@ -9,9 +9,10 @@ import statistics
 from datetime import datetime, timedelta
 from itertools import pairwise
 
+import numpy as np
 import pytest
 
-from api.views import bias_variance
+from api.views import bias_variance, isolines
 from api.views.figures import (
     EDF_STEPS,
     GL_POINTS,
@@ -228,3 +229,43 @@ def test_the_contour_fills_in_between_trials_but_not_far_from_them() -> None:
     assert (min(trace["x"]), max(trace["y"])) in cells  # on the diagonal
     values = trace["marker"]["color"]
     assert min(values) >= 2 * 0.5 / 12 - 1e-9 and max(values) <= 2 * 11.5 / 12 + 1e-9
+
+
+def test_iso_lines_cross_where_the_grid_crosses_the_level_and_stop_where_it_is_unknown() -> None:
+    ramp = np.array([[float(i)] * 4 for i in range(4)])  # the value is the row index
+    segments = isolines.isolines(ramp, 1.5)
+    assert sorted(segments) == [((1.5, j), (1.5, j + 1)) for j in range(3)]
+    ramp[1, 2] = np.nan  # the two cells with that corner draw nothing
+    assert sorted(isolines.isolines(ramp, 1.5)) == [((1.5, 0.0), (1.5, 1.0))]
+    # A saddle joins across the cell the way its mean says: two segments, not crossing.
+    saddle = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert len(isolines.isolines(saddle, 0.4)) == 2
+    assert isolines.levels(0.03, 0.97) == [0.2, 0.4, 0.6, 0.8]
+    assert isolines.along([1e-4, 1e-2], 0.5, log=True) == pytest.approx(1e-3)
+
+
+def test_the_contour_draws_iso_lines_at_round_levels_on_the_parameters_own_scale() -> None:
+    """The value follows lr's unit (log) scale alone: every iso-line is upright, where lr's
+    unit position equals its level, and runs the whole height of the map."""
+    rng = random.Random(3)
+    points = []
+    for i in range(3000):
+        params = SPACE.from_unit({n: rng.random() for n in SPACE})
+        points.append(point(i, SPACE["lr"].to_unit(params["lr"]), params=params))
+    fig = contour_figure(SPACE["lr"], SPACE["beta"], points, OBJECTIVE, bins=16)
+    assert fig is not None
+    levels = fig["layout"]["meta"]["levels"]
+    assert levels == [0.2, 0.4, 0.6, 0.8]
+    lines = fig["data"][1]
+    xs = [x for x in lines["x"] if x is not None]
+    assert len(xs) >= 2 * len(levels) * 15 * 0.8  # about a segment per row of cells per level
+    # Within a cell (1/16 of the unit range) of a level: placed on lr's log scale.
+    assert all(min(abs(SPACE["lr"].to_unit(x) - v) for v in levels) < 1 / 16 for x in xs)
+    # β's axis is 1 − β: each line spans the map's height, cell centres to cell centres.
+    for level in levels:
+        heights = [
+            SPACE["beta"].to_unit(1 - y)
+            for x, y in zip(lines["x"], lines["y"], strict=True)
+            if x is not None and abs(SPACE["lr"].to_unit(x) - level) < 1 / 16
+        ]
+        assert max(heights) - min(heights) > 0.9, level
