@@ -9,7 +9,8 @@ ended (what a page following a running study asks for: only the new trial is rea
 unchanged (cached); learning curves; the live fragment it polls every 2 s; a page deep in the
 trials table; a CSV export. The named baseline is the REST API's first page of ranked trials
 (``GET /api/v1/studies/{id}/trials?order=rank&limit=50``). With Debian's chromium present, the
-time from navigation until every plot of the page is drawn in a headless browser too.
+time from navigation until every plot of the page is shown (its server-drawn poster painted)
+and until every plot is interactive (drawn by Plotly), in a headless browser too.
 
     .venv/bin/python bench/web_render.py
     .venv/bin/python bench/web_render.py --trials 1000 100000 --repeat 7 --no-browser
@@ -253,6 +254,12 @@ def end_one_more(url: str, study_id: int) -> None:
     engine.dispose()
 
 
+POSTER_SIZES = (
+    "history:1274x400,curves:744x360,importance:498x300,parallel:1274x360,contour:620x520,"
+    "edf:1274x300,timeline:1274x300,param:412x250"
+)
+
+
 def measure_http(url: str, base: str, study_id: int, repeat: int) -> dict[str, float]:
     with httpx.Client(base_url=base, timeout=300) as c:
         # Cold: the first plot request on a study this server process has not read yet.
@@ -263,6 +270,12 @@ def measure_http(url: str, base: str, study_id: int, repeat: int) -> dict[str, f
         for _ in range(repeat):
             end_one_more(url, study_id)
             samples.append(timed(get(c, f"/studies/{study_id}/plots.json"), 1))
+        # Every plot's poster at the sizes a 1440-px-wide page measures.
+        posters = f"/studies/{study_id}/posters?sizes={POSTER_SIZES}"
+        poster_samples = []
+        for _ in range(repeat):
+            end_one_more(url, study_id)
+            poster_samples.append(timed(get(c, posters), 1))
         return {
             "REST: ranked trials, first 50 (baseline)": timed(
                 get(c, f"/api/v1/studies/{study_id}/trials?order=rank&limit=50"), repeat
@@ -271,6 +284,8 @@ def measure_http(url: str, base: str, study_id: int, repeat: int) -> dict[str, f
             "plot data, cold (first read)": cold,
             "plot data, after one more trial ended": statistics.median(samples),
             "plot data, unchanged (cached)": cached,
+            "posters, after one more trial ended": statistics.median(poster_samples),
+            "posters, unchanged (cached)": timed(get(c, posters), repeat),
             "learning curves": timed(get(c, f"/studies/{study_id}/curves.json"), repeat),
             "live fragment (polled)": timed(get(c, f"/studies/{study_id}/live"), repeat),
             "trials page 200 of the table": timed(
@@ -282,23 +297,37 @@ def measure_http(url: str, base: str, study_id: int, repeat: int) -> dict[str, f
         }
 
 
-# Records, on the page's own clock, when each plot is drawn (its SVG, or its "nothing to show"
-# note, appears): Playwright's own calls wait for the main thread, which drawing keeps busy.
-# Like a reader scrolling down as fast as plots appear, it brings the first plot not drawn yet
-# into view every 50 ms, so plots drawn only when scrolled to are timed too.
+# Records, on the page's own clock, when each plot is first shown (its server-drawn poster,
+# Plotly's SVG, or its "nothing to show" note appears) and when it is interactive (Plotly's
+# SVG or the note), each at the next animation frame: the frame that paints it, not the moment
+# it entered the document. Playwright's own calls wait for the main thread, which drawing keeps
+# busy. Like a reader scrolling down as fast as plots become interactive, it brings the first
+# plot not drawn by Plotly yet into view every 50 ms, so plots drawn only when scrolled to are
+# timed too.
 _MARK_PLOTS = """
+window.__shown = {};
 window.__drawn = {};
 window.__top = {};
 window.__longest = 0;
+const mark = (into, name, plot) => {
+  if (name in into) return;
+  into[name] = null;
+  requestAnimationFrame(() => {
+    into[name] = performance.now();
+    window.__top[name] = plot.getBoundingClientRect().top + window.scrollY;
+  });
+};
 new MutationObserver((changes) => {
   for (const change of changes) for (const node of change.addedNodes) {
     if (!node.classList) continue;
-    if (!node.classList.contains("main-svg") && !node.classList.contains("empty-plot")) continue;
+    const poster = node.classList.contains("poster");
+    const plotly = node.classList.contains("main-svg") || node.classList.contains("empty-plot");
+    if (!poster && !plotly) continue;
     const plot = node.closest("[id^=plot-], [data-param]");
     const name = plot && (plot.dataset.param || plot.id);
-    if (!name || name in window.__drawn) continue;
-    window.__drawn[name] = performance.now();
-    window.__top[name] = plot.getBoundingClientRect().top + window.scrollY;
+    if (!name) continue;
+    mark(window.__shown, name, plot);
+    if (plotly) mark(window.__drawn, name, plot);
   }
 }).observe(document, { subtree: true, childList: true });
 new PerformanceObserver((list) => {
@@ -341,32 +370,32 @@ def measure_browser(base: str, study_id: int, repeat: int) -> dict[str, float]:
     except ImportError:
         return {}
     names = plot_names()
-    done = f"{names!r}.every(k => k in window.__drawn)"
+    done = f"{names!r}.every(k => window.__drawn[k] && window.__shown[k])"
     samples: dict[str, list[float]] = {}
     url = f"{base}/studies/{study_id}"
 
     def record(page: Any, visit: str) -> None:
         page.wait_for_function(done, timeout=300_000, polling=50)
+        shown: dict[str, float] = page.evaluate("window.__shown")
         drawn: dict[str, float] = page.evaluate("window.__drawn")
         top: dict[str, float] = page.evaluate("window.__top")
         longest: float = page.evaluate("window.__longest")
-        samples.setdefault(f"browser, {visit}: first plot drawn", []).append(
-            drawn["plot-history"] / 1000
-        )
+
+        def add(what: str, ms: float) -> None:
+            samples.setdefault(f"browser, {visit}: {what}", []).append(ms / 1000)
+
         # The plots a reader sees without scrolling (their top inside the first screen).
-        screen = [t for name, t in drawn.items() if top[name] < _VIEWPORT["height"]]
-        samples.setdefault(f"browser, {visit}: first screen's plots drawn", []).append(
-            max(screen) / 1000
-        )
-        samples.setdefault(f"browser, {visit}: every plot drawn", []).append(
-            max(drawn.values()) / 1000
-        )
-        samples.setdefault(f"browser, {visit}: longest main-thread task", []).append(longest / 1000)
+        screen = [name for name in shown if top[name] < _VIEWPORT["height"]]
+        add("first screen's plots shown", max(shown[name] for name in screen))
+        add("every plot shown", max(shown.values()))
+        add("first screen's plots interactive (Plotly)", max(drawn[name] for name in screen))
+        add("every plot interactive (Plotly)", max(drawn.values()))
+        add("longest main-thread task", longest)
 
     # A server that has served the study once: a first visit is the browser's, not the
     # server's (a cold server's plot data are timed apart, as "plot data, cold").
     with httpx.Client(base_url=base, timeout=300) as c:
-        for path in ("", "/plots.json", "/curves.json", "/live"):
+        for path in ("", "/plots.json", "/curves.json", "/live", "/posters"):
             c.get(f"/studies/{study_id}{path}").raise_for_status()
         c.get(f"/api/v1/studies/{study_id}/regions").raise_for_status()
     with sync_playwright() as p:

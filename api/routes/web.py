@@ -32,6 +32,7 @@ from api.views.pages import (
 from api.views.point_cache import PointCache
 from api.views.sampling import FIRST_PAINT, PLOT_LIMIT
 from api.views.study import CONTEXT_CURVES, curve_ids, study_plots
+from api.views.study_posters import parse_sizes, study_posters
 from api.web_assets import partial_plotly, templates
 from hpsearch.errors import InvalidInput
 from hpsearch.settings import Settings
@@ -322,25 +323,45 @@ def study_plots_json(
     """The study page's figures from at most about ``points`` trials (the best and a spread
     of the rest): few enough to draw at once by default, more when the reader asks."""
     view = store.get_study(study_id)
-    spec = parse_spec(view.study.spec)
-    # Plots depend only on ended trials; the study row changes whenever one ends.
-    key = (study_id, view.study.updated_at, view.counts.ended, points)
+    key = _plots_key(view, points)
     caches = _caches(request.app)
     body = caches.figures.get(key)
     if body is None:
-        # Points carry only the satisficing metrics: the objective is the trial's value.
-        ended = _ended_points(request.app, store, view, spec)
-        payload = study_plots(spec, ended, view.study.best_trial_id, limit=points)
-        payload["more"] = PLOT_LIMIT
+        payload = {**_plots(request.app, store, view, points), "more": PLOT_LIMIT}
         body = json.dumps(payload, separators=(",", ":")).encode()
         caches.figures.put(key, body)
     return Response(body, media_type="application/json")
+
+
+def _plots_key(view: StudyView, points: int) -> tuple[Any, ...]:
+    # Plots depend only on ended trials; the study row changes whenever one ends.
+    return (view.study.id, view.study.updated_at, view.counts.ended, points)
+
+
+def _plots(app: FastAPI, store: Store, view: StudyView, points: int) -> dict[str, Any]:
+    """``study_plots`` of a study, kept while no trial ends: the page's figures and its
+    posters are drawn from one computation."""
+    key = _plots_key(view, points)
+    caches = _caches(app)
+    plots = caches.plots.get(key)
+    if plots is None:
+        spec = parse_spec(view.study.spec)
+        # Points carry only the satisficing metrics: the objective is the trial's value.
+        ended = _ended_points(app, store, view, spec)
+        plots = study_plots(spec, ended, view.study.best_trial_id, limit=points)
+        caches.plots.put(key, plots)
+    return plots
 
 
 @dataclass
 class _Caches:
     points: PointCache = field(default_factory=PointCache)
     figures: Bounded[tuple[Any, ...], bytes] = field(default_factory=lambda: Bounded(16))
+    plots: Bounded[tuple[Any, ...], dict[str, Any]] = field(default_factory=lambda: Bounded(4))
+    poster_figures: Bounded[tuple[Any, ...], dict[str, Any]] = field(
+        default_factory=lambda: Bounded(4)
+    )
+    posters: Bounded[tuple[Any, ...], bytes] = field(default_factory=lambda: Bounded(16))
     table_pages: Bounded[tuple[Any, ...], tuple[list[int], Pagination]] = field(
         default_factory=lambda: Bounded(64)
     )
@@ -351,6 +372,54 @@ def _caches(app: FastAPI) -> _Caches:
         app.state.web_caches = _Caches()
     caches: _Caches = app.state.web_caches
     return caches
+
+
+@router.get("/studies/{study_id}/posters")
+def study_posters_json(
+    request: Request,
+    study_id: StudyId,
+    store: StoreDep,
+    sizes: Annotated[str, Query(max_length=400)] = "",
+) -> Response:
+    """Every plot of the study page as static SVG at the sizes the page measured
+    (``?sizes=history:1330x400,param:430x250,…``): what the page shows while Plotly loads."""
+    wanted = parse_sizes(sizes)
+    view = store.get_study(study_id)
+    c = view.counts
+    # Learning curves grow while trials run: a running trial's report changes them too.
+    key = (study_id, view.study.updated_at, c.ended, c.running)
+    caches = _caches(request.app)
+    drawn = caches.posters.get((*key, tuple(sorted(wanted.items()))))
+    if drawn is None:
+        figures = caches.poster_figures.get(key)
+        if figures is None:
+            figures = _poster_figures(request.app, store, view)
+            caches.poster_figures.put(key, figures)
+        plots = _plots(request.app, store, view, FIRST_PAINT)
+        posters = study_posters(plots, figures, wanted)
+        drawn = json.dumps(posters, separators=(",", ":")).encode()
+        caches.posters.put((*key, tuple(sorted(wanted.items()))), drawn)
+    return Response(drawn, media_type="application/json")
+
+
+def _poster_figures(app: FastAPI, store: Store, view: StudyView) -> dict[str, Any]:
+    """The figures the page asks for apart from ``plots.json``, as it first asks for them:
+    the learning curves of no selection, the contour of the first two parameters, the
+    timeline."""
+    spec = parse_spec(view.study.spec)
+    space = spec.build_space()
+    names = list(space)
+    points = _ended_points(app, store, view, spec)
+    with store.db.read() as session:
+        spans = trial_spans(session, view.study.id, TIMELINE_LIMIT)
+    curves = _curves_payload(store, spec, view.study.id, _default_curves(store, view), "")
+    return {
+        "curves": curves["figure"] if curves["figure"]["data"] else None,
+        "contour": contour_figure(
+            space[names[0]], space[names[min(1, len(names) - 1)]], points, spec.build_objective()
+        ),
+        "timeline": timeline_figure(spans, utcnow()),
+    }
 
 
 @router.get("/studies/{study_id}/contour.json")
@@ -410,6 +479,15 @@ def study_curves_json(
     # Ids are at most MAX_ID (10 digits): a longer number names no trial.
     digits = [s.strip() for s in selected.split(",") if s.strip().isdigit()]
     picked = [int(s) for s in digits if len(s) <= 10 and int(s) <= MAX_ID][:MAX_SELECTED]
+    ids = _default_curves(store, view, picked)
+    return JSONResponse(_curves_payload(store, spec, study_id, ids, family))
+
+
+def _default_curves(
+    store: Store, view: StudyView, picked: list[int] | None = None
+) -> list[tuple[int, str]]:
+    """The trials whose curves the plot draws: the best, the ``picked`` ones, and context."""
+    study_id = view.study.id
     half = CONTEXT_CURVES // 2
     # Imported trials ran elsewhere and carry no steps: when the best ones are imported,
     # the context lines come from the best trials that ran here, then the latest ones.
@@ -423,13 +501,12 @@ def study_curves_json(
     stopped = store.trials(
         study_id, offset=max(0, n_stopped - half), limit=half, states=("pruned", "failed")
     )
-    ids = curve_ids(
+    return curve_ids(
         view.best.id if view.best else None,
-        picked,
+        picked or [],
         list(dict.fromkeys(t.id for t in top)),
         [t.id for t in reversed(stopped)],
     )
-    return JSONResponse(_curves_payload(store, spec, study_id, ids, family))
 
 
 def _curves_payload(

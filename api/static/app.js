@@ -44,11 +44,32 @@ const hp = (() => {
     modeBarButtonsToRemove: ["lasso2d", "select2d", "autoScale2d", "toggleSpikelines"],
   };
 
-  function plot(el, figure) {
-    if (!el || !window.Plotly) return Promise.resolve();
-    const loading = el.querySelector(".loading, .empty-plot");
-    if (loading) loading.remove();
-    return window.Plotly.react(el, figure.data, figure.layout, plotConfig);
+  // Pages that plot at once load Plotly with a deferred script; the study page shows its
+  // server-drawn posters first and loads Plotly after them (loadPlotly), so every draw waits
+  // for it here.
+  let plotlyArrived;
+  const plotlyLoaded = new Promise((resolve) => { plotlyArrived = resolve; });
+  let plotlyAsked = false;
+  function loadPlotly(src) {
+    if (window.Plotly) plotlyArrived();
+    if (plotlyAsked || window.Plotly) return plotlyLoaded;
+    plotlyAsked = true;
+    const script = document.createElement("script");
+    script.src = src;
+    script.onload = () => plotlyArrived();
+    script.onerror = () => console.warn(`could not load ${src}`);
+    document.head.appendChild(script);
+    return plotlyLoaded;
+  }
+
+  async function plot(el, figure) {
+    if (!el) return;
+    if (!window.Plotly) await plotlyLoaded;
+    // The "Loading…" line, an empty plot's note, or the poster this plot stands in for.
+    for (const stale of el.querySelectorAll(":scope > .loading, :scope > .empty-plot, :scope > .poster")) {
+      stale.remove();
+    }
+    await window.Plotly.react(el, figure.data, figure.layout, plotConfig);
   }
 
   function emptyPlot(el, message) {
@@ -158,6 +179,6 @@ const hp = (() => {
   return {
     get: (url) => request("GET", url),
     post: (url, body) => request("POST", url, body),
-    errorText, toast, plot, emptyPlot, poller, config, liveRows, count, formParams, ready,
+    errorText, toast, plot, loadPlotly, emptyPlot, poller, config, liveRows, count, formParams, ready,
   };
 })();

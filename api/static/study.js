@@ -17,12 +17,13 @@
   let historyFigure = null;
 
   // -- plots --------------------------------------------------------------------------------
-  // The history is drawn as soon as the data arrive; every other plot when it comes near the
-  // viewport. Plots are drawn one per task, so the page answers clicks and scrolls between
-  // them instead of freezing until the last one is done.
+  // Every plot is first shown as a poster: a static SVG the server draws at the plot's size
+  // (api/views/poster.py), there as soon as one small request returns. Plotly, whose bundle
+  // takes about a second to parse without a code cache and a tenth of a second or more per
+  // plot, loads after the posters are on screen and draws each plot over its poster, one per
+  // task, in the page's order, so the page answers clicks and scrolls between them.
 
-  // Asked for at once, while the browser still parses Plotly (a deferred script): the data
-  // and the bundle arrive together instead of one after the other.
+  // Asked for at once: the figures arrive while the posters are drawn and Plotly parses.
   let plotPoints = 0; // 0: the server's first-paint sample; more once the reader asks
   const plotsUrl = () => `/studies/${sid}/plots.json${plotPoints ? `?points=${plotPoints}` : ""}`;
   let earlyPlots = hp.get(plotsUrl());
@@ -31,8 +32,6 @@
   let plotsCost = 0;
   let plotsPending = null;
   let drawChain = Promise.resolve();
-  const waiting = new Map(); // element → its latest draw, until it is first seen
-  const seen = new WeakSet();
 
   /** Runs `draw` in a task of its own, after the draws queued before it. */
   function queueDraw(draw) {
@@ -43,23 +42,52 @@
     return drawChain;
   }
 
-  const near = new IntersectionObserver((entries) => {
-    for (const entry of entries) {
-      if (!entry.isIntersecting) continue;
-      near.unobserve(entry.target);
-      seen.add(entry.target);
-      const draw = waiting.get(entry.target);
-      waiting.delete(entry.target);
-      if (draw) queueDraw(draw);
-    }
-  }, { rootMargin: "300px 0px" });
+  // -- posters: the plots as the server draws them, shown before Plotly is loaded ---------
 
-  /** Draws into `el` now if it has been in view, else once it comes near the viewport. */
-  function drawWhenSeen(el, draw) {
-    if (seen.has(el)) return queueDraw(draw);
-    waiting.set(el, draw);
-    near.observe(el);
-    return Promise.resolve();
+  const posterSlots = () => ({
+    history: $("plot-history"),
+    curves: $("plot-curves"),
+    importance: $("plot-importance"),
+    parallel: $("plot-parallel"),
+    contour: $("plot-contour"),
+    edf: $("plot-edf"),
+    timeline: $("plot-timeline"),
+    param: document.querySelector("#param-plots .plot"),
+  });
+
+  async function showPosters() {
+    const sizes = Object.entries(posterSlots())
+      .filter(([, el]) => el && el.clientWidth > 0)
+      .map(([name, el]) => `${name}:${el.clientWidth}x${el.clientHeight}`);
+    const result = await hp.get(`/studies/${sid}/posters?sizes=${sizes.join(",")}`);
+    if (!result.ok) return;
+    const d = result.data;
+    const put = (el, svg) => {
+      // Plotly, or an empty plot's note, may have got there first.
+      if (!el || !svg || el.classList.contains("js-plotly-plot") || el.querySelector(".empty-plot")) return;
+      el.innerHTML = svg;
+    };
+    const slots = posterSlots();
+    for (const name of ["history", "curves", "importance", "parallel", "contour", "edf", "timeline"]) {
+      put(slots[name], d[name]);
+    }
+    for (const el of document.querySelectorAll("#param-plots .plot")) put(el, d.params[el.dataset.param]);
+  }
+
+  // A point of a poster selects its trial's learning curve, as it will once Plotly has drawn.
+  document.addEventListener("click", (event) => {
+    const point = event.target.closest(".poster [data-id]");
+    if (point) toggle(Number(point.dataset.id));
+  });
+
+  /** Loads Plotly once the posters are on screen (the frame after they were put in). */
+  async function loadPlotly() {
+    try {
+      await showPosters();
+    } finally {
+      await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+      hp.loadPlotly(cfg.plotly_src);
+    }
   }
 
   async function loadPlots() {
@@ -86,32 +114,33 @@
     paramFigures = d.params;
     drawParams();
     $("importance-note").textContent = d.importance_note;
-    drawWhenSeen($("plot-importance"), () => d.importance
-      ? hp.plot($("plot-importance"), d.importance)
-      : hp.emptyPlot($("plot-importance"), `Importance: ${d.importance_note}. Below that,`
-        + " a parameter's share is about as uncertain as the share itself."));
     const lines = d.parallel ? d.parallel.layout.meta.lines : 0;
     $("parallel-note").textContent = lines < d.completed
       ? `${hp.count(lines)} of ${hp.count(d.completed)} completed trials (the best, and a spread of the rest)`
       : `${hp.count(lines)} completed trials`;
     $("edf-note").textContent = d.edf
       ? `${hp.count(d.edf.layout.meta.trials)} feasible completed trials` : "";
-    drawWhenSeen($("plot-edf"), () => d.edf ? hp.plot($("plot-edf"), d.edf)
-      : hp.emptyPlot($("plot-edf"), "Shown once two feasible trials have completed."));
-    drawWhenSeen($("plot-timeline"), drawTimeline);
-    drawWhenSeen($("plot-contour"), drawContour);
     // Parallel coordinates are drawn as SVG lines; their WebGL form, whose axes filter,
     // takes seconds to set up without a GPU, so it is drawn when the reader asks for it.
     const brush = $("parallel-brush");
     brush.hidden = !d.parallel || parallelBrushed;
     $("parallel-how").hidden = !parallelBrushed;
     parallelFigure = d.parallel;
-    drawWhenSeen($("plot-parallel"), async () => {
+    // In the page's order, top to bottom.
+    queueDraw(() => d.importance
+      ? hp.plot($("plot-importance"), d.importance)
+      : hp.emptyPlot($("plot-importance"), `Importance: ${d.importance_note}. Below that,`
+        + " a parameter's share is about as uncertain as the share itself."));
+    queueDraw(async () => {
       await firstCurves;
       const figure = parallelBrushed ? d.parallel : d.parallel_lines;
       if (figure) await hp.plot($("plot-parallel"), figure);
       else hp.emptyPlot($("plot-parallel"), "Shown once two trials have completed.");
     });
+    queueDraw(drawContour);
+    queueDraw(() => d.edf ? hp.plot($("plot-edf"), d.edf)
+      : hp.emptyPlot($("plot-edf"), "Shown once two feasible trials have completed."));
+    queueDraw(drawTimeline);
   }
 
   async function drawContour() {
@@ -127,7 +156,7 @@
     // The larger of a cell's width and height: neighbours touch rather than leave gaps.
     const size = Math.max(2, el._fullLayout.xaxis._length / (nx + 0.8),
       el._fullLayout.yaxis._length / (ny + 0.8));
-    await window.Plotly.restyle(el, { "marker.size": size });
+    await window.Plotly.restyle(el, { "marker.size": size }, [0]);
   }
   for (const id of ["contour-x", "contour-y"]) {
     $(id).addEventListener("change", () => queueDraw(drawContour));
@@ -169,7 +198,7 @@
         el.dataset.param = name;
         grid.appendChild(el);
       }
-      drawWhenSeen(el, async () => {
+      queueDraw(async () => {
         figure.layout.shapes = regionShapes(figure.layout.meta);
         await hp.plot(el, withGroups(figure));
         bindClicks(el);
@@ -471,8 +500,26 @@
     error.hidden = !result.data.table_error;
     const sort = new URLSearchParams(query).get("sort") || "";
     tableForm.elements.sort.value = result.data.table_error ? "" : sort;
+    showOrder(tableForm.elements.sort.value);
     $("rank-note").hidden = Boolean(tableForm.elements.sort.value)
       || tableForm.elements.order.value !== "rank";
+  }
+  /** The "order" menu says the column the table is sorted by, while one is. */
+  function showOrder(sort) {
+    const order = tableForm.elements.order;
+    let byColumn = order.querySelector("option[data-column]");
+    if (!sort) {
+      if (byColumn) byColumn.remove();
+      if (!order.value) order.value = "rank";
+      return;
+    }
+    if (!byColumn) {
+      byColumn = new Option("", "");
+      byColumn.dataset.column = "";
+      order.prepend(byColumn);
+    }
+    byColumn.textContent = `by ${sort.replace(/^-/, "")} ${sort.startsWith("-") ? "▼" : "▲"}`;
+    order.value = "";
   }
   function formQuery() {
     const query = new URLSearchParams(new FormData(tableForm));
@@ -531,6 +578,7 @@
 
   let firstCurves = null;
   function start() {
+    loadPlotly();
     firstCurves = loadCurves();
     loadPlots().then(loadRegions);
   }

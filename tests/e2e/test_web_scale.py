@@ -2,6 +2,7 @@
 and what a reader of a large study looks for holds (sampled legends say so, integer and β
 axes read in their own values, groups can be hidden, importance counts every trial). A small
 study whose best trials were imported shows learning curves of the trials that ran here.
+With Plotly's bundle blocked, every plot still shows as the server's poster of it.
 One browser page for all of it: the suite's time is scarce. Screenshots in test-artifacts/."""
 
 from __future__ import annotations
@@ -96,9 +97,12 @@ def _sort_and_filter_the_table(p: Any, url: str, study_id: int) -> None:
     p.wait_for_function("location.search.includes('sort=lr')")
     p.wait_for_selector("#trials th.sorted[aria-sort='ascending'] a[data-sort='lr']")
     assert _column(p, "number") == [str(r.number) for r in by_lr[:50]]
+    order = "document.querySelector('#trial-filter [name=order]').selectedOptions[0].textContent"
+    assert p.evaluate(order) == "by lr ▲"
     p.click("#trials th a[data-sort='lr']")  # again: reversed
     p.wait_for_selector("#trials th.sorted[aria-sort='descending'] a[data-sort='lr']")
     assert _column(p, "number") == [str(r.number) for r in by_lr[::-1][:50]]
+    assert p.evaluate(order) == "by lr ▼"
 
     kept = [
         r
@@ -136,6 +140,7 @@ def test_a_10k_trial_study_page_draws_every_plot_and_reads_right(
 
     p.goto(f"{server.url}/studies/{big}")
     draw_every_plot(p, len(PARAMS))
+    assert p.locator("svg.poster").count() == 0  # Plotly drew over every poster
     drawn = _plotted(p)
     assert sorted(drawn) == sorted(PLOTS + PARAMS)
     assert all(n > 0 for n in drawn.values()), sorted(drawn.items())
@@ -224,4 +229,38 @@ def test_a_10k_trial_study_page_draws_every_plot_and_reads_right(
     assert httpx.get(f"{server.url}/compare?studies=0", timeout=30).status_code == 422
     bad = httpx.get(f"{server.url}/studies/{big}/contour.json?x=nope&y=lr", timeout=30)
     assert bad.status_code == 422 and "x" in bad.text and "nope" in bad.text
+    bad = httpx.get(f"{server.url}/studies/{big}/posters?sizes=history:12x400", timeout=30)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "sizes"
     assert console.errors == []
+    _posters_without_plotly(p, server.url, big)
+
+
+def _posters_without_plotly(p: Any, url: str, study_id: int) -> None:
+    """Plotly's bundle never arrives, and every plot still shows: the server's poster of it,
+    at the plot's size, with the points Plotly would draw; a point selects its trial's
+    learning curve, as a point Plotly draws does."""
+    p.route("**/static/plotly.min.js*", lambda route: route.abort())
+    p.goto(f"{url}/studies/{study_id}")
+    plots = "[...document.querySelectorAll('[id^=plot-], #param-plots .plot')]"
+    p.wait_for_function(f"{plots}.every(el => el.querySelector(':scope > svg.poster'))")
+    sizes = p.evaluate(
+        f"{plots}.map(el => [el.clientWidth, el.clientHeight,"
+        " Number(el.querySelector('svg.poster').getAttribute('width')),"
+        " Number(el.querySelector('svg.poster').getAttribute('height'))])"
+    )
+    assert len(sizes) == len(PLOTS + PARAMS)
+    assert all((w, h) == (pw, ph) for w, h, pw, ph in sizes), sizes
+    assert p.evaluate(f"{plots}.every(el => !el.querySelector('.main-svg'))")  # no Plotly
+    history = httpx.get(f"{url}/studies/{study_id}/plots.json", timeout=30).json()["history"]
+    points = sum(len(t["x"]) for t in history["data"] if t.get("customdata"))
+    assert p.locator("#plot-history svg.poster [data-id]").count() == points
+    ticks = p.evaluate(
+        "[...document.querySelectorAll(\"[data-param='hidden_units'] svg.poster text\")]"
+        ".map(t => t.textContent)"
+    )
+    assert {"16", "32", "64", "128", "256"} <= set(ticks)
+    point = p.locator("#plot-history svg.poster [data-id]").last
+    trial = point.get_attribute("data-id")
+    with p.expect_request(lambda r: f"curves.json?selected={trial}&" in r.url):
+        point.dispatch_event("click")
+    screenshot(p, "study-page-10k-posters")

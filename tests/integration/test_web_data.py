@@ -63,6 +63,24 @@ def test_plot_and_curve_data_show_the_feasible_best_and_where_trials_stopped(
     assert plots["importance"] is None
     assert plots["importance_note"] == "too few completed trials to tell: 10 of the 30 needed"
 
+    # The same figures as posters (static SVG), at the sizes asked for, each point of the
+    # history with its trial's id; a plot not asked for, or with nothing to show, has none.
+    sizes = "history:800x400,param:400x250,curves:600x300,importance:500x300"
+    posters = httpx.get(f"{base}/posters", params={"sizes": sizes}, timeout=30).json()
+    assert posters["history"].startswith('<svg class="poster"')
+    assert 'width="800" height="400"' in posters["history"]
+    assert sorted(posters["params"]) == sorted(
+        f["layout"]["meta"]["param"] for f in plots["params"]
+    )
+    assert all('width="400" height="250"' in svg for svg in posters["params"].values())
+    ids = {int(i) for i in re.findall(r'data-id="(\d+)"', posters["history"])}
+    drawn = {i for t in plots["history"]["data"] for i in t.get("customdata") or []}
+    assert ids == drawn and built.trial_ids[built.best_number] in ids
+    assert posters["curves"] is not None and posters["parallel"] is None  # not asked for
+    assert posters["importance"] is None  # too few trials: the page says so instead
+    bad = httpx.get(f"{base}/posters", params={"sizes": "history:800"}, timeout=30)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "sizes"
+
     curves = httpx.get(f"{base}/curves.json", timeout=30).json()
     assert curves["family"] == "accuracy" and curves["families"] == ["accuracy", "loss"]
     labelled = {t["number"]: t["label"] for t in curves["trials"]}

@@ -30,6 +30,8 @@ from api.views.pages import (
 from api.views.parallel_lines import parallel_lines
 from api.views.sampling import best_so_far, plot_sample, top_trials
 from api.views.study import curve_ids, study_plots
+from api.views.study_posters import parse_sizes
+from hpsearch.errors import InvalidInput
 from hpsearch.objective import Constraint, Objective, rank
 from hpsearch.spec import parse_spec
 from hpsearch.store.results import CurvePoint, TrialPoint
@@ -425,3 +427,26 @@ def test_study_plots_compose_every_figure() -> None:
     assert plots["importance_note"].startswith("from ")
     few = study_plots(SPEC, points[:3], None)
     assert few["importance"] is None and "too few completed trials" in few["importance_note"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("histogram:800x400", "no plot 'histogram'; plots: history, param"),
+        ("history:800", "'history:800' is not name:WIDTHxHEIGHT"),
+        ("history:800x-4", "is not name:WIDTHxHEIGHT"),
+        ("history:90000x400", "a plot is 80 to 4000 pixels each way"),
+    ],
+)
+def test_poster_sizes_name_what_is_wrong(raw: str, says: str) -> None:
+    with pytest.raises(InvalidInput) as error:
+        parse_sizes(raw)
+    assert error.value.field == "sizes" and says in error.value.message
+
+
+def test_poster_sizes_are_read_per_plot() -> None:
+    assert parse_sizes(" history:800x400, param:412x250 ,") == {
+        "history": (800, 400),
+        "param": (412, 250),
+    }
+    assert parse_sizes("") == {}
