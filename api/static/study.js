@@ -150,13 +150,19 @@
     if (!result.ok) return hp.emptyPlot(el, hp.errorText(result));
     const figure = result.data.figure;
     if (!figure) return hp.emptyPlot(el, "Shown once two feasible trials have completed.");
-    await hp.plot(el, figure);
-    // A square per cell: its size in pixels is known only once the axes are laid out.
+    // A square per cell, the larger of a cell's width and height, so neighbours touch rather
+    // than leave gaps. Sized from the plot's margins and its colour bar (about 60 px) first;
+    // drawn again only if the axes Plotly laid out are much other than that.
     const [nx, ny] = figure.layout.meta.bins;
-    // The larger of a cell's width and height: neighbours touch rather than leave gaps.
-    const size = Math.max(2, el._fullLayout.xaxis._length / (nx + 0.8),
-      el._fullLayout.yaxis._length / (ny + 0.8));
-    await window.Plotly.restyle(el, { "marker.size": size }, [0]);
+    const cell = (width, height) => Math.max(2, width / (nx + 0.8), height / (ny + 0.8));
+    const m = figure.layout.margin;
+    const guess = cell(el.clientWidth - m.l - m.r - 60, el.clientHeight - m.t - m.b);
+    figure.data[0].marker.size = guess;
+    await hp.plot(el, figure);
+    const size = cell(el._fullLayout.xaxis._length, el._fullLayout.yaxis._length);
+    if (Math.abs(size - guess) > 0.1 * guess) {
+      await window.Plotly.restyle(el, { "marker.size": size }, [0]);
+    }
   }
   for (const id of ["contour-x", "contour-y"]) {
     $(id).addEventListener("change", () => queueDraw(drawContour));
