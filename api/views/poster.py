@@ -180,26 +180,25 @@ def _autorange(
         return (-1.0, 6.0) if axis.kind == "linear" else (0.0, 1.0)
     lows = [(lo, pad) for lo, _, pad in extremes]
     highs = [(hi, pad) for _, hi, pad in extremes]
-    tozero = axis.spec.get("rangemode") == "tozero" and axis.kind == "linear"
-    if tozero:
-        lows.append((0.0, 0.0))
-        highs.append((0.0, 0.0))
     low = min(v for v, _ in lows)
     high = max(v for v, _ in highs)
+    tozero = axis.spec.get("rangemode") == "tozero" and axis.kind == "linear"
     if low == high:
-        return (low - 1.0, high + 1.0) if low != 0 or not tozero else (0.0, 1.0)
-    best = (low, high, -1.0)
+        return (0.0, max(1.0, 2 * high)) if tozero and low >= 0 else (low - 1.0, high + 1.0)
+    best = ((low, 0.0), (high, 0.0), -1.0)
     for (a, pa), (b, pb) in itertools.product(lows, highs):
         room = length - pa - pb
-        if b <= a or room <= 0:
-            continue
-        slope = (b - a) / room
-        if slope > best[2]:
-            best = (a - pa * slope, b + pb * slope, slope)
-    out_low, out_high = best[0], best[1]
-    if tozero and low >= 0 and out_low < 0:
-        out_low = 0.0
-    return out_low, out_high
+        if b > a and room > 0 and (b - a) / room > best[2]:
+            best = ((a, pa), (b, pb), (b - a) / room)
+    (a, pa), (b, pb), _ = best
+    if tozero:
+        # Zero, unpadded, replaces the end on its side; the other end keeps its padding.
+        if a >= 0:
+            a, pa = 0.0, 0.0
+        elif b <= 0:
+            b, pb = 0.0, 0.0
+    slope = (b - a) / max(length - pa - pb, 1.0)
+    return a - pa * slope, b + pb * slope
 
 
 def _nice(rough: float) -> float:
@@ -255,7 +254,17 @@ def _tick_text(text: str) -> str:
     if base == text:
         return text_of(text)
     power = text[len(base) :].translate(_PLAIN)
-    return f'{text_of(base)}<tspan dy="-.5em" font-size="70%">{power}</tspan>'
+    return f'{text_of(base)}<tspan dy="-.6em" font-size="70%">{power}</tspan>'
+
+
+def _tick_size(axis: _Axis, at: float, text: str) -> float:
+    """A tick label's font, in the axis's font size: on a log axis ticked by ``dtick``, Plotly
+    writes the powers of ten a size up and the digits between them a size down."""
+    if axis.kind != "log" or axis.spec.get("tickvals") is not None:
+        return 1.0
+    if abs(at - round(at)) > 1e-9:
+        return 0.75
+    return 1.25 if axis.spec.get("exponentformat") == "power" else 1.0
 
 
 def _log_ticks(axis: _Axis, count: float) -> list[tuple[float, str]]:
@@ -494,9 +503,10 @@ class _Poster:
         # The top margin grows to hold the legend rows above the plot.
         left, right = margin["l"], margin["r"]
         rows = self._legend_rows(self.w - left - right)
-        if rows:
-            # The legend's bottom sits 2 % of the plot's height above it (y = 1.02).
-            need = self._legend_height(rows) + 12 + 0.02 * (self.h - margin["b"])
+        above = max(self._legend_height(rows) if rows else 0.0, self._menu_height())
+        if above:
+            # The legend and the buttons sit 2 % of the plot's height above it (y = 1.02).
+            need = above + 12 + 0.02 * (self.h - margin["b"])
             margin["t"] = max(margin["t"], round(need / 1.02))
         if self.x.visible and xspec.get("side") == "top":
             margin["t"] = max(margin["t"], fs * 1.3 + 6)
@@ -508,7 +518,7 @@ class _Poster:
             standoff = float((xspec.get("title") or {}).get("standoff", 6))
             need = 6 + lines * 1.3 * fs + (round(fs * 1.2) * 1.3 + standoff if title else 0)
             if self.x.kind == "log" and xspec.get("exponentformat") == "power":
-                need += 4
+                need += 0.25 * 1.3 * fs  # its powers of ten are a size up
             margin["b"] = max(margin["b"], round(need))
         top, bottom = margin["t"], self.h - margin["b"]
         self.y.p0, self.y.p1 = bottom, top
@@ -528,6 +538,16 @@ class _Poster:
         self.x.p0, self.x.p1 = left, left + plot_w
         self._range(self.x, plot_w)
         self.x.ticks = _ticks(self.x, plot_w, "x") if self.x.visible else []
+        if self.x.ticks and xspec.get("automargin") and not bar_w:
+            # A label near the right end sticking out of the plot pushes the margin by as
+            # much (as Plotly does; not one at the very end of the range).
+            at, text = max(self.x.ticks, key=lambda tick: self.x.px(tick[0]))
+            over = self.x.px(at) + _width(text, fs) / 2 - (self.w - right)
+            if over > 0 and abs(self.x.px(at) - (self.w - right)) > 0.5:
+                plot_w -= round(over)
+                self.x.p1 = left + plot_w
+                self._range(self.x, plot_w)
+                self.x.ticks = _ticks(self.x, plot_w, "x")
         self.box = (left, top, left + plot_w, bottom)
         self._grid()
         self._shapes("below")
@@ -611,16 +631,19 @@ class _Poster:
             for v, text in axis.ticks:
                 p = _n(axis.px(v))
                 lines = text.split("\n")
+                size = _tick_size(axis, v, text) * fs
+                font = f' font-size="{_n(size)}"' if size != fs else ""
                 if letter == "x":
-                    y = top - 5 if on_top else bottom + 3 + fs * 0.95
+                    y = top - 5 if on_top else bottom + 2.2 + size * 1.1
                     body = _tick_text(lines[0]) + "".join(
                         f'<tspan x="{p}" dy="{_n(fs * 1.3)}">{_tick_text(line)}</tspan>'
                         for line in lines[1:]
                     )
-                    labels.append(f'<text x="{p}" y="{_n(y)}">{body}</text>')
+                    labels.append(f'<text x="{p}" y="{_n(y)}"{font}>{body}</text>')
                 else:
                     labels.append(
-                        f'<text x="{_n(left - 3)}" y="{p}" dy=".35em">{_tick_text(text)}</text>'
+                        f'<text x="{_n(left - 3)}" y="{p}" dy=".35em"{font}>'
+                        f"{_tick_text(text)}</text>"
                     )
             anchor = "middle" if letter == "x" else "end"
             out.append(f'<g class="{letter}tick" text-anchor="{anchor}">{"".join(labels)}</g>')
@@ -631,7 +654,8 @@ class _Poster:
             ts = round(fs * 1.2)  # Plotly's titles are a size up from the ticks
             if letter == "x":
                 rows = max((t.count("\n") + 1 for _, t in axis.ticks), default=1)
-                y = bottom + 3 + fs * 1.3 * rows + standoff + ts * 0.8
+                tick = max((_tick_size(axis, v, t) for v, t in axis.ticks), default=1.0) * fs
+                y = bottom + 1 + tick * 1.3 * rows + standoff + ts * 0.8
                 out.append(
                     f'<text class="xtitle" x="{_n((left + right) / 2)}" y="{_n(y)}"'
                     f' text-anchor="middle" font-size="{ts}">{text_of(title)}</text>'
@@ -688,12 +712,7 @@ class _Poster:
             f'<defs><clipPath id="{clip}"><rect x="{_n(left)}" y="{_n(top)}"'
             f' width="{_n(right - left)}" height="{_n(bottom - top)}"/></clipPath></defs>'
         )
-        clipped: list[str] = []
-        free: list[str] = []
-        for i, trace in enumerate(self.traces):
-            body = self._trace(trace, i)
-            (free if trace.get("cliponaxis") is False else clipped).append(body)
-        self.out.append(f'<g clip-path="url(#{clip})">{"".join(clipped)}</g>{"".join(free)}')
+        self.out.extend(self._trace(trace, i) for i, trace in enumerate(self.traces))
 
     def _points(self, trace: dict[str, Any]) -> list[tuple[float, float] | None]:
         ax, bx = self.x.scale()
@@ -709,19 +728,25 @@ class _Poster:
         mode = str(trace.get("mode", "lines+markers"))
         points = self._points(trace)
         parts: list[str] = []
+        # Lines and error bars are cut at the plot's edge; markers and text too, unless the
+        # trace says otherwise (cliponaxis).
+        clip = f' clip-path="url(#{self.id}-plot)"'
         if "lines" in mode:
-            parts.append(self._line(trace, points))
+            parts.append(self._line(trace, points, clip))
         if trace.get("error_x") and (trace["error_x"].get("visible", True)):
-            parts.append(self._errors(trace, points))
+            parts.append(self._errors(trace, points, clip))
+        clip = "" if trace.get("cliponaxis") is False else clip
         if "markers" in mode:
-            parts.append(self._markers(trace, points, index))
+            parts.append(self._markers(trace, points, index, clip))
         if "text" in mode:
-            parts.append(self._texts(trace, points))
+            parts.append(self._texts(trace, points, clip))
         opacity = trace.get("opacity")
         extra = f' opacity="{opacity}"' if opacity is not None and opacity != 1 else ""
         return f'<g class="trace"{extra}>{"".join(parts)}</g>'
 
-    def _line(self, trace: dict[str, Any], points: Sequence[tuple[float, float] | None]) -> str:
+    def _line(
+        self, trace: dict[str, Any], points: Sequence[tuple[float, float] | None], clip: str
+    ) -> str:
         line = trace.get("line") or {}
         width = float(line.get("width", 2))
         step = line.get("shape") == "hv"
@@ -742,9 +767,11 @@ class _Poster:
         if not d:
             return ""
         stroke = _stroke(str(line.get("color", "#1f77b4")), width, line.get("dash"))
-        return f'<path class="line" d="{"".join(d)}" fill="none"{stroke}/>'
+        return f'<path class="line" d="{"".join(d)}" fill="none"{stroke}{clip}/>'
 
-    def _errors(self, trace: dict[str, Any], points: Sequence[tuple[float, float] | None]) -> str:
+    def _errors(
+        self, trace: dict[str, Any], points: Sequence[tuple[float, float] | None], clip: str
+    ) -> str:
         spec = trace["error_x"]
         errors = spec.get("array") or []
         a, _ = self.x.scale()
@@ -761,10 +788,14 @@ class _Poster:
             return ""
         colour = _attr(str(spec.get("color", "#444")))
         width = float(spec.get("thickness", 2))
-        return f'<path d="{d}" fill="none"{_stroke(colour, width)}/>'
+        return f'<path d="{d}" fill="none"{_stroke(colour, width)}{clip}/>'
 
     def _markers(
-        self, trace: dict[str, Any], points: Sequence[tuple[float, float] | None], index: int
+        self,
+        trace: dict[str, Any],
+        points: Sequence[tuple[float, float] | None],
+        index: int,
+        clip: str = "",
     ) -> str:
         marker = trace.get("marker") or {}
         symbol = str(marker.get("symbol", "circle"))
@@ -807,9 +838,11 @@ class _Poster:
             if per_point is not None and k < len(per_point):
                 extra += f' fill="{per_point[k]}"'
             uses.append(f'<use href="{href}" x="{_n(pt[0])}" y="{_n(pt[1])}"{extra}/>')
-        return f'{defs}<g class="points" {paint}>{"".join(uses)}</g>'
+        return f'{defs}<g class="points" {paint}{clip}>{"".join(uses)}</g>'
 
-    def _texts(self, trace: dict[str, Any], points: Sequence[tuple[float, float] | None]) -> str:
+    def _texts(
+        self, trace: dict[str, Any], points: Sequence[tuple[float, float] | None], clip: str
+    ) -> str:
         texts = trace.get("text")
         if not isinstance(texts, list):
             texts = [texts] * len(points)
@@ -821,11 +854,11 @@ class _Poster:
         if "markers" in mode:
             size = (trace.get("marker") or {}).get("size", 6)
             r = (size if not isinstance(size, list) else size[0]) / 2
-        pad = r / 0.8 + 1 if r else 3
+        pad = r / 0.8 + 1 if r else 0.0
         dx = {"left": -pad, "right": pad}.get(position.split()[-1], 0.0)
         anchor = {"left": "end", "right": "start"}.get(position.split()[-1], "middle")
         vertical = position.split()[0]
-        dy = {"top": -pad - fs * 0.2, "bottom": pad + fs * 0.8}.get(vertical, fs * 0.35)
+        dy = {"top": -pad - fs * 0.25, "bottom": pad + fs * 0.8}.get(vertical, fs * 0.25)
         body = []
         for pt, text in zip(points, texts, strict=False):
             if pt is None or text is None:
@@ -833,9 +866,8 @@ class _Poster:
             body.append(f'<text x="{_n(pt[0] + dx)}" y="{_n(pt[1] + dy)}">{text_of(text)}</text>')
         colour = font.get("color")
         fill = f' fill="{_attr(str(colour))}"' if colour else ""
-        return (
-            f'<g class="text" font-size="{_n(fs)}" text-anchor="{anchor}"{fill}>{"".join(body)}</g>'
-        )
+        head = f'<g class="text" font-size="{_n(fs)}" text-anchor="{anchor}"{fill}{clip}>'
+        return head + "".join(body) + "</g>"
 
     # -- legend, buttons, colour bar --------------------------------------------------------------
 
@@ -866,7 +898,7 @@ class _Poster:
         rows: list[list[tuple[float, int, dict[str, Any]]]] = []
         x, first = 0.0, 0
         for column in columns.values():
-            width = max(40 + _width(str(t.get("name", f"trace {i}")), fs) + 10 for i, t in column)
+            width = max(45 + _width(str(t.get("name", f"trace {i}")), fs) for i, t in column)
             if rows and x + width > room:
                 first, x = len(rows), 0.0
             for k, (i, t) in enumerate(column):
@@ -934,13 +966,16 @@ class _Poster:
                 out.append((str(button.get("label", "")), k == active, fs))
         return out
 
+    def _menu_height(self) -> float:
+        return 3 * max((fs for _, _, fs in self.menus), default=0.0)  # as Plotly sizes one
+
     def _draw_menus(self) -> None:
         if not self.menus:
             return
         _, top, right, bottom = self.box
         widths = [_width(label, fs) + 24 for label, _, fs in self.menus]
-        height = self.menus[0][2] * 1.3 + 6
-        x = right - sum(widths) - 2 * (len(widths) - 1)
+        height = self._menu_height()
+        x = right + 1 - sum(widths) - 2 * (len(widths) - 1)
         y = top - 0.02 * (bottom - top) - height
         parts = ['<g class="menu">']
         for (label, active, fs), w in zip(self.menus, widths, strict=True):
@@ -948,8 +983,8 @@ class _Poster:
             parts.append(
                 f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(w)}" height="{_n(height)}" rx="2"'
                 f' fill="{fill}" stroke="#BEC8D9"/>'
-                f'<text x="{_n(x + w / 2)}" y="{_n(y + height / 2)}"'
-                f' dy=".35em" text-anchor="middle" font-size="{_n(fs)}">{text_of(label)}</text>'
+                f'<text x="{_n(x + 12)}" y="{_n(y + height * 0.59)}" font-size="{_n(fs)}">'
+                f"{text_of(label)}</text>"
             )
             x += w + 2
         parts.append("</g>")
@@ -980,8 +1015,9 @@ class _Poster:
         x = right + 0.02 * (right - left) + 10
         fs = self.font_size
         ts = round(fs * 1.2)
-        bar_top = top + (ts * 1.3 + 4 if title else 0)
-        length = bottom - bar_top
+        # Plotly's bar: 10 px in from the plot's top and bottom, its title on top.
+        bar_top = top + 10 + (ts * 1.5 if title else 0)
+        length = bottom - 10 - bar_top
         scale = _scale_of(marker)
         grad = f"{self.id}-scale"
         stops = "".join(
@@ -996,14 +1032,15 @@ class _Poster:
         ]
         if title:
             parts.append(
-                f'<text x="{_n(x)}" y="{_n(top + ts)}" font-size="{ts}">{text_of(title)}</text>'
+                f'<text x="{_n(x)}" y="{_n(top + 10 + ts * 0.97)}" font-size="{ts}">'
+                f"{text_of(title)}</text>"
             )
         low, high = _colour_range(marker)
         span = (high - low) or 1.0
         for v, text in self._bar_ticks(marker, length):
-            y = bottom - (v - low) / span * length
+            y = bar_top + length - (v - low) / span * length
             parts.append(
-                f'<text x="{_n(x + thickness + 4)}" y="{_n(y)}" dy=".35em">{text_of(text)}</text>'
+                f'<text x="{_n(x + thickness + 3.4)}" y="{_n(y)}" dy=".35em">{text_of(text)}</text>'
             )
         parts.append("</g>")
         self.out.append("".join(parts))

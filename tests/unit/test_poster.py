@@ -124,7 +124,7 @@ def test_a_log_axis_with_dtick_1_has_powers_of_ten_evenly_spaced() -> None:
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(ticks)]
     assert max(gaps) - min(gaps) < 0.2 and gaps[0] > 50
     svg = poster(fig, 430, 250)
-    assert '10<tspan dy="-.5em" font-size="70%">−4</tspan>' in svg  # a raised exponent
+    assert '10<tspan dy="-.6em" font-size="70%">−4</tspan>' in svg  # a raised exponent
 
 
 def test_log_axes_with_tick_values_show_them_and_d2_shows_one_two_five() -> None:
