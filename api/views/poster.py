@@ -4,12 +4,14 @@ has parsed its bundle and drawn the interactive plot over it.
 It draws the subset of Plotly the study page's figures use (``figures.py``, ``curves.py``,
 ``parallel_lines.py``) as Plotly would lay it out: the same plot area, axis ranges, ticks,
 markers, lines, legend and colour bar, so the swap to the interactive plot does not jump. No
-hover, no zoom. Plotly's own rules are approximated where they depend on measured text (the
-automatic margins): a character is taken as 0.6 of the font size wide.
+hover, no zoom. Where Plotly measures drawn text (automatic margins, the legend's spacing), a
+text's width is estimated from its characters (``_width``), so those can be off by a few
+pixels in another font.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import itertools
 import math
@@ -66,7 +68,9 @@ def _attr(text: str) -> str:
 def _n(v: float) -> str:
     """A coordinate, to a tenth of a pixel (what the eye can tell)."""
     s = f"{v:.1f}"
-    return s[:-2] if s.endswith(".0") else ("0" if s == "-0.0" else s)
+    if s.endswith(".0"):
+        s = s[:-2]
+    return "0" if s == "-0" else s
 
 
 def _width(text: str, size: float) -> float:
@@ -94,7 +98,7 @@ class _Axis:
 
     spec: dict[str, Any]
     kind: str
-    categories: list[str] = field(default_factory=list)
+    categories: dict[str, int] = field(default_factory=dict)  # name → position
     lo: float = 0.0
     hi: float = 1.0
     p0: float = 0.0  # pixel of lo
@@ -105,8 +109,8 @@ class _Axis:
         if value is None or isinstance(value, bool):
             return None
         if self.kind == "category":
-            text = str(value)
-            return float(self.categories.index(text)) if text in self.categories else None
+            at = self.categories.get(str(value))
+            return None if at is None else float(at)
         if self.kind == "date":
             return _ms(value)
         try:
@@ -162,13 +166,14 @@ def _kind(spec: dict[str, Any], values: Sequence[Any]) -> str:
     return "linear"
 
 
-def _categories(spec: dict[str, Any], values: Sequence[Any]) -> list[str]:
-    order = [str(c) for c in spec.get("categoryarray") or []]
-    seen = dict.fromkeys(order)
-    for v in values:
+def _categories(spec: dict[str, Any], values: Sequence[Any]) -> dict[str, int]:
+    """A category axis's positions: ``categoryarray``'s order, then the rest as first seen
+    (from the bottom up on y, as Plotly places them)."""
+    order: dict[str, int] = {}
+    for v in [*(spec.get("categoryarray") or []), *values]:
         if v is not None:
-            seen.setdefault(str(v), None)
-    return list(seen)
+            order.setdefault(str(v), len(order))
+    return order
 
 
 def _autorange(
@@ -395,9 +400,15 @@ def _colour_at(scale: Sequence[str], share: float) -> str:
     share = min(1.0, max(0.0, share)) * (len(scale) - 1)
     i = min(int(share), len(scale) - 2)
     f = share - i
-    a, b = scale[i], scale[i + 1]
-    rgb = [round(int(a[k : k + 2], 16) * (1 - f) + int(b[k : k + 2], 16) * f) for k in (1, 3, 5)]
-    return "#" + "".join(f"{v:02x}" for v in rgb)
+    (r0, g0, b0), (r1, g1, b1) = _rgb(scale[i]), _rgb(scale[i + 1])
+    return f"#{round(r0 + (r1 - r0) * f):02x}{round(g0 + (g1 - g0) * f):02x}" + (
+        f"{round(b0 + (b1 - b0) * f):02x}"
+    )
+
+
+@functools.cache
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
 
 
 def _scale_of(marker: dict[str, Any]) -> list[str]:
@@ -634,7 +645,7 @@ class _Poster:
                 size = _tick_size(axis, v, text) * fs
                 font = f' font-size="{_n(size)}"' if size != fs else ""
                 if letter == "x":
-                    y = top - 5 if on_top else bottom + 2.2 + size * 1.1
+                    y = top - 3.4 if on_top else bottom + 2.2 + size * 1.1
                     body = _tick_text(lines[0]) + "".join(
                         f'<tspan x="{p}" dy="{_n(fs * 1.3)}">{_tick_text(line)}</tspan>'
                         for line in lines[1:]

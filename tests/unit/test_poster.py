@@ -3,6 +3,7 @@ scales and layout, escaped, and every figure the page builds renders."""
 
 from __future__ import annotations
 
+import html
 import itertools
 import math
 import re
@@ -22,9 +23,11 @@ from api.views.figures import (
     param_figure,
     timeline_figure,
 )
+from api.views.parallel_lines import parallel_lines
 from api.views.poster import VIRIDIS, poster
 from api.views.study import study_plots
 from hpsearch.importance import Importance
+from hpsearch.objective import Objective
 from hpsearch.space import CategoricalParam
 from hpsearch.spec import parse_spec
 from hpsearch.store.results import CurvePoint
@@ -51,7 +54,9 @@ def _uses(trace: ET.Element) -> list[ET.Element]:
 
 def _texts(root: ET.Element, cls: str) -> list[tuple[float, float, str]]:
     """The labels of a group of texts (``xtick``, ``ytick``), with their positions."""
-    group = next(g for g in root.iter(f"{SVG}g") if g.get("class") == cls)
+    group = next((g for g in root.iter(f"{SVG}g") if g.get("class") == cls), None)
+    if group is None:
+        return []
     return [
         (float(t.get("x", 0)), float(t.get("y", 0)), "".join(t.itertext()))
         for t in group.iter(f"{SVG}text")
@@ -112,8 +117,9 @@ def test_autorange_pads_markers_and_starts_at_zero_when_asked() -> None:
     assert xs["0"] == pytest.approx(left, abs=0.06)  # rangemode tozero: 0 at the edge
     ys = sorted(float(u.get("y", 0)) for t in _traces(root) for u in _uses(t))
     # The highest and lowest markers sit inside the plot, padded by 5 % and their size.
-    assert top + 0.05 * (bottom - top) < ys[0] < top + 0.05 * (bottom - top) + 10
-    assert bottom - 0.05 * (bottom - top) - 10 < ys[-1] < bottom - 0.05 * (bottom - top)
+    pad = 0.05 * (bottom - top)
+    assert top + pad + 3 < ys[0] < top + pad + 6  # a 7 px marker: about 4 px more
+    assert bottom - pad - 6 < ys[-1] < bottom - pad - 3
 
 
 def test_a_log_axis_with_dtick_1_has_powers_of_ten_evenly_spaced() -> None:
@@ -125,6 +131,8 @@ def test_a_log_axis_with_dtick_1_has_powers_of_ten_evenly_spaced() -> None:
     assert max(gaps) - min(gaps) < 0.2 and gaps[0] > 50
     svg = poster(fig, 430, 250)
     assert '10<tspan dy="-.6em" font-size="70%">−4</tspan>' in svg  # a raised exponent
+    # Plotly writes the powers of ten a size up (15 px for 12).
+    assert svg.count('font-size="15">10<tspan') == 4
 
 
 def test_log_axes_with_tick_values_show_them_and_d2_shows_one_two_five() -> None:
@@ -188,6 +196,18 @@ def test_user_text_reads_literally_and_never_as_markup() -> None:
     assert labels == ["<b>x</b>&amp;", "plain"]
     assert "<b>" not in svg and "&lt;b&gt;x&lt;/b&gt;&amp;amp;" in svg
     assert not list(root.iter(f"{SVG}b"))
+    # A name Plotly gets unescaped reads as it is; an entity is decoded as Plotly decodes it.
+    raw: dict[str, Any] = {
+        "data": [
+            {"mode": "markers", "name": "a < b & c", "x": [1], "y": [1]},
+            {"mode": "markers", "name": "x&nbsp;y", "x": [2], "y": [2]},
+        ],
+        "layout": style.layout(),
+    }
+    legend = next(
+        g for g in _parse(poster(raw, 400, 300)).iter(f"{SVG}g") if g.get("class") == "legend"
+    )
+    assert ["".join(t.itertext()) for t in legend.iter(f"{SVG}text")] == ["a < b & c", "x\xa0y"]
 
 
 def test_contour_squares_take_viridis_in_order_of_value() -> None:
@@ -207,6 +227,12 @@ def test_contour_squares_take_viridis_in_order_of_value() -> None:
     assert greens == sorted(greens)
     bar = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "colorbar")
     assert "dev_accuracy" in "".join(bar.itertext())
+    # Minimizing: Viridis reversed, the lowest (best) value yellow.
+    lowest = Objective("dev_accuracy", "minimize")
+    fig = contour_figure(SPACE["lr"], SPACE["hidden_units"], points, lowest, bins=6)
+    assert fig is not None
+    fills = [u.get("fill", "") for u in _uses(_traces(_parse(poster(fig, 620, 520)))[0])]
+    assert fills[values.index(low)] == VIRIDIS[-1] and fills[values.index(high)] == VIRIDIS[0]
 
 
 def test_the_timeline_has_a_date_axis_and_a_row_per_worker() -> None:
@@ -220,6 +246,9 @@ def test_the_timeline_has_a_date_axis_and_a_row_per_worker() -> None:
     rows = _texts(root, "ytick")
     assert [lab for _, _, lab in rows] == ["w0", "w1", "w2"]
     assert rows[0][1] > rows[1][1] > rows[2][1]  # the first category at the bottom
+    _, top, _, bottom = _clip_box(root)
+    # Bars alone, yet padded by 5 % of the height along y (Plotly pads only x's lines).
+    assert rows[0][1] == pytest.approx(bottom - 0.05 * (bottom - top), abs=0.1)
     times = [lab for _, _, lab in _texts(root, "xtick")]
     assert 3 <= len(times) <= 10 and all(re.match(r"\d\d:\d\d", t) for t in times)
     assert "Dec 3, 2026" in times[0]  # the date under the first tick, as Plotly writes it
@@ -292,3 +321,49 @@ def test_a_600_point_scatter_is_small() -> None:
 
 def _value(p: Any) -> float:
     return float(p.value) if p.value is not None and math.isfinite(p.value) else -1.0
+
+
+def test_history_zoom_buttons_are_drawn_above_the_plot() -> None:
+    # The better half squashed at the top of the axis: the view starts zoomed, with buttons.
+    points = [point(n, 0.99 + 0.0001 * n if n % 2 else 0.01 * n) for n in range(60)]
+    fig = history_figure(points, OBJECTIVE, best_id=None)
+    assert fig["layout"].get("updatemenus")
+    root = _parse(poster(fig, 1330, 400))
+    menu = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "menu")
+    assert ["".join(t.itertext()) for t in menu.iter(f"{SVG}text")] == [
+        "zoom to the top",
+        "all trials",
+    ]
+    _, top, right, _ = _clip_box(root)
+    boxes = [(float(r.get("x", 0)), float(r.get("y", 0))) for r in menu.iter(f"{SVG}rect")]
+    assert all(y < top for _, y in boxes) and boxes[0][0] < boxes[1][0] < right
+    low, high = fig["layout"]["yaxis"]["range"]
+    ys = [float(lab) for _, _, lab in _texts(root, "ytick")]
+    assert low <= min(ys) and max(ys) <= high  # the zoomed range, not all trials
+
+
+def test_parallel_lines_have_their_labels_on_top_and_axes_as_shapes() -> None:
+    points = random_points(40)
+    plots = study_plots(parse_spec(digits_spec()), points, None)
+    fig = plots["parallel_lines"]
+    root = _parse(poster(fig, 1330, 360))
+    _, top, _, _ = _clip_box(root)
+    labels = _texts(root, "xtick")
+    assert [lab for _, _, lab in labels] == [
+        html.unescape(t) for t in fig["layout"]["xaxis"]["ticktext"]
+    ]
+    assert all(y < top for _, y, _ in labels)
+    assert not _texts(root, "ytick")  # the y axis is hidden
+    axes = [p for p in root.iter(f"{SVG}path") if p.get("stroke") == "#5b6570"]
+    assert len(axes) == len(labels)
+    bar = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "colorbar")
+    ticks = [float(t.text or "") for t in list(bar.iter(f"{SVG}text"))[1:]]
+    assert len(ticks) >= 3 and ticks == sorted(ticks)
+    # The bar reads as the lines are coloured: maximizing, the best (yellow) on top; and
+    # the other way round when minimizing (``reversescale``).
+    stops = [s.get("stop-color") for s in root.iter(f"{SVG}stop")]
+    assert (stops[0], stops[-1]) == (VIRIDIS[-1], VIRIDIS[0])
+    lowest = parallel_lines(plots["parallel"], maximize=False)
+    assert lowest is not None
+    stops = [s.get("stop-color") for s in _parse(poster(lowest, 1330, 360)).iter(f"{SVG}stop")]
+    assert (stops[0], stops[-1]) == (VIRIDIS[0], VIRIDIS[-1])
