@@ -253,10 +253,11 @@ def _power(k: int, spec: dict[str, Any]) -> str:
 _PLAIN = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "−0123456789")
 
 
-def _tick_text(text: str) -> str:
-    """A tick label as SVG: an exponent (``10⁻³``) raised and smaller, as Plotly draws it."""
+def _tick_text(text: str, powers: bool) -> str:
+    """A tick label as SVG; on a log axis (``powers``) an exponent (``10⁻³``) raised and
+    smaller, as Plotly draws it."""
     base = text.rstrip("⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-    if base == text:
+    if base == text or not powers:
         return text_of(text)
     power = text[len(base) :].translate(_PLAIN)
     return f'{text_of(base)}<tspan dy="-.6em" font-size="70%">{power}</tspan>'
@@ -489,6 +490,21 @@ class _Poster:
     # -- layout ---------------------------------------------------------------------------
 
     def _draw(self) -> None:
+        rows = self._place()
+        self._grid()
+        self._shapes("below")
+        self._traces()
+        self._shapes("above")
+        self._axis_labels()
+        self._draw_legend(rows)
+        self._draw_menus()
+        if self.bar is not None:
+            self._draw_bar(self.bar)
+
+    def _place(self) -> list[list[tuple[float, int, dict[str, Any]]]]:
+        """Lay the figure out as Plotly would: the axes' kinds, the margins (pushed by the
+        legend, buttons, tick labels, titles and colour bar), the ranges and the ticks; the
+        legend's rows."""
         margin = {"l": 80.0, "r": 80.0, "t": 100.0, "b": 80.0}
         margin.update({k: float(v) for k, v in (self.layout.get("margin") or {}).items()})
         xs = [v for t in self.traces for v in t.get("x") or []]
@@ -560,15 +576,7 @@ class _Poster:
                 self._range(self.x, plot_w)
                 self.x.ticks = _ticks(self.x, plot_w, "x")
         self.box = (left, top, left + plot_w, bottom)
-        self._grid()
-        self._shapes("below")
-        self._traces()
-        self._shapes("above")
-        self._axis_labels()
-        self._draw_legend(rows)
-        self._draw_menus()
-        if self.bar is not None:
-            self._draw_bar(self.bar)
+        return rows
 
     def _range(self, axis: _Axis, length: float) -> None:
         given = axis.spec.get("range")
@@ -638,6 +646,7 @@ class _Poster:
                 )
                 out.append(f'<path d="{d}" stroke="{colour}" fill="none"/>')
             on_top = spec.get("side") == "top"
+            powers = axis.kind == "log" and spec.get("tickvals") is None
             labels = []
             for v, text in axis.ticks:
                 p = _n(axis.px(v))
@@ -646,15 +655,15 @@ class _Poster:
                 font = f' font-size="{_n(size)}"' if size != fs else ""
                 if letter == "x":
                     y = top - 3.4 if on_top else bottom + 2.2 + size * 1.1
-                    body = _tick_text(lines[0]) + "".join(
-                        f'<tspan x="{p}" dy="{_n(fs * 1.3)}">{_tick_text(line)}</tspan>'
+                    body = _tick_text(lines[0], powers) + "".join(
+                        f'<tspan x="{p}" dy="{_n(fs * 1.3)}">{text_of(line)}</tspan>'
                         for line in lines[1:]
                     )
                     labels.append(f'<text x="{p}" y="{_n(y)}"{font}>{body}</text>')
                 else:
                     labels.append(
                         f'<text x="{_n(left - 3)}" y="{p}" dy=".35em"{font}>'
-                        f"{_tick_text(text)}</text>"
+                        f"{_tick_text(text, powers)}</text>"
                     )
             anchor = "middle" if letter == "x" else "end"
             out.append(f'<g class="{letter}tick" text-anchor="{anchor}">{"".join(labels)}</g>')
@@ -704,7 +713,7 @@ class _Poster:
             colour = str(line.get("color", "#444"))
             stroke = _stroke(colour, width, line.get("dash")) if width > 0 else ""
             opacity = shape.get("opacity")
-            extra = f' opacity="{opacity}"' if opacity is not None else ""
+            extra = f' opacity="{_attr(str(opacity))}"' if opacity is not None else ""
             if shape.get("type") == "rect":
                 fill = _attr(shape.get("fillcolor", "none"))
                 self.out.append(
@@ -752,7 +761,7 @@ class _Poster:
         if "text" in mode:
             parts.append(self._texts(trace, points, clip))
         opacity = trace.get("opacity")
-        extra = f' opacity="{opacity}"' if opacity is not None and opacity != 1 else ""
+        extra = f' opacity="{_attr(str(opacity))}"' if opacity not in (None, 1) else ""
         return f'<g class="trace"{extra}>{"".join(parts)}</g>'
 
     def _line(
@@ -835,7 +844,7 @@ class _Poster:
                 paint += _stroke(str(line.get("color", "#444")), float(line["width"]))
         opacity = marker.get("opacity")
         if opacity is not None and not isinstance(opacity, list):
-            paint += f' opacity="{opacity}"'
+            paint += f' opacity="{_attr(str(opacity))}"'
         ids = trace.get("customdata") or []
         with_ids = isinstance(ids, list) and all(
             isinstance(i, int) and not isinstance(i, bool) for i in ids

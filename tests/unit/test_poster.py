@@ -367,3 +367,47 @@ def test_parallel_lines_have_their_labels_on_top_and_axes_as_shapes() -> None:
     assert lowest is not None
     stops = [s.get("stop-color") for s in _parse(poster(lowest, 1330, 360)).iter(f"{SVG}stop")]
     assert (stops[0], stops[-1]) == (VIRIDIS[0], VIRIDIS[-1])
+
+
+def test_shapes_in_data_and_paper_coordinates_below_or_above_the_traces() -> None:
+    fig: dict[str, Any] = {
+        "data": [{"mode": "markers", "x": [0, 10], "y": [0, 1]}],
+        "layout": style.layout(
+            xaxis=style.axis("x", range=[0, 10]),
+            yaxis=style.axis("y", range=[0, 1]),
+            shapes=[
+                {
+                    "type": "rect",
+                    "xref": "x",
+                    "yref": "paper",
+                    "x0": 2,
+                    "x1": 4,
+                    "y0": 0,
+                    "y1": 1,
+                    "fillcolor": "rgba(0,114,178,0.1)",
+                    "line": {"width": 0},
+                    "layer": "below",
+                },
+                {"type": "line", "x0": 0, "x1": 10, "y0": 0.5, "y1": 0.5, "line": {"dash": "dot"}},
+            ],
+        ),
+    }
+    svg = poster(fig, 400, 300)
+    root = _parse(svg)
+    left, top, right, bottom = _clip_box(root)
+    rect = next(r for r in root.iter(f"{SVG}rect") if r.get("fill") == "rgba(0,114,178,0.1)")
+    assert float(rect.get("x", 0)) == pytest.approx(left + 0.2 * (right - left), abs=0.06)
+    assert float(rect.get("width", 0)) == pytest.approx(0.2 * (right - left), abs=0.1)
+    assert (float(rect.get("y", 0)), float(rect.get("height", 0))) == pytest.approx(
+        (top, bottom - top), abs=0.06
+    )
+    assert rect.get("stroke") is None  # no outline at width 0
+    middle = _n_str((top + bottom) / 2)
+    line = f'<path d="M{_n_str(left)},{middle}L{_n_str(right)},{middle}" fill="none"'
+    # The region under the points, the line over them.
+    assert svg.index("rgba(0,114,178,0.1)") < svg.index('class="trace"') < svg.index(line)
+
+
+def _n_str(v: float) -> str:
+    text = f"{v:.1f}"
+    return text.removesuffix(".0")
