@@ -177,17 +177,19 @@ def _categories(spec: dict[str, Any], values: Sequence[Any]) -> dict[str, int]:
 
 
 def _autorange(
-    axis: _Axis, extremes: Sequence[tuple[float, float, float]], length: float
+    axis: _Axis, extremes: Sequence[tuple[float, float, float]], length: float, letter: str
 ) -> tuple[float, float]:
     """Plotly's autorange: the smallest range keeping every trace's extremes, each padded by
     its pixels (``(low, high, pad)`` per trace), inside ``length`` pixels."""
-    if not extremes:
-        return (-1.0, 6.0) if axis.kind == "linear" else (0.0, 1.0)
+    tozero = axis.spec.get("rangemode") == "tozero" and axis.kind == "linear"
+    if not extremes:  # Plotly's empty axes
+        if axis.kind != "linear":
+            return 0.0, 1.0
+        return 0.0 if tozero else -1.0, 6.0 if letter == "x" else 4.0
     lows = [(lo, pad) for lo, _, pad in extremes]
     highs = [(hi, pad) for _, hi, pad in extremes]
     low = min(v for v, _ in lows)
     high = max(v for v, _ in highs)
-    tozero = axis.spec.get("rangemode") == "tozero" and axis.kind == "linear"
     if low == high:
         return (0.0, max(1.0, 2 * high)) if tozero and low >= 0 else (low - 1.0, high + 1.0)
     best = ((low, 0.0), (high, 0.0), -1.0)
@@ -603,7 +605,7 @@ class _Poster:
                 size = max(size) if isinstance(size, list) else float(size)
                 pad = 0.6 * size + 0.05 * length
             extremes.append((min(finite), max(finite), pad))
-        axis.lo, axis.hi = _autorange(axis, extremes, length)
+        axis.lo, axis.hi = _autorange(axis, extremes, length, letter)
         if axis.kind == "category" and not extremes:
             axis.lo, axis.hi = -0.5, max(0.5, len(axis.categories) - 0.5)
 
@@ -612,6 +614,12 @@ class _Poster:
     def _grid(self) -> None:
         left, top, right, bottom = self.box
         parts = []
+        plot_bg = self.layout.get("plot_bgcolor", "#fff")
+        if plot_bg != self.layout.get("paper_bgcolor", "#fff"):
+            parts.append(
+                f'<rect x="{_n(left)}" y="{_n(top)}" width="{_n(right - left)}"'
+                f' height="{_n(bottom - top)}" fill="{_attr(str(plot_bg))}"/>'
+            )
         for axis, vertical in ((self.x, True), (self.y, False)):
             if not axis.visible or axis.spec.get("showgrid", True) is False:
                 continue
