@@ -597,13 +597,14 @@ class _Poster:
             if not finite:
                 continue
             mode = str(t.get("mode", "lines+markers"))
-            # Plotly pads an axis by 5 % of its length, and by the markers' size; a trace of
-            # lines alone is not padded along x.
-            pad = 0.0 if letter == "x" else 0.05 * length
-            if "markers" in mode or "text" in mode:
+            # Plotly pads an axis by 5 % of its length, and by the markers' size over 1.6 (at
+            # least 3 px); a trace of lines alone is not padded along x.
+            padded = letter == "y" or "markers" in mode or "text" in mode
+            pad = 0.05 * length if padded else 0.0
+            if "markers" in mode:
                 size = (t.get("marker") or {}).get("size", 6)
                 size = max(size) if isinstance(size, list) else float(size)
-                pad = 0.6 * size + 0.05 * length
+                pad += max(size / 1.6, 3.0)
             extremes.append((min(finite), max(finite), pad))
         axis.lo, axis.hi = _autorange(axis, extremes, length, letter)
         if axis.kind == "category" and not extremes:
