@@ -74,10 +74,27 @@
     for (const el of document.querySelectorAll("#param-plots .plot")) put(el, d.params[el.dataset.param]);
   }
 
-  // A point of a poster selects its trial's learning curve, as it will once Plotly has drawn.
+  // A point of a poster selects its trial's learning curve, as it will once Plotly has drawn:
+  // the nearest marker within 8 px. A trace's markers are one path, "M x,y" at each centre,
+  // its trials listed in the same order (api/views/poster.py).
   document.addEventListener("click", (event) => {
-    const point = event.target.closest(".poster [data-id]");
-    if (point) toggle(Number(point.dataset.id));
+    const svg = event.target.closest("svg.poster");
+    if (!svg) return;
+    const box = svg.getBoundingClientRect();
+    const [x, y] = [event.clientX - box.left, event.clientY - box.top];
+    let nearest = null;
+    let distance = 64;
+    for (const marks of svg.querySelectorAll("path[data-ids]")) {
+      const ids = marks.dataset.ids.split(" ");
+      const centres = marks.getAttribute("d").matchAll(/M(-?[\d.]+),(-?[\d.]+)/g);
+      let k = 0;
+      for (const [, cx, cy] of centres) {
+        const d = (cx - x) ** 2 + (cy - y) ** 2;
+        if (d < distance) [distance, nearest] = [d, ids[k]];
+        k += 1;
+      }
+    }
+    if (nearest !== null) toggle(Number(nearest));
   });
 
   /** Loads Plotly once the posters are on screen (the frame after they were put in). */

@@ -253,14 +253,26 @@ def _posters_without_plotly(p: Any, url: str, study_id: int) -> None:
     assert p.evaluate(f"{plots}.every(el => !el.querySelector('.main-svg'))")  # no Plotly
     history = httpx.get(f"{url}/studies/{study_id}/plots.json", timeout=30).json()["history"]
     points = sum(len(t["x"]) for t in history["data"] if t.get("customdata"))
-    assert p.locator("#plot-history svg.poster [data-id]").count() == points
+    # A trace's markers are one path; its trials' ids in the order of its subpaths.
+    marks: list[list[Any]] = p.evaluate(
+        """[...document.querySelectorAll('#plot-history svg.poster path[data-ids]')]
+          .flatMap(path => { const ids = path.dataset.ids.split(' ');
+            return [...path.getAttribute('d').matchAll(/M(-?[\\d.]+),(-?[\\d.]+)/g)]
+              .map((m, k) => [Number(m[1]), Number(m[2]), ids[k]]); })"""
+    )
+    assert len(marks) == points
     ticks = p.evaluate(
         "[...document.querySelectorAll(\"[data-param='hidden_units'] svg.poster text\")]"
         ".map(t => t.textContent)"
     )
     assert {"16", "32", "64", "128", "256"} <= set(ticks)
-    point = p.locator("#plot-history svg.poster [data-id]").last
-    trial = point.get_attribute("data-id")
-    with p.expect_request(lambda r: f"curves.json?selected={trial}&" in r.url):
-        point.dispatch_event("click")
+    # A click on the best trial's star selects the nearest marker's trial.
+    x, y, _ = marks[-1]
+    near = {i for mx, my, i in marks if (mx - x) ** 2 + (my - y) ** 2 < 64}
+    p.locator("#plot-history").scroll_into_view_if_needed()
+    box = p.locator("#plot-history svg.poster").bounding_box()
+    with p.expect_request(lambda r: "curves.json?selected=" in r.url) as asked:
+        p.mouse.click(box["x"] + x, box["y"] + y)
+    selected = asked.value.url.split("selected=")[1].split("&")[0]
+    assert selected in near
     screenshot(p, "study-page-10k-posters")

@@ -73,7 +73,11 @@ def test_plot_and_curve_data_show_the_feasible_best_and_where_trials_stopped(
         f["layout"]["meta"]["param"] for f in plots["params"]
     )
     assert all('width="400" height="250"' in svg for svg in posters["params"].values())
-    ids = {int(i) for i in re.findall(r'data-id="(\d+)"', posters["history"])}
+    ids = {
+        int(i)
+        for said in re.findall(r'data-ids="([\d ]+)"', posters["history"])
+        for i in said.split()
+    }
     drawn = {i for t in plots["history"]["data"] for i in t.get("customdata") or []}
     assert ids == drawn and built.trial_ids[built.best_number] in ids
     assert posters["curves"] is not None and posters["parallel"] is None  # not asked for

@@ -8,6 +8,7 @@ import itertools
 import math
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from api.views.figures import (
     timeline_figure,
 )
 from api.views.parallel_lines import parallel_lines
-from api.views.poster import VIRIDIS, poster
+from api.views.poster import VIRIDIS, _relative, poster
 from api.views.study import study_plots
 from hpsearch.importance import Importance
 from hpsearch.objective import Objective
@@ -48,8 +49,30 @@ def _traces(root: ET.Element) -> list[ET.Element]:
     ]
 
 
-def _uses(trace: ET.Element) -> list[ET.Element]:
-    return list(trace.iter(f"{SVG}use"))
+@dataclass(frozen=True)
+class _Mark:
+    x: float
+    y: float
+    id: str | None
+    fill: str
+
+
+def _marks(trace: ET.Element) -> list[_Mark]:
+    """A trace's markers: each path holds several, "M x,y" at each centre, its trials' ids
+    (``data-ids``) in the same order."""
+    out = []
+    for group in trace.iter(f"{SVG}g"):
+        if group.get("class") != "points":
+            continue
+        for path in group.iter(f"{SVG}path"):
+            centres = re.findall(r"M(-?[\d.]+),(-?[\d.]+)", path.get("d", ""))
+            ids: list[str | None] = list(path.get("data-ids", "").split()) or [None] * len(centres)
+            fill = path.get("fill") or group.get("fill", "")
+            assert len(ids) == len(centres)
+            out += [
+                _Mark(float(x), float(y), i, fill) for (x, y), i in zip(centres, ids, strict=True)
+            ]
+    return out
 
 
 def _texts(root: ET.Element, cls: str) -> list[tuple[float, float, str]]:
@@ -85,7 +108,7 @@ def test_a_history_marker_lands_where_the_axes_put_it() -> None:
     assert len(traces) == len(drawn)
     for trace, element in zip(drawn, traces, strict=True):
         if "markers" in trace["mode"]:
-            assert len(_uses(element)) == len(trace["x"])
+            assert len(_marks(element)) == len(trace["x"])
     left, top, right, bottom = _clip_box(root)
     # The plot area is what the margins leave (the legend above fits in the top margin).
     margin = fig["layout"]["margin"]
@@ -93,12 +116,12 @@ def test_a_history_marker_lands_where_the_axes_put_it() -> None:
     feasible = next(
         el for t, el in zip(drawn, traces, strict=True) if t["name"].startswith("feasible")
     )
-    by_id = {u.get("data-id"): u for u in _uses(feasible)}
+    by_id = {m.id: m for m in _marks(feasible)}
     trial = by_id[str(1001)]  # trial 1: x = 1, value 0.5
-    assert float(trial.get("x", 0)) == pytest.approx(left + (right - left) * 1 / 10, abs=0.06)
-    assert float(trial.get("y", 0)) == pytest.approx(bottom - (bottom - top) * 0.5, abs=0.06)
+    assert trial.x == pytest.approx(left + (right - left) * 1 / 10, abs=0.06)
+    assert trial.y == pytest.approx(bottom - (bottom - top) * 0.5, abs=0.06)
     # Each marker says its trial, for the page's click before Plotly has drawn.
-    ids = {u.get("data-id") for t in traces for u in _uses(t)}
+    ids = {m.id for t in traces for m in _marks(t)}
     assert {str(p.id) for p in points} <= ids
     # The legend, and the step line drawn as horizontal-then-vertical.
     legend = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "legend")
@@ -115,7 +138,7 @@ def test_autorange_pads_markers_and_starts_at_zero_when_asked() -> None:
     left, top, _, bottom = _clip_box(root)
     xs = {lab: x for x, _, lab in _texts(root, "xtick")}
     assert xs["0"] == pytest.approx(left, abs=0.06)  # rangemode tozero: 0 at the edge
-    ys = sorted(float(u.get("y", 0)) for t in _traces(root) for u in _uses(t))
+    ys = sorted(m.y for t in _traces(root) for m in _marks(t))
     # The highest and lowest markers sit inside the plot, padded by 5 % and their size.
     pad = 0.05 * (bottom - top)
     assert top + pad + 3 < ys[0] < top + pad + 6  # a 7 px marker: about 4 px more
@@ -178,7 +201,7 @@ def test_hidden_traces_are_not_drawn_and_legendonly_ones_stay_in_the_legend() ->
         "layout": style.layout(),
     }
     root = _parse(poster(fig, 400, 300))
-    assert [len(_uses(t)) for t in _traces(root)] == [2, 1]
+    assert [len(_marks(t)) for t in _traces(root)] == [2, 1]
     legend = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "legend")
     assert ["".join(t.itertext()) for t in legend.iter(f"{SVG}text")] == ["a", "b", "c"]
 
@@ -216,9 +239,9 @@ def test_contour_squares_take_viridis_in_order_of_value() -> None:
     assert fig is not None
     trace = fig["data"][0]
     root = _parse(poster(fig, 620, 520))
-    fills = [u.get("fill", "") for u in _uses(_traces(root)[0])]
-    assert len(fills) == len(trace["marker"]["color"])
     values = trace["marker"]["color"]
+    fills = _fills_by_point(_marks(_traces(root)[0]), trace)
+    assert len(fills) == len(values)
     low, high = min(values), max(values)
     # Maximizing: Viridis, dark for the lowest value, yellow for the highest.
     assert fills[values.index(low)] == VIRIDIS[0] and fills[values.index(high)] == VIRIDIS[-1]
@@ -231,8 +254,19 @@ def test_contour_squares_take_viridis_in_order_of_value() -> None:
     lowest = Objective("dev_accuracy", "minimize")
     fig = contour_figure(SPACE["lr"], SPACE["hidden_units"], points, lowest, bins=6)
     assert fig is not None
-    fills = [u.get("fill", "") for u in _uses(_traces(_parse(poster(fig, 620, 520)))[0])]
+    fills = _fills_by_point(_marks(_traces(_parse(poster(fig, 620, 520)))[0]), fig["data"][0])
     assert fills[values.index(low)] == VIRIDIS[-1] and fills[values.index(high)] == VIRIDIS[0]
+
+
+def _fills_by_point(marks: list[_Mark], trace: dict[str, Any]) -> list[str]:
+    """Each square's fill in the trace's order: squares of one shade share a path, so they
+    are matched by position (x grows to the right, y upwards, on both axes here)."""
+    order = sorted(range(len(trace["x"])), key=lambda k: (trace["x"][k], trace["y"][k]))
+    drawn = sorted(marks, key=lambda m: (round(m.x), -round(m.y)))
+    fills = [""] * len(order)
+    for k, mark in zip(order, drawn, strict=True):
+        fills[k] = mark.fill
+    return fills
 
 
 def test_the_timeline_has_a_date_axis_and_a_row_per_worker() -> None:
@@ -315,8 +349,12 @@ def test_a_600_point_scatter_is_small() -> None:
     fig = param_figure(SPACE["lr"], random_points(600, seed=2), OBJECTIVE, None)
     svg = poster(fig, 430, 250)
     assert len(svg) < 60 * 600
-    coordinates = re.findall(r' [xy]="([^"]+)"', svg)
+    root = _parse(svg)
+    paths = [p.get("d", "") for t in _traces(root) for p in t.iter(f"{SVG}path")]
+    coordinates = [c for d in paths for pair in re.findall(r"M([^,]+),([^m]+)m", d) for c in pair]
     assert len(coordinates) > 1000 and all(re.fullmatch(r"-?\d+(\.\d)?", c) for c in coordinates)
+    # One path per trace, not an element per marker (what a browser lays out and paints).
+    assert svg.count("<path") < 30
 
 
 def _value(p: Any) -> float:
@@ -411,3 +449,11 @@ def test_shapes_in_data_and_paper_coordinates_below_or_above_the_traces() -> Non
 def _n_str(v: float) -> str:
     text = f"{v:.1f}"
     return text.removesuffix(".0")
+
+
+def test_a_symbols_outline_follows_any_centre() -> None:
+    """Relative after a move from the centre, a closed subpath and a second move included."""
+    assert _relative("M3.5,0A3.5,3.5 0 1,1 0,-3.5A3.5,3.5 0 0,1 3.5,0ZM2.5,2.5L-2.5,-2.5") == (
+        "m3.5,0a3.5,3.5 0 1,1 -3.5,-3.5a3.5,3.5 0 0,1 3.5,3.5zm-1,2.5l-5,-5"
+    )
+    assert _relative("M3.5,3.5H-3.5V-3.5H3.5Z") == "m3.5,3.5h-7v-7h7z"
