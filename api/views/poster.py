@@ -5,35 +5,45 @@ It draws the subset of Plotly the study page's figures use (``figures.py``, ``cu
 ``parallel_lines.py``) as Plotly would lay it out: the same plot area, axis ranges, ticks,
 markers, lines, legend and colour bar, so the swap to the interactive plot does not jump. No
 hover, no zoom. Where Plotly measures drawn text (automatic margins, the legend's spacing), a
-text's width is estimated from its characters (``_width``), so those can be off by a few
-pixels in another font.
+text's width is estimated from its characters (``poster_text.text_width``), so those can be
+off by a few pixels in another font. Axes live in ``poster_axes``, markers and colours in
+``poster_marks``.
 """
 
 from __future__ import annotations
 
-import functools
 import html
 import itertools
-import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from api.views import style
+from api.views.poster_axes import (
+    Axis,
+    autorange,
+    axis_kind,
+    axis_ticks,
+    categories,
+    epoch_ms,
+    linear_ticks,
+    tick_number,
+    tick_size,
+    tick_text,
+)
+from api.views.poster_marks import (
+    colour_at,
+    colour_range,
+    is_open,
+    relative,
+    scale_of,
+    stroke_attrs,
+    symbol_path,
+)
+from api.views.poster_text import attr, num, text_of, text_width
 
 Figure = style.Figure
 
-CHAR = 0.6  # a character's width, in font sizes, where _CHAR_WIDTHS has none
 LEGEND_ROW = 19.0  # Plotly's legend item height at a 12 px font
-
-# Plotly's Viridis, stop for stop.
-VIRIDIS = [
-    *("#440154", "#48186a", "#472d7b", "#424086", "#3b528b", "#33638d", "#2c728e", "#26828e"),
-    *("#21918c", "#1fa088", "#28ae80", "#3fbc73", "#5ec962", "#84d44b", "#addc30", "#d8e219"),
-    "#fde725",
-]
 
 _ids = itertools.count(1)
 
@@ -41,7 +51,7 @@ _ids = itertools.count(1)
 def poster(figure: Figure, width: int, height: int, key: str = "") -> str:
     """Static SVG of a Plotly figure (the subset the study page's figures use).
 
-    ``key`` prefixes the SVG's ids (its clip path, its marker shapes) so several posters on
+    ``key`` prefixes the SVG's ids (its clip path, its colour bar's gradient) so several posters on
     one page never share one; without it a process-wide counter makes them unique.
     """
     prefix = _ident(key) if key else f"p{next(_ids)}"
@@ -50,461 +60,6 @@ def poster(figure: Figure, width: int, height: int, key: str = "") -> str:
 
 def _ident(key: str) -> str:
     return "p" + "".join(c if c.isalnum() or c in "-_" else "_" for c in key)
-
-
-def text_of(value: object) -> str:
-    """Plotly text (escaped for Plotly by ``style.plot_text``) as SVG text: decoded once,
-    then escaped for XML, so a ``<b>`` in a user's choice reads literally."""
-    return _xml(html.unescape(str(value)))
-
-
-def _xml(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _attr(text: str) -> str:
-    return _xml(text).replace('"', "&quot;")
-
-
-def _n(v: float) -> str:
-    """A coordinate, to a tenth of a pixel (what the eye can tell)."""
-    s = f"{v:.1f}"
-    if s.endswith(".0"):
-        s = s[:-2]
-    return "0" if s == "-0" else s
-
-
-def _width(text: str, size: float) -> float:
-    """About how wide a text is drawn (what Plotly's automargin and legend measure)."""
-    return sum(_CHAR_WIDTHS.get(c, CHAR) for c in html.unescape(text)) * size
-
-
-# Character widths in font sizes, by class: a sans-serif's narrow and wide letters.
-_CHAR_WIDTHS = {
-    **dict.fromkeys("ijlI.,:;'|! ·", 0.3),
-    **dict.fromkeys("frt()[]-/", 0.38),
-    **dict.fromkeys("mwMW%=+≤≥−×", 0.88),
-    **dict.fromkeys("ABCDEFGHKLNOPQRSTUVXYZ", 0.68),
-    **dict.fromkeys("0123456789", 0.64),
-}
-
-
-# -- axes --------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Axis:
-    """One cartesian axis: how a data value maps to Plotly's linear coordinate (log10 on a
-    log axis, milliseconds on a date axis, the index on a category axis) and on to pixels."""
-
-    spec: dict[str, Any]
-    kind: str
-    categories: dict[str, int] = field(default_factory=dict)  # name → position
-    lo: float = 0.0
-    hi: float = 1.0
-    p0: float = 0.0  # pixel of lo
-    p1: float = 1.0  # pixel of hi
-    ticks: list[tuple[float, str]] = field(default_factory=list)
-
-    def to_l(self, value: Any) -> float | None:
-        if value is None or isinstance(value, bool):
-            return None
-        if self.kind == "category":
-            at = self.categories.get(str(value))
-            return None if at is None else float(at)
-        if self.kind == "date":
-            return _ms(value)
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            return None
-        if not math.isfinite(v):
-            return None
-        if self.kind == "log":
-            return math.log10(v) if v > 0 else None
-        return v
-
-    def scale(self) -> tuple[float, float]:
-        """``(a, b)``: the pixel of a linear coordinate ``l`` is ``a * l + b``."""
-        a = (self.p1 - self.p0) / ((self.hi - self.lo) or 1.0)
-        return a, self.p0 - a * self.lo
-
-    def px(self, v: float) -> float:
-        a, b = self.scale()
-        return a * v + b
-
-    @property
-    def visible(self) -> bool:
-        return self.spec.get("visible", True) is not False
-
-
-def _ms(value: Any) -> float | None:
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    elif isinstance(value, int | float):
-        return float(value)
-    else:
-        return None
-    # Plotly draws a date's wall-clock time whatever its zone.
-    return moment.replace(tzinfo=UTC).timestamp() * 1000.0
-
-
-def _kind(spec: dict[str, Any], values: Sequence[Any]) -> str:
-    given = spec.get("type")
-    if given in ("linear", "log", "category", "date"):
-        return str(given)
-    first = next((v for v in values if v is not None), None)
-    if isinstance(first, str):
-        try:
-            float(first)
-        except ValueError:
-            return "category"
-    return "linear"
-
-
-def _categories(spec: dict[str, Any], values: Sequence[Any]) -> dict[str, int]:
-    """A category axis's positions: ``categoryarray``'s order, then the rest as first seen
-    (from the bottom up on y, as Plotly places them)."""
-    order: dict[str, int] = {}
-    for v in [*(spec.get("categoryarray") or []), *values]:
-        if v is not None:
-            order.setdefault(str(v), len(order))
-    return order
-
-
-def _autorange(
-    axis: _Axis, extremes: Sequence[tuple[float, float, float]], length: float, letter: str
-) -> tuple[float, float]:
-    """Plotly's autorange: the smallest range keeping every trace's extremes, each padded by
-    its pixels (``(low, high, pad)`` per trace), inside ``length`` pixels."""
-    tozero = axis.spec.get("rangemode") == "tozero" and axis.kind == "linear"
-    if not extremes:  # Plotly's empty axes
-        if axis.kind != "linear":
-            return 0.0, 1.0
-        return 0.0 if tozero else -1.0, 6.0 if letter == "x" else 4.0
-    lows = [(lo, pad) for lo, _, pad in extremes]
-    highs = [(hi, pad) for _, hi, pad in extremes]
-    low = min(v for v, _ in lows)
-    high = max(v for v, _ in highs)
-    if low == high:
-        return (0.0, max(1.0, 2 * high)) if tozero and low >= 0 else (low - 1.0, high + 1.0)
-    best = ((low, 0.0), (high, 0.0), -1.0)
-    for (a, pa), (b, pb) in itertools.product(lows, highs):
-        room = length - pa - pb
-        if b > a and room > 0 and (b - a) / room > best[2]:
-            best = ((a, pa), (b, pb), (b - a) / room)
-    (a, pa), (b, pb), _ = best
-    if tozero:
-        # Zero, unpadded, replaces the end on its side; the other end keeps its padding.
-        if a >= 0:
-            a, pa = 0.0, 0.0
-        elif b <= 0:
-            b, pb = 0.0, 0.0
-    slope = (b - a) / max(length - pa - pb, 1.0)
-    return a - pa * slope, b + pb * slope
-
-
-def _nice(rough: float) -> float:
-    """The smallest of 1, 2 or 5 times a power of ten at least ``rough``."""
-    base = 10.0 ** math.floor(math.log10(rough))
-    return next(m * base for m in (1, 2, 5, 10) if m * base >= rough * (1 - 1e-9))
-
-
-def _linear_ticks(lo: float, hi: float, count: float, dtick: Any = None) -> list[float]:
-    low, high = min(lo, hi), max(lo, hi)
-    step = float(dtick) if isinstance(dtick, int | float) and dtick > 0 else 0.0
-    if not step:
-        step = _nice((high - low) / max(count, 1.0))
-    first = math.ceil(low / step - 1e-9)
-    return [k * step for k in range(first, math.floor(high / step + 1e-9) + 1)][:200]
-
-
-def _number(value: float, step: float, spec: dict[str, Any]) -> str:
-    """A tick label as Plotly writes one: the step's precision, no trailing zeros, thousands
-    separated, a true minus sign."""
-    fmt = str(spec.get("tickformat") or "")
-    if fmt.endswith("%"):
-        digits = int(fmt.strip(".%") or 0) if fmt.strip(".%").isdigit() else 0
-        return f"{value * 100:.{digits}f}%".replace("-", "−")
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 6
-    sep = "," if spec.get("separatethousands") else ""
-    text = f"{abs(value):{sep}.{decimals}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return ("−" + text) if value < 0 and text != "0" else text
-
-
-_SUPER = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def _power(k: int, spec: dict[str, Any]) -> str:
-    if spec.get("exponentformat") == "power":
-        return "1" if k == 0 else "10" if k == 1 else "10" + str(k).translate(_SUPER)
-    text = (
-        f"{10.0**k:,.{max(0, -k)}f}"
-        if spec.get("separatethousands")
-        else f"{10.0**k:.{max(0, -k)}f}"
-    )
-    return text
-
-
-_PLAIN = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "−0123456789")
-
-
-def _tick_text(text: str, powers: bool) -> str:
-    """A tick label as SVG; on a log axis (``powers``) an exponent (``10⁻³``) raised and
-    smaller, as Plotly draws it."""
-    base = text.rstrip("⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-    if base == text or not powers:
-        return text_of(text)
-    power = text[len(base) :].translate(_PLAIN)
-    return f'{text_of(base)}<tspan dy="-.6em" font-size="70%">{power}</tspan>'
-
-
-def _tick_size(axis: _Axis, at: float, text: str) -> float:
-    """A tick label's font, in the axis's font size: on a log axis ticked by ``dtick``, Plotly
-    writes the powers of ten a size up and the digits between them a size down."""
-    if axis.kind != "log" or axis.spec.get("tickvals") is not None:
-        return 1.0
-    if abs(at - round(at)) > 1e-9:
-        return 0.75
-    return 1.25 if axis.spec.get("exponentformat") == "power" else 1.0
-
-
-def _log_ticks(axis: _Axis, count: float) -> list[tuple[float, str]]:
-    low, high = min(axis.lo, axis.hi), max(axis.lo, axis.hi)
-    dtick = axis.spec.get("dtick")
-    if dtick is None:
-        span = high - low
-        dtick = (
-            max(1, math.ceil(span / count)) if span > count * 0.7 else ("D2" if span > 1 else "D1")
-        )
-    out = []
-    if isinstance(dtick, str) and dtick.startswith("D"):
-        digits = (1, 2, 5) if dtick == "D2" else tuple(range(1, 10))
-        for k in range(math.floor(low), math.ceil(high) + 1):
-            for d in digits:
-                v = k + math.log10(d)
-                if low - 1e-9 <= v <= high + 1e-9:
-                    out.append((v, _power(k, axis.spec) if d == 1 else str(d)))
-        return out
-    step = max(1, round(float(dtick)))
-    for k in range(math.ceil(low - 1e-9), math.floor(high + 1e-9) + 1):
-        if k % step == 0:
-            out.append((float(k), _power(k, axis.spec)))
-    return out
-
-
-_DATE_STEPS = [
-    s * 1000.0
-    for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
-] + [86400_000.0 * d for d in (1, 2, 7, 14)]
-
-
-def _date_ticks(lo: float, hi: float, count: float) -> list[tuple[float, str]]:
-    low, high = min(lo, hi), max(lo, hi)
-    rough = (high - low) / max(count, 1.0)
-    step = next((s for s in _DATE_STEPS if s >= rough), _DATE_STEPS[-1])
-    out: list[tuple[float, str]] = []
-    for k in range(math.ceil(low / step), math.floor(high / step) + 1):
-        moment = datetime.fromtimestamp(k * step / 1000.0, UTC)
-        if step >= 86400_000:
-            label = f"{moment:%b} {moment.day}"
-        elif step < 60_000:
-            label = f"{moment:%H:%M:%S}"
-        else:
-            label = f"{moment:%H:%M}"
-        if not out and step < 86400_000:
-            label += f"\n{moment:%b} {moment.day}, {moment.year}"
-        out.append((k * step, label))
-    return out
-
-
-def _ticks(axis: _Axis, length: float, letter: str) -> list[tuple[float, str]]:
-    spec = axis.spec
-    low, high = min(axis.lo, axis.hi), max(axis.lo, axis.hi)
-
-    def inside(v: float | None) -> bool:
-        return v is not None and low - 1e-9 * (high - low) <= v <= high + 1e-9 * (high - low)
-
-    if spec.get("tickvals") is not None and axis.kind != "category":
-        vals = list(spec["tickvals"])
-        texts = list(spec.get("ticktext") or [])
-        out = []
-        for i, v in enumerate(vals):
-            at = axis.to_l(v)
-            if at is not None and inside(at):
-                label = texts[i] if i < len(texts) else _number(float(v), 0.0, spec)
-                out.append((at, str(label)))
-        return out
-    if axis.kind == "category":
-        return [(float(i), c) for i, c in enumerate(axis.categories) if inside(float(i))]
-    # Plotly: a tick every 80 px on x, 40 on y, 4 to 9 of them, plus one.
-    count = max(4.0, min(9.0, length / (80.0 if letter == "x" else 40.0))) + 1
-    if axis.kind == "log":
-        return _log_ticks(axis, count)
-    if axis.kind == "date":
-        return _date_ticks(axis.lo, axis.hi, count)
-    values = _linear_ticks(axis.lo, axis.hi, count, spec.get("dtick"))
-    step = values[1] - values[0] if len(values) > 1 else abs(axis.hi - axis.lo)
-    return [(v, _number(v, step, spec)) for v in values]
-
-
-# -- markers -----------------------------------------------------------------------------------
-
-
-def _symbol_path(symbol: str, r: float) -> str:
-    """Plotly's path for a marker symbol of radius ``r`` (half its size)."""
-    base = symbol.removesuffix("-open")
-    c = _n
-    if base == "square":
-        return f"M{c(r)},{c(r)}H{c(-r)}V{c(-r)}H{c(r)}Z"
-    if base == "diamond":
-        d = r * 1.3
-        return f"M{c(d)},0L0,{c(d)}L{c(-d)},0L0,{c(-d)}Z"
-    if base == "star":
-        s = r * 1.4
-        x1, x2, x3, x4 = (c(s * k) for k in (0.225, 0.951, 0.363, 0.588))
-        y1, y2, y3, y4, y5 = (c(s * k) for k in (-1, -0.309, 0.118, 0.809, 0.382))
-        return (
-            f"M{x1},{y2}H{x2}L{x3},{y3}L{x4},{y4}L0,{y5}L-{x4},{y4}L-{x3},{y3}"
-            f"L-{x2},{y2}H-{x1}L0,{y1}Z"
-        )
-    if base == "x-thin":
-        return _cross(c(r))
-    if base == "x":
-        d = r * 0.8 / math.sqrt(2)
-        moves = {"ne": (d, d), "se": (d, -d), "sw": (-d, -d), "nw": (-d, d)}
-        path = f"M0,{c(d)}"
-        for step in ("ne", "se", "sw", "se", "sw", "nw", "sw", "nw", "ne", "nw", "ne"):
-            dx, dy = moves[step]
-            path += f"l{c(dx)},{c(dy)}"
-        return path + "Z"
-    circle = f"M{c(r)},0A{c(r)},{c(r)} 0 1,1 0,{c(-r)}A{c(r)},{c(r)} 0 0,1 {c(r)},0Z"
-    if base == "circle-x":
-        return circle + _cross(c(r / math.sqrt(2)))
-    return circle
-
-
-_PATH_TOKEN = re.compile(r"[A-Za-z]|-?(?:\d+\.?\d*|\.\d+)(?:e-?\d+)?")
-_ARGUMENTS = {"M": 2, "L": 2, "H": 1, "V": 1, "A": 7, "Z": 0}
-
-
-def _relative(path: str) -> str:
-    """A symbol's outline (absolute coordinates around 0,0, as ``_symbol_path`` writes it)
-    in relative commands after a move from the centre, so it follows any "M x,y"."""
-    tokens = _PATH_TOKEN.findall(path)
-    out: list[str] = []
-    x = y = start_x = start_y = 0.0
-    i = 0
-    while i < len(tokens):
-        command = tokens[i]
-        i += 1
-        absolute = command.upper()
-        count = _ARGUMENTS[absolute]
-        while True:
-            args = [float(t) for t in tokens[i : i + count]]
-            i += count
-            if command.islower():  # already relative
-                dx, dy = (args[-2], args[-1]) if absolute in "MLA" else (0.0, 0.0)
-                if absolute == "H":
-                    dx = args[0]
-                if absolute == "V":
-                    dy = args[0]
-            else:
-                tx = args[-2] if absolute in "MLA" else args[0] if absolute == "H" else x
-                ty = args[-1] if absolute in "MLA" else args[0] if absolute == "V" else y
-                dx, dy = tx - x, ty - y
-            if absolute == "Z":
-                out.append("z")
-                x, y = start_x, start_y
-            elif absolute == "H":
-                out.append(f"h{_n(dx)}")
-            elif absolute == "V":
-                out.append(f"v{_n(dy)}")
-            elif absolute == "A":
-                rx, ry, rotation, large, sweep = args[:5]
-                out.append(
-                    f"a{_n(rx)},{_n(ry)} {_n(rotation)} {int(large)},{int(sweep)} {_n(dx)},{_n(dy)}"
-                )
-            else:
-                out.append(f"{absolute.lower()}{_n(dx)},{_n(dy)}")
-            if absolute != "Z":
-                x, y = x + dx, y + dy
-            if absolute == "M":
-                start_x, start_y = x, y
-            # Further pairs after a move are lines (SVG's rule); a command may repeat.
-            if i >= len(tokens) or tokens[i].isalpha() or count == 0:
-                break
-            if absolute == "M":
-                command = "l" if command.islower() else "L"
-                absolute = "L"
-    return "".join(out)
-
-
-def _cross(d: str) -> str:
-    return f"M{d},{d}L-{d},-{d}M{d},-{d}L-{d},{d}"
-
-
-def _is_open(symbol: str) -> bool:
-    return symbol.endswith("-open") or symbol.startswith("x-thin")
-
-
-def _colour_at(scale: Sequence[str], share: float) -> str:
-    """The colour a share (0..1) of a colour scale takes, interpolated in RGB as d3 does."""
-    share = min(1.0, max(0.0, share)) * (len(scale) - 1)
-    i = min(int(share), len(scale) - 2)
-    f = share - i
-    (r0, g0, b0), (r1, g1, b1) = _rgb(scale[i]), _rgb(scale[i + 1])
-    return f"#{round(r0 + (r1 - r0) * f):02x}{round(g0 + (g1 - g0) * f):02x}" + (
-        f"{round(b0 + (b1 - b0) * f):02x}"
-    )
-
-
-@functools.cache
-def _rgb(colour: str) -> tuple[int, int, int]:
-    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
-
-
-def _scale_of(marker: dict[str, Any]) -> list[str]:
-    name = str(marker.get("colorscale") or "Viridis")
-    stops = list(VIRIDIS)
-    if name.endswith("_r"):
-        stops.reverse()
-    if marker.get("reversescale"):
-        stops.reverse()
-    return stops
-
-
-def _colour_range(marker: dict[str, Any]) -> tuple[float, float]:
-    values = [float(v) for v in marker.get("color") or [] if isinstance(v, int | float)]
-    values = [v for v in values if math.isfinite(v)]
-    low = marker.get("cmin", min(values, default=0.0))
-    high = marker.get("cmax", max(values, default=1.0))
-    return float(low), float(high)
-
-
-def _stroke(colour: str, width: float, dash: object = None) -> str:
-    """A line's SVG attributes: colour, width, and Plotly's dash pattern."""
-    out = f' stroke="{_attr(colour)}" stroke-width="{_n(width)}"'
-    return out + (_dash(str(dash), width) if dash else "")
-
-
-def _dash(dash: str, width: float) -> str:
-    w = max(width, 3.0)
-    if dash == "dot":
-        return f' stroke-dasharray="{_n(w)},{_n(w)}"'
-    if dash == "dash":
-        return f' stroke-dasharray="{_n(3 * w)},{_n(3 * w)}"'
-    return ""
-
-
-# -- the poster --------------------------------------------------------------------------------
 
 
 class _Poster:
@@ -523,11 +78,11 @@ class _Poster:
         head = (
             f'<svg class="poster" xmlns="http://www.w3.org/2000/svg" width="{int(self.w)}"'
             f' height="{int(self.h)}" viewBox="0 0 {int(self.w)} {int(self.h)}" role="img"'
-            f' aria-label="{_attr(self._label())}" font-family="{_attr(self.font_family)}"'
-            f' font-size="{_n(self.font_size)}" fill="{_attr(self.colour)}">'
+            f' aria-label="{attr(self._label())}" font-family="{attr(self.font_family)}"'
+            f' font-size="{num(self.font_size)}" fill="{attr(self.colour)}">'
         )
         bg = self.layout.get("paper_bgcolor", "#fff")
-        self.out.append(f'<rect width="100%" height="100%" fill="{_attr(bg)}"/>')
+        self.out.append(f'<rect width="100%" height="100%" fill="{attr(bg)}"/>')
         if any(t.get("type") == "parcoords" for t in self.all_traces):
             # WebGL parallel coordinates: the page never asks a poster of them; a frame
             # keeps the place.
@@ -570,11 +125,11 @@ class _Poster:
         ys = [v for t in self.traces for v in t.get("y") or []]
         xspec = self.layout.get("xaxis") or {}
         yspec = self.layout.get("yaxis") or {}
-        self.x = _Axis(xspec, _kind(xspec, xs))
-        self.y = _Axis(yspec, _kind(yspec, ys))
+        self.x = Axis(xspec, axis_kind(xspec, xs))
+        self.y = Axis(yspec, axis_kind(yspec, ys))
         for axis, values in ((self.x, xs), (self.y, ys)):
             if axis.kind == "category":
-                axis.categories = _categories(axis.spec, values)
+                axis.categories = categories(axis.spec, values)
         self.legend = self._legend_items()
         self.bar = next(
             (
@@ -609,9 +164,9 @@ class _Poster:
         top, bottom = margin["t"], self.h - margin["b"]
         self.y.p0, self.y.p1 = bottom, top
         self._range(self.y, bottom - top)
-        self.y.ticks = _ticks(self.y, bottom - top, "y") if self.y.visible else []
+        self.y.ticks = axis_ticks(self.y, bottom - top, "y") if self.y.visible else []
         if self.y.visible and yspec.get("automargin"):
-            label_w = max((_width(t, fs) for _, t in self.y.ticks), default=0.0)
+            label_w = max((text_width(t, fs) for _, t in self.y.ticks), default=0.0)
             title = (yspec.get("title") or {}).get("text")
             standoff = float((yspec.get("title") or {}).get("standoff", 6))
             need = label_w + 8 + (round(fs * 1.2) * 1.3 + standoff if title else 0)
@@ -623,26 +178,26 @@ class _Poster:
             plot_w = min(plot_w, (self.w - left - bar_w) / 1.02)
         self.x.p0, self.x.p1 = left, left + plot_w
         self._range(self.x, plot_w)
-        self.x.ticks = _ticks(self.x, plot_w, "x") if self.x.visible else []
+        self.x.ticks = axis_ticks(self.x, plot_w, "x") if self.x.visible else []
         if self.x.ticks and xspec.get("automargin") and not bar_w:
             # A label near the right end sticking out of the plot pushes the margin by as
             # much (as Plotly does; not one at the very end of the range).
             at, text = max(self.x.ticks, key=lambda tick: self.x.px(tick[0]))
-            over = self.x.px(at) + _width(text, fs) / 2 - (self.w - right)
+            over = self.x.px(at) + text_width(text, fs) / 2 - (self.w - right)
             if over > 0 and abs(self.x.px(at) - (self.w - right)) > 0.5:
                 plot_w -= round(over)
                 self.x.p1 = left + plot_w
                 self._range(self.x, plot_w)
-                self.x.ticks = _ticks(self.x, plot_w, "x")
+                self.x.ticks = axis_ticks(self.x, plot_w, "x")
         self.box = (left, top, left + plot_w, bottom)
         return rows
 
-    def _range(self, axis: _Axis, length: float) -> None:
+    def _range(self, axis: Axis, length: float) -> None:
         given = axis.spec.get("range")
         if given is not None and len(given) == 2:
             lo, hi = given
             if axis.kind == "date":
-                lo, hi = _ms(lo), _ms(hi)
+                lo, hi = epoch_ms(lo), epoch_ms(hi)
             if lo is not None and hi is not None:
                 axis.lo, axis.hi = float(lo), float(hi)
                 return
@@ -663,7 +218,7 @@ class _Poster:
                 size = max(size) if isinstance(size, list) else float(size)
                 pad += max(size / 1.6, 3.0)
             extremes.append((min(finite), max(finite), pad))
-        axis.lo, axis.hi = _autorange(axis, extremes, length, letter)
+        axis.lo, axis.hi = autorange(axis, extremes, length, letter)
         if axis.kind == "category" and not extremes:
             axis.lo, axis.hi = -0.5, max(0.5, len(axis.categories) - 0.5)
 
@@ -675,8 +230,8 @@ class _Poster:
         plot_bg = self.layout.get("plot_bgcolor", "#fff")
         if plot_bg != self.layout.get("paper_bgcolor", "#fff"):
             parts.append(
-                f'<rect x="{_n(left)}" y="{_n(top)}" width="{_n(right - left)}"'
-                f' height="{_n(bottom - top)}" fill="{_attr(str(plot_bg))}"/>'
+                f'<rect x="{num(left)}" y="{num(top)}" width="{num(right - left)}"'
+                f' height="{num(bottom - top)}" fill="{attr(str(plot_bg))}"/>'
             )
         for axis, vertical in ((self.x, True), (self.y, False)):
             if not axis.visible or axis.spec.get("showgrid", True) is False:
@@ -684,14 +239,14 @@ class _Poster:
             colour = axis.spec.get("gridcolor", "#eee")
             path = ""
             for v, _ in axis.ticks:
-                p = _n(axis.px(v))
+                p = num(axis.px(v))
                 path += (
-                    f"M{p},{_n(top)}V{_n(bottom)}" if vertical else f"M{_n(left)},{p}H{_n(right)}"
+                    f"M{p},{num(top)}V{num(bottom)}"
+                    if vertical
+                    else f"M{num(left)},{p}H{num(right)}"
                 )
             if path:
-                parts.append(
-                    f'<path class="grid" d="{path}" stroke="{_attr(colour)}" fill="none"/>'
-                )
+                parts.append(f'<path class="grid" d="{path}" stroke="{attr(colour)}" fill="none"/>')
         self.out.append("".join(parts))
 
     def _axis_labels(self) -> None:
@@ -704,32 +259,32 @@ class _Poster:
                 continue
             # Plotly shows the axis line by default once a line colour is given.
             if spec.get("showline", bool(spec.get("linecolor"))):
-                colour = _attr(spec.get("linecolor", "#444"))
+                colour = attr(spec.get("linecolor", "#444"))
                 d = (
-                    f"M{_n(left)},{_n(bottom)}H{_n(right)}"
+                    f"M{num(left)},{num(bottom)}H{num(right)}"
                     if letter == "x"
-                    else f"M{_n(left)},{_n(top)}V{_n(bottom)}"
+                    else f"M{num(left)},{num(top)}V{num(bottom)}"
                 )
                 out.append(f'<path d="{d}" stroke="{colour}" fill="none"/>')
             on_top = spec.get("side") == "top"
             powers = axis.kind == "log" and spec.get("tickvals") is None
             labels = []
             for v, text in axis.ticks:
-                p = _n(axis.px(v))
+                p = num(axis.px(v))
                 lines = text.split("\n")
-                size = _tick_size(axis, v, text) * fs
-                font = f' font-size="{_n(size)}"' if size != fs else ""
+                size = tick_size(axis, v, text) * fs
+                font = f' font-size="{num(size)}"' if size != fs else ""
                 if letter == "x":
                     y = top - 3.4 if on_top else bottom + 2.2 + size * 1.1
-                    body = _tick_text(lines[0], powers) + "".join(
-                        f'<tspan x="{p}" dy="{_n(fs * 1.3)}">{text_of(line)}</tspan>'
+                    body = tick_text(lines[0], powers) + "".join(
+                        f'<tspan x="{p}" dy="{num(fs * 1.3)}">{text_of(line)}</tspan>'
                         for line in lines[1:]
                     )
-                    labels.append(f'<text x="{p}" y="{_n(y)}"{font}>{body}</text>')
+                    labels.append(f'<text x="{p}" y="{num(y)}"{font}>{body}</text>')
                 else:
                     labels.append(
-                        f'<text x="{_n(left - 3)}" y="{p}" dy=".35em"{font}>'
-                        f"{_tick_text(text, powers)}</text>"
+                        f'<text x="{num(left - 3)}" y="{p}" dy=".35em"{font}>'
+                        f"{tick_text(text, powers)}</text>"
                     )
             anchor = "middle" if letter == "x" else "end"
             out.append(f'<g class="{letter}tick" text-anchor="{anchor}">{"".join(labels)}</g>')
@@ -740,19 +295,19 @@ class _Poster:
             ts = round(fs * 1.2)  # Plotly's titles are a size up from the ticks
             if letter == "x":
                 rows = max((t.count("\n") + 1 for _, t in axis.ticks), default=1)
-                tick = max((_tick_size(axis, v, t) for v, t in axis.ticks), default=1.0) * fs
+                tick = max((tick_size(axis, v, t) for v, t in axis.ticks), default=1.0) * fs
                 y = bottom + 1 + tick * 1.3 * rows + standoff + ts * 0.8
                 out.append(
-                    f'<text class="xtitle" x="{_n((left + right) / 2)}" y="{_n(y)}"'
+                    f'<text class="xtitle" x="{num((left + right) / 2)}" y="{num(y)}"'
                     f' text-anchor="middle" font-size="{ts}">{text_of(title)}</text>'
                 )
             else:
-                label_w = max((_width(t, fs) for _, t in axis.ticks), default=0.0)
+                label_w = max((text_width(t, fs) for _, t in axis.ticks), default=0.0)
                 x = left - 3 - label_w - standoff - ts * 0.25
-                mid = _n((top + bottom) / 2)
+                mid = num((top + bottom) / 2)
                 out.append(
-                    f'<text class="ytitle" x="{_n(x)}" y="{mid}" text-anchor="middle"'
-                    f' font-size="{ts}" transform="rotate(-90 {_n(x)} {mid})">'
+                    f'<text class="ytitle" x="{num(x)}" y="{mid}" text-anchor="middle"'
+                    f' font-size="{ts}" transform="rotate(-90 {num(x)} {mid})">'
                     f"{text_of(title)}</text>"
                 )
 
@@ -777,26 +332,28 @@ class _Poster:
             line = shape.get("line") or {}
             width = float(line.get("width", 2))
             colour = str(line.get("color", "#444"))
-            stroke = _stroke(colour, width, line.get("dash")) if width > 0 else ""
+            stroke = stroke_attrs(colour, width, line.get("dash")) if width > 0 else ""
             opacity = shape.get("opacity")
-            extra = f' opacity="{_attr(str(opacity))}"' if opacity is not None else ""
+            extra = f' opacity="{attr(str(opacity))}"' if opacity is not None else ""
             if shape.get("type") == "rect":
-                fill = _attr(shape.get("fillcolor", "none"))
+                fill = attr(shape.get("fillcolor", "none"))
                 self.out.append(
-                    f'<rect x="{_n(min(x0, x1))}" y="{_n(min(y0, y1))}" width="{_n(abs(x1 - x0))}"'
-                    f' height="{_n(abs(y1 - y0))}" fill="{fill}"{stroke}{extra}/>'
+                    f'<rect x="{num(min(x0, x1))}" y="{num(min(y0, y1))}"'
+                    f' width="{num(abs(x1 - x0))}" height="{num(abs(y1 - y0))}"'
+                    f' fill="{fill}"{stroke}{extra}/>'
                 )
             elif shape.get("type", "line") == "line":
                 self.out.append(
-                    f'<path d="M{_n(x0)},{_n(y0)}L{_n(x1)},{_n(y1)}" fill="none"{stroke}{extra}/>'
+                    f'<path d="M{num(x0)},{num(y0)}L{num(x1)},{num(y1)}"'
+                    f' fill="none"{stroke}{extra}/>'
                 )
 
     def _traces(self) -> None:
         left, top, right, bottom = self.box
         clip = f"{self.id}-plot"
         self.out.append(
-            f'<defs><clipPath id="{clip}"><rect x="{_n(left)}" y="{_n(top)}"'
-            f' width="{_n(right - left)}" height="{_n(bottom - top)}"/></clipPath></defs>'
+            f'<defs><clipPath id="{clip}"><rect x="{num(left)}" y="{num(top)}"'
+            f' width="{num(right - left)}" height="{num(bottom - top)}"/></clipPath></defs>'
         )
         self.out.extend(self._trace(trace, i) for i, trace in enumerate(self.traces))
 
@@ -827,7 +384,7 @@ class _Poster:
         if "text" in mode:
             parts.append(self._texts(trace, points, clip))
         opacity = trace.get("opacity")
-        extra = f' opacity="{_attr(str(opacity))}"' if opacity not in (None, 1) else ""
+        extra = f' opacity="{attr(str(opacity))}"' if opacity not in (None, 1) else ""
         return f'<g class="trace"{extra}>{"".join(parts)}</g>'
 
     def _line(
@@ -842,7 +399,7 @@ class _Poster:
             if pt is None:
                 pen_down = False
                 continue
-            x, y = _n(pt[0]), _n(pt[1])
+            x, y = num(pt[0]), num(pt[1])
             if not pen_down:
                 d.append(f"M{x},{y}")
                 pen_down = True
@@ -852,7 +409,7 @@ class _Poster:
                 d.append(f"L{x},{y}")
         if not d:
             return ""
-        stroke = _stroke(str(line.get("color", "#1f77b4")), width, line.get("dash"))
+        stroke = stroke_attrs(str(line.get("color", "#1f77b4")), width, line.get("dash"))
         return f'<path class="line" d="{"".join(d)}" fill="none"{stroke}{clip}/>'
 
     def _errors(
@@ -868,13 +425,13 @@ class _Poster:
                 continue
             x, y = pt
             lo, hi = x - abs(a) * float(err), x + abs(a) * float(err)
-            d += f"M{_n(lo)},{_n(y)}H{_n(hi)}"
-            d += f"M{_n(lo)},{_n(y - cap)}V{_n(y + cap)}M{_n(hi)},{_n(y - cap)}V{_n(y + cap)}"
+            d += f"M{num(lo)},{num(y)}H{num(hi)}"
+            d += f"M{num(lo)},{num(y - cap)}V{num(y + cap)}M{num(hi)},{num(y - cap)}V{num(y + cap)}"
         if not d:
             return ""
-        colour = _attr(str(spec.get("color", "#444")))
+        colour = attr(str(spec.get("color", "#444")))
         width = float(spec.get("thickness", 2))
-        return f'<path d="{d}" fill="none"{_stroke(colour, width)}{clip}/>'
+        return f'<path d="{d}" fill="none"{stroke_attrs(colour, width)}{clip}/>'
 
     def _markers(
         self,
@@ -890,32 +447,32 @@ class _Poster:
         # Every marker of a trace is one subpath of a single path, "M x,y" at its centre, then
         # the symbol's outline relative to it: a browser lays out and paints one element per
         # trace (per colour) in a hundredth of the time thousands of <use> or <circle> take.
-        outline = _relative(_symbol_path(symbol, size / 2))
+        outline = relative(symbol_path(symbol, size / 2))
         colour = marker.get("color", "#1f77b4")
         per_point: list[str] | None = None
         if isinstance(colour, list):
-            scale = _scale_of(marker)
-            low, high = _colour_range(marker)
+            scale = scale_of(marker)
+            low, high = colour_range(marker)
             span = (high - low) or 1.0
             # Shades a step of 1/64 apart (too close to tell): squares of one shade share a path.
             per_point = [
-                _colour_at(scale, round((float(c) - low) / span * 64) / 64)
+                colour_at(scale, round((float(c) - low) / span * 64) / 64)
                 if isinstance(c, int | float)
                 else "#444"
                 for c in colour
             ]
             colour = "#444"
         line = marker.get("line") or {}
-        open_ = _is_open(symbol)
+        open_ = is_open(symbol)
         if open_:
-            paint = 'fill="none"' + _stroke(str(colour), float(line.get("width", 1)))
+            paint = 'fill="none"' + stroke_attrs(str(colour), float(line.get("width", 1)))
         else:
-            paint = f'fill="{_attr(str(colour))}"'
+            paint = f'fill="{attr(str(colour))}"'
             if float(line.get("width", 0)) > 0:
-                paint += _stroke(str(line.get("color", "#444")), float(line["width"]))
+                paint += stroke_attrs(str(line.get("color", "#444")), float(line["width"]))
         opacity = marker.get("opacity")
         if opacity is not None and not isinstance(opacity, list):
-            paint += f' opacity="{_attr(str(opacity))}"'
+            paint += f' opacity="{attr(str(opacity))}"'
         ids = trace.get("customdata") or []
         with_ids = isinstance(ids, list) and all(
             isinstance(i, int) and not isinstance(i, bool) for i in ids
@@ -927,7 +484,7 @@ class _Poster:
                 continue
             shade = per_point[k] if per_point is not None and k < len(per_point) else ""
             subpaths, trials = shades.setdefault(shade, ([], []))
-            subpaths.append(f"M{_n(pt[0])},{_n(pt[1])}{outline}")
+            subpaths.append(f"M{num(pt[0])},{num(pt[1])}{outline}")
             if with_ids and k < len(ids):
                 trials.append(str(ids[k]))
         paths = []
@@ -962,10 +519,10 @@ class _Poster:
         for pt, text in zip(points, texts, strict=False):
             if pt is None or text is None:
                 continue
-            body.append(f'<text x="{_n(pt[0] + dx)}" y="{_n(pt[1] + dy)}">{text_of(text)}</text>')
+            body.append(f'<text x="{num(pt[0] + dx)}" y="{num(pt[1] + dy)}">{text_of(text)}</text>')
         colour = font.get("color")
-        fill = f' fill="{_attr(str(colour))}"' if colour else ""
-        head = f'<g class="text" font-size="{_n(fs)}" text-anchor="{anchor}"{fill}{clip}>'
+        fill = f' fill="{attr(str(colour))}"' if colour else ""
+        head = f'<g class="text" font-size="{num(fs)}" text-anchor="{anchor}"{fill}{clip}>'
         return head + "".join(body) + "</g>"
 
     # -- legend, buttons, colour bar --------------------------------------------------------------
@@ -997,7 +554,7 @@ class _Poster:
         rows: list[list[tuple[float, int, dict[str, Any]]]] = []
         x, first = 0.0, 0
         for column in columns.values():
-            width = max(45 + _width(str(t.get("name", f"trace {i}")), fs) for i, t in column)
+            width = max(45 + text_width(str(t.get("name", f"trace {i}")), fs) for i, t in column)
             if rows and x + width > room:
                 first, x = len(rows), 0.0
             for k, (i, t) in enumerate(column):
@@ -1027,7 +584,7 @@ class _Poster:
                 parts.append(f"<g{faded}>{self._sample(t, x, cy, i)}")
                 name = text_of(t.get("name", f"trace {i}"))
                 parts.append(
-                    f'<text x="{_n(x + 40)}" y="{_n(cy)}" dy=".35em" font-size="{_n(fs)}">'
+                    f'<text x="{num(x + 40)}" y="{num(cy)}" dy=".35em" font-size="{num(fs)}">'
                     f"{name}</text></g>"
                 )
         parts.append("</g>")
@@ -1040,15 +597,15 @@ class _Poster:
             line = t.get("line") or {}
             width = min(float(line.get("width", 2)), 5.0)
             out += (
-                f'<path d="M{_n(x + 5)},{_n(cy)}H{_n(x + 35)}"'
-                f"{_stroke(str(line.get('color', '#1f77b4')), width, line.get('dash'))}/>"
+                f'<path d="M{num(x + 5)},{num(cy)}H{num(x + 35)}"'
+                f"{stroke_attrs(str(line.get('color', '#1f77b4')), width, line.get('dash'))}/>"
             )
         if "markers" in mode:
             marker = dict(t.get("marker") or {})
             size = marker.get("size", 6)
             marker["size"] = min(16.0, float(size if not isinstance(size, list) else size[0]))
             if isinstance(marker.get("color"), list):
-                marker["color"] = _colour_at(_scale_of(marker), 0.5)
+                marker["color"] = colour_at(scale_of(marker), 0.5)
             fake = {"marker": marker, "x": [0], "y": [0]}
             body = self._markers(fake, [(x + 20, cy)], 1000 + index)
             out += body.replace(
@@ -1072,7 +629,7 @@ class _Poster:
         if not self.menus:
             return
         _, top, right, bottom = self.box
-        widths = [_width(label, fs) + 24 for label, _, fs in self.menus]
+        widths = [text_width(label, fs) + 24 for label, _, fs in self.menus]
         height = self._menu_height()
         x = right + 1 - sum(widths) - 2 * (len(widths) - 1)
         y = top - 0.02 * (bottom - top) - height
@@ -1080,9 +637,9 @@ class _Poster:
         for (label, active, fs), w in zip(self.menus, widths, strict=True):
             fill = "#F4FAFF" if active else "#ffffff"
             parts.append(
-                f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(w)}" height="{_n(height)}" rx="2"'
+                f'<rect x="{num(x)}" y="{num(y)}" width="{num(w)}" height="{num(height)}" rx="2"'
                 f' fill="{fill}" stroke="#BEC8D9"/>'
-                f'<text x="{_n(x + 12)}" y="{_n(y + height * 0.59)}" font-size="{_n(fs)}">'
+                f'<text x="{num(x + 12)}" y="{num(y + height * 0.59)}" font-size="{num(fs)}">'
                 f"{text_of(label)}</text>"
             )
             x += w + 2
@@ -1090,20 +647,20 @@ class _Poster:
         self.out.append("".join(parts))
 
     def _bar_ticks(self, marker: dict[str, Any], length: float) -> list[tuple[float, str]]:
-        low, high = _colour_range(marker)
+        low, high = colour_range(marker)
         if high <= low:
-            return [(low, _number(low, 0.0, {}))]
-        values = _linear_ticks(low, high, max(4.0, min(9.0, length / 40.0)) + 1)
+            return [(low, tick_number(low, 0.0, {}))]
+        values = linear_ticks(low, high, max(4.0, min(9.0, length / 40.0)) + 1)
         step = values[1] - values[0] if len(values) > 1 else high - low
-        return [(v, _number(v, step, {"separatethousands": True})) for v in values]
+        return [(v, tick_number(v, step, {"separatethousands": True})) for v in values]
 
     def _bar_width(self) -> float:
         assert self.bar is not None
         thickness = float((self.bar.get("colorbar") or {}).get("thickness", 30))
         ticks = self._bar_ticks(self.bar, self.h)
-        label_w = max((_width(t, self.font_size) for _, t in ticks), default=0.0)
+        label_w = max((text_width(t, self.font_size) for _, t in ticks), default=0.0)
         title = str(((self.bar.get("colorbar") or {}).get("title") or {}).get("text") or "")
-        title_w = _width(title, round(self.font_size * 1.2))
+        title_w = text_width(title, round(self.font_size * 1.2))
         return 10 + max(thickness + 4 + label_w, title_w) + 10 + 12
 
     def _draw_bar(self, marker: dict[str, Any]) -> None:
@@ -1117,29 +674,30 @@ class _Poster:
         # Plotly's bar: 10 px in from the plot's top and bottom, its title on top.
         bar_top = top + 10 + (ts * 1.5 if title else 0)
         length = bottom - 10 - bar_top
-        scale = _scale_of(marker)
+        scale = scale_of(marker)
         grad = f"{self.id}-scale"
         stops = "".join(
-            f'<stop offset="{_n(100 * k / (len(scale) - 1))}%" stop-color="{c}"/>'
+            f'<stop offset="{num(100 * k / (len(scale) - 1))}%" stop-color="{c}"/>'
             for k, c in enumerate(reversed(scale))
         )
         parts = [
             f'<defs><linearGradient id="{grad}" x1="0" y1="0" x2="0" y2="1">{stops}'
             "</linearGradient></defs>",
-            f'<g class="colorbar"><rect x="{_n(x)}" y="{_n(bar_top)}" width="{_n(thickness)}"'
-            f' height="{_n(length)}" fill="url(#{grad})" stroke="#444"/>',
+            f'<g class="colorbar"><rect x="{num(x)}" y="{num(bar_top)}" width="{num(thickness)}"'
+            f' height="{num(length)}" fill="url(#{grad})" stroke="#444"/>',
         ]
         if title:
             parts.append(
-                f'<text x="{_n(x)}" y="{_n(top + 10 + ts * 0.97)}" font-size="{ts}">'
+                f'<text x="{num(x)}" y="{num(top + 10 + ts * 0.97)}" font-size="{ts}">'
                 f"{text_of(title)}</text>"
             )
-        low, high = _colour_range(marker)
+        low, high = colour_range(marker)
         span = (high - low) or 1.0
         for v, text in self._bar_ticks(marker, length):
             y = bar_top + length - (v - low) / span * length
             parts.append(
-                f'<text x="{_n(x + thickness + 3.4)}" y="{_n(y)}" dy=".35em">{text_of(text)}</text>'
+                f'<text x="{num(x + thickness + 3.4)}" y="{num(y)}" dy=".35em">'
+                f"{text_of(text)}</text>"
             )
         parts.append("</g>")
         self.out.append("".join(parts))

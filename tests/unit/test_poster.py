@@ -25,7 +25,8 @@ from api.views.figures import (
     timeline_figure,
 )
 from api.views.parallel_lines import parallel_lines
-from api.views.poster import VIRIDIS, _relative, poster
+from api.views.poster import poster
+from api.views.poster_marks import VIRIDIS, relative
 from api.views.study import study_plots
 from hpsearch.importance import Importance
 from hpsearch.objective import Objective
@@ -453,7 +454,7 @@ def _n_str(v: float) -> str:
 
 def test_a_symbols_outline_follows_any_centre() -> None:
     """Relative after a move from the centre, a closed subpath and a second move included."""
-    assert _relative("M3.5,0A3.5,3.5 0 1,1 0,-3.5A3.5,3.5 0 0,1 3.5,0ZM2.5,2.5L-2.5,-2.5") == (
+    assert relative("M3.5,0A3.5,3.5 0 1,1 0,-3.5A3.5,3.5 0 0,1 3.5,0ZM2.5,2.5L-2.5,-2.5") == (
         "m3.5,0a3.5,3.5 0 1,1 -3.5,-3.5a3.5,3.5 0 0,1 3.5,3.5zm-1,2.5l-5,-5"
     )
-    assert _relative("M3.5,3.5H-3.5V-3.5H3.5Z") == "m3.5,3.5h-7v-7h7z"
+    assert relative("M3.5,3.5H-3.5V-3.5H3.5Z") == "m3.5,3.5h-7v-7h7z"
