@@ -389,7 +389,8 @@ def study_posters_json(
     # Learning curves grow while trials run: a running trial's report changes them too.
     key = (study_id, view.study.updated_at, c.ended, c.running)
     caches = _caches(request.app)
-    drawn = caches.posters.get((*key, tuple(sorted(wanted.items()))))
+    at_sizes = (*key, tuple(sorted(wanted.items())))
+    drawn = caches.posters.get(at_sizes)
     if drawn is None:
         figures = caches.poster_figures.get(key)
         if figures is None:
@@ -398,7 +399,7 @@ def study_posters_json(
         plots = _plots(request.app, store, view, FIRST_PAINT)
         posters = study_posters(plots, figures, wanted)
         drawn = json.dumps(posters, separators=(",", ":")).encode()
-        caches.posters.put((*key, tuple(sorted(wanted.items()))), drawn)
+        caches.posters.put(at_sizes, drawn)
     return Response(drawn, media_type="application/json")
 
 

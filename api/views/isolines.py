@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from api.views.style import nice_step
+
 Point = tuple[float, float]
 Segment = tuple[Point, Point]
 
@@ -23,9 +25,7 @@ def levels(low: float, high: float, count: int = 6) -> list[float]:
     power of ten apart), as a colour bar's ticks."""
     if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
         return []
-    raw = (high - low) / (count + 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    step = nice_step((high - low) / (count + 1))
     first = math.floor(low / step + 1) * step
     out = []
     k = 0

@@ -114,9 +114,7 @@ def _scaled(dim: dict[str, Any]) -> tuple[list[float], list[tuple[float, str]]]:
 def _even_ticks(low: float, high: float, count: int = 5) -> list[float]:
     """About ``count`` round values from ``low`` to ``high`` (1, 2 or 5 times a power of ten
     apart), as an axis of a metric has."""
-    raw = (high - low) / (count - 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    step = style.nice_step((high - low) / (count - 1))
     first = math.ceil(low / step) * step
     return [round(first + i * step, 12) for i in range(int((high - first) / step + 1e-9) + 1)]
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api.views.poster_text import text_of
+from api.views.style import nice_step
 
 
 @dataclass
@@ -130,17 +131,11 @@ def autorange(
     return a - pa * slope, b + pb * slope
 
 
-def _nice(rough: float) -> float:
-    """The smallest of 1, 2 or 5 times a power of ten at least ``rough``."""
-    base = 10.0 ** math.floor(math.log10(rough))
-    return next(m * base for m in (1, 2, 5, 10) if m * base >= rough * (1 - 1e-9))
-
-
 def linear_ticks(lo: float, hi: float, count: float, dtick: Any = None) -> list[float]:
     low, high = min(lo, hi), max(lo, hi)
     step = float(dtick) if isinstance(dtick, int | float) and dtick > 0 else 0.0
     if not step:
-        step = _nice((high - low) / max(count, 1.0))
+        step = nice_step((high - low) / max(count, 1.0))
     first = math.ceil(low / step - 1e-9)
     return [k * step for k in range(first, math.floor(high / step + 1e-9) + 1)][:200]
 

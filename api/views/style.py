@@ -4,6 +4,7 @@ quiet layout. Marker shapes differ as well as colours, so nothing is told by col
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
 FEASIBLE = "#0072B2"  # blue
@@ -26,6 +27,13 @@ def plot_text(value: object) -> str:
     choice) is escaped, as a page's template escapes it. Names need not be: specs and reports
     allow only identifiers."""
     return html.escape(str(value), quote=False)
+
+
+def nice_step(rough: float) -> float:
+    """The smallest of 1, 2 or 5 times a power of ten at least ``rough``: the step between
+    round ticks (an axis's, a colour bar's levels)."""
+    base = 10.0 ** math.floor(math.log10(rough))
+    return next(m * base for m in (1, 2, 5, 10) if m * base >= rough * (1 - 1e-9))
 
 
 NUMBER = ",.4~r"
